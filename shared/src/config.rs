@@ -1,0 +1,493 @@
+//! Layered configuration, read the same way by the API and the worker.
+//!
+//! Layers, later ones winning: the `config/default.toml` compiled into the
+//! binary (so a bare start works from any directory), `config/default.toml`
+//! in the working directory when present, `config/<SUPPORTRAG_ENV>.toml`,
+//! the file named with `--config`, then environment variables
+//! `SUPPORTRAG__SECTION__KEY`. Every field is parsed into its final type here
+//! (durations, byte sizes, CIDRs, the key prefix), so a bad value stops the
+//! process at start with the key named, and the rest of the code never
+//! re-checks a setting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use ipnet::IpNet;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("configuration: {key}: {message}")]
+    Rule { key: &'static str, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub security: SecuritySettings,
+    pub signing: SigningSettings,
+    pub delivery: DeliverySettings,
+    pub queue: QueueSettings,
+    pub ingest: IngestSettings,
+    pub chat: ChatSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub body_limit: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: RedisUrl,
+    pub key_prefix: KeyPrefix,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(deserialize_with = "string_list")]
+    pub admin_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    #[serde(deserialize_with = "cidr_list")]
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    #[serde(with = "humantime_serde")]
+    pub timestamp_tolerance: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    pub retry_jitter: f64,
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    pub history_max_per_webhook: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    #[serde(with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub batch_size: usize,
+    pub promote_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    #[serde(deserialize_with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    pub escalation_threshold: f64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    #[serde(deserialize_with = "optional_addr")]
+    pub bind: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// The full layered load used by both binaries.
+    pub fn load(explicit_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .add_source(File::with_name("config/default.toml").required(false));
+        if let Ok(env) = std::env::var("SUPPORTRAG_ENV")
+            && !env.is_empty()
+        {
+            builder = builder.add_source(File::with_name(&format!("config/{env}.toml")));
+        }
+        if let Some(path) = explicit_file {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        let config = builder
+            .add_source(
+                Environment::with_prefix("SUPPORTRAG")
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()?;
+        Self::from_config(config)
+    }
+
+    /// The compiled-in defaults alone; tests start from these and adjust.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .build()?;
+        Self::from_config(config)
+    }
+
+    fn from_config(config: Config) -> Result<Self, ConfigError> {
+        let settings: Settings = config.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules that span a value's range rather than its type.
+    fn check(&self) -> Result<(), ConfigError> {
+        let rule = |ok: bool, key: &'static str, message: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Rule { key, message: message.to_owned() })
+            }
+        };
+        rule(self.server.body_limit.0 > 0, "server.body_limit", "must be greater than zero")?;
+        rule(
+            !self.delivery.timeout.is_zero(),
+            "delivery.timeout",
+            "must be greater than zero",
+        )?;
+        rule(
+            (0.0..1.0).contains(&self.delivery.retry_jitter),
+            "delivery.retry_jitter",
+            "must be at least 0 and below 1",
+        )?;
+        rule(self.delivery.concurrency > 0, "delivery.concurrency", "must be at least 1")?;
+        rule(
+            self.delivery.history_max_per_webhook > 0,
+            "delivery.history_max_per_webhook",
+            "must be at least 1",
+        )?;
+        rule(
+            self.queue.visibility_timeout >= Duration::from_millis(100),
+            "queue.visibility_timeout",
+            "must be at least 100ms",
+        )?;
+        rule(
+            !self.queue.poll_interval.is_zero(),
+            "queue.poll_interval",
+            "must be greater than zero",
+        )?;
+        rule(self.queue.batch_size > 0, "queue.batch_size", "must be at least 1")?;
+        rule(self.queue.promote_batch > 0, "queue.promote_batch", "must be at least 1")?;
+        rule(
+            (0.0..=1.0).contains(&self.chat.escalation_threshold),
+            "chat.escalation_threshold",
+            "must be between 0 and 1",
+        )?;
+        Ok(())
+    }
+}
+
+/// A byte count written as "1MiB", "512KiB", "2MB" or a bare number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let number: usize = digits
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size such as \"1MiB\""))?;
+        let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?}")),
+        };
+        number
+            .checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = StringOrNumber::deserialize(deserializer)?;
+        ByteSize::parse(&value.0).map_err(de::Error::custom)
+    }
+}
+
+/// A Redis connection URL whose scheme we can actually open.
+#[derive(Clone, Debug)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let known = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if known.iter().any(|scheme| text.starts_with(scheme)) {
+            Ok(RedisUrl(text.to_owned()))
+        } else {
+            Err(format!("{text:?} is not a redis:// URL"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        RedisUrl::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
+    }
+}
+
+/// The namespace under which every key lives. Braces are refused because
+/// they would break the per-queue Redis Cluster hash tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPrefix(String);
+
+impl KeyPrefix {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let valid = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if valid {
+            Ok(KeyPrefix(text.to_owned()))
+        } else {
+            Err(format!(
+                "{text:?} must be 1-64 characters of letters, digits, '_', '-', '.', ':'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyPrefix {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        KeyPrefix::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
+    }
+}
+
+/// Environment variables always arrive as strings, TOML may give numbers.
+struct StringOrNumber(String);
+
+impl<'de> Deserialize<'de> for StringOrNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Unsigned(u64),
+        }
+        Ok(match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => StringOrNumber(text),
+            Raw::Unsigned(n) => StringOrNumber(n.to_string()),
+        })
+    }
+}
+
+/// A list given either as a TOML array or as one comma-separated string
+/// (the only way an environment variable can carry one).
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Joined(String),
+        List(Vec<String>),
+    }
+    let items = match Raw::deserialize(deserializer)? {
+        Raw::Joined(text) => text.split(',').map(str::to_owned).collect(),
+        Raw::List(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+fn duration_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    string_list(deserializer)?
+        .iter()
+        .map(|item| {
+            humantime::parse_duration(item)
+                .map_err(|e| de::Error::custom(format!("{item:?} is not a duration: {e}")))
+        })
+        .collect()
+}
+
+fn cidr_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    string_list(deserializer)?
+        .iter()
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| de::Error::custom(format!("{item:?} is not a CIDR such as 127.0.0.0/8")))
+        })
+        .collect()
+}
+
+fn optional_addr<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| de::Error::custom(format!("{text:?} is not an address such as 127.0.0.1:9464")))
+}
+
+/// humantime durations ("500ms", "5m", "30days") for single fields.
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::de::{self, Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|e| de::Error::custom(format!("{text:?} is not a duration such as \"5s\": {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec_table() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.server.bind, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(s.server.body_limit, ByteSize(1 << 20));
+        assert_eq!(s.redis.url.as_str(), "redis://127.0.0.1:6379");
+        assert_eq!(s.redis.key_prefix.as_str(), "supportrag");
+        assert!(s.auth.admin_keys.is_empty());
+        assert!(s.security.allowed_cidrs.is_empty());
+        assert_eq!(s.signing.timestamp_tolerance, Duration::from_secs(300));
+        assert_eq!(s.delivery.timeout, Duration::from_secs(15));
+        let secs: Vec<u64> = s.delivery.retry_schedule.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(s.delivery.concurrency, 64);
+        assert_eq!(s.queue.visibility_timeout, Duration::from_secs(60));
+        let ingest: Vec<u64> = s.ingest.retry_schedule.iter().map(Duration::as_secs).collect();
+        assert_eq!(ingest, [300, 600, 1200]);
+        assert_eq!(s.chat.escalation_threshold, 0.35);
+        assert_eq!(s.log.format, LogFormat::Auto);
+        assert_eq!(s.metrics.bind, None);
+    }
+
+    fn load_toml(extra: &str) -> Result<Settings, ConfigError> {
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .add_source(File::from_str(extra, FileFormat::Toml))
+            .build()?;
+        Settings::from_config(config)
+    }
+
+    #[test]
+    fn lists_accept_a_comma_separated_string() {
+        let s = load_toml(
+            "[delivery]\nretry_schedule = \"10ms, 20ms\"\n[auth]\nadmin_keys = \"a,b\"\n\
+             [security]\nallowed_cidrs = \"127.0.0.0/8,::1\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s.delivery.retry_schedule,
+            [Duration::from_millis(10), Duration::from_millis(20)]
+        );
+        assert_eq!(s.auth.admin_keys, ["a", "b"]);
+        assert_eq!(s.security.allowed_cidrs.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[delivery]\ntimeout = \"soon\"", "delivery.timeout"),
+            ("[server]\nbody_limit = \"1 parsec\"", "server.body_limit"),
+            ("[security]\nallowed_cidrs = \"localhost\"", "security.allowed_cidrs"),
+            ("[redis]\nkey_prefix = \"a{b}\"", "redis.key_prefix"),
+            ("[delivery]\nretry_jitter = 1.5", "delivery.retry_jitter"),
+            ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
+        ];
+        for (toml, key) in cases {
+            let err = load_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?} gave {err:?}, expected it to name {key}");
+        }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("1MiB").unwrap(), ByteSize(1 << 20));
+        assert_eq!(ByteSize::parse("2MB").unwrap(), ByteSize(2_000_000));
+        assert_eq!(ByteSize::parse("512").unwrap(), ByteSize(512));
+        assert!(ByteSize::parse("MiB").is_err());
+        assert!(ByteSize::parse("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! Prefixed, time-sortable identifiers (`webhook_…`, `evt_…`, `dlv_…`).
+//!
+//! Each kind of id is its own type, so a delivery id can never be passed
+//! where a webhook id is expected, and each is parsed once at the edge: a
+//! value of these types always has the right prefix and a sane body.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ulid::Ulid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{found:?} is not a valid {kind} id (expected {prefix}_…)")]
+pub struct InvalidId {
+    pub kind: &'static str,
+    pub prefix: &'static str,
+    pub found: String,
+}
+
+/// Whether `body` may follow a prefix: ids end up in Redis keys, URLs and
+/// headers, so only a conservative alphabet is allowed.
+fn valid_body(body: &str) -> bool {
+    !body.is_empty()
+        && body.len() <= 96
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id whose body is a ULID, so ids sort by creation time.
+            pub fn generate() -> Self {
+                Self(format!(concat!($prefix, "_{}"), Ulid::generate().to_string().to_lowercase()))
+            }
+
+            pub fn parse(text: &str) -> Result<Self, InvalidId> {
+                match text.strip_prefix(concat!($prefix, "_")) {
+                    Some(body) if valid_body(body) => Ok(Self(text.to_owned())),
+                    _ => Err(InvalidId { kind: $kind, prefix: $prefix, found: text.chars().take(100).collect() }),
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A registered webhook (one integration).
+    WebhookId, "webhook", "webhook"
+);
+prefixed_id!(
+    /// One outbound event; the same for every attempt and replay.
+    EventId, "evt", "event"
+);
+prefixed_id!(
+    /// One event sent to one webhook (with all its attempts).
+    DeliveryId, "dlv", "delivery"
+);
+prefixed_id!(
+    /// One queued job.
+    JobId, "job", "job"
+);
+prefixed_id!(
+    /// One entry of the dead-letter set.
+    DeadLetterId, "dead", "dead letter"
+);
+
+impl EventId {
+    /// The id of an event caused by a job, derived from the job's id so a
+    /// job that is run again after a crash emits the same event id and
+    /// receivers can de-duplicate.
+    pub fn derived(job: &JobId, purpose: &str) -> Self {
+        let body = job.as_str().trim_start_matches("job_");
+        Self(format!("evt_{body}_{purpose}"))
+    }
+}
+
+impl DeliveryId {
+    /// The id of the n-th manual retry of a delivery (`dlv_…_retry_n`).
+    pub fn retry_of(original: &DeliveryId, n: u32) -> Self {
+        let base = original.as_str().split("_retry_").next().unwrap_or(original.as_str());
+        Self(format!("{base}_retry_{n}"))
+    }
+
+    /// Deterministic per (event, webhook): publishing the same event twice
+    /// (a job redone after a crash) writes the same delivery record.
+    pub fn for_event(event: &EventId, webhook: &WebhookId) -> Self {
+        let event_body = event.as_str().trim_start_matches("evt_");
+        let webhook_body = webhook.as_str().trim_start_matches("webhook_");
+        Self(format!("dlv_{event_body}_{webhook_body}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_sort_by_time() {
+        let a = WebhookId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = WebhookId::generate();
+        assert!(a < b);
+        assert_eq!(WebhookId::parse(a.as_str()).unwrap(), a);
+    }
+
+    #[test]
+    fn wrong_prefix_or_hostile_body_is_refused() {
+        assert!(WebhookId::parse("evt_123").is_err());
+        assert!(WebhookId::parse("webhook_").is_err());
+        assert!(WebhookId::parse("webhook_a b").is_err());
+        assert!(WebhookId::parse("webhook_../../x").is_err());
+        assert!(WebhookId::parse("webhook_abc123").is_ok());
+    }
+
+    #[test]
+    fn retry_ids_follow_the_seed() {
+        let original = DeliveryId::parse("dlv_123").unwrap();
+        assert_eq!(DeliveryId::retry_of(&original, 1).as_str(), "dlv_123_retry_1");
+        let first = DeliveryId::retry_of(&original, 1);
+        assert_eq!(DeliveryId::retry_of(&first, 2).as_str(), "dlv_123_retry_2");
+    }
+}

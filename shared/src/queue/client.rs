@@ -1,0 +1,397 @@
+//! The queue's Redis operations. Stateless apart from the connection:
+//! any number of API and worker processes use it at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::streams::StreamReadReply;
+use redis::{AsyncCommands, Value};
+use serde::Serialize;
+
+use super::dead_letter::DeadLetter;
+use super::scripts;
+use super::{Envelope, Job, QueueError};
+use crate::config::KeyPrefix;
+use crate::keys::{CONSUMER_GROUP, JOB_FIELD, QueueKeys};
+use crate::time::now_ms;
+
+/// One job handed to this worker, still in raw form: decoding happens in the
+/// runtime so that an undecodable job can be dead-lettered with its bytes.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    /// The stream entry id, what `ack` and friends take.
+    pub entry_id: String,
+    pub raw: Vec<u8>,
+    /// How many times the stream has handed this entry out (1 on the first
+    /// read; more after each crash of a worker that held it).
+    pub times_delivered: u32,
+}
+
+/// How many jobs a queue holds, by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct QueueDepth {
+    pub queue: String,
+    /// In the stream, not yet handed to a worker.
+    pub ready: u64,
+    /// Waiting for a retry or a run time.
+    pub scheduled: u64,
+    /// Handed to a worker, not yet acknowledged.
+    pub in_flight: u64,
+    pub dead: u64,
+    pub processed_total: u64,
+    pub failed_total: u64,
+    /// Age of the oldest job in the stream, ready or in flight.
+    pub oldest_age_ms: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct QueueClient {
+    conn: ConnectionManager,
+    prefix: KeyPrefix,
+}
+
+impl QueueClient {
+    pub fn new(conn: ConnectionManager, prefix: KeyPrefix) -> Self {
+        Self { conn, prefix }
+    }
+
+    pub fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.prefix, queue)
+    }
+
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Creates the stream and its consumer group if missing. Reading from
+    /// id 0 means jobs added before the group existed are not skipped.
+    pub async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
+        let keys = self.keys(queue);
+        let result: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match result {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds jobs to the ready stream in one round trip. Returns once Redis
+    /// has them (durable as far as Redis' persistence setting goes).
+    pub async fn push<J: Job>(&self, jobs: &[Envelope<J>]) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys(J::QUEUE);
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.cmd("XADD")
+                .arg(&keys.stream)
+                .arg("*")
+                .arg(JOB_FIELD)
+                .arg(serde_json::to_vec(job)?)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Adds raw bytes as a job entry; for tests and tools that need to put
+    /// something a worker cannot decode in front of it.
+    pub async fn push_raw(&self, queue: &str, raw: &[u8]) -> Result<(), QueueError> {
+        let keys = self.keys(queue);
+        let _: String = self.conn.clone().xadd(&keys.stream, "*", &[(JOB_FIELD, raw)]).await?;
+        Ok(())
+    }
+
+    /// Schedules a job to become ready at `due_ms` (unix ms).
+    pub async fn schedule<J: Job>(&self, job: &Envelope<J>, due_ms: i64) -> Result<(), QueueError> {
+        let keys = self.keys(J::QUEUE);
+        let _: i64 = self
+            .conn
+            .clone()
+            .zadd(&keys.delayed, serde_json::to_vec(job)?, due_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// Hands up to `count` new jobs to `consumer`, waiting up to `block` for
+    /// the first one. Recreates the group if Redis lost it (a restart
+    /// without persistence), instead of failing forever.
+    pub async fn read(
+        &self,
+        conn: &mut ConnectionManager,
+        queue: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Fetched>, QueueError> {
+        let keys = self.keys(queue);
+        let reply: Result<Option<StreamReadReply>, redis::RedisError> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX))
+            .arg("STREAMS")
+            .arg(&keys.stream)
+            .arg(">")
+            .query_async(conn)
+            .await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group(queue).await?;
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in key.ids {
+                let raw = entry.map.get(JOB_FIELD).map(value_bytes).unwrap_or_default();
+                out.push(Fetched { entry_id: entry.id, raw, times_delivered: 1 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes over up to `count` jobs whose worker has not touched them for
+    /// `min_idle` (it died). Each comes with its delivery counter.
+    pub async fn reclaim(
+        &self,
+        queue: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Fetched>, QueueError> {
+        let keys = self.keys(queue);
+        let reply: Value = scripts::RECLAIM
+            .key(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .arg(consumer)
+            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(count)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let Value::Array(items) = reply else {
+            return Err(QueueError::Reply(format!("reclaim returned {reply:?}")));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let Value::Array(parts) = item else { continue };
+            let [id, fields, times] = <[Value; 3]>::try_from(parts)
+                .map_err(|p| QueueError::Reply(format!("reclaim entry {p:?}")))?;
+            let entry_id = String::from_utf8(value_bytes(&id))
+                .map_err(|_| QueueError::Reply("non-UTF-8 stream id".into()))?;
+            let raw = field_value(&fields, JOB_FIELD).unwrap_or_default();
+            let times_delivered = match times {
+                Value::Int(n) => u32::try_from(n).unwrap_or(u32::MAX),
+                _ => 1,
+            };
+            out.push(Fetched { entry_id, raw, times_delivered });
+        }
+        Ok(out)
+    }
+
+    /// Keeps the visibility timeout from expiring on jobs still running here.
+    pub async fn touch(&self, queue: &str, consumer: &str, entry_ids: &[String]) -> Result<(), QueueError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys(queue);
+        let mut invocation = scripts::TOUCH.key(&keys.stream);
+        invocation.arg(CONSUMER_GROUP).arg(consumer);
+        for id in entry_ids {
+            invocation.arg(id);
+        }
+        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Acknowledges finished jobs: one XACK and one XDEL for the whole batch.
+    pub async fn ack(&self, queue: &str, entry_ids: &[String]) -> Result<(), QueueError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_ids).ignore();
+        pipe.cmd("XDEL").arg(&keys.stream).arg(entry_ids).ignore();
+        pipe.cmd("HINCRBY").arg(&keys.stats).arg("processed").arg(entry_ids.len()).ignore();
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Moves a failed job into the delayed set, due at `due_ms`.
+    pub async fn retry_later(
+        &self,
+        queue: &str,
+        entry_id: &str,
+        envelope: &[u8],
+        due_ms: i64,
+    ) -> Result<(), QueueError> {
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_id).ignore()
+            .cmd("XDEL").arg(&keys.stream).arg(entry_id).ignore()
+            .cmd("ZADD").arg(&keys.delayed).arg(due_ms).arg(envelope).ignore()
+            .cmd("HINCRBY").arg(&keys.stats).arg("failed").arg(1).ignore()
+            .cmd("HINCRBY").arg(&keys.stats).arg("retried").arg(1).ignore();
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Puts a job that was taken but not run (shutdown deadline) back at the
+    /// end of the stream without counting an attempt.
+    pub async fn hand_back(&self, queue: &str, entry_id: &str, envelope: &[u8]) -> Result<(), QueueError> {
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_id).ignore()
+            .cmd("XDEL").arg(&keys.stream).arg(entry_id).ignore()
+            .cmd("XADD").arg(&keys.stream).arg("*").arg(JOB_FIELD).arg(envelope).ignore();
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Moves a job out of attempts into the dead-letter set.
+    pub async fn dead_letter(&self, queue: &str, entry_id: &str, record: &DeadLetter) -> Result<(), QueueError> {
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_id).ignore()
+            .cmd("XDEL").arg(&keys.stream).arg(entry_id).ignore()
+            .cmd("HSET").arg(&keys.dead).arg(record.dead_letter_id.as_str()).arg(serde_json::to_vec(record)?).ignore()
+            .cmd("ZADD").arg(&keys.dead_index).arg(record.failed_at.timestamp_millis()).arg(record.dead_letter_id.as_str()).ignore()
+            .cmd("HINCRBY").arg(&keys.stats).arg("failed").arg(1).ignore()
+            .cmd("HINCRBY").arg(&keys.stats).arg("dead").arg(1).ignore();
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Moves due delayed jobs into the stream, at most `batch` per call.
+    /// Returns how many moved; a caller loops while it gets a full batch.
+    pub async fn promote(&self, queue: &str, batch: usize) -> Result<usize, QueueError> {
+        let keys = self.keys(queue);
+        let moved: usize = scripts::PROMOTE
+            .key(&keys.delayed)
+            .key(&keys.stream)
+            .arg(now_ms())
+            .arg(batch)
+            .arg(JOB_FIELD)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(moved)
+    }
+
+    /// Due time (unix ms) of the next delayed job, if any.
+    pub async fn next_due(&self, queue: &str) -> Result<Option<i64>, QueueError> {
+        let keys = self.keys(queue);
+        let first: Vec<(Vec<u8>, f64)> = self.conn.clone().zrange_withscores(&keys.delayed, 0, 0).await?;
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(first.first().map(|(_, score)| *score as i64))
+    }
+
+    pub async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        pipe.cmd("XINFO").arg("GROUPS").arg(&keys.stream)
+            .zcard(&keys.delayed)
+            .hlen(&keys.dead)
+            .hgetall(&keys.stats)
+            .cmd("XRANGE").arg(&keys.stream).arg("-").arg("+").arg("COUNT").arg(1);
+        let reply: Result<(Value, u64, u64, HashMap<String, u64>, Value), redis::RedisError> =
+            pipe.query_async(&mut self.conn.clone()).await;
+        let (groups, scheduled, dead, stats, oldest) = match reply {
+            // No stream yet: nothing was ever enqueued on this queue.
+            Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => {
+                return Ok(QueueDepth { queue: queue.to_owned(), ..QueueDepth::default() });
+            }
+            other => other?,
+        };
+        let (ready, in_flight) = group_lag_and_pending(&groups);
+        Ok(QueueDepth {
+            queue: queue.to_owned(),
+            ready,
+            scheduled,
+            in_flight,
+            dead,
+            processed_total: stats.get("processed").copied().unwrap_or(0),
+            failed_total: stats.get("failed").copied().unwrap_or(0),
+            oldest_age_ms: oldest_entry_age(&oldest),
+        })
+    }
+
+    /// A cheap round trip to tell whether Redis answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+}
+
+fn value_bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(bytes) => bytes.clone(),
+        Value::SimpleString(text) => text.clone().into_bytes(),
+        Value::Int(n) => n.to_string().into_bytes(),
+        _ => Vec::new(),
+    }
+}
+
+/// The value of `name` in a flat `[field, value, …]` array.
+fn field_value(fields: &Value, name: &str) -> Option<Vec<u8>> {
+    let Value::Array(items) = fields else { return None };
+    items
+        .chunks(2)
+        .find(|pair| value_bytes(&pair[0]) == name.as_bytes())
+        .and_then(|pair| pair.get(1))
+        .map(value_bytes)
+}
+
+/// `lag` (entries never handed out) and `pending` of our group from XINFO
+/// GROUPS, which answers a list of flat field/value arrays (or maps).
+fn group_lag_and_pending(groups: &Value) -> (u64, u64) {
+    let Value::Array(groups) = groups else { return (0, 0) };
+    for group in groups {
+        let pairs: Vec<(Vec<u8>, &Value)> = match group {
+            Value::Array(items) => items.chunks(2).filter_map(|p| Some((value_bytes(&p[0]), p.get(1)?))).collect(),
+            Value::Map(items) => items.iter().map(|(k, v)| (value_bytes(k), v)).collect(),
+            _ => continue,
+        };
+        let get = |name: &str| {
+            pairs.iter().find(|(k, _)| k == name.as_bytes()).map(|(_, v)| match v {
+                Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            })
+        };
+        let is_ours = pairs
+            .iter()
+            .any(|(k, v)| k == b"name" && value_bytes(v) == CONSUMER_GROUP.as_bytes());
+        if is_ours {
+            return (get("lag").unwrap_or(0), get("pending").unwrap_or(0));
+        }
+    }
+    (0, 0)
+}
+
+/// Stream ids start with the unix ms at which the entry was added.
+fn oldest_entry_age(xrange: &Value) -> Option<u64> {
+    let Value::Array(entries) = xrange else { return None };
+    let Value::Array(first) = entries.first()? else { return None };
+    let id = String::from_utf8(value_bytes(first.first()?)).ok()?;
+    let added_ms: i64 = id.split('-').next()?.parse().ok()?;
+    u64::try_from(now_ms().saturating_sub(added_ms)).ok()
+}

@@ -1,0 +1,80 @@
+//! The queue's Lua scripts. Each moves jobs between structures of one queue
+//! (one hash tag) atomically, and each is bounded: no reply or loop grows
+//! with the size of a backlog.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Moves at most ARGV[2] jobs due at or before ARGV[1] (unix ms) from the
+/// delayed set into the stream. ZREM goes member by member because a
+/// `unpack` of a large batch overflows Lua's stack (apalis' failure mode).
+pub static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local due = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', ARGV[3], member)
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+",
+    )
+});
+
+/// Claims up to ARGV[4] jobs idle for ARGV[3] ms for consumer ARGV[2] and
+/// returns each with its delivery counter (XAUTOCLAIM does not report it,
+/// and the counter is what tells a crash loop apart).
+/// Reply: { {id, {field, value, ...}, times_delivered}, ... }
+pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local res = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local out = {}
+for _, entry in ipairs(res[2]) do
+  if entry and entry[2] then
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+    local times = 1
+    if pending[1] then times = pending[1][4] end
+    out[#out + 1] = {entry[1], entry[2], times}
+  end
+end
+return out
+",
+    )
+});
+
+/// Resets the idle time of the jobs consumer ARGV[2] still owns, so the
+/// visibility timeout never takes a job from a live worker. Jobs already
+/// taken over by someone else are left alone.
+pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local touched = 0
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    touched = touched + 1
+  end
+end
+return touched
+",
+    )
+});
+
+/// Re-enqueues a dead letter only if it is still in the set, so two replays
+/// of the same entry (a double click, two admins) enqueue it once.
+/// KEYS: dead, dead index, stream. ARGV: dead letter id, field, envelope.
+pub static REPLAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], '*', ARGV[2], ARGV[3])
+return 1
+",
+    )
+});
