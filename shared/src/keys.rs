@@ -37,6 +37,13 @@
 //!   P:dlv:D             STRING  delivery record (JSON: status, every
 //!                               attempt, the payload sent); expires after
 //!                               delivery.history_ttl.
+//!
+//! Metrics kept in Redis so one scrape of the API covers every worker
+//!   P:metrics:delivery_latency  HASH  histogram of attempt durations:
+//!                               "le_<seconds>" bucket counts, "count",
+//!                               "sum_ms".
+//!   P:dlv:D:retries     STRING  manual retries made of D (for the
+//!                               `D_retry_n` ids); same expiry.
 //! ```
 
 use crate::config::KeyPrefix;
@@ -84,6 +91,14 @@ pub fn webhook_stats(prefix: &KeyPrefix, webhook_id: &str) -> String {
 
 pub fn delivery(prefix: &KeyPrefix, delivery_id: &str) -> String {
     format!("{prefix}:dlv:{delivery_id}")
+}
+
+pub fn delivery_latency(prefix: &KeyPrefix) -> String {
+    format!("{prefix}:metrics:delivery_latency")
+}
+
+pub fn delivery_retries(prefix: &KeyPrefix, delivery_id: &str) -> String {
+    format!("{prefix}:dlv:{delivery_id}:retries")
 }
 
 #[cfg(test)]

@@ -3,9 +3,20 @@
 //! and the worker are thin layers over this crate.
 
 pub mod config;
+pub mod deliveries;
+pub mod egress;
+pub mod events;
 pub mod ids;
+pub mod jobs;
+pub mod jsonjs;
 pub mod keys;
+pub mod publish;
 pub mod queue;
 pub mod redis_conn;
 pub mod retry;
+pub mod services;
+pub mod signing;
+pub mod ssrf;
+pub mod telemetry;
 pub mod time;
+pub mod webhooks;

@@ -1,16 +1,16 @@
 //! Clock helpers: unix milliseconds for Redis scores, RFC 3339 with `Z`
 //! for everything a person or an integrator reads.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Timelike, Utc};
 
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// RFC 3339, UTC, `Z` suffix, whole seconds unless sub-second precision
-/// was recorded.
+/// RFC 3339, UTC, `Z` suffix, at most millisecond precision.
 pub fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let millis = at.timestamp_subsec_millis() * 1_000_000;
+    at.with_nanosecond(millis).unwrap_or(at).to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 pub fn from_ms(ms: i64) -> DateTime<Utc> {

@@ -316,9 +316,24 @@ impl QueueClient {
         let reply: Result<(Value, u64, u64, HashMap<String, u64>, Value), redis::RedisError> =
             pipe.query_async(&mut self.conn.clone()).await;
         let (groups, scheduled, dead, stats, oldest) = match reply {
-            // No stream yet: nothing was ever enqueued on this queue.
+            // No stream yet: nothing was ever ready on this queue, but jobs
+            // may already wait in the delayed set (`schedule` does not
+            // create the stream), so the other structures still count.
             Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => {
-                return Ok(QueueDepth { queue: queue.to_owned(), ..QueueDepth::default() });
+                let (scheduled, dead, stats): (u64, u64, HashMap<String, u64>) = redis::pipe()
+                    .zcard(&keys.delayed)
+                    .hlen(&keys.dead)
+                    .hgetall(&keys.stats)
+                    .query_async(&mut self.conn.clone())
+                    .await?;
+                return Ok(QueueDepth {
+                    queue: queue.to_owned(),
+                    scheduled,
+                    dead,
+                    processed_total: stats.get("processed").copied().unwrap_or(0),
+                    failed_total: stats.get("failed").copied().unwrap_or(0),
+                    ..QueueDepth::default()
+                });
             }
             other => other?,
         };
@@ -333,6 +348,39 @@ impl QueueClient {
             failed_total: stats.get("failed").copied().unwrap_or(0),
             oldest_age_ms: oldest_entry_age(&oldest),
         })
+    }
+
+    /// Removes consumers (workers long gone) that hold no jobs, so the
+    /// group's consumer list does not grow with every restart.
+    pub async fn forget_idle_consumers(&self, queue: &str, me: &str, idle: Duration) -> Result<usize, QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let consumers: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .query_async(&mut conn)
+            .await?;
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let mut removed = 0;
+        for consumer in consumers {
+            let int = |name: &str| match consumer.get(name) {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            };
+            let name = consumer.get("name").map(value_bytes).unwrap_or_default();
+            if int("pending") == 0 && int("idle") > idle_ms && name != me.as_bytes() {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&keys.stream)
+                    .arg(CONSUMER_GROUP)
+                    .arg(name)
+                    .query_async(&mut conn)
+                    .await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// A cheap round trip to tell whether Redis answers.

@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A kind of job: its payload type and the queue it runs on.
-pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// The queue's name, also the job type shown to administrators.
     const QUEUE: &'static str;
 

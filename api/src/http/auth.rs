@@ -1,0 +1,158 @@
+//! Bearer-key authentication for the admin API.
+//!
+//! Several keys can be valid at once so a key can be rotated without
+//! downtime: deploy with old and new, move clients over, drop the old one.
+//! Keys are compared in constant time against every configured key, so
+//! neither the response time nor which key matched tells an attacker how
+//! close a guess was; and the key holder never prints them in logs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+
+use crate::http::error::ApiError;
+
+/// The accepted admin keys. Cheap to clone (shared), so it can be the state
+/// of `axum::middleware::from_fn_with_state`.
+#[derive(Clone)]
+pub struct AdminKeys(Arc<Vec<String>>);
+
+impl AdminKeys {
+    /// Blank entries are dropped: an empty key would let an empty bearer
+    /// token through.
+    pub fn new<I, K>(keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        let keys = keys
+            .into_iter()
+            .map(Into::into)
+            .filter(|k| !k.trim().is_empty())
+            .collect();
+        Self(Arc::new(keys))
+    }
+
+    /// Parses a comma-separated list, as kept in one environment variable.
+    pub fn from_comma_separated(list: &str) -> Self {
+        Self::new(list.split(',').map(str::trim))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// With no keys every admin request is refused; callers may prefer to
+    /// refuse to start instead.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Index of the matching key, if any. Every key is compared, whatever
+    /// the outcome, so timing does not reveal which one (if any) matched.
+    /// Only a key's length can leak, which `subtle` does not hide.
+    fn find(&self, presented: &[u8]) -> Option<usize> {
+        let mut matched = Choice::from(0);
+        let mut index = 0u64;
+        for (i, key) in self.0.iter().enumerate() {
+            let hit = key.as_bytes().ct_eq(presented);
+            index = u64::conditional_select(&index, &(i as u64), hit);
+            matched |= hit;
+        }
+        bool::from(matched).then_some(index as usize)
+    }
+}
+
+impl fmt::Debug for AdminKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AdminKeys([{} redacted])", self.0.len())
+    }
+}
+
+/// Request extension left by [`require_admin`]: which configured key was
+/// used (its position), so logs can show whether an old key is still in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminIdentity {
+    pub key_index: usize,
+}
+
+/// Middleware: lets the request through only with a valid
+/// `Authorization: Bearer <key>`; 401 `MISSING_CREDENTIALS` or
+/// `INVALID_CREDENTIALS` otherwise (with `WWW-Authenticate: Bearer`).
+pub async fn require_admin(
+    State(keys): State<AdminKeys>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let identity = authenticate(&keys, req.headers()).inspect_err(|err| {
+        tracing::warn!(code = err.code(), "admin authentication failed");
+    })?;
+    req.extensions_mut().insert(identity);
+    Ok(next.run(req).await)
+}
+
+fn authenticate(keys: &AdminKeys, headers: &HeaderMap) -> Result<AdminIdentity, ApiError> {
+    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("MISSING_CREDENTIALS", "missing Authorization header")
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .ok_or_else(invalid_credentials)?;
+    keys.find(token.as_bytes())
+        .map(|key_index| AdminIdentity { key_index })
+        .ok_or_else(invalid_credentials)
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// One message for a wrong scheme and a wrong key: telling them apart helps
+/// nobody but someone probing.
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthorized("INVALID_CREDENTIALS", "invalid credentials")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_keys() {
+        let keys = AdminKeys::new(["s3cret-one", "s3cret-two"]);
+        let printed = format!("{keys:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains('2'), "{printed}");
+    }
+
+    #[test]
+    fn finds_any_rotated_key_and_reports_which() {
+        let keys = AdminKeys::from_comma_separated("old-key, new-key,, ");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys.find(b"old-key"), Some(0));
+        assert_eq!(keys.find(b"new-key"), Some(1));
+        assert_eq!(keys.find(b"new-ke"), None);
+        assert_eq!(keys.find(b""), None);
+    }
+
+    #[test]
+    fn parses_bearer_scheme_case_insensitively() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+}

@@ -1,0 +1,239 @@
+//! The one error type handlers and middleware return, and the JSON error
+//! envelope it renders to.
+//!
+//! Every failure a client sees has the same shape,
+//! `{"error":{"code","message","details"?},"meta":{"trace_id"}}`, so webhook
+//! senders can branch on a stable `code` and quote the `trace_id` to support.
+//! Server-side failures are logged here with their real cause and rendered
+//! with a generic message, so internals never leak into responses.
+
+use std::fmt::Display;
+
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::http::trace::current_trace_id;
+
+/// An error response: status, stable machine-readable code, human message.
+#[derive(Debug, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    // Boxed: an order-preserving `Value` is large, and this type travels in
+    // every `Result` of the request path.
+    details: Option<Box<Value>>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// Any status/code pair; prefer the named constructors so codes stay
+    /// consistent across handlers.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Rendered with `WWW-Authenticate: Bearer`, as RFC 9110 requires for 401.
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{what} '{id}' not found"),
+        )
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn payload_too_large(limit_bytes: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds the limit of {limit_bytes} bytes"),
+        )
+        .with_details(json!({ "limit_bytes": limit_bytes }))
+    }
+
+    pub fn unsupported_media_type(got: Option<&str>) -> Self {
+        let message = match got {
+            Some(media_type) => format!("unsupported Content-Type '{media_type}'"),
+            None => "missing Content-Type header".to_owned(),
+        };
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            message,
+        )
+    }
+
+    /// Well-formed input that breaks a rule; `field_path` is the JSON path
+    /// (`data.user_id`, `events[2]`) so clients can point at the culprit.
+    pub fn validation(field_path: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            message,
+        )
+        .with_details(json!({ "field": field_path }))
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests, retry later",
+        )
+        .with_retry_after(retry_after_secs)
+    }
+
+    /// A dependency is down; `Retry-After` tells webhook senders when to retry.
+    pub fn unavailable(retry_after_secs: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "service temporarily unavailable, retry later",
+        )
+        .with_retry_after(retry_after_secs)
+    }
+
+    /// Logs `err` with the current trace id and hides it from the client.
+    pub fn internal(err: impl Display) -> Self {
+        tracing::error!(error = %err, trace_id = %current_trace_id(), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal server error",
+        )
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(Box::new(details));
+        self
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn details(&self) -> Option<&Value> {
+        self.details.as_deref()
+    }
+}
+
+/// Wire shape of an error response; also the OpenAPI schema for error bodies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+    pub meta: ErrorMeta,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `VALIDATION_FAILED`.
+    #[schema(example = "VALIDATION_FAILED")]
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorMeta {
+    pub trace_id: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let envelope = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details.map(|d| *d),
+            },
+            meta: ErrorMeta {
+                trace_id: current_trace_id(),
+            },
+        };
+        let mut response = (self.status, axum::Json(envelope)).into_response();
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Storage failures, mapped once: Redis out of reach is the client's cue
+/// to retry (503 with Retry-After), anything else is our bug (500).
+impl From<shared::webhooks::StoreError> for ApiError {
+    fn from(e: shared::webhooks::StoreError) -> Self {
+        if e.is_unavailable() { redis_unavailable(&e) } else { ApiError::internal(e) }
+    }
+}
+
+impl From<shared::queue::QueueError> for ApiError {
+    fn from(e: shared::queue::QueueError) -> Self {
+        if e.is_unavailable() { redis_unavailable(&e) } else { ApiError::internal(e) }
+    }
+}
+
+impl From<shared::publish::PublishError> for ApiError {
+    fn from(e: shared::publish::PublishError) -> Self {
+        if e.is_unavailable() { redis_unavailable(&e) } else { ApiError::internal(e) }
+    }
+}
+
+impl From<shared::webhooks::FieldError> for ApiError {
+    fn from(e: shared::webhooks::FieldError) -> Self {
+        ApiError::validation(&e.field, e.message)
+    }
+}
+
+fn redis_unavailable(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "redis unavailable");
+    ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
+}
+
+/// What a 503 tells clients to wait: reconnects are attempted continuously,
+/// so a short wait is right.
+const REDIS_RETRY_AFTER_SECS: u64 = 2;

@@ -1,0 +1,39 @@
+//! HTTP plumbing shared by every route of the API: error and success
+//! envelopes, request tracing and metrics, body limits, admin auth and the
+//! OpenAPI document.
+//!
+//! The order in which the layers wrap a route is part of the contract (SPEC:
+//! 413 size, 415 content type, 401 credentials, 400 malformed JSON, 422
+//! content), so [`with_common_layers`] is the one place that decides it.
+
+pub mod auth;
+pub mod body;
+pub mod envelope;
+pub mod error;
+pub mod openapi;
+pub mod trace;
+
+#[cfg(test)]
+mod tests;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+
+use crate::http::body::{BodyPolicy, buffer_body};
+use crate::http::trace::{HttpMetrics, trace_requests};
+
+/// Wraps every route of `router` in the request-wide layers.
+///
+/// Call it last, after all routes (including admin sub-routers that carry
+/// their own auth `route_layer`) are in place: axum only layers routes that
+/// exist at that point. The resulting order, outermost first, is
+/// trace → body limit/media type → (auth, per sub-router) → handler, which is
+/// what gives 413/415 precedence over 401, and 401 over the handler's 400/422.
+pub fn with_common_layers<S>(router: Router<S>, metrics: HttpMetrics, body: BodyPolicy) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router
+        .layer(from_fn_with_state(body, buffer_body))
+        .layer(from_fn_with_state(metrics, trace_requests))
+}

@@ -1,0 +1,137 @@
+//! The OpenAPI 3 document, built from the same code that builds the router.
+//!
+//! Routes are registered through utoipa-axum's `OpenApiRouter` with
+//! `routes!(handler)`: the `#[utoipa::path]` on a handler gives both the axum
+//! route and its documentation, so the published document cannot drift from
+//! what is served. Likewise [`admin_only`] both installs the auth layer and
+//! marks the operations as needing the `admin_key` scheme.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::http::auth::{AdminKeys, require_admin};
+use crate::http::error::{ErrorBody, ErrorEnvelope, ErrorMeta};
+
+/// Name of the security scheme admin operations refer to.
+pub const ADMIN_SECURITY_SCHEME: &str = "admin_key";
+/// Where [`finish`] serves the document.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// Declares the `admin_key` bearer scheme in `components.securitySchemes`.
+pub struct AdminKeySecurity;
+
+impl Modify for AdminKeySecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("Admin API key, sent as `Authorization: Bearer <key>`"))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(ADMIN_SECURITY_SCHEME, SecurityScheme::Http(scheme));
+    }
+}
+
+/// Document-level metadata and the shared schemas; paths come from the
+/// routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Support RAG API"),
+    modifiers(&AdminKeySecurity),
+    components(schemas(ErrorEnvelope, ErrorBody, ErrorMeta))
+)]
+pub struct ApiDoc;
+
+/// The root router to register documented routes on.
+pub fn api_router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+}
+
+/// Puts every route registered so far on `router` behind admin bearer auth
+/// and documents them as requiring `admin_key`. Routes added afterwards are
+/// neither protected nor marked, exactly like axum's `route_layer`.
+pub fn admin_only<S>(mut router: OpenApiRouter<S>, keys: AdminKeys) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    require_security(router.get_openapi_mut(), ADMIN_SECURITY_SCHEME);
+    router.route_layer(from_fn_with_state(keys, require_admin))
+}
+
+fn require_security(doc: &mut utoipa::openapi::OpenApi, scheme: &str) {
+    let wanted = SecurityRequirement::new(scheme, Vec::<String>::new());
+    for item in doc.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            let security = operation.security.get_or_insert_with(Vec::new);
+            if !security.contains(&wanted) {
+                security.push(wanted.clone());
+            }
+        }
+    }
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// The document pre-serialized once at startup; serving it is a copy of
+/// shared bytes.
+#[derive(Debug, Clone)]
+pub struct OpenApiJson(Bytes);
+
+impl OpenApiJson {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(doc).map(|v| Self(Bytes::from(v)))
+    }
+}
+
+/// Handler serving the document as plain OpenAPI JSON (not wrapped in the
+/// data envelope: tooling expects the bare document).
+pub async fn serve_openapi(State(doc): State<OpenApiJson>) -> Response {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        doc.0,
+    )
+        .into_response()
+}
+
+/// Splits the documented router into the axum router and the document, and
+/// adds `GET /openapi.json` serving that document.
+pub fn finish<S>(
+    router: OpenApiRouter<S>,
+) -> Result<(Router<S>, utoipa::openapi::OpenApi), serde_json::Error>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (router, doc) = router.split_for_parts();
+    let json = OpenApiJson::new(&doc)?;
+    let docs = Router::new()
+        .route(OPENAPI_PATH, get(serve_openapi))
+        .with_state(json);
+    Ok((router.merge(docs), doc))
+}

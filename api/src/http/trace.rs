@@ -1,0 +1,266 @@
+//! Request tracing: one trace id per request, a tracing span around the
+//! request, an access-log line, and Prometheus request metrics.
+//!
+//! The trace id is the thread that ties a client's report ("my webhook got a
+//! 500") to our logs, so it is accepted from the caller when well-formed,
+//! echoed in `X-Trace-Id`, and made available to the error and success
+//! envelopes through a task-local, without threading it through every handler.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tracing::Instrument;
+
+/// Header used to both accept and echo the trace id.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+/// W3C Trace Context header, used when callers run their own tracing.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Route label for requests no route matched; keeps label cardinality bounded
+/// no matter what paths scanners throw at us.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+const MAX_TRACE_ID_LEN: usize = 128;
+
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// Trace id of the request being served, or a fresh one outside a request
+/// (background jobs, tests) so callers never have to handle "no id".
+pub fn current_trace_id() -> String {
+    TRACE_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| generate_trace_id())
+}
+
+/// A new trace id; the ULID keeps ids roughly time-ordered in log searches.
+pub fn generate_trace_id() -> String {
+    format!(
+        "trace_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}
+
+/// The caller's trace id, if it sent a usable one. `X-Trace-Id` wins over
+/// `traceparent` because it is the one our own clients set on purpose.
+pub fn incoming_trace_id(headers: &HeaderMap) -> Option<String> {
+    header_str(headers, TRACE_ID_HEADER)
+        .filter(|v| is_valid_trace_id(v))
+        .map(str::to_owned)
+        .or_else(|| header_str(headers, TRACEPARENT_HEADER).and_then(traceparent_trace_id))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The id ends up in logs and a response header, so only a conservative
+/// character set is trusted; anything else is ignored rather than rejected,
+/// since a bad trace header should never fail a webhook delivery.
+fn is_valid_trace_id(id: &str) -> bool {
+    (1..=MAX_TRACE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// The trace-id field of a W3C `traceparent`
+/// (`version-traceid-parentid-flags`), when it is well-formed.
+fn traceparent_trace_id(value: &str) -> Option<String> {
+    let mut fields = value.trim().split('-');
+    let version = fields.next()?;
+    let trace_id = fields.next()?;
+    let parent_id = fields.next()?;
+    let flags = fields.next()?;
+    let well_formed = is_lower_hex(version, 2)
+        && version != "ff"
+        && is_lower_hex(trace_id, 32)
+        && is_lower_hex(parent_id, 16)
+        && is_lower_hex(flags, 2);
+    // The spec marks an all-zero trace id as invalid, not "unsampled".
+    let non_zero = trace_id.bytes().any(|b| b != b'0');
+    (well_formed && non_zero).then(|| trace_id.to_owned())
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Request counters and latency histograms, labelled by route template.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl HttpMetrics {
+    /// Creates the metrics and registers them in `registry`; fails if they
+    /// are already registered there.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests served"),
+            &["method", "route", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency in seconds",
+            ),
+            &["method", "route"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { requests, duration })
+    }
+
+    fn observe(&self, method: &str, route: &str, status: StatusCode, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Middleware: assigns the trace id, runs the request inside its span and
+/// task-local scope, then logs, records metrics and echoes `X-Trace-Id`.
+///
+/// Install with `Router::layer` (not around the finished router as a
+/// service): only then has axum already attached `MatchedPath`.
+pub async fn trace_requests(
+    State(metrics): State<HttpMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let trace_id = incoming_trace_id(req.headers()).unwrap_or_else(generate_trace_id);
+    let method = method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    // Logs may show the raw path (useful when debugging a 404); metrics may not.
+    let path = route.clone().unwrap_or_else(|| req.uri().path().to_owned());
+    let span =
+        tracing::info_span!("http_request", trace_id = %trace_id, method = %method, path = %path);
+
+    let started = Instant::now();
+    let mut response = TRACE_ID
+        .scope(trace_id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    let elapsed = started.elapsed();
+
+    let status = response.status();
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request completed"
+        );
+    });
+    metrics.observe(
+        method,
+        route.as_deref().unwrap_or(UNMATCHED_ROUTE),
+        status,
+        elapsed,
+    );
+    if let Ok(value) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    }
+    response
+}
+
+/// Extension methods are arbitrary tokens; folding them into one label
+/// stops a client from minting new time series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                map.insert(*name, v);
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn accepts_well_formed_x_trace_id() {
+        let h = headers(&[(TRACE_ID_HEADER, "abc-123_x.y:z")]);
+        assert_eq!(incoming_trace_id(&h).as_deref(), Some("abc-123_x.y:z"));
+    }
+
+    #[test]
+    fn ignores_bad_x_trace_id_and_falls_back_to_traceparent() {
+        let long = "a".repeat(129);
+        for bad in ["", "has space", "semi;colon", long.as_str()] {
+            let h = headers(&[
+                (TRACE_ID_HEADER, bad),
+                (
+                    TRACEPARENT_HEADER,
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ]);
+            assert_eq!(
+                incoming_trace_id(&h).as_deref(),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+                "for {bad:?}"
+            );
+        }
+        let max = "a".repeat(128);
+        let h = headers(&[(TRACE_ID_HEADER, max.as_str())]);
+        assert_eq!(incoming_trace_id(&h), Some(max));
+    }
+
+    #[test]
+    fn rejects_malformed_traceparent() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736",
+            "garbage",
+        ] {
+            let h = headers(&[(TRACEPARENT_HEADER, bad)]);
+            assert_eq!(incoming_trace_id(&h), None, "for {bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_prefixed_lowercase_ulids() {
+        let id = generate_trace_id();
+        let ulid = id.strip_prefix("trace_").unwrap_or_default();
+        assert_eq!(ulid.len(), 26);
+        assert_eq!(ulid, ulid.to_lowercase());
+        assert!(is_valid_trace_id(&id));
+    }
+
+    #[tokio::test]
+    async fn current_trace_id_reads_the_task_local() {
+        let seen = TRACE_ID
+            .scope("trace_fixed".to_owned(), async { current_trace_id() })
+            .await;
+        assert_eq!(seen, "trace_fixed");
+        assert_ne!(current_trace_id(), current_trace_id());
+    }
+}

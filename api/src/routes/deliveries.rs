@@ -1,0 +1,112 @@
+//! Delivery history and manual retry (SPEC §9).
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use shared::deliveries::{DeliveryFilter, DeliveryRecord, DeliveryStatus};
+use shared::events::EventType;
+use shared::ids::DeliveryId;
+use utoipa::IntoParams;
+
+use crate::http::envelope::{Accepted, Data, Paged, Pagination, Query};
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::routes::webhooks::load_webhook;
+use crate::state::AppState;
+use crate::views::{DeliveryDetail, DeliveryView, RetryQueued};
+
+#[derive(Deserialize, IntoParams)]
+pub struct DeliveryQuery {
+    /// queued, in_progress, success, failed, dead or cancelled.
+    status: Option<String>,
+    event_type: Option<String>,
+}
+
+impl DeliveryQuery {
+    fn parse(self) -> Result<DeliveryFilter, ApiError> {
+        let status = self
+            .status
+            .as_deref()
+            .map(|s| {
+                DeliveryStatus::parse(s)
+                    .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("status: unknown status {s:?}")))
+            })
+            .transpose()?;
+        let event_type = self
+            .event_type
+            .as_deref()
+            .map(|t| {
+                t.parse::<EventType>()
+                    .map_err(|e| ApiError::bad_request("INVALID_QUERY", format!("event_type: {e}")))
+            })
+            .transpose()?;
+        Ok(DeliveryFilter { status, event_type })
+    }
+}
+
+/// A webhook's deliveries, newest first.
+#[utoipa::path(get, path = "/webhooks/{webhook_id}/deliveries", tag = "deliveries",
+    params(("webhook_id" = String, Path), DeliveryQuery, Pagination),
+    responses((status = 200, body = [DeliveryView]), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<DeliveryQuery>,
+    page: Pagination,
+) -> Result<Paged<DeliveryView>, ApiError> {
+    let filter = query.parse()?;
+    let webhook = load_webhook(&state, &id).await?;
+    let (records, total) = state
+        .services
+        .deliveries
+        .list(
+            &webhook.webhook_id,
+            &filter,
+            page.limit as usize,
+            usize::try_from(page.offset).unwrap_or(usize::MAX),
+        )
+        .await?;
+    let items = records.iter().map(DeliveryView::from).collect();
+    Ok(Paged::new(items, page, total as u64))
+}
+
+async fn load_delivery(state: &AppState, id: &str) -> Result<DeliveryRecord, ApiError> {
+    let parsed = DeliveryId::parse(id).map_err(|_| ApiError::not_found("delivery", id))?;
+    state
+        .services
+        .deliveries
+        .get(&parsed)
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery", id))
+}
+
+/// One delivery with every attempt and the payload sent.
+#[utoipa::path(get, path = "/webhooks/deliveries/{delivery_id}", tag = "deliveries",
+    params(("delivery_id" = String, Path)),
+    responses((status = 200, body = DeliveryDetail), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<DeliveryDetail>, ApiError> {
+    let record = load_delivery(&state, &id).await?;
+    Ok(Data(DeliveryDetail::from(&record)))
+}
+
+/// Send a delivery again now, as a new delivery `<id>_retry_<n>` of the
+/// same event.
+#[utoipa::path(post, path = "/webhooks/deliveries/{delivery_id}/retry", tag = "deliveries",
+    params(("delivery_id" = String, Path)),
+    responses((status = 202, body = RetryQueued), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Accepted<RetryQueued>, ApiError> {
+    let original = load_delivery(&state, &id).await?;
+    let webhook = load_webhook(&state, original.webhook_id.as_str())
+        .await
+        .map_err(|_| ApiError::conflict("WEBHOOK_DELETED", "the webhook of this delivery no longer exists"))?;
+    let record = state.services.publisher.retry_delivery(&original).await?;
+    tracing::info!(webhook_id = %webhook.webhook_id, delivery_id = %record.delivery_id, "manual retry queued");
+    Ok(Accepted(RetryQueued {
+        delivery_id: record.delivery_id.to_string(),
+        original_delivery_id: original.delivery_id.to_string(),
+        status: record.status,
+        attempt: record.attempt,
+        scheduled_for: shared::time::rfc3339(record.timestamp),
+    }))
+}

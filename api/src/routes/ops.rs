@@ -1,0 +1,104 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics and queue
+//! depths.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use shared::jobs::ALL_QUEUES;
+use shared::queue::QueueDepth;
+use utoipa::ToSchema;
+
+use crate::http::envelope::Data;
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Data<Health> {
+    Data(Health { status: "ok" })
+}
+
+/// Redis answers, so requests can be accepted.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = ErrorEnvelope)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Data<Health>, ApiError> {
+    state.services.queue.ping().await?;
+    Ok(Data(Health { status: "ready" }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueuesView {
+    pub queues: Vec<QueueDepth>,
+}
+
+/// Depths and totals per queue, with the age of the oldest job.
+#[utoipa::path(get, path = "/admin/queues", tag = "operations",
+    responses((status = 200, body = QueuesView), (status = 401, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
+pub async fn queues(State(state): State<AppState>) -> Result<Data<QueuesView>, ApiError> {
+    Ok(Data(QueuesView { queues: depths(&state).await? }))
+}
+
+async fn depths(state: &AppState) -> Result<Vec<QueueDepth>, ApiError> {
+    let mut queues = Vec::with_capacity(ALL_QUEUES.len());
+    for queue in ALL_QUEUES {
+        queues.push(state.services.queue.depth(queue).await?);
+    }
+    Ok(queues)
+}
+
+/// Prometheus metrics: this process's HTTP metrics, and the queue and
+/// delivery figures of the whole system (kept in Redis by every worker).
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut out = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    encoder.encode_utf8(&state.registry.gather(), &mut out).map_err(ApiError::internal)?;
+    render_queues(&mut out, &depths(&state).await?);
+    let latency = state.services.deliveries.latency_histogram().await?;
+    let _ = writeln!(out, "# HELP supportrag_delivery_latency_seconds Duration of delivery attempts, all workers.");
+    let _ = writeln!(out, "# TYPE supportrag_delivery_latency_seconds histogram");
+    for (bound, count) in &latency.buckets {
+        let _ = writeln!(out, "supportrag_delivery_latency_seconds_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "supportrag_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {}", latency.count);
+    let _ = writeln!(out, "supportrag_delivery_latency_seconds_sum {}", latency.sum_seconds);
+    let _ = writeln!(out, "supportrag_delivery_latency_seconds_count {}", latency.count);
+    Ok((StatusCode::OK, [(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+fn render_queues(out: &mut String, depths: &[QueueDepth]) {
+    let _ = writeln!(out, "# HELP supportrag_queue_jobs Jobs per queue and state.");
+    let _ = writeln!(out, "# TYPE supportrag_queue_jobs gauge");
+    for d in depths {
+        for (state, value) in [("ready", d.ready), ("scheduled", d.scheduled), ("in_flight", d.in_flight), ("dead", d.dead)] {
+            let _ = writeln!(out, "supportrag_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {value}", d.queue);
+        }
+    }
+    let _ = writeln!(out, "# HELP supportrag_queue_oldest_job_age_seconds Age of the oldest job in the stream.");
+    let _ = writeln!(out, "# TYPE supportrag_queue_oldest_job_age_seconds gauge");
+    for d in depths {
+        #[allow(clippy::cast_precision_loss)]
+        let age = d.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
+        let _ = writeln!(out, "supportrag_queue_oldest_job_age_seconds{{queue=\"{}\"}} {age}", d.queue);
+    }
+    for (name, help, pick) in [
+        ("supportrag_jobs_processed_total", "Jobs finished successfully.", (|d: &QueueDepth| d.processed_total) as fn(&QueueDepth) -> u64),
+        ("supportrag_jobs_failed_total", "Job attempts that failed (retried or dead-lettered).", |d| d.failed_total),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for d in depths {
+            let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", d.queue, pick(d));
+        }
+    }
+}

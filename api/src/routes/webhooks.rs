@@ -1,0 +1,172 @@
+//! The webhook registry endpoints (SPEC §4). Each handler extracts, calls
+//! the library, and maps the result.
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::json;
+use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::ids::{EventId, WebhookId};
+use shared::webhooks::{RegisterRequest, Rules, UpdateRequest, Webhook};
+use utoipa::IntoParams;
+
+use crate::http::body::Json;
+use crate::http::envelope::{Accepted, Created, Data, Paged, Pagination, Query};
+use crate::http::error::{ApiError, ErrorEnvelope};
+use crate::http::trace::current_trace_id;
+use crate::state::AppState;
+use crate::views::{Deleted, Registered, TestQueued, WebhookView};
+
+pub(crate) fn parse_webhook_id(id: &str) -> Result<WebhookId, ApiError> {
+    WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook", id))
+}
+
+pub(crate) async fn load_webhook(state: &AppState, id: &str) -> Result<Webhook, ApiError> {
+    let id = parse_webhook_id(id)?;
+    state
+        .services
+        .webhooks
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook", id.as_str()))
+}
+
+fn rules(state: &AppState) -> Rules<'_> {
+    Rules { policy: &state.services.policy, resolver: state.services.resolver.as_ref() }
+}
+
+async fn view(state: &AppState, webhook: &Webhook) -> Result<WebhookView, ApiError> {
+    let stats = state.services.deliveries.stats(&webhook.webhook_id).await?;
+    Ok(WebhookView::new(webhook, stats))
+}
+
+/// Register a webhook.
+#[utoipa::path(post, path = "/webhooks/register", tag = "webhooks",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "registered; `secret` present only when generated", body = Registered),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 413, body = ErrorEnvelope), (status = 415, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<Created<Registered>, ApiError> {
+    let draft = rules(&state).register(req).await?;
+    let generated = draft.secret_generated.then(|| draft.secret.expose().to_owned());
+    let webhook = state.services.webhooks.insert(draft).await?;
+    tracing::info!(webhook_id = %webhook.webhook_id, "webhook registered");
+    Ok(Created(Registered { webhook: view(&state, &webhook).await?, secret: generated }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListFilter {
+    /// Only active (`true`) or inactive (`false`) webhooks.
+    active: Option<bool>,
+    /// Only webhooks that receive this event type.
+    event: Option<String>,
+}
+
+/// List webhooks with their delivery stats.
+#[utoipa::path(get, path = "/webhooks", tag = "webhooks",
+    params(ListFilter, Pagination),
+    responses((status = 200, body = [WebhookView]), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(filter): Query<ListFilter>,
+    page: Pagination,
+) -> Result<Paged<WebhookView>, ApiError> {
+    let event = filter
+        .event
+        .as_deref()
+        .map(EventFilter::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("INVALID_QUERY", format!("event: {e}")))?;
+    let matching: Vec<Webhook> = state
+        .services
+        .webhooks
+        .all()
+        .await?
+        .into_iter()
+        .filter(|w| filter.active.is_none_or(|a| w.active == a))
+        .filter(|w| match event {
+            None => true,
+            Some(EventFilter::All) => w.events.contains(&EventFilter::All),
+            Some(EventFilter::Only(t)) => w.subscribes_to(t),
+        })
+        .collect();
+    let total = matching.len() as u64;
+    let mut items = Vec::new();
+    for webhook in matching.iter().skip(usize::try_from(page.offset).unwrap_or(usize::MAX)).take(page.limit as usize) {
+        items.push(view(&state, webhook).await?);
+    }
+    Ok(Paged::new(items, page, total))
+}
+
+/// One webhook with its delivery stats.
+#[utoipa::path(get, path = "/webhooks/{webhook_id}", tag = "webhooks",
+    params(("webhook_id" = String, Path)),
+    responses((status = 200, body = WebhookView), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<WebhookView>, ApiError> {
+    let webhook = load_webhook(&state, &id).await?;
+    Ok(Data(view(&state, &webhook).await?))
+}
+
+/// Change a webhook; only the fields given change.
+#[utoipa::path(patch, path = "/webhooks/{webhook_id}", tag = "webhooks",
+    params(("webhook_id" = String, Path)), request_body = UpdateRequest,
+    responses((status = 200, body = WebhookView), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<Data<WebhookView>, ApiError> {
+    let webhook = load_webhook(&state, &id).await?;
+    let webhook = rules(&state).update(webhook, req).await?;
+    state.services.webhooks.save(&webhook).await?;
+    Ok(Data(view(&state, &webhook).await?))
+}
+
+/// Send a `webhook.test` event to this webhook alone.
+#[utoipa::path(post, path = "/webhooks/{webhook_id}/test", tag = "webhooks",
+    params(("webhook_id" = String, Path)),
+    responses((status = 202, body = TestQueued), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+pub async fn test(State(state): State<AppState>, Path(id): Path<String>) -> Result<Accepted<TestQueued>, ApiError> {
+    let webhook = load_webhook(&state, &id).await?;
+    let event = Event::new(
+        EventId::generate(),
+        EventType::WebhookTest,
+        json!({
+            "message": "This is a test event from Support RAG.",
+            "webhook_id": webhook.webhook_id,
+        }),
+        EventMetadata { trace_id: current_trace_id(), correlation_id: None },
+    );
+    let event_id = event.event_id.to_string();
+    let delivery_id = state.services.publisher.send_to(&webhook.webhook_id, event).await?;
+    Ok(Accepted(TestQueued { event_id, delivery_id: delivery_id.to_string(), status: "queued" }))
+}
+
+/// Delete a webhook; its pending deliveries are cancelled.
+#[utoipa::path(delete, path = "/webhooks/{webhook_id}", tag = "webhooks",
+    params(("webhook_id" = String, Path)),
+    responses((status = 200, body = Deleted), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<Deleted>, ApiError> {
+    let webhook = load_webhook(&state, &id).await?;
+    if !state.services.webhooks.delete(&webhook.webhook_id).await? {
+        return Err(ApiError::not_found("webhook", &id));
+    }
+    let cancelled = state.services.publisher.cancel_pending(&webhook.webhook_id).await?;
+    tracing::info!(webhook_id = %webhook.webhook_id, cancelled, "webhook deleted");
+    Ok(Data(Deleted {
+        webhook_id: webhook.webhook_id.to_string(),
+        status: "deleted",
+        message: "Webhook deleted successfully".into(),
+        cancelled_deliveries: cancelled,
+    }))
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as README gives it and CI runs it.
+#
+# Tests start their own redis-server processes (random ports, temp dirs) and
+# never touch a Redis already running on 6379. They need redis-server and
+# node on PATH, and express for the seed's JavaScript verifier, which this
+# script installs under ~/.cache/supportrag-node when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/supportrag-target}"
+export SUPPORTRAG_NODE_MODULES="${SUPPORTRAG_NODE_MODULES:-$HOME/.cache/supportrag-node/node_modules}"
+
+for tool in redis-server node npm; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "test.sh: $tool is required (Debian: apt-get install -y redis-server nodejs npm)" >&2
+    exit 1
+  fi
+done
+if [ ! -d "$SUPPORTRAG_NODE_MODULES/express" ]; then
+  npm install --no-audit --no-fund --silent --prefix "$(dirname "$SUPPORTRAG_NODE_MODULES")" express@4
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi

@@ -1,0 +1,276 @@
+//! The webhook registry (SPEC §4): what a registered integration is, how a
+//! registration or a change is checked, and where it is kept.
+//!
+//! Input is parsed into [`WebhookDraft`]/[`WebhookChanges`] field by field,
+//! each rule in one place and each failure naming its field, so a stored
+//! [`Webhook`] is always valid (URL allowed by the SSRF policy, known events,
+//! a long enough secret).
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::config::KeyPrefix;
+use crate::events::EventFilter;
+use crate::ids::WebhookId;
+use crate::keys;
+use crate::signing::Secret;
+use crate::ssrf::{NameResolver, SsrfPolicy};
+use crate::time::serde_rfc3339;
+
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// A registered webhook. `secret` never leaves the process except in the
+/// response to the registration that generated it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Webhook {
+    pub webhook_id: WebhookId,
+    pub name: String,
+    pub url: String,
+    pub events: Vec<EventFilter>,
+    pub secret: Secret,
+    pub active: bool,
+    #[serde(default)]
+    pub metadata: Metadata,
+    /// Incoming requests must sign "<timestamp>.<body>"; the body-only form
+    /// of the seed's Python sender is refused.
+    #[serde(default)]
+    pub strict_signatures: bool,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Webhook {
+    pub fn subscribes_to(&self, event: crate::events::EventType) -> bool {
+        self.events.iter().any(|f| f.matches(event))
+    }
+}
+
+/// A rule broken by a registration or change; `field` is the JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// The registration body as sent; every field optional here so that a
+/// missing one is reported by name like any other rule.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct RegisterRequest {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub active: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    pub strict_signatures: Option<bool>,
+}
+
+/// `PATCH` body: only the fields present change.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct UpdateRequest {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub active: Option<bool>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Metadata>,
+    pub strict_signatures: Option<bool>,
+}
+
+/// A checked registration; holding one means every rule passed.
+#[derive(Debug)]
+pub struct WebhookDraft {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<EventFilter>,
+    pub secret: Secret,
+    /// Whether the secret was generated here and must be shown once.
+    pub secret_generated: bool,
+    pub active: bool,
+    pub metadata: Metadata,
+    pub strict_signatures: bool,
+}
+
+/// What the URL and secret rules need from the outside world.
+pub struct Rules<'a> {
+    pub policy: &'a SsrfPolicy,
+    pub resolver: &'a dyn NameResolver,
+}
+
+impl Rules<'_> {
+    pub async fn register(&self, req: RegisterRequest) -> Result<WebhookDraft, FieldError> {
+        let name = parse_name(req.name.as_deref().ok_or_else(|| missing("name"))?)?;
+        let url = self.parse_url(req.url.as_deref().ok_or_else(|| missing("url"))?).await?;
+        let events = parse_events(req.events.as_deref().ok_or_else(|| missing("events"))?)?;
+        let (secret, secret_generated) = match req.secret.as_deref() {
+            Some(text) => (parse_secret(text)?, false),
+            None => (Secret::generate(), true),
+        };
+        Ok(WebhookDraft {
+            name,
+            url,
+            events,
+            secret,
+            secret_generated,
+            active: req.active.unwrap_or(true),
+            metadata: req.metadata.unwrap_or_default(),
+            strict_signatures: req.strict_signatures.unwrap_or(false),
+        })
+    }
+
+    /// Applies a change to a copy of `webhook`, checking each given field.
+    pub async fn update(&self, mut webhook: Webhook, req: UpdateRequest) -> Result<Webhook, FieldError> {
+        if let Some(name) = req.name.as_deref() {
+            webhook.name = parse_name(name)?;
+        }
+        if let Some(url) = req.url.as_deref() {
+            webhook.url = self.parse_url(url).await?;
+        }
+        if let Some(events) = req.events.as_deref() {
+            webhook.events = parse_events(events)?;
+        }
+        if let Some(secret) = req.secret.as_deref() {
+            webhook.secret = parse_secret(secret)?;
+        }
+        if let Some(active) = req.active {
+            webhook.active = active;
+        }
+        if let Some(metadata) = req.metadata {
+            webhook.metadata = metadata;
+        }
+        if let Some(strict) = req.strict_signatures {
+            webhook.strict_signatures = strict;
+        }
+        webhook.updated_at = Utc::now();
+        Ok(webhook)
+    }
+
+    async fn parse_url(&self, url: &str) -> Result<String, FieldError> {
+        self.policy
+            .check_url_resolving(url, self.resolver)
+            .await
+            .map(|checked| checked.as_str().to_owned())
+            .map_err(|e| FieldError::new("url", e.to_string()))
+    }
+}
+
+fn missing(field: &str) -> FieldError {
+    FieldError::new(field, "is required")
+}
+
+fn parse_name(name: &str) -> Result<String, FieldError> {
+    let trimmed = name.trim();
+    let length = trimmed.chars().count();
+    if (1..=200).contains(&length) {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(FieldError::new("name", "must be 1-200 characters"))
+    }
+}
+
+fn parse_events(events: &[String]) -> Result<Vec<EventFilter>, FieldError> {
+    if events.is_empty() {
+        return Err(FieldError::new("events", "must name at least one event type, or \"*\""));
+    }
+    let mut parsed: Vec<EventFilter> = Vec::with_capacity(events.len());
+    for (i, text) in events.iter().enumerate() {
+        let filter = EventFilter::parse(text).map_err(|e| FieldError::new(format!("events[{i}]"), e.to_string()))?;
+        if !parsed.contains(&filter) {
+            parsed.push(filter);
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_secret(text: &str) -> Result<Secret, FieldError> {
+    Secret::parse(text).map_err(|e| FieldError::new("secret", e.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if crate::queue::is_unavailable(e))
+    }
+}
+
+/// Where webhooks live: one hash, id → record (a registry is small; listing
+/// reads it whole).
+#[derive(Clone)]
+pub struct WebhookStore {
+    conn: ConnectionManager,
+    key: String,
+}
+
+impl WebhookStore {
+    pub fn new(conn: ConnectionManager, prefix: &KeyPrefix) -> Self {
+        Self { conn, key: keys::webhooks(prefix) }
+    }
+
+    pub async fn insert(&self, draft: WebhookDraft) -> Result<Webhook, StoreError> {
+        let now = Utc::now();
+        let webhook = Webhook {
+            webhook_id: WebhookId::generate(),
+            name: draft.name,
+            url: draft.url,
+            events: draft.events,
+            secret: draft.secret,
+            active: draft.active,
+            metadata: draft.metadata,
+            strict_signatures: draft.strict_signatures,
+            created_at: now,
+            updated_at: now,
+        };
+        self.save(&webhook).await?;
+        Ok(webhook)
+    }
+
+    pub async fn save(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .hset(&self.key, webhook.webhook_id.as_str(), serde_json::to_vec(webhook)?)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
+        let raw: Option<Vec<u8>> = self.conn.clone().hget(&self.key, id.as_str()).await?;
+        Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
+    }
+
+    /// Every webhook, oldest first (ids sort by creation time).
+    pub async fn all(&self) -> Result<Vec<Webhook>, StoreError> {
+        let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
+        let mut webhooks = raw
+            .into_iter()
+            .map(|(_, raw)| serde_json::from_slice::<Webhook>(&raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        webhooks.sort_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
+        Ok(webhooks)
+    }
+
+    pub async fn delete(&self, id: &WebhookId) -> Result<bool, StoreError> {
+        let removed: i64 = self.conn.clone().hdel(&self.key, id.as_str()).await?;
+        Ok(removed == 1)
+    }
+}

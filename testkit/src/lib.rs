@@ -1,0 +1,98 @@
+//! Test support for Support RAG: everything a test needs to run the real
+//! thing against real services, so tests read as scenarios
+//! (given / when / then) instead of set-up code.
+//!
+//! - [`TestRedis`]: a private `redis-server` per test (never the one on
+//!   6379), killable and restartable.
+//! - [`test_settings`]: the shipped defaults, pointed at that Redis, with
+//!   short retries and timeouts.
+//! - [`spawn_receiver`]: an HTTP receiver that records raw requests and
+//!   answers as told (fine, failing, slow, hanging).
+//! - [`spawn_js_verifier`]: the seed's Express verifier under `node`, the
+//!   judge of whether receivers can check our signatures.
+//! - [`spawn_worker`]: the worker in-process (same `startup::run` as the
+//!   binary); [`WorkerProcess`]: the binary itself, for kill and signal
+//!   tests.
+//! - [`wait_until`]: bounded polling with a clear failure message, because
+//!   tests here never assert on wall-clock durations.
+
+mod files;
+pub mod processes;
+pub mod receiver;
+pub mod redis;
+pub mod settings;
+pub mod verifier;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use shared::services::Services;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use processes::{WorkerProcess, settings_env};
+pub use receiver::{Behaviour, Receiver, Recorded, spawn_receiver};
+pub use redis::TestRedis;
+pub use settings::{TEST_ADMIN_KEY, test_settings};
+pub use verifier::{JsVerifier, spawn_js_verifier, spawn_js_verifier_failing_first};
+
+/// The generous bound tests wait for something that should take
+/// milliseconds; only a real hang should ever reach it.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A worker running in this process; stopped when [`WorkerHandle::shutdown`]
+/// is awaited, or cancelled (without waiting) when dropped.
+pub struct WorkerHandle {
+    stop: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Runs `worker::startup::run` (what the binary runs) in a Tokio task.
+pub async fn spawn_worker(services: Services) -> WorkerHandle {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker::startup::run(services, stop.clone()));
+    WorkerHandle { stop, task: Some(task) }
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop and waits until it has (finished or handed
+    /// back its jobs). Panics if it fails or takes longer than [`PATIENCE`].
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        let Some(task) = self.task.take() else { return };
+        match tokio::time::timeout(PATIENCE, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("worker ended with an error: {e:#}"),
+            Ok(Err(e)) => panic!("worker task panicked or was cancelled: {e}"),
+            Err(_) => panic!("worker did not stop within {PATIENCE:?} of being asked to"),
+        }
+    }
+
+    /// The token that stops the worker.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, and returns that;
+/// panics after `timeout` with `what` (what was being waited for).
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

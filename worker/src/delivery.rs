@@ -1,0 +1,230 @@
+//! Outbound delivery: sign one event for one webhook, POST it, record the
+//! attempt, and tell the runtime whether and when to try again.
+
+use std::time::SystemTime;
+
+use chrono::Utc;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT};
+use shared::egress::{EgressClient, EgressResponse};
+use shared::events::{Event, EventMetadata, EventType};
+use shared::ids::EventId;
+use shared::jobs::DeliverEvent;
+use shared::publish::Publisher;
+use shared::retry::RetryPlan;
+use shared::signing::{self, Secret};
+use shared::webhooks::{Webhook, WebhookStore};
+use tracing::{info, warn};
+
+use crate::runtime::{DeadContext, Handler, JobContext, Outcome};
+
+pub struct DeliveryHandler {
+    pub webhooks: WebhookStore,
+    pub deliveries: DeliveryStore,
+    pub publisher: Publisher,
+    pub egress: EgressClient,
+}
+
+/// The headers of one attempt, exactly as SPEC §6 names them, plus the
+/// Standard Webhooks trio so receivers can use its libraries.
+fn headers(webhook: &Webhook, secret: &Secret, event_id: &EventId, attempt: u32, body: &[u8]) -> HeaderMap {
+    let timestamp = Utc::now().timestamp();
+    let signature = signing::sign_outbound(secret, event_id.as_str(), timestamp, body);
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    put("x-webhook-signature", signature.legacy);
+    put("x-webhook-timestamp", timestamp.to_string());
+    put("x-webhook-id", webhook.webhook_id.to_string());
+    put("x-delivery-attempt", attempt.to_string());
+    put("x-event-id", event_id.to_string());
+    put("webhook-id", event_id.to_string());
+    put("webhook-timestamp", timestamp.to_string());
+    put("webhook-signature", signature.standard);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers
+}
+
+/// The error text recorded for a non-2xx answer.
+fn status_error(response: &EgressResponse) -> String {
+    let reason = reqwest::StatusCode::from_u16(response.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!("HTTP {} {reason}", response.status).trim_end().to_owned()
+}
+
+impl DeliveryHandler {
+    async fn load_record(&self, job: &DeliverEvent, attempt: u32) -> DeliveryRecord {
+        match self.deliveries.get(&job.delivery_id).await {
+            Ok(Some(record)) => record,
+            // Expired or never written: rebuild it from the job, which
+            // carries everything the record needs.
+            _ => DeliveryRecord::queued(job.delivery_id.clone(), job.webhook_id.clone(), job.event.clone(), attempt),
+        }
+    }
+
+    async fn cancel(&self, job: &DeliverEvent, ctx: &JobContext, why: &str) -> Outcome {
+        let mut record = self.load_record(job, ctx.overall_attempt()).await;
+        record.set_status(DeliveryStatus::Cancelled, Some(why.to_owned()));
+        match self.deliveries.save(&record).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed { error: format!("recording cancellation: {e}"), plan: ctx.plan_failure(None) },
+        }
+    }
+}
+
+impl Handler for DeliveryHandler {
+    type Job = DeliverEvent;
+
+    async fn handle(&self, job: DeliverEvent, ctx: &JobContext) -> Outcome {
+        let webhook = match self.webhooks.get(&job.webhook_id).await {
+            Ok(Some(webhook)) => webhook,
+            Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
+            Err(e) => {
+                return Outcome::Failed { error: format!("loading webhook: {e}"), plan: ctx.plan_failure(None) };
+            }
+        };
+        if !webhook.active {
+            // Parked in the dead-letter set rather than dropped, so the
+            // events can be replayed once the webhook is active again.
+            return Outcome::Failed { error: "webhook is inactive".into(), plan: RetryPlan::Exhausted };
+        }
+        let attempt_number = ctx.overall_attempt();
+        let body = match job.event.body(&webhook.webhook_id, attempt_number) {
+            Ok(body) => body,
+            Err(e) => return Outcome::Failed { error: format!("encoding event: {e}"), plan: RetryPlan::Exhausted },
+        };
+        let headers = headers(&webhook, &webhook.secret, &job.event.event_id, attempt_number, &body);
+        let started = std::time::Instant::now();
+        let result = self.egress.post(&webhook.url, headers, body).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+
+        let (attempt, plan) = match &result {
+            Ok(response) if response.is_success() => (
+                Attempt {
+                    attempt: attempt_number,
+                    timestamp: Utc::now(),
+                    success: true,
+                    http_status: Some(response.status),
+                    response_time_ms: elapsed_ms,
+                    response_body: Some(kept_body(response)),
+                    error: None,
+                },
+                None,
+            ),
+            Ok(response) => {
+                let retry_after = matches!(response.status, 429 | 503)
+                    .then(|| response.retry_after(SystemTime::now()))
+                    .flatten();
+                (
+                    Attempt {
+                        attempt: attempt_number,
+                        timestamp: Utc::now(),
+                        success: false,
+                        http_status: Some(response.status),
+                        response_time_ms: elapsed_ms,
+                        response_body: Some(kept_body(response)),
+                        error: Some(status_error(response)),
+                    },
+                    Some(ctx.plan_failure(retry_after)),
+                )
+            }
+            Err(e) => (
+                Attempt {
+                    attempt: attempt_number,
+                    timestamp: Utc::now(),
+                    success: false,
+                    http_status: None,
+                    response_time_ms: elapsed_ms,
+                    response_body: None,
+                    error: Some(e.to_string()),
+                },
+                Some(ctx.plan_failure(None)),
+            ),
+        };
+
+        let mut record = self.load_record(&job, attempt_number).await;
+        let error = attempt.error.clone();
+        let success = attempt.success;
+        let (status, next_retry) = match plan {
+            None => (DeliveryStatus::Success, None),
+            Some(RetryPlan::After(delay)) => (
+                DeliveryStatus::Failed,
+                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+            ),
+            Some(RetryPlan::Exhausted) => (DeliveryStatus::Dead, None),
+        };
+        record.record(attempt, status, next_retry);
+        if let Err(e) = self.deliveries.save_attempt(&record, success).await {
+            // The attempt happened; losing its record is worse than a
+            // duplicate, but failing here would resend a delivered event.
+            warn!(error = %e, "could not record a delivery attempt");
+        }
+        info!(
+            delivery_id = %job.delivery_id,
+            webhook_id = %job.webhook_id,
+            event_id = %job.event.event_id,
+            attempt = attempt_number,
+            status = ?status,
+            response_time_ms = elapsed_ms,
+            "delivery attempt"
+        );
+        match plan {
+            None => Outcome::Done,
+            Some(plan) => Outcome::Failed { error: error.unwrap_or_else(|| "delivery failed".into()), plan },
+        }
+    }
+
+    async fn on_dead(&self, job: Option<&DeliverEvent>, ctx: &DeadContext) -> Result<(), anyhow::Error> {
+        if let Some(job) = job {
+            let mut record = self.load_record(job, ctx.attempts).await;
+            record.set_status(DeliveryStatus::Dead, Some(ctx.error.clone()));
+            self.deliveries.save(&record).await?;
+            if job.event.event_type == EventType::ErrorOccurred {
+                // Never announce the failure of an announcement: that could
+                // loop for as long as a receiver is down.
+                return Ok(());
+            }
+        }
+        let event = error_event(job, ctx);
+        self.publisher.publish(event).await?;
+        Ok(())
+    }
+}
+
+fn kept_body(response: &EgressResponse) -> String {
+    let end = response.body.len().min(RESPONSE_BODY_KEPT);
+    String::from_utf8_lossy(&response.body[..end]).into_owned()
+}
+
+/// `error.occurred` for a dead-lettered delivery. Its id derives from the
+/// job's, so a redo after a crash announces the same event.
+pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Event {
+    let event_id = ctx
+        .job_id
+        .as_ref()
+        .map_or_else(EventId::generate, |id| EventId::derived(id, "dead"));
+    let data = json!({
+        "error_code": "DELIVERY_FAILED",
+        "error_message": ctx.error,
+        "job_type": "deliver",
+        "job_id": ctx.job_id,
+        "dead_letter_id": ctx.dead_letter_id,
+        "attempts": ctx.attempts,
+        "delivery_id": job.map(|j| &j.delivery_id),
+        "webhook_id": job.map(|j| &j.webhook_id),
+        "event_id": job.map(|j| &j.event.event_id),
+        "event_type": job.map(|j| j.event.event_type),
+    });
+    let metadata = EventMetadata {
+        trace_id: ctx.trace_id.clone(),
+        correlation_id: job.and_then(|j| j.event.metadata.correlation_id.clone()),
+    };
+    Event::new(event_id, EventType::ErrorOccurred, data, metadata)
+}
+

@@ -1,0 +1,581 @@
+//! The worker runtime: runs one queue's jobs with bounded concurrency until
+//! told to stop.
+//!
+//! Per queue it runs four loops:
+//! - **fetch**: waits for a free slot, then reads as many jobs as there are
+//!   free slots in one `XREADGROUP` (and, now and then, reclaims jobs of dead
+//!   workers the same way), and runs each in its own task;
+//! - **ack**: finished jobs are acknowledged in batches, one `XACK` + `XDEL`
+//!   per batch, which is what makes the hot path cheap;
+//! - **promote**: moves due retries from the delayed set into the stream;
+//! - **heartbeat**: keeps the visibility timeout from expiring on jobs that
+//!   are still running here.
+//!
+//! Redis errors never end a loop: each backs off (capped) and tries again,
+//! so a worker outlives a Redis restart. On shutdown the fetch loop stops,
+//! running jobs get `shutdown_timeout` to finish, and whatever is still
+//! running then is handed back to the queue for another worker.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use shared::ids::{DeadLetterId, JobId};
+use shared::queue::{DeadLetter, Envelope, ENVELOPE_VERSION, Fetched, Job, QueueClient};
+use shared::retry::{RetryPlan, RetryPolicy};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// What a handler knows about the run it is in.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    pub job_id: JobId,
+    pub trace_id: String,
+    /// Attempt number within this run, from 1 (crashes counted).
+    pub attempt: u32,
+    /// Attempts made before a manual retry or replay started this run.
+    pub prior_attempts: u32,
+    policy: Arc<RetryPolicy>,
+}
+
+impl JobContext {
+    /// The attempt number receivers see: it continues across replays.
+    pub fn overall_attempt(&self) -> u32 {
+        self.prior_attempts.saturating_add(self.attempt)
+    }
+
+    /// What happens if this attempt fails: the one place handlers learn the
+    /// next retry time, so what they record is what the runtime does.
+    pub fn plan_failure(&self, retry_after: Option<Duration>) -> RetryPlan {
+        self.policy.plan(self.attempt, retry_after)
+    }
+}
+
+/// How a job's attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    Failed { error: String, plan: RetryPlan },
+}
+
+/// What a handler is told when one of its jobs is dead-lettered.
+#[derive(Debug)]
+pub struct DeadContext {
+    pub dead_letter_id: DeadLetterId,
+    pub job_id: Option<JobId>,
+    pub trace_id: String,
+    pub error: String,
+    pub attempts: u32,
+}
+
+pub trait Handler: Send + Sync + 'static {
+    type Job: Job;
+
+    fn handle(&self, job: Self::Job, ctx: &JobContext) -> impl Future<Output = Outcome> + Send;
+
+    /// Runs before a job moves into the dead-letter set (and again if the
+    /// worker dies in between), so it must be idempotent. `job` is absent
+    /// when the stored job could not be decoded.
+    fn on_dead(
+        &self,
+        job: Option<&Self::Job>,
+        ctx: &DeadContext,
+    ) -> impl Future<Output = Result<(), anyhow::Error>> + Send;
+}
+
+#[derive(Clone, Debug)]
+pub struct RunnerSettings {
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub block: Duration,
+    pub visibility_timeout: Duration,
+    pub poll_interval: Duration,
+    pub promote_batch: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// Jobs running in this process, by stream entry id, with their raw bytes
+/// (what a hand-back on shutdown re-enqueues).
+type InFlight = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+pub struct QueueRunner<H: Handler> {
+    pub handler: Arc<H>,
+    pub client: QueueClient,
+    /// A connection of its own for blocking reads.
+    pub read_conn: redis::aio::ConnectionManager,
+    pub consumer: String,
+    pub policy: Arc<RetryPolicy>,
+    pub settings: RunnerSettings,
+}
+
+struct Shared<H: Handler> {
+    handler: Arc<H>,
+    client: QueueClient,
+    policy: Arc<RetryPolicy>,
+    in_flight: InFlight,
+    acks: mpsc::UnboundedSender<String>,
+    stop: CancellationToken,
+}
+
+impl<H: Handler> QueueRunner<H> {
+    /// Runs until `stop` is cancelled and the jobs in hand are finished or
+    /// handed back.
+    pub async fn run(self, stop: CancellationToken) {
+        let queue = H::Job::QUEUE;
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let in_flight: InFlight = Arc::default();
+        let shared = Arc::new(Shared {
+            handler: self.handler.clone(),
+            client: self.client.clone(),
+            policy: self.policy.clone(),
+            in_flight: in_flight.clone(),
+            acks: ack_tx,
+            stop: stop.clone(),
+        });
+        let acker = tokio::spawn(ack_loop(self.client.clone(), queue, ack_rx));
+        let background = CancellationToken::new();
+        let promoter = tokio::spawn(promote_loop(
+            self.client.clone(),
+            queue,
+            self.consumer.clone(),
+            self.settings.clone(),
+            background.clone(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            queue,
+            self.consumer.clone(),
+            in_flight.clone(),
+            self.settings.visibility_timeout,
+            background.clone(),
+        ));
+
+        let mut tasks = JoinSet::new();
+        self.fetch_loop(&shared, &mut tasks).await;
+
+        info!(queue, running = tasks.len(), "stopping: waiting for running jobs");
+        let drained = tokio::time::timeout(self.settings.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            hand_back_all(&self.client, queue, &in_flight).await;
+        }
+        drop(shared);
+        background.cancel();
+        let _ = tokio::join!(acker, promoter, heartbeat);
+        info!(queue, "stopped");
+    }
+
+    async fn fetch_loop(&self, shared: &Arc<Shared<H>>, tasks: &mut JoinSet<()>) {
+        let queue = H::Job::QUEUE;
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut read_conn = self.read_conn.clone();
+        let mut backoff = Backoff::default();
+        let reclaim_every = (self.settings.visibility_timeout / 4)
+            .clamp(self.settings.poll_interval, Duration::from_secs(5));
+        let mut last_reclaim = tokio::time::Instant::now();
+        if let Err(e) = self.client.ensure_group(queue).await {
+            warn!(queue, error = %e, "could not create the consumer group yet; will retry");
+        }
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let first = tokio::select! {
+                () = shared.stop.cancelled() => return,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            if shared.stop.is_cancelled() {
+                return;
+            }
+            let mut permits = vec![first];
+            while permits.len() < self.settings.batch_size {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let fetched = if last_reclaim.elapsed() >= reclaim_every {
+                last_reclaim = tokio::time::Instant::now();
+                self.client
+                    .reclaim(queue, &self.consumer, self.settings.visibility_timeout, permits.len())
+                    .await
+            } else {
+                self.client
+                    .read(&mut read_conn, queue, &self.consumer, permits.len(), self.settings.block)
+                    .await
+            };
+            let fetched = match fetched {
+                Ok(f) => {
+                    backoff.reset();
+                    f
+                }
+                Err(e) => {
+                    let delay = backoff.next();
+                    warn!(queue, error = %e, retry_in_ms = delay.as_millis() as u64, "fetching jobs failed");
+                    drop(permits);
+                    tokio::select! {
+                        () = shared.stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            for (job, permit) in fetched.into_iter().zip(permits) {
+                if let Ok(mut map) = shared.in_flight.lock() {
+                    map.insert(job.entry_id.clone(), job.raw.clone());
+                }
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    run_one(&shared, job).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Decodes, runs and settles one fetched job.
+async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
+    let queue = H::Job::QUEUE;
+    let envelope = match decode::<H::Job>(&fetched.raw) {
+        Ok(envelope) => envelope,
+        Err(reason) => {
+            let dead = dead_letter_for::<H::Job>(queue, None, &fetched.raw, reason, 0);
+            settle_dead(shared, &fetched.entry_id, None, dead).await;
+            return;
+        }
+    };
+    // Each extra delivery of the same entry is a worker that died holding it.
+    let crashes = fetched.times_delivered.saturating_sub(1);
+    let attempt = envelope.attempt.saturating_add(crashes).saturating_add(1);
+    let span = info_span!("job", queue, job_id = %envelope.id, trace_id = %envelope.trace_id, attempt);
+    async {
+        if crashes > 0 && attempt > shared.policy.max_attempts() {
+            let error = format!("worker stopped {crashes} time(s) while running this job (crashed or killed)");
+            // Count every attempt made (crashes included) in the stored job,
+            // as the failure path below does, so a replay continues after
+            // them instead of after the last attempt that returned.
+            let mut envelope = envelope;
+            envelope.attempt = attempt.saturating_sub(2);
+            let envelope = envelope.failed(error.clone());
+            let dead = dead_letter_for(queue, Some(&envelope), &fetched.raw, error, attempt - 1);
+            settle_dead(shared, &fetched.entry_id, Some(&envelope.payload), dead).await;
+            return;
+        }
+        let ctx = JobContext {
+            job_id: envelope.id.clone(),
+            trace_id: envelope.trace_id.clone(),
+            attempt,
+            prior_attempts: envelope.prior_attempts,
+            policy: shared.policy.clone(),
+        };
+        let outcome = AssertUnwindSafe(shared.handler.handle(envelope.payload.clone(), &ctx))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Outcome::Failed {
+                error: format!("handler panicked: {}", panic_message(&panic)),
+                plan: ctx.plan_failure(None),
+            });
+        match outcome {
+            Outcome::Done => {
+                if let Ok(mut map) = shared.in_flight.lock() {
+                    map.remove(&fetched.entry_id);
+                }
+                let _ = shared.acks.send(fetched.entry_id);
+            }
+            Outcome::Failed { error, plan } => {
+                // The envelope's count is of attempts before this one, so
+                // bring it to `attempt` (crashes included) before failing.
+                let mut envelope = envelope;
+                envelope.attempt = attempt - 1;
+                let envelope = envelope.failed(error.clone());
+                match plan {
+                    RetryPlan::After(delay) => {
+                        warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
+                        settle_retry(shared, &fetched.entry_id, &envelope, delay).await;
+                    }
+                    RetryPlan::Exhausted => {
+                        let dead = dead_letter_for(queue, Some(&envelope), &fetched.raw, error, attempt);
+                        settle_dead(shared, &fetched.entry_id, Some(&envelope.payload), dead).await;
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+fn decode<J: Job>(raw: &[u8]) -> Result<Envelope<J>, String> {
+    let generic: Envelope<serde_json::Value> =
+        serde_json::from_slice(raw).map_err(|e| format!("job is not a readable envelope: {e}"))?;
+    if generic.v != ENVELOPE_VERSION {
+        return Err(format!("job envelope version {} is not supported (this worker reads {ENVELOPE_VERSION})", generic.v));
+    }
+    let mut payload_error = None;
+    let envelope = generic.map(|payload| match serde_json::from_value::<J>(payload) {
+        Ok(job) => Some(job),
+        Err(e) => {
+            payload_error = Some(e);
+            None
+        }
+    });
+    match (envelope.payload.is_some(), payload_error) {
+        (true, _) => Ok(envelope.map(|p| p.unwrap_or_else(|| unreachable!()))),
+        (false, e) => Err(format!(
+            "job payload does not match {}: {}",
+            J::QUEUE,
+            e.map(|e| e.to_string()).unwrap_or_default()
+        )),
+    }
+}
+
+fn dead_letter_for<J: Job>(
+    queue: &str,
+    envelope: Option<&Envelope<J>>,
+    raw: &[u8],
+    error: String,
+    attempts: u32,
+) -> DeadLetter {
+    let job = envelope
+        .and_then(|e| serde_json::to_value(e).ok())
+        .or_else(|| serde_json::from_slice(raw).ok())
+        .unwrap_or_else(|| serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()));
+    DeadLetter {
+        dead_letter_id: DeadLetterId::generate(),
+        job_type: queue.to_owned(),
+        job_id: envelope.map(|e| e.id.clone()),
+        labels: envelope.map(|e| e.payload.labels()).unwrap_or_default(),
+        attempts,
+        last_error: error,
+        failed_at: chrono::Utc::now(),
+        history: envelope.map(|e| e.errors.clone()).unwrap_or_default(),
+        job,
+    }
+}
+
+/// Retries a Redis write until it lands or the worker is told to stop; a
+/// job not settled stays pending and is reclaimed later, so giving up on
+/// stop loses nothing.
+async fn persist<F, Fut>(stop: &CancellationToken, what: &str, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), shared::queue::QueueError>>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        match op().await {
+            Ok(()) => return true,
+            Err(e) => {
+                let delay = backoff.next();
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed");
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn settle_retry<H: Handler>(shared: &Shared<H>, entry_id: &str, envelope: &Envelope<H::Job>, delay: Duration) {
+    let Ok(bytes) = serde_json::to_vec(envelope) else {
+        error!("could not encode a job for retry; it stays pending and will be reclaimed");
+        return;
+    };
+    let due = shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let queue = H::Job::QUEUE;
+    if persist(&shared.stop, "scheduling a retry", || shared.client.retry_later(queue, entry_id, &bytes, due)).await {
+        forget(shared, entry_id);
+    }
+}
+
+async fn settle_dead<H: Handler>(shared: &Shared<H>, entry_id: &str, job: Option<&H::Job>, dead: DeadLetter) {
+    warn!(dead_letter_id = %dead.dead_letter_id, error = %dead.last_error, "job dead-lettered");
+    let ctx = DeadContext {
+        dead_letter_id: dead.dead_letter_id.clone(),
+        job_id: dead.job_id.clone(),
+        trace_id: dead
+            .job
+            .get("trace_id")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        error: dead.last_error.clone(),
+        attempts: dead.attempts,
+    };
+    // The hook runs first: if the worker dies after it, the job is still
+    // pending and the hook runs again; the other way round it could be lost.
+    let mut backoff = Backoff::default();
+    while let Err(e) = shared.handler.on_dead(job, &ctx).await {
+        let delay = backoff.next();
+        warn!(error = %e, "dead-letter hook failed");
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    let queue = H::Job::QUEUE;
+    if persist(&shared.stop, "dead-lettering", || shared.client.dead_letter(queue, entry_id, &dead)).await {
+        forget(shared, entry_id);
+    }
+}
+
+fn forget<H: Handler>(shared: &Shared<H>, entry_id: &str) {
+    if let Ok(mut map) = shared.in_flight.lock() {
+        map.remove(entry_id);
+    }
+}
+
+async fn hand_back_all(client: &QueueClient, queue: &str, in_flight: &InFlight) {
+    let jobs: Vec<(String, Vec<u8>)> = match in_flight.lock() {
+        Ok(mut map) => map.drain().collect(),
+        Err(_) => return,
+    };
+    for (entry_id, raw) in jobs {
+        match client.hand_back(queue, &entry_id, &raw).await {
+            Ok(()) => info!(queue, entry_id, "handed back an unfinished job"),
+            // Still pending under our name: reclaimed after the timeout.
+            Err(e) => warn!(queue, entry_id, error = %e, "could not hand back a job"),
+        }
+    }
+}
+
+/// Acknowledges finished jobs in batches until every sender is gone.
+async fn ack_loop(client: QueueClient, queue: &'static str, mut rx: mpsc::UnboundedReceiver<String>) {
+    const MAX_BATCH: usize = 1024;
+    let mut batch: Vec<String> = Vec::with_capacity(MAX_BATCH);
+    let mut backoff = Backoff::default();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(id) => batch.push(id),
+                None => return,
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        match client.ack(queue, &batch).await {
+            Ok(()) => {
+                batch.clear();
+                backoff.reset();
+            }
+            Err(e) => {
+                let delay = backoff.next();
+                warn!(queue, error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
+                if rx.is_closed() && backoff.attempts > 20 {
+                    // Shutting down with Redis gone: these jobs stay
+                    // pending and will be redone (at-least-once).
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn promote_loop(
+    client: QueueClient,
+    queue: &'static str,
+    consumer: String,
+    settings: RunnerSettings,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    let mut delay = settings.poll_interval;
+    let mut last_cleanup = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let result = async {
+            while client.promote(queue, settings.promote_batch).await? >= settings.promote_batch {}
+            if last_cleanup.elapsed() >= Duration::from_secs(60) {
+                last_cleanup = tokio::time::Instant::now();
+                client.forget_idle_consumers(queue, &consumer, Duration::from_secs(3600)).await?;
+            }
+            Ok::<(), shared::queue::QueueError>(())
+        }
+        .await;
+        delay = match result {
+            Ok(()) => {
+                backoff.reset();
+                settings.poll_interval
+            }
+            Err(e) => {
+                let d = backoff.next();
+                warn!(queue, error = %e, "promoting due jobs failed");
+                d
+            }
+        };
+    }
+}
+
+async fn heartbeat_loop(
+    client: QueueClient,
+    queue: &'static str,
+    consumer: String,
+    in_flight: InFlight,
+    visibility_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let every = visibility_timeout / 3;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let ids: Vec<String> = match in_flight.lock() {
+            Ok(map) => map.keys().cloned().collect(),
+            Err(_) => continue,
+        };
+        for chunk in ids.chunks(500) {
+            if let Err(e) = client.touch(queue, &consumer, chunk).await {
+                warn!(queue, error = %e, "heartbeat failed");
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Capped exponential backoff for reconnect-style retries.
+#[derive(Default)]
+struct Backoff {
+    attempts: u32,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(50);
+    const CAP: Duration = Duration::from_secs(5);
+
+    fn next(&mut self) -> Duration {
+        let exp = self.attempts.min(10);
+        self.attempts = self.attempts.saturating_add(1);
+        (Self::BASE * 2u32.pow(exp)).min(Self::CAP)
+    }
+
+    fn reset(&mut self) {
+        self.attempts = 0;
+    }
+}
