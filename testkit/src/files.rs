@@ -5,7 +5,9 @@ use std::path::Path;
 
 /// The last `lines` lines of a text file ("" if it cannot be read).
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    let Ok(text) = std::fs::read(path) else { return String::new() };
+    let Ok(text) = std::fs::read(path) else {
+        return String::new();
+    };
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -13,5 +15,6 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
 
 /// Creates a file for a child's output.
 pub(crate) fn create_log(path: &Path) -> File {
-    File::create(path).unwrap_or_else(|e| panic!("testkit: could not create {}: {e}", path.display()))
+    File::create(path)
+        .unwrap_or_else(|e| panic!("testkit: could not create {}: {e}", path.display()))
 }

@@ -51,7 +51,10 @@ pub struct WorkerHandle {
 pub async fn spawn_worker(services: Services) -> WorkerHandle {
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker::startup::run(services, stop.clone()));
-    WorkerHandle { stop, task: Some(task) }
+    WorkerHandle {
+        stop,
+        task: Some(task),
+    }
 }
 
 impl WorkerHandle {
@@ -92,7 +95,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

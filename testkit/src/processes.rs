@@ -27,22 +27,58 @@ pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
     let pairs = [
         ("REDIS__URL", settings.redis.url.as_str().to_owned()),
         ("REDIS__KEY_PREFIX", settings.redis.key_prefix.to_string()),
-        ("SECURITY__ALLOWED_CIDRS", list(settings.security.allowed_cidrs.iter().map(ToString::to_string).collect())),
+        (
+            "SECURITY__ALLOWED_CIDRS",
+            list(
+                settings
+                    .security
+                    .allowed_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+        ),
         (
             "DELIVERY__RETRY_SCHEDULE",
-            list(settings.delivery.retry_schedule.iter().copied().map(duration).collect()),
+            list(
+                settings
+                    .delivery
+                    .retry_schedule
+                    .iter()
+                    .copied()
+                    .map(duration)
+                    .collect(),
+            ),
         ),
-        ("DELIVERY__RETRY_JITTER", settings.delivery.retry_jitter.to_string()),
+        (
+            "DELIVERY__RETRY_JITTER",
+            settings.delivery.retry_jitter.to_string(),
+        ),
         ("DELIVERY__TIMEOUT", duration(settings.delivery.timeout)),
-        ("DELIVERY__CONCURRENCY", settings.delivery.concurrency.to_string()),
-        ("QUEUE__VISIBILITY_TIMEOUT", duration(settings.queue.visibility_timeout)),
-        ("QUEUE__POLL_INTERVAL", duration(settings.queue.poll_interval)),
-        ("QUEUE__SHUTDOWN_TIMEOUT", duration(settings.queue.shutdown_timeout)),
+        (
+            "DELIVERY__CONCURRENCY",
+            settings.delivery.concurrency.to_string(),
+        ),
+        (
+            "QUEUE__VISIBILITY_TIMEOUT",
+            duration(settings.queue.visibility_timeout),
+        ),
+        (
+            "QUEUE__POLL_INTERVAL",
+            duration(settings.queue.poll_interval),
+        ),
+        (
+            "QUEUE__SHUTDOWN_TIMEOUT",
+            duration(settings.queue.shutdown_timeout),
+        ),
         ("AUTH__ADMIN_KEYS", list(settings.auth.admin_keys.clone())),
         ("LOG__LEVEL", settings.log.level.clone()),
         ("LOG__FORMAT", "json".to_owned()),
     ];
-    pairs.into_iter().map(|(key, value)| (format!("SUPPORTRAG__{key}"), value)).collect()
+    pairs
+        .into_iter()
+        .map(|(key, value)| (format!("SUPPORTRAG__{key}"), value))
+        .collect()
 }
 
 /// A running worker process; SIGKILLed when dropped if still running.
@@ -63,7 +99,9 @@ impl WorkerProcess {
             .expect("testkit: could not create a temporary directory for a worker process");
         let log = dir.path().join("worker.log");
         let out = create_log(&log);
-        let err = out.try_clone().expect("testkit: could not duplicate a log file handle");
+        let err = out
+            .try_clone()
+            .expect("testkit: could not duplicate a log file handle");
         let mut command = Command::new(binary.as_ref());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SUPPORTRAG") || key == "RUST_LOG" {
@@ -79,7 +117,12 @@ impl WorkerProcess {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .unwrap_or_else(|e| panic!("testkit: could not start {}: {e}", binary.as_ref().display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "testkit: could not start {}: {e}",
+                    binary.as_ref().display()
+                )
+            });
         Self { child, log, dir }
     }
 
@@ -98,7 +141,12 @@ impl WorkerProcess {
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
             // SAFETY: kill(2) on our own child's pid; no memory is involved.
             let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-            assert_eq!(rc, 0, "testkit: kill(SIGTERM) failed: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                rc,
+                0,
+                "testkit: kill(SIGTERM) failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 
@@ -114,13 +162,18 @@ impl WorkerProcess {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if started.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(None) => panic!(
                     "worker process {} still running {timeout:?} after being asked to stop; log:\n{}",
                     self.child.id(),
                     self.log_tail(30)
                 ),
-                Err(e) => panic!("testkit: waiting for worker process {}: {e}", self.child.id()),
+                Err(e) => panic!(
+                    "testkit: waiting for worker process {}: {e}",
+                    self.child.id()
+                ),
             }
         }
     }
@@ -142,7 +195,11 @@ impl WorkerProcess {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- worker process {} log ---\n{}", self.child.id(), self.log_tail(30));
+            eprintln!(
+                "--- worker process {} log ---\n{}",
+                self.child.id(),
+                self.log_tail(30)
+            );
         }
         self.kill();
     }

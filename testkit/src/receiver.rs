@@ -46,13 +46,18 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// The body parsed as JSON; panics with the body if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("receiver got a body that is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "receiver got a body that is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 }
@@ -74,8 +79,13 @@ pub async fn spawn_receiver(behaviour: Behaviour) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("testkit: could not bind a receiver on 127.0.0.1:0");
-    let addr = listener.local_addr().expect("testkit: a bound listener has an address");
-    let inner = Arc::new(Inner { requests: Mutex::default(), behaviour: Mutex::new((behaviour, 0)) });
+    let addr = listener
+        .local_addr()
+        .expect("testkit: a bound listener has an address");
+    let inner = Arc::new(Inner {
+        requests: Mutex::default(),
+        behaviour: Mutex::new((behaviour, 0)),
+    });
     let app = Router::new().fallback(handle).with_state(inner.clone());
     let stop = CancellationToken::new();
     let stopped = stop.clone();
@@ -126,11 +136,14 @@ async fn handle(
     };
     match behaviour {
         (Behaviour::AlwaysOk, _) => (StatusCode::OK, "ok"),
-        (Behaviour::FailTimes(n), seen) if seen <= n => (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose"),
-        (Behaviour::FailTimes(_), _) => (StatusCode::OK, "ok"),
-        (Behaviour::AlwaysStatus(code), _) => {
-            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "as configured")
+        (Behaviour::FailTimes(n), seen) if seen <= n => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose")
         }
+        (Behaviour::FailTimes(_), _) => (StatusCode::OK, "ok"),
+        (Behaviour::AlwaysStatus(code), _) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "as configured",
+        ),
         (Behaviour::Delay(delay), _) => {
             tokio::time::sleep(delay).await;
             (StatusCode::OK, "ok, slowly")
@@ -141,7 +154,9 @@ async fn handle(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic in a test thread must not hide every later request.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Receiver {

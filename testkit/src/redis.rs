@@ -55,7 +55,14 @@ impl TestRedis {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             match spawn_and_wait(port, dir.path(), aof) {
-                Ok(child) => return Self { child: Some(child), port, dir, aof },
+                Ok(child) => {
+                    return Self {
+                        child: Some(child),
+                        port,
+                        dir,
+                        aof,
+                    };
+                }
                 Err(why) => failures.push(format!("port {port}: {why}")),
             }
         }
@@ -80,7 +87,8 @@ impl TestRedis {
     }
 
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("testkit: a redis:// URL we built ourselves must parse")
+        redis::Client::open(self.url())
+            .expect("testkit: a redis:// URL we built ourselves must parse")
     }
 
     /// Whether the server process is running.
@@ -99,10 +107,13 @@ impl TestRedis {
     /// A clean stop: `SHUTDOWN NOSAVE`, falling back to SIGTERM, then waits
     /// for the process to exit (SIGKILL after 10 s).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let shutdown = self.client().get_connection_with_timeout(Duration::from_secs(2)).and_then(|mut conn| {
-            redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut conn)
-        });
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let shutdown = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .and_then(|mut conn| redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut conn));
         // A successful SHUTDOWN closes the connection, which the client
         // reports as an error: only the process exiting tells us it worked.
         let _ = shutdown;
@@ -148,7 +159,11 @@ impl TestRedis {
 impl Drop for TestRedis {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- redis-server log (port {}) ---\n{}", self.port, self.log_tail(20));
+            eprintln!(
+                "--- redis-server log (port {}) ---\n{}",
+                self.port,
+                self.log_tail(20)
+            );
         }
         self.kill();
         // `dir` (a TempDir) removes itself after this.
@@ -162,9 +177,12 @@ fn log_path(dir: &Path) -> PathBuf {
 /// A port the OS just gave us on loopback, never 6379.
 fn free_port() -> u16 {
     loop {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").expect("testkit: could not bind 127.0.0.1:0 to find a free port");
-        let port = listener.local_addr().expect("testkit: a bound listener has an address").port();
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .expect("testkit: could not bind 127.0.0.1:0 to find a free port");
+        let port = listener
+            .local_addr()
+            .expect("testkit: a bound listener has an address")
+            .port();
         drop(listener);
         if port != RESERVED_PORT {
             return port;
@@ -174,7 +192,10 @@ fn free_port() -> u16 {
 
 /// Starts `redis-server` on `port` and waits until it answers as itself.
 fn spawn_and_wait(port: u16, dir: &Path, aof: bool) -> Result<Child, String> {
-    assert_ne!(port, RESERVED_PORT, "testkit: refusing to start a test Redis on port 6379");
+    assert_ne!(
+        port, RESERVED_PORT,
+        "testkit: refusing to start a test Redis on port 6379"
+    );
     let log = log_path(dir);
     let mut command = Command::new("redis-server");
     command
@@ -207,7 +228,10 @@ fn spawn_and_wait(port: u16, dir: &Path, aof: bool) -> Result<Child, String> {
     let started = Instant::now();
     while started.elapsed() < READY_WITHIN {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("redis-server exited with {status}: {}", tail(&log, 3)));
+            return Err(format!(
+                "redis-server exited with {status}: {}",
+                tail(&log, 3)
+            ));
         }
         if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
             let pong: Result<String, _> = redis::cmd("PING").query(&mut conn);
@@ -227,7 +251,10 @@ fn spawn_and_wait(port: u16, dir: &Path, aof: bool) -> Result<Child, String> {
     }
     let _ = child.kill();
     let _ = child.wait();
-    Err(format!("no PING answer within {READY_WITHIN:?}: {}", tail(&log, 3)))
+    Err(format!(
+        "no PING answer within {READY_WITHIN:?}: {}",
+        tail(&log, 3)
+    ))
 }
 
 fn info_pid(info: &str) -> Option<u32> {

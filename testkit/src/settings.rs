@@ -13,12 +13,17 @@ use shared::config::{KeyPrefix, RedisUrl, Settings};
 pub const TEST_ADMIN_KEY: &str = "test-admin-key";
 
 pub fn test_settings(redis_url: &str) -> Settings {
-    let mut settings = Settings::defaults().expect("testkit: the compiled-in default configuration must load");
-    settings.redis.url =
-        RedisUrl::parse(redis_url).unwrap_or_else(|e| panic!("testkit: {redis_url:?} is not a Redis URL: {e}"));
+    let mut settings =
+        Settings::defaults().expect("testkit: the compiled-in default configuration must load");
+    settings.redis.url = RedisUrl::parse(redis_url)
+        .unwrap_or_else(|e| panic!("testkit: {redis_url:?} is not a Redis URL: {e}"));
     settings.redis.key_prefix = KeyPrefix::parse(&format!("t{:016x}", rand::random::<u64>()))
         .expect("testkit: a hex key prefix is always valid");
-    settings.security.allowed_cidrs = vec!["127.0.0.0/8".parse().expect("testkit: a literal CIDR parses")];
+    settings.security.allowed_cidrs = vec![
+        "127.0.0.0/8"
+            .parse()
+            .expect("testkit: a literal CIDR parses"),
+    ];
     settings.delivery.retry_schedule = vec![Duration::from_millis(50), Duration::from_millis(100)];
     settings.delivery.retry_jitter = 0.0;
     settings.delivery.timeout = Duration::from_secs(2);

@@ -103,7 +103,12 @@ fn spawn_with(secrets: &[(&str, &str)], fail_first: usize) -> JsVerifier {
             );
         }
     };
-    JsVerifier { child, port, dir, http: reqwest::Client::new() }
+    JsVerifier {
+        child,
+        port,
+        dir,
+        http: reqwest::Client::new(),
+    }
 }
 
 impl JsVerifier {
@@ -118,12 +123,10 @@ impl JsVerifier {
     /// (unknown webhook, bad signature) have `verified: false, status: 401`.
     pub async fn received(&self) -> Vec<Value> {
         let url = format!("http://127.0.0.1:{}/received", self.port);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("testkit: GET {url} failed: {e}\n{}", self.stderr_tail()));
+        let response =
+            self.http.get(&url).send().await.unwrap_or_else(|e| {
+                panic!("testkit: GET {url} failed: {e}\n{}", self.stderr_tail())
+            });
         let body = response
             .bytes()
             .await
@@ -136,12 +139,20 @@ impl JsVerifier {
 
     /// Requests that passed the seed's signature check.
     pub async fn verified(&self) -> Vec<Value> {
-        self.received().await.into_iter().filter(|r| r["verified"] == Value::Bool(true)).collect()
+        self.received()
+            .await
+            .into_iter()
+            .filter(|r| r["verified"] == Value::Bool(true))
+            .collect()
     }
 
     /// Requests the seed's handler refused with 401.
     pub async fn rejected(&self) -> Vec<Value> {
-        self.received().await.into_iter().filter(|r| r["status"] == 401).collect()
+        self.received()
+            .await
+            .into_iter()
+            .filter(|r| r["status"] == 401)
+            .collect()
     }
 
     /// Waits until at least `count` requests were verified; panics after
@@ -150,7 +161,11 @@ impl JsVerifier {
         let started = Instant::now();
         loop {
             let all = self.received().await;
-            let verified: Vec<Value> = all.iter().filter(|r| r["verified"] == Value::Bool(true)).cloned().collect();
+            let verified: Vec<Value> = all
+                .iter()
+                .filter(|r| r["verified"] == Value::Bool(true))
+                .cloned()
+                .collect();
             if verified.len() >= count {
                 return verified;
             }
@@ -188,7 +203,9 @@ fn node_modules_with_express() -> PathBuf {
     {
         return dir;
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let prefix = home.join(".cache").join("supportrag-node");
     let node_modules = prefix.join("node_modules");
     if has_express(&node_modules) {
@@ -235,10 +252,18 @@ impl FileLock {
             .truncate(false)
             .write(true)
             .open(path)
-            .unwrap_or_else(|e| panic!("testkit: could not open lock file {}: {e}", path.display()));
+            .unwrap_or_else(|e| {
+                panic!("testkit: could not open lock file {}: {e}", path.display())
+            });
         // SAFETY: flock on a descriptor we own for the lifetime of `file`.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "testkit: flock({}) failed: {}", path.display(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "testkit: flock({}) failed: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
         Self { _file: file }
     }
 }

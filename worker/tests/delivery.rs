@@ -13,7 +13,10 @@ use shared::queue::{DeadLetter, DeadLetterFilter, Job};
 use shared::services::Services;
 use shared::signing::{self, Secret};
 use shared::webhooks::{Webhook, WebhookDraft};
-use testkit::{Behaviour, PATIENCE, Recorded, TestRedis, spawn_js_verifier, spawn_receiver, spawn_worker, test_settings};
+use testkit::{
+    Behaviour, PATIENCE, Recorded, TestRedis, spawn_js_verifier, spawn_receiver, spawn_worker,
+    test_settings,
+};
 
 const SECRET: &str = "my_secret_key_12345";
 
@@ -41,7 +44,15 @@ async fn register(services: &Services, url: &str, events: &[EventType], secret: 
 fn event(event_type: EventType, data: Value) -> Event {
     let event_id = EventId::generate();
     let trace_id = format!("trace-{}", event_id.as_str().trim_start_matches("evt_"));
-    Event::new(event_id, event_type, data, EventMetadata { trace_id, correlation_id: Some("corr-42".into()) })
+    Event::new(
+        event_id,
+        event_type,
+        data,
+        EventMetadata {
+            trace_id,
+            correlation_id: Some("corr-42".into()),
+        },
+    )
 }
 
 fn chat_answer() -> Value {
@@ -67,23 +78,42 @@ fn chat_answer() -> Value {
 }
 
 async fn record(services: &Services, id: &DeliveryId) -> Option<DeliveryRecord> {
-    services.deliveries.get(id).await.expect("read delivery record")
+    services
+        .deliveries
+        .get(id)
+        .await
+        .expect("read delivery record")
 }
 
-async fn wait_for_status(services: &Services, id: &DeliveryId, status: DeliveryStatus) -> DeliveryRecord {
-    testkit::wait_until(&format!("delivery {id} to be {status:?}"), PATIENCE, || async {
-        record(services, id).await.filter(|r| r.status == status)
-    })
+async fn wait_for_status(
+    services: &Services,
+    id: &DeliveryId,
+    status: DeliveryStatus,
+) -> DeliveryRecord {
+    testkit::wait_until(
+        &format!("delivery {id} to be {status:?}"),
+        PATIENCE,
+        || async { record(services, id).await.filter(|r| r.status == status) },
+    )
     .await
 }
 
 async fn dead_letters_of(services: &Services, webhook: &Webhook) -> Vec<DeadLetter> {
-    let filter = DeadLetterFilter { webhook_id: Some(webhook.webhook_id.to_string()), ..DeadLetterFilter::default() };
-    services.queue.dead_letters(&[DeliverEvent::QUEUE], &filter).await.expect("list dead letters")
+    let filter = DeadLetterFilter {
+        webhook_id: Some(webhook.webhook_id.to_string()),
+        ..DeadLetterFilter::default()
+    };
+    services
+        .queue
+        .dead_letters(&[DeliverEvent::QUEUE], &filter)
+        .await
+        .expect("list dead letters")
 }
 
 fn header<'a>(request: &'a Recorded, name: &str) -> &'a str {
-    request.header(name).unwrap_or_else(|| panic!("request has no {name} header: {:?}", request.headers))
+    request
+        .header(name)
+        .unwrap_or_else(|| panic!("request has no {name} header: {:?}", request.headers))
 }
 
 /// Checks the `sha256=` signature over the raw body, as a receiver that
@@ -99,7 +129,12 @@ fn assert_legacy_signature_valid(request: &Recorded, secret: &str) {
         300,
         true,
     );
-    assert_eq!(verified, Ok(signing::SignatureForm::Timestamped), "signature of {:?}", request.headers);
+    assert_eq!(
+        verified,
+        Ok(signing::SignatureForm::Timestamped),
+        "signature of {:?}",
+        request.headers
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,24 +143,40 @@ async fn the_seeds_javascript_verifier_accepts_a_delivery_with_unicode_whole_flo
     // verifier, knowing the webhook's secret
     let redis = TestRedis::start();
     let services = services(&redis);
-    let mut webhook =
-        register(&services, "http://127.0.0.1:9/placeholder", &[EventType::ChatResponseGenerated], SECRET).await;
+    let mut webhook = register(
+        &services,
+        "http://127.0.0.1:9/placeholder",
+        &[EventType::ChatResponseGenerated],
+        SECRET,
+    )
+    .await;
     let verifier = spawn_js_verifier(&[(webhook.webhook_id.as_str(), SECRET)]);
     webhook.url = verifier.url();
-    services.webhooks.save(&webhook).await.expect("point the webhook at the verifier");
+    services
+        .webhooks
+        .save(&webhook)
+        .await
+        .expect("point the webhook at the verifier");
     let worker = spawn_worker(services.clone()).await;
 
     // When a chat answer with confidence 1.0, Russian text, emoji and nested
     // metadata is published
     let data = chat_answer();
     let event = event(EventType::ChatResponseGenerated, data.clone());
-    let delivery_ids = services.publisher.publish(event.clone()).await.expect("publish");
+    let delivery_ids = services
+        .publisher
+        .publish(event.clone())
+        .await
+        .expect("publish");
     assert_eq!(delivery_ids.len(), 1);
 
     // Then the verifier accepted its signature, and the payload arrived intact
     let received = verifier.wait_for(1, PATIENCE).await;
     let rejected = verifier.rejected().await;
-    assert!(rejected.is_empty(), "the seed's verifier refused deliveries: {rejected:?}");
+    assert!(
+        rejected.is_empty(),
+        "the seed's verifier refused deliveries: {rejected:?}"
+    );
     let delivered = &received[0];
     assert_eq!(delivered["verified"], true);
     let payload = &delivered["payload"];
@@ -133,10 +184,20 @@ async fn the_seeds_javascript_verifier_accepts_a_delivery_with_unicode_whole_flo
     assert_eq!(payload["event_id"], event.event_id.as_str());
     assert_eq!(payload["event_type"], "chat.response.generated");
     assert_eq!(payload["delivery_attempt"], 1);
-    assert_eq!(payload["metadata"]["trace_id"], event.metadata.trace_id.as_str());
+    assert_eq!(
+        payload["metadata"]["trace_id"],
+        event.metadata.trace_id.as_str()
+    );
     assert_eq!(payload["metadata"]["correlation_id"], "corr-42");
     let got = &payload["data"];
-    for field in ["session_id", "user_id", "message", "answer", "sources", "processing_time_ms"] {
+    for field in [
+        "session_id",
+        "user_id",
+        "message",
+        "answer",
+        "sources",
+        "processing_time_ms",
+    ] {
         assert_eq!(got[field], data[field], "data.{field}");
     }
     assert_eq!(got["confidence"].as_f64(), Some(1.0));
@@ -144,19 +205,29 @@ async fn the_seeds_javascript_verifier_accepts_a_delivery_with_unicode_whole_flo
 
     // ... with the headers SPEC §6 names
     let headers = &delivered["headers"];
-    let h = |name: &str| headers[name].as_str().unwrap_or_else(|| panic!("no {name} header in {headers}")).to_owned();
+    let h = |name: &str| {
+        headers[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} header in {headers}"))
+            .to_owned()
+    };
     assert!(h("x-webhook-signature").starts_with("sha256="));
     let timestamp: i64 = h("x-webhook-timestamp").parse().expect("unix seconds");
     assert_eq!(h("x-webhook-id"), webhook.webhook_id.as_str());
     assert_eq!(h("x-delivery-attempt"), "1");
     assert_eq!(h("x-event-id"), event.event_id.as_str());
-    assert!(h("user-agent").starts_with("SupportRAG/"), "user-agent {}", h("user-agent"));
+    assert!(
+        h("user-agent").starts_with("SupportRAG/"),
+        "user-agent {}",
+        h("user-agent")
+    );
     assert!(h("content-type").starts_with("application/json"));
 
     // ... and a Standard Webhooks signature that Rust recomputes over the
     // exact body sent (the event's canonical form for this webhook/attempt)
     let body = event.body(&webhook.webhook_id, 1).expect("body");
-    let expected = signing::sign_outbound(&webhook.secret, event.event_id.as_str(), timestamp, &body);
+    let expected =
+        signing::sign_outbound(&webhook.secret, event.event_id.as_str(), timestamp, &body);
     assert_eq!(h("webhook-id"), event.event_id.as_str());
     assert_eq!(h("webhook-timestamp"), timestamp.to_string());
     assert_eq!(h("webhook-signature"), expected.standard);
@@ -174,7 +245,12 @@ async fn the_javascript_verifier_refuses_a_forged_signature() {
 
     // When a request arrives signed with another secret
     let body = br#"{"event_type":"chat.response.generated","data":{}}"#;
-    let forged = signing::sign_outbound(&Secret::parse("not_the_right_secret").expect("secret"), "evt_1", 1, body);
+    let forged = signing::sign_outbound(
+        &Secret::parse("not_the_right_secret").expect("secret"),
+        "evt_1",
+        1,
+        body,
+    );
     let status = reqwest::Client::new()
         .post(verifier.url())
         .header("content-type", "application/json")
@@ -202,22 +278,52 @@ async fn a_receiver_failing_twice_gets_three_attempts_of_the_same_event() {
     let redis = TestRedis::start();
     let services = services(&redis);
     let receiver = spawn_receiver(Behaviour::FailTimes(2)).await;
-    let webhook = register(&services, &receiver.url(), &[EventType::SessionEnded], SECRET).await;
+    let webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
     let worker = spawn_worker(services.clone()).await;
 
     // When an event is published
-    let event = event(EventType::SessionEnded, json!({"session_id": "sess_1", "messages_count": 3}));
-    let ids = services.publisher.publish(event.clone()).await.expect("publish");
+    let event = event(
+        EventType::SessionEnded,
+        json!({"session_id": "sess_1", "messages_count": 3}),
+    );
+    let ids = services
+        .publisher
+        .publish(event.clone())
+        .await
+        .expect("publish");
 
     // Then it succeeds on the third attempt, and the history shows all three
     let done = wait_for_status(&services, &ids[0], DeliveryStatus::Success).await;
     assert_eq!(done.event_id, event.event_id);
     assert_eq!(done.attempt, 3);
     assert_eq!(done.http_status, Some(200));
-    let attempts: Vec<(u32, Option<u16>, bool)> =
-        done.attempts.iter().map(|a| (a.attempt, a.http_status, a.success)).collect();
-    assert_eq!(attempts, [(1, Some(500), false), (2, Some(500), false), (3, Some(200), true)]);
-    assert!(done.attempts[0].error.as_deref().is_some_and(|e| e.contains("500")), "{:?}", done.attempts[0]);
+    let attempts: Vec<(u32, Option<u16>, bool)> = done
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.http_status, a.success))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, Some(500), false),
+            (2, Some(500), false),
+            (3, Some(200), true)
+        ]
+    );
+    assert!(
+        done.attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("500")),
+        "{:?}",
+        done.attempts[0]
+    );
 
     // ... and the receiver got the same event three times, numbered 1, 2, 3
     let requests = receiver.wait_for(3, PATIENCE).await;
@@ -242,31 +348,69 @@ async fn a_dead_delivery_announces_error_occurred_and_replays_with_the_same_even
     let redis = TestRedis::start();
     let services = services(&redis);
     let failing = spawn_receiver(Behaviour::AlwaysStatus(500)).await;
-    let webhook = register(&services, &failing.url(), &[EventType::ChatEscalated], SECRET).await;
+    let webhook = register(
+        &services,
+        &failing.url(),
+        &[EventType::ChatEscalated],
+        SECRET,
+    )
+    .await;
     let alerts = spawn_receiver(Behaviour::AlwaysOk).await;
-    let alert_webhook = register(&services, &alerts.url(), &[EventType::ErrorOccurred], SECRET).await;
+    let alert_webhook = register(
+        &services,
+        &alerts.url(),
+        &[EventType::ErrorOccurred],
+        SECRET,
+    )
+    .await;
     let worker = spawn_worker(services.clone()).await;
 
     // When an event is published to it
-    let event = event(EventType::ChatEscalated, json!({"session_id": "sess_9", "escalation_priority": "high"}));
-    let ids = services.publisher.publish(event.clone()).await.expect("publish");
+    let event = event(
+        EventType::ChatEscalated,
+        json!({"session_id": "sess_9", "escalation_priority": "high"}),
+    );
+    let ids = services
+        .publisher
+        .publish(event.clone())
+        .await
+        .expect("publish");
     assert_eq!(ids.len(), 1, "only the chat.escalated webhook subscribes");
     let delivery_id = &ids[0];
 
     // Then after the configured 3 attempts the delivery is dead ...
     let dead_record = wait_for_status(&services, delivery_id, DeliveryStatus::Dead).await;
     assert_eq!(dead_record.attempts.len(), 3);
-    assert_eq!(dead_record.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        dead_record
+            .attempts
+            .iter()
+            .map(|a| a.attempt)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     // ... it is in the dead-letter set, findable by its ids ...
     let dead = testkit::wait_until("the dead letter", PATIENCE, || async {
-        dead_letters_of(&services, &webhook).await.into_iter().next()
+        dead_letters_of(&services, &webhook)
+            .await
+            .into_iter()
+            .next()
     })
     .await;
     assert_eq!(dead.job_type, DeliverEvent::QUEUE);
     assert_eq!(dead.attempts, 3);
-    assert_eq!(dead.labels.delivery_id.as_deref(), Some(delivery_id.as_str()));
-    assert_eq!(dead.labels.webhook_id.as_deref(), Some(webhook.webhook_id.as_str()));
-    assert_eq!(dead.labels.event_id.as_deref(), Some(event.event_id.as_str()));
+    assert_eq!(
+        dead.labels.delivery_id.as_deref(),
+        Some(delivery_id.as_str())
+    );
+    assert_eq!(
+        dead.labels.webhook_id.as_deref(),
+        Some(webhook.webhook_id.as_str())
+    );
+    assert_eq!(
+        dead.labels.event_id.as_deref(),
+        Some(event.event_id.as_str())
+    );
     assert_eq!(dead.labels.event_type.as_deref(), Some("chat.escalated"));
     assert!(dead.last_error.contains("500"), "{}", dead.last_error);
     // ... and error.occurred reached the other webhook
@@ -277,13 +421,22 @@ async fn a_dead_delivery_announces_error_occurred_and_replays_with_the_same_even
     assert_eq!(alert["data"]["delivery_id"], delivery_id.as_str());
     assert_eq!(alert["data"]["event_id"], event.event_id.as_str());
     assert_eq!(alert["data"]["webhook_id"], webhook.webhook_id.as_str());
-    assert_eq!(alert["data"]["dead_letter_id"], dead.dead_letter_id.as_str());
+    assert_eq!(
+        alert["data"]["dead_letter_id"],
+        dead.dead_letter_id.as_str()
+    );
     assert_eq!(alert["data"]["attempts"], 3);
     assert_eq!(failing.requests().len(), 3);
 
     // When the receiver recovers and the dead letter is replayed
     failing.set_behaviour(Behaviour::AlwaysOk);
-    assert!(services.queue.dead_letter_replay(&dead).await.expect("replay"));
+    assert!(
+        services
+            .queue
+            .dead_letter_replay(&dead)
+            .await
+            .expect("replay")
+    );
 
     // Then it is delivered as attempt 4 of the same event
     let requests = failing.wait_for(4, PATIENCE).await;
@@ -297,9 +450,19 @@ async fn a_dead_delivery_announces_error_occurred_and_replays_with_the_same_even
     assert!(dead_letters_of(&services, &webhook).await.is_empty());
 
     // ... and replaying the same dead letter again does nothing
-    assert!(!services.queue.dead_letter_replay(&dead).await.expect("second replay"));
+    assert!(
+        !services
+            .queue
+            .dead_letter_replay(&dead)
+            .await
+            .expect("second replay")
+    );
     worker.shutdown().await;
-    assert_eq!(failing.requests().len(), 4, "the second replay must not deliver again");
+    assert_eq!(
+        failing.requests().len(),
+        4,
+        "the second replay must not deliver again"
+    );
     assert_eq!(alerts.requests().len(), 1, "one failure, one announcement");
 }
 
@@ -309,18 +472,42 @@ async fn deleting_a_webhook_cancels_its_pending_delivery_without_sending_it() {
     let redis = TestRedis::start();
     let services = services(&redis);
     let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
-    let webhook = register(&services, &receiver.url(), &[EventType::KnowledgeDocumentIndexed], SECRET).await;
-    let event = event(EventType::KnowledgeDocumentIndexed, json!({"document_id": "doc_7", "status": "indexed"}));
+    let webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::KnowledgeDocumentIndexed],
+        SECRET,
+    )
+    .await;
+    let event = event(
+        EventType::KnowledgeDocumentIndexed,
+        json!({"document_id": "doc_7", "status": "indexed"}),
+    );
     let ids = services.publisher.publish(event).await.expect("publish");
-    assert_eq!(record(&services, &ids[0]).await.map(|r| r.status), Some(DeliveryStatus::Queued));
+    assert_eq!(
+        record(&services, &ids[0]).await.map(|r| r.status),
+        Some(DeliveryStatus::Queued)
+    );
 
     // When the webhook is deleted before a worker gets to it
-    assert!(services.webhooks.delete(&webhook.webhook_id).await.expect("delete"));
+    assert!(
+        services
+            .webhooks
+            .delete(&webhook.webhook_id)
+            .await
+            .expect("delete")
+    );
     let worker = spawn_worker(services.clone()).await;
 
     // Then the delivery is recorded as cancelled, and nothing was sent
     let cancelled = wait_for_status(&services, &ids[0], DeliveryStatus::Cancelled).await;
-    assert!(cancelled.error.as_deref().is_some_and(|e| e.contains("deleted")), "{cancelled:?}");
+    assert!(
+        cancelled
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("deleted")),
+        "{cancelled:?}"
+    );
     assert!(cancelled.attempts.is_empty());
     testkit::wait_until("the queue to be empty", PATIENCE, || async {
         let depth = services.queue.depth(DeliverEvent::QUEUE).await.ok()?;
@@ -328,6 +515,9 @@ async fn deleting_a_webhook_cancels_its_pending_delivery_without_sending_it() {
     })
     .await;
     worker.shutdown().await;
-    assert!(receiver.requests().is_empty(), "a cancelled delivery must not be sent");
+    assert!(
+        receiver.requests().is_empty(),
+        "a cancelled delivery must not be sent"
+    );
     assert!(dead_letters_of(&services, &webhook).await.is_empty());
 }

@@ -85,7 +85,11 @@ struct TestHandler {
 
 impl TestHandler {
     fn new(tally: &Arc<Tally>, act: Act) -> Arc<Self> {
-        Arc::new(Self { tally: tally.clone(), act, handled: AtomicUsize::new(0) })
+        Arc::new(Self {
+            tally: tally.clone(),
+            act,
+            handled: AtomicUsize::new(0),
+        })
     }
 
     fn handled(&self) -> usize {
@@ -102,18 +106,30 @@ impl Handler for TestHandler {
             Act::Succeed => {}
             Act::Sleep(d) => tokio::time::sleep(d).await,
             Act::PanicOn(n) if n == job.n => {
-                self.tally.runs().entry(job.n).or_default().push(ctx.overall_attempt());
+                self.tally
+                    .runs()
+                    .entry(job.n)
+                    .or_default()
+                    .push(ctx.overall_attempt());
                 panic!("test handler panics on job {n}");
             }
             Act::PanicOn(_) => {}
         }
-        self.tally.runs().entry(job.n).or_default().push(ctx.overall_attempt());
+        self.tally
+            .runs()
+            .entry(job.n)
+            .or_default()
+            .push(ctx.overall_attempt());
         self.handled.fetch_add(1, Ordering::SeqCst);
         Outcome::Done
     }
 
     async fn on_dead(&self, job: Option<&NoopJob>, ctx: &DeadContext) -> Result<(), anyhow::Error> {
-        self.tally.dead.lock().expect("tally lock").push((job.map(|j| j.n), ctx.error.clone()));
+        self.tally
+            .dead
+            .lock()
+            .expect("tally lock")
+            .push((job.map(|j| j.n), ctx.error.clone()));
         Ok(())
     }
 }
@@ -125,11 +141,16 @@ fn queue_client(settings: &Settings) -> QueueClient {
     QueueClient::new(conn, settings.redis.key_prefix.clone())
 }
 
-fn runner(settings: &Settings, consumer: &str, handler: Arc<TestHandler>) -> QueueRunner<TestHandler> {
+fn runner(
+    settings: &Settings,
+    consumer: &str,
+    handler: Arc<TestHandler>,
+) -> QueueRunner<TestHandler> {
     QueueRunner {
         handler,
         client: queue_client(settings),
-        read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK).expect("redis connection"),
+        read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)
+            .expect("redis connection"),
         consumer: consumer.to_owned(),
         policy: Arc::new(RetryPolicy::new(
             settings.delivery.retry_schedule.clone(),
@@ -183,15 +204,22 @@ async fn push_jobs(client: &QueueClient, numbers: impl Iterator<Item = u64>) {
 }
 
 async fn dead_letters(client: &QueueClient) -> Vec<DeadLetter> {
-    client.dead_letters(&[NoopJob::QUEUE], &DeadLetterFilter::default()).await.expect("list dead letters")
+    client
+        .dead_letters(&[NoopJob::QUEUE], &DeadLetterFilter::default())
+        .await
+        .expect("list dead letters")
 }
 
 /// Waits until nothing is ready, scheduled or in flight (acks included).
 async fn wait_until_drained(client: &QueueClient) {
-    wait_until("the queue to be empty (ready, scheduled and in flight)", PATIENCE, || async {
-        let depth = client.depth(NoopJob::QUEUE).await.ok()?;
-        (depth.ready == 0 && depth.scheduled == 0 && depth.in_flight == 0).then_some(())
-    })
+    wait_until(
+        "the queue to be empty (ready, scheduled and in flight)",
+        PATIENCE,
+        || async {
+            let depth = client.depth(NoopJob::QUEUE).await.ok()?;
+            (depth.ready == 0 && depth.scheduled == 0 && depth.in_flight == 0).then_some(())
+        },
+    )
     .await;
 }
 
@@ -202,7 +230,10 @@ fn assert_each_ran_once(tally: &Tally, numbers: impl Iterator<Item = u64>) {
         .filter(|(_, times)| *times != 1)
         .take(10)
         .collect();
-    assert!(wrong.is_empty(), "jobs not run exactly once (job, times), first 10: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "jobs not run exactly once (job, times), first 10: {wrong:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,13 +246,22 @@ async fn ten_thousand_jobs_due_at_once_are_promoted_and_each_runs_exactly_once()
     let due = shared::time::now_ms() - 1_000;
     let jobs: Vec<Envelope<NoopJob>> = (0..10_000).map(job).collect();
     for chunk in jobs.chunks(500) {
-        futures::future::try_join_all(chunk.iter().map(|j| client.schedule(j, due))).await.expect("schedule");
+        futures::future::try_join_all(chunk.iter().map(|j| client.schedule(j, due)))
+            .await
+            .expect("schedule");
     }
-    assert_eq!(client.depth(NoopJob::QUEUE).await.expect("depth").scheduled, 10_000);
+    assert_eq!(
+        client.depth(NoopJob::QUEUE).await.expect("depth").scheduled,
+        10_000
+    );
 
     // When one runner with a no-op handler runs
     let tally = Arc::new(Tally::default());
-    let running = start(runner(&settings, "solo", TestHandler::new(&tally, Act::Succeed)));
+    let running = start(runner(
+        &settings,
+        "solo",
+        TestHandler::new(&tally, Act::Succeed),
+    ));
 
     // Then every job is promoted and run, each exactly once
     wait_until("all 10,000 jobs to run", PATIENCE, || async {
@@ -253,14 +293,21 @@ async fn two_runners_share_a_backlog_and_run_each_job_once_in_total() {
     let running_b = start(runner(&settings, "runner-b", b.clone()));
 
     // Then every job runs exactly once in total, and both took part
-    wait_until("all 5,000 jobs to run", PATIENCE, || async { (tally.distinct_runs() == 5_000).then_some(()) })
-        .await;
+    wait_until("all 5,000 jobs to run", PATIENCE, || async {
+        (tally.distinct_runs() == 5_000).then_some(())
+    })
+    .await;
     wait_until_drained(&client).await;
     running_a.stop().await;
     running_b.stop().await;
     assert_each_ran_once(&tally, 0..5_000);
     assert_eq!(a.handled() + b.handled(), 5_000);
-    assert!(a.handled() > 0 && b.handled() > 0, "one runner did all the work: a={} b={}", a.handled(), b.handled());
+    assert!(
+        a.handled() > 0 && b.handled() > 0,
+        "one runner did all the work: a={} b={}",
+        a.handled(),
+        b.handled()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,24 +318,45 @@ async fn poison_entries_are_dead_lettered_with_a_reason_and_do_not_block_the_que
     let settings = test_settings(&redis.url());
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
-    client.push_raw(NoopJob::QUEUE, b"\x00garbage, not json").await.expect("push garbage");
+    client
+        .push_raw(NoopJob::QUEUE, b"\x00garbage, not json")
+        .await
+        .expect("push garbage");
     let mut future_version = serde_json::to_value(job(900)).expect("envelope to JSON");
     future_version["v"] = serde_json::json!(99);
-    client.push_raw(NoopJob::QUEUE, &serde_json::to_vec(&future_version).expect("JSON")).await.expect("push v99");
+    client
+        .push_raw(
+            NoopJob::QUEUE,
+            &serde_json::to_vec(&future_version).expect("JSON"),
+        )
+        .await
+        .expect("push v99");
     let mut wrong_payload = serde_json::to_value(job(901)).expect("envelope to JSON");
     wrong_payload["payload"] = serde_json::json!({"n": "not a number"});
-    client.push_raw(NoopJob::QUEUE, &serde_json::to_vec(&wrong_payload).expect("JSON")).await.expect("push");
+    client
+        .push_raw(
+            NoopJob::QUEUE,
+            &serde_json::to_vec(&wrong_payload).expect("JSON"),
+        )
+        .await
+        .expect("push");
     // ... and valid jobs behind them
     push_jobs(&client, 0..20).await;
 
     // When a runner runs
     let tally = Arc::new(Tally::default());
-    let running = start(runner(&settings, "solo", TestHandler::new(&tally, Act::Succeed)));
+    let running = start(runner(
+        &settings,
+        "solo",
+        TestHandler::new(&tally, Act::Succeed),
+    ));
 
     // Then the valid jobs run, and the three poison entries are dead letters
     // that say what was wrong
-    wait_until("the 20 valid jobs to run", PATIENCE, || async { (tally.distinct_runs() == 20).then_some(()) })
-        .await;
+    wait_until("the 20 valid jobs to run", PATIENCE, || async {
+        (tally.distinct_runs() == 20).then_some(())
+    })
+    .await;
     let dead = wait_until("three dead letters", PATIENCE, || async {
         let dead = dead_letters(&client).await;
         (dead.len() == 3).then_some(dead)
@@ -298,16 +366,38 @@ async fn poison_entries_are_dead_lettered_with_a_reason_and_do_not_block_the_que
     running.stop().await;
     assert_each_ran_once(&tally, 0..20);
     let reasons: Vec<&str> = dead.iter().map(|d| d.last_error.as_str()).collect();
-    assert!(reasons.iter().any(|r| r.contains("not a readable envelope")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("version 99")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("does not match")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not a readable envelope")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("version 99")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("does not match")),
+        "{reasons:?}"
+    );
     for d in &dead {
         assert_eq!(d.job_type, NoopJob::QUEUE);
         assert_eq!(d.attempts, 0, "a poison entry is never run: {d:?}");
     }
-    let garbage = dead.iter().find(|d| d.last_error.contains("not a readable envelope")).expect("garbage entry");
-    assert_eq!(garbage.job, serde_json::json!("\u{0}garbage, not json"), "the raw bytes are kept for inspection");
-    assert_eq!(tally.dead.lock().expect("tally lock").len(), 3, "on_dead runs for each");
+    let garbage = dead
+        .iter()
+        .find(|d| d.last_error.contains("not a readable envelope"))
+        .expect("garbage entry");
+    assert_eq!(
+        garbage.job,
+        serde_json::json!("\u{0}garbage, not json"),
+        "the raw bytes are kept for inspection"
+    );
+    assert_eq!(
+        tally.dead.lock().expect("tally lock").len(),
+        3,
+        "on_dead runs for each"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +408,11 @@ async fn a_panicking_handler_is_retried_per_policy_then_dead_lettered_while_othe
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     let tally = Arc::new(Tally::default());
-    let running = start(runner(&settings, "solo", TestHandler::new(&tally, Act::PanicOn(3))));
+    let running = start(runner(
+        &settings,
+        "solo",
+        TestHandler::new(&tally, Act::PanicOn(3)),
+    ));
 
     // When 20 jobs are queued
     push_jobs(&client, 0..20).await;
@@ -338,9 +432,16 @@ async fn a_panicking_handler_is_retried_per_policy_then_dead_lettered_while_othe
     assert_each_ran_once(&tally, (0..20).filter(|n| *n != 3));
     assert_eq!(tally.attempts_of(3), [1, 2, 3]);
     assert_eq!(dead.attempts, 3);
-    assert!(dead.last_error.contains("handler panicked") && dead.last_error.contains("job 3"), "{}", dead.last_error);
+    assert!(
+        dead.last_error.contains("handler panicked") && dead.last_error.contains("job 3"),
+        "{}",
+        dead.last_error
+    );
     assert_eq!(dead.history.len(), 3);
-    assert_eq!(dead.history.iter().map(|h| h.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        dead.history.iter().map(|h| h.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert_eq!(dead.job["payload"]["n"], 3);
     assert_eq!(dead_letters(&client).await.len(), 1);
     let on_dead = tally.dead.lock().expect("tally lock").clone();
@@ -350,9 +451,17 @@ async fn a_panicking_handler_is_retried_per_policy_then_dead_lettered_while_othe
 
 /// Reads jobs as consumer `ghost` and never acknowledges them: a worker
 /// that took them and died.
-async fn taken_by_dead_worker(settings: &Settings, client: &QueueClient, count: usize) -> Vec<String> {
-    let mut conn = shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK).expect("redis connection");
-    let taken = client.read(&mut conn, NoopJob::QUEUE, "ghost", count, READ_BLOCK).await.expect("read");
+async fn taken_by_dead_worker(
+    settings: &Settings,
+    client: &QueueClient,
+    count: usize,
+) -> Vec<String> {
+    let mut conn = shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)
+        .expect("redis connection");
+    let taken = client
+        .read(&mut conn, NoopJob::QUEUE, "ghost", count, READ_BLOCK)
+        .await
+        .expect("read");
     assert_eq!(taken.len(), count);
     taken.into_iter().map(|f| f.entry_id).collect()
 }
@@ -362,7 +471,11 @@ async fn taken_by_dead_worker(settings: &Settings, client: &QueueClient, count: 
 /// then crashes.
 async fn taken_over_and_abandoned_again(redis: &TestRedis, client: &QueueClient, entry_id: &str) {
     let keys = client.keys(NoopJob::QUEUE);
-    let mut conn = redis.client().get_multiplexed_async_connection().await.expect("redis connection");
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
     let claimed: redis::Value = redis::cmd("XCLAIM")
         .arg(&keys.stream)
         .arg(shared::keys::CONSUMER_GROUP)
@@ -372,7 +485,10 @@ async fn taken_over_and_abandoned_again(redis: &TestRedis, client: &QueueClient,
         .query_async(&mut conn)
         .await
         .expect("XCLAIM");
-    assert!(matches!(claimed, redis::Value::Array(ref items) if items.len() == 1), "XCLAIM gave {claimed:?}");
+    assert!(
+        matches!(claimed, redis::Value::Array(ref items) if items.len() == 1),
+        "XCLAIM gave {claimed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,17 +503,27 @@ async fn a_job_held_by_a_dead_worker_is_reclaimed_after_the_visibility_timeout()
 
     // When a live runner runs (with the 2 s visibility timeout)
     let tally = Arc::new(Tally::default());
-    let running = start(runner(&settings, "alive", TestHandler::new(&tally, Act::Succeed)));
+    let running = start(runner(
+        &settings,
+        "alive",
+        TestHandler::new(&tally, Act::Succeed),
+    ));
 
     // Then it takes the job over and runs it, counting the crash as an
     // attempt
-    wait_until("the abandoned job to be reclaimed and run", PATIENCE, || async {
-        (tally.times_run(1) > 0).then_some(())
-    })
+    wait_until(
+        "the abandoned job to be reclaimed and run",
+        PATIENCE,
+        || async { (tally.times_run(1) > 0).then_some(()) },
+    )
     .await;
     wait_until_drained(&client).await;
     running.stop().await;
-    assert_eq!(tally.attempts_of(1), [2], "run once, as attempt 2 (the dead worker's run was attempt 1)");
+    assert_eq!(
+        tally.attempts_of(1),
+        [2],
+        "run once, as attempt 2 (the dead worker's run was attempt 1)"
+    );
     assert!(dead_letters(&client).await.is_empty());
 }
 
@@ -418,7 +544,11 @@ async fn a_job_that_keeps_killing_its_workers_is_dead_lettered_without_running_a
 
     // When a live runner reclaims them after the visibility timeout
     let tally = Arc::new(Tally::default());
-    let running = start(runner(&settings, "alive", TestHandler::new(&tally, Act::Succeed)));
+    let running = start(runner(
+        &settings,
+        "alive",
+        TestHandler::new(&tally, Act::Succeed),
+    ));
 
     // Then job 2 goes to the dead-letter set without running, its three
     // crashes counted as its three attempts
@@ -427,18 +557,35 @@ async fn a_job_that_keeps_killing_its_workers_is_dead_lettered_without_running_a
     })
     .await;
     // ... and job 3 still gets its last attempt
-    wait_until("job 3 to run", PATIENCE, || async { (tally.times_run(3) > 0).then_some(()) }).await;
+    wait_until("job 3 to run", PATIENCE, || async {
+        (tally.times_run(3) > 0).then_some(())
+    })
+    .await;
     wait_until_drained(&client).await;
-    assert_eq!(tally.times_run(2), 0, "a job out of attempts must not run again");
+    assert_eq!(
+        tally.times_run(2),
+        0,
+        "a job out of attempts must not run again"
+    );
     assert_eq!(tally.attempts_of(3), [3]);
     assert_eq!(dead.job["payload"]["n"], 2);
     assert_eq!(dead.attempts, 3);
-    assert!(dead.last_error.contains("worker stopped"), "{}", dead.last_error);
-    assert_eq!(dead.job["attempt"], 3, "the stored job counts the attempts made, so a replay continues after them");
+    assert!(
+        dead.last_error.contains("worker stopped"),
+        "{}",
+        dead.last_error
+    );
+    assert_eq!(
+        dead.job["attempt"], 3,
+        "the stored job counts the attempts made, so a replay continues after them"
+    );
 
     // When it is replayed (the crash was fixed), it runs as attempt 4
     assert!(client.dead_letter_replay(&dead).await.expect("replay"));
-    wait_until("the replayed job to run", PATIENCE, || async { (tally.times_run(2) > 0).then_some(()) }).await;
+    wait_until("the replayed job to run", PATIENCE, || async {
+        (tally.times_run(2) > 0).then_some(())
+    })
+    .await;
     running.stop().await;
     assert_eq!(tally.attempts_of(2), [4]);
 }
@@ -453,9 +600,16 @@ async fn shutdown_past_the_deadline_hands_the_running_job_back_for_another_worke
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     let slow_tally = Arc::new(Tally::default());
-    let slow = start(runner(&settings, "slow", TestHandler::new(&slow_tally, Act::Sleep(Duration::from_secs(60)))));
+    let slow = start(runner(
+        &settings,
+        "slow",
+        TestHandler::new(&slow_tally, Act::Sleep(Duration::from_secs(60))),
+    ));
     push_jobs(&client, [7].into_iter()).await;
-    wait_until("job 7 to start", PATIENCE, || async { slow_tally.has_started(7).then_some(()) }).await;
+    wait_until("job 7 to start", PATIENCE, || async {
+        slow_tally.has_started(7).then_some(())
+    })
+    .await;
 
     // When it is told to stop
     slow.stop().await; // panics unless run() returns
@@ -468,9 +622,15 @@ async fn shutdown_past_the_deadline_hands_the_running_job_back_for_another_worke
     // ... and a new runner runs it, as a first attempt (handing back is not
     // a failure)
     let tally = Arc::new(Tally::default());
-    let running = start(runner(&settings, "next", TestHandler::new(&tally, Act::Succeed)));
-    wait_until("job 7 to run on the new runner", PATIENCE, || async { (tally.times_run(7) > 0).then_some(()) })
-        .await;
+    let running = start(runner(
+        &settings,
+        "next",
+        TestHandler::new(&tally, Act::Succeed),
+    ));
+    wait_until("job 7 to run on the new runner", PATIENCE, || async {
+        (tally.times_run(7) > 0).then_some(())
+    })
+    .await;
     wait_until_drained(&client).await;
     running.stop().await;
     assert_eq!(tally.attempts_of(7), [1]);

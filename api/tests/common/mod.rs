@@ -1,0 +1,117 @@
+//! `spawn_app`: the real API on a free port against a private Redis, and a
+//! small client that speaks to it as an integrator would.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::net::SocketAddr;
+
+use api::http::auth::AdminKeys;
+use api::startup::Application;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use shared::config::Settings;
+use shared::services::Services;
+use testkit::{TEST_ADMIN_KEY, TestRedis, test_settings};
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub services: Services,
+    pub redis: TestRedis,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let redis = TestRedis::start();
+    let mut settings = test_settings(&redis.url());
+    settings.server.bind = "127.0.0.1:0".parse().expect("literal address");
+    settings.server.body_limit = shared::config::ByteSize(64 * 1024);
+    adjust(&mut settings);
+    let keys = AdminKeys::new(settings.auth.admin_keys.iter().cloned());
+    let services = Services::connect(settings).expect("services");
+    let app = Application::build(services.clone(), keys).await.expect("API builds");
+    let addr = app.local_addr().expect("bound");
+    let stop = CancellationToken::new();
+    tokio::spawn(app.run(stop.clone()));
+    TestApp { addr, services, redis, http: reqwest::Client::new(), stop }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A response read whole: status, headers we care about, JSON body.
+pub struct Reply {
+    pub status: StatusCode,
+    pub retry_after: Option<String>,
+    pub trace_id: Option<String>,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error.code` of an error envelope, asserting its shape.
+    pub fn error_code(&self) -> &str {
+        assert!(self.body["meta"]["trace_id"].is_string(), "no trace id in {}", self.body);
+        assert!(self.body["error"]["message"].is_string(), "no message in {}", self.body);
+        self.body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error envelope: {}", self.body))
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request with the admin key.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(TEST_ADMIN_KEY)
+    }
+
+    pub async fn send(&self, request: RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let retry_after = header("retry-after");
+        let trace_id = header("x-trace-id");
+        let bytes = response.bytes().await.expect("body read");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply { status, retry_after, trace_id, body }
+    }
+
+    pub async fn admin_json(&self, method: Method, path: &str, body: &Value) -> Reply {
+        self.send(
+            self.admin(method, path)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        self.send(self.admin(Method::GET, path)).await
+    }
+
+    /// Registers a webhook pointing at `url` and returns its id.
+    pub async fn register(&self, url: &str, events: &[&str], secret: &str) -> String {
+        let reply = self
+            .admin_json(
+                Method::POST,
+                "/api/v1/webhooks/register",
+                &serde_json::json!({"name": "Test", "url": url, "events": events, "secret": secret}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.data()["webhook_id"].as_str().expect("webhook_id").to_owned()
+    }
+}
