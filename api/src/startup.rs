@@ -59,9 +59,15 @@ impl Application {
         let metrics = Router::new().route("/metrics", get(ops::metrics));
         let (router, metrics_router) = match settings.metrics.bind {
             Some(_) => (router, Some(metrics.with_state(state.clone()))),
-            None => (router.merge(metrics.route_layer(from_fn_with_state(admin_keys, require_admin))), None),
+            None => (
+                router.merge(metrics.route_layer(from_fn_with_state(admin_keys, require_admin))),
+                None,
+            ),
         };
-        let body = BodyPolicy { limit_bytes: settings.server.body_limit.0, ..BodyPolicy::default() };
+        let body = BodyPolicy {
+            limit_bytes: settings.server.body_limit.0,
+            ..BodyPolicy::default()
+        };
         let router = with_common_layers(router, http_metrics, body).with_state(state);
 
         let listener = TcpListener::bind(settings.server.bind)
@@ -69,11 +75,18 @@ impl Application {
             .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
         let metrics_listener = match settings.metrics.bind {
             Some(addr) => Some(
-                TcpListener::bind(addr).await.with_context(|| format!("binding metrics.bind = {addr}"))?,
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics.bind = {addr}"))?,
             ),
             None => None,
         };
-        Ok(Self { listener, metrics_listener, router, metrics_router })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            router,
+            metrics_router,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -81,7 +94,9 @@ impl Application {
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `stop` is cancelled, then finishes in-flight requests.
@@ -89,16 +104,22 @@ impl Application {
         if let (Some(listener), Some(router)) = (self.metrics_listener, self.metrics_router) {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "metrics listener failed");
                 }
             });
         }
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .context("serving HTTP")
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .context("serving HTTP")
     }
 }
 
@@ -106,7 +127,10 @@ impl Application {
 /// none is configured (so a bare start is usable and never open).
 pub fn admin_keys(configured: &[String]) -> AdminKeys {
     if configured.is_empty() {
-        let key = format!("sk_admin_{}", ulid::Ulid::generate().to_string().to_lowercase());
+        let key = format!(
+            "sk_admin_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
         eprintln!("No auth.admin_keys configured; generated admin key for this run: {key}");
         AdminKeys::new([key])
     } else {

@@ -128,7 +128,11 @@ impl From<&DeliveryRecord> for DeliveryDetail {
             .ok()
             .and_then(|body| serde_json::from_slice(&body).ok())
             .unwrap_or(serde_json::Value::Null);
-        Self { delivery: r.into(), attempts: r.attempts.clone(), payload }
+        Self {
+            delivery: r.into(),
+            attempts: r.attempts.clone(),
+            payload,
+        }
     }
 }
 

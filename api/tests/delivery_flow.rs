@@ -17,39 +17,64 @@ async fn test_event_reaches_the_seed_verifier_and_shows_in_the_history() {
     let worker = spawn_worker(app.services.clone()).await;
     // The verifier must know the webhook id before it exists, so register
     // first against a placeholder, then point the webhook at the verifier.
-    let id = app.register("http://127.0.0.1:9/placeholder", &["*"], SECRET).await;
+    let id = app
+        .register("http://127.0.0.1:9/placeholder", &["*"], SECRET)
+        .await;
     let verifier = spawn_js_verifier(&[(id.as_str(), SECRET)]);
     let patched = app
-        .admin_json(Method::PATCH, &format!("/api/v1/webhooks/{id}"), &json!({"url": verifier.url()}))
+        .admin_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            &json!({"url": verifier.url()}),
+        )
         .await;
     assert_eq!(patched.status, StatusCode::OK);
 
-    let queued = app.send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test"))).await;
+    let queued = app
+        .send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+        .await;
     assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.body);
     assert_eq!(queued.data()["status"], "queued");
     let event_id = queued.data()["event_id"].as_str().unwrap().to_owned();
 
     let got = verifier.wait_for(1, PATIENCE).await;
-    assert!(verifier.rejected().await.is_empty(), "the seed verifier rejected a delivery: {got:?}");
+    assert!(
+        verifier.rejected().await.is_empty(),
+        "the seed verifier rejected a delivery: {got:?}"
+    );
     let verified = verifier.verified().await;
     assert_eq!(verified.len(), 1, "{got:?}");
     let received = serde_json::to_string(&verified[0]).unwrap();
-    assert!(received.contains(&event_id) && received.contains("webhook.test"), "{received}");
+    assert!(
+        received.contains(&event_id) && received.contains("webhook.test"),
+        "{received}"
+    );
 
-    let history = wait_until("the delivery to be recorded as success", PATIENCE, || async {
-        let h = app.admin_get(&format!("/api/v1/webhooks/{id}/deliveries")).await;
-        (h.data()[0]["status"] == "success").then_some(h)
-    })
+    let history = wait_until(
+        "the delivery to be recorded as success",
+        PATIENCE,
+        || async {
+            let h = app
+                .admin_get(&format!("/api/v1/webhooks/{id}/deliveries"))
+                .await;
+            (h.data()[0]["status"] == "success").then_some(h)
+        },
+    )
     .await;
     let delivery = &history.data()[0];
     assert_eq!(delivery["event_id"], event_id.as_str());
     assert_eq!(delivery["http_status"], 200);
     assert_eq!(delivery["attempt"], 1);
     let delivery_id = delivery["delivery_id"].as_str().unwrap();
-    let detail = app.admin_get(&format!("/api/v1/webhooks/deliveries/{delivery_id}")).await;
+    let detail = app
+        .admin_get(&format!("/api/v1/webhooks/deliveries/{delivery_id}"))
+        .await;
     assert_eq!(detail.data()["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(detail.data()["payload"]["event_id"], event_id.as_str());
-    assert!(!detail.body.to_string().contains(SECRET), "no secret in a delivery record");
+    assert!(
+        !detail.body.to_string().contains(SECRET),
+        "no secret in a delivery record"
+    );
 
     let stats = app.admin_get(&format!("/api/v1/webhooks/{id}")).await;
     assert_eq!(stats.data()["deliveries_count"], 1);
@@ -62,46 +87,102 @@ async fn failures_land_in_the_dead_letter_set_and_replay_after_recovery() {
     let app = spawn_app().await;
     let worker = spawn_worker(app.services.clone()).await;
     let receiver = spawn_receiver(Behaviour::AlwaysStatus(500)).await;
-    let id = app.register(&receiver.url(), &["chat.response.generated"], SECRET).await;
+    let id = app
+        .register(&receiver.url(), &["chat.response.generated"], SECRET)
+        .await;
 
-    let queued = app.send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test"))).await;
+    let queued = app
+        .send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+        .await;
     let event_id = queued.data()["event_id"].as_str().unwrap().to_owned();
     let dead = wait_until("the delivery to be dead-lettered", PATIENCE, || async {
-        let list = app.admin_get(&format!("/api/v1/dead-letters?webhook_id={id}")).await;
+        let list = app
+            .admin_get(&format!("/api/v1/dead-letters?webhook_id={id}"))
+            .await;
         (list.body["meta"]["pagination"]["total"] == 1).then_some(list)
     })
     .await;
     let entry = &dead.data()[0];
     assert_eq!(entry["event_id"], event_id.as_str());
     assert_eq!(entry["job_type"], "deliver");
-    assert_eq!(entry["attempts"], 3, "1 + the 2 retries of the test schedule");
+    assert_eq!(
+        entry["attempts"], 3,
+        "1 + the 2 retries of the test schedule"
+    );
     assert!(entry["last_error"].as_str().unwrap().contains("500"));
     let dead_id = entry["dead_letter_id"].as_str().unwrap().to_owned();
 
-    let detail = app.admin_get(&format!("/api/v1/dead-letters/{dead_id}")).await;
-    assert_eq!(detail.data()["payload"]["event"]["event_id"], event_id.as_str());
-    let failed = app.admin_get(&format!("/api/v1/webhooks/{id}/deliveries?status=dead")).await;
+    let detail = app
+        .admin_get(&format!("/api/v1/dead-letters/{dead_id}"))
+        .await;
+    assert_eq!(
+        detail.data()["payload"]["event"]["event_id"],
+        event_id.as_str()
+    );
+    let failed = app
+        .admin_get(&format!("/api/v1/webhooks/{id}/deliveries?status=dead"))
+        .await;
     assert_eq!(failed.body["meta"]["pagination"]["total"], 1);
     assert_eq!(receiver.requests().len(), 3);
 
     receiver.set_behaviour(Behaviour::AlwaysOk);
-    let replayed = app.send(app.admin(Method::POST, &format!("/api/v1/dead-letters/{dead_id}/replay"))).await;
+    let replayed = app
+        .send(app.admin(
+            Method::POST,
+            &format!("/api/v1/dead-letters/{dead_id}/replay"),
+        ))
+        .await;
     assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.body);
     let requests = receiver.wait_for(4, PATIENCE).await;
     let last = &requests[3];
-    assert_eq!(last.header("x-event-id"), Some(event_id.as_str()), "a replay keeps the event id");
-    assert_eq!(last.header("x-delivery-attempt"), Some("4"), "and continues the attempt count");
+    assert_eq!(
+        last.header("x-event-id"),
+        Some(event_id.as_str()),
+        "a replay keeps the event id"
+    );
+    assert_eq!(
+        last.header("x-delivery-attempt"),
+        Some("4"),
+        "and continues the attempt count"
+    );
 
-    let again = app.send(app.admin(Method::POST, &format!("/api/v1/dead-letters/{dead_id}/replay"))).await;
-    assert_eq!(again.status, StatusCode::NOT_FOUND, "a replayed entry is gone from the set");
-    let bulk = app.admin_json(Method::POST, "/api/v1/dead-letters/replay", &json!({"webhook_id": id})).await;
-    assert_eq!(bulk.data()["replayed"], 0, "bulk replay is safe to call twice");
+    let again = app
+        .send(app.admin(
+            Method::POST,
+            &format!("/api/v1/dead-letters/{dead_id}/replay"),
+        ))
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::NOT_FOUND,
+        "a replayed entry is gone from the set"
+    );
+    let bulk = app
+        .admin_json(
+            Method::POST,
+            "/api/v1/dead-letters/replay",
+            &json!({"webhook_id": id}),
+        )
+        .await;
+    assert_eq!(
+        bulk.data()["replayed"],
+        0,
+        "bulk replay is safe to call twice"
+    );
 
     // A manual retry is a new delivery of the same event, counting on.
     let delivery_id = last_delivery_id(&app, &id).await;
-    let retry = app.send(app.admin(Method::POST, &format!("/api/v1/webhooks/deliveries/{delivery_id}/retry"))).await;
+    let retry = app
+        .send(app.admin(
+            Method::POST,
+            &format!("/api/v1/webhooks/deliveries/{delivery_id}/retry"),
+        ))
+        .await;
     assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.body);
-    assert_eq!(retry.data()["delivery_id"], format!("{delivery_id}_retry_1"));
+    assert_eq!(
+        retry.data()["delivery_id"],
+        format!("{delivery_id}_retry_1")
+    );
     assert_eq!(retry.data()["original_delivery_id"], delivery_id.as_str());
     assert_eq!(retry.data()["status"], "queued");
     assert_eq!(retry.data()["attempt"], 5);
@@ -118,7 +199,8 @@ async fn bulk_replay_by_filter_requeues_every_match_once() {
     let receiver = spawn_receiver(Behaviour::AlwaysStatus(503)).await;
     let id = app.register(&receiver.url(), &["*"], SECRET).await;
     for _ in 0..3 {
-        app.send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test"))).await;
+        app.send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+            .await;
     }
     wait_until("three dead letters", PATIENCE, || async {
         let list = app.admin_get("/api/v1/dead-letters?job_type=deliver").await;
@@ -126,7 +208,12 @@ async fn bulk_replay_by_filter_requeues_every_match_once() {
     })
     .await;
     receiver.set_behaviour(Behaviour::AlwaysOk);
-    let bulk = app.send(app.admin(Method::POST, &format!("/api/v1/dead-letters/replay?webhook_id={id}"))).await;
+    let bulk = app
+        .send(app.admin(
+            Method::POST,
+            &format!("/api/v1/dead-letters/replay?webhook_id={id}"),
+        ))
+        .await;
     assert_eq!(bulk.status, StatusCode::OK, "{}", bulk.body);
     assert_eq!(bulk.data()["replayed"], 3);
     receiver.wait_for(9 + 3, PATIENCE).await;
@@ -136,6 +223,11 @@ async fn bulk_replay_by_filter_requeues_every_match_once() {
 }
 
 async fn last_delivery_id(app: &common::TestApp, webhook: &str) -> String {
-    let list = app.admin_get(&format!("/api/v1/webhooks/{webhook}/deliveries")).await;
-    list.data()[0]["delivery_id"].as_str().expect("a delivery").to_owned()
+    let list = app
+        .admin_get(&format!("/api/v1/webhooks/{webhook}/deliveries"))
+        .await;
+    list.data()[0]["delivery_id"]
+        .as_str()
+        .expect("a delivery")
+        .to_owned()
 }

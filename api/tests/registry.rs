@@ -20,12 +20,22 @@ async fn management_endpoints_require_the_admin_key() {
     assert_eq!(no_key.status, StatusCode::UNAUTHORIZED);
     assert_eq!(no_key.error_code(), "MISSING_CREDENTIALS");
 
-    let wrong = app.send(app.http.get(app.url("/api/v1/webhooks")).bearer_auth("nope")).await;
+    let wrong = app
+        .send(
+            app.http
+                .get(app.url("/api/v1/webhooks"))
+                .bearer_auth("nope"),
+        )
+        .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.error_code(), "INVALID_CREDENTIALS");
 
     let metrics = app.send(app.http.get(app.url("/metrics"))).await;
-    assert_eq!(metrics.status, StatusCode::UNAUTHORIZED, "metrics on the main port need the key");
+    assert_eq!(
+        metrics.status,
+        StatusCode::UNAUTHORIZED,
+        "metrics on the main port need the key"
+    );
 
     for path in ["/healthz", "/readyz"] {
         let open = app.send(app.http.get(app.url(path))).await;
@@ -37,7 +47,11 @@ async fn management_endpoints_require_the_admin_key() {
 async fn registration_returns_the_seed_fields_and_never_the_secret_again() {
     let app = spawn_app().await;
     let given = app
-        .admin_json(Method::POST, "/api/v1/webhooks/register", &registration("http://127.0.0.1:9/hook"))
+        .admin_json(
+            Method::POST,
+            "/api/v1/webhooks/register",
+            &registration("http://127.0.0.1:9/hook"),
+        )
         .await;
     assert_eq!(given.status, StatusCode::CREATED, "{}", given.body);
     let data = given.data();
@@ -46,7 +60,10 @@ async fn registration_returns_the_seed_fields_and_never_the_secret_again() {
     assert_eq!(data["events"], json!(["chat.response.generated"]));
     assert_eq!(data["active"], true);
     assert!(data["created_at"].as_str().unwrap().ends_with('Z'));
-    assert!(data.get("secret").is_none(), "a secret the client chose is not echoed");
+    assert!(
+        data.get("secret").is_none(),
+        "a secret the client chose is not echoed"
+    );
     assert!(given.body["meta"]["trace_id"].is_string());
 
     let generated = app
@@ -57,13 +74,21 @@ async fn registration_returns_the_seed_fields_and_never_the_secret_again() {
         )
         .await;
     assert_eq!(generated.status, StatusCode::CREATED);
-    let secret = generated.data()["secret"].as_str().expect("generated secret shown once");
-    assert!(secret.starts_with("whsec_") && secret.len() > 40, "{secret}");
+    let secret = generated.data()["secret"]
+        .as_str()
+        .expect("generated secret shown once");
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{secret}"
+    );
 
     let id = generated.data()["webhook_id"].as_str().unwrap();
     let fetched = app.admin_get(&format!("/api/v1/webhooks/{id}")).await;
     assert_eq!(fetched.status, StatusCode::OK);
-    assert!(!fetched.body.to_string().contains(secret), "secret must never be returned again");
+    assert!(
+        !fetched.body.to_string().contains(secret),
+        "secret must never be returned again"
+    );
     let listed = app.admin_get("/api/v1/webhooks").await;
     assert!(!listed.body.to_string().contains(secret));
     assert_eq!(listed.body["meta"]["pagination"]["total"], 2);
@@ -75,10 +100,34 @@ async fn each_broken_rule_answers_its_code_with_the_envelope() {
     let app = spawn_app().await;
     let register = "/api/v1/webhooks/register";
     let cases: Vec<(&str, serde_json::Value, StatusCode, &str, Option<&str>)> = vec![
-        ("bad url", registration("not a url"), StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", Some("url")),
-        ("ftp url", registration("ftp://127.0.0.1/x"), StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", Some("url")),
-        ("private address", registration("http://10.1.2.3/hook"), StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", Some("url")),
-        ("metadata address", registration("http://169.254.169.254/latest"), StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", Some("url")),
+        (
+            "bad url",
+            registration("not a url"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            Some("url"),
+        ),
+        (
+            "ftp url",
+            registration("ftp://127.0.0.1/x"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            Some("url"),
+        ),
+        (
+            "private address",
+            registration("http://10.1.2.3/hook"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            Some("url"),
+        ),
+        (
+            "metadata address",
+            registration("http://169.254.169.254/latest"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            Some("url"),
+        ),
         (
             "unknown event",
             json!({"name": "x", "url": "http://127.0.0.1:9/", "events": ["chat.response.generated", "nope"], "secret": SECRET}),
@@ -120,33 +169,61 @@ async fn each_broken_rule_answers_its_code_with_the_envelope() {
         assert_eq!(reply.status, status, "{what}: {}", reply.body);
         assert_eq!(reply.error_code(), code, "{what}");
         if let Some(field) = field {
-            assert_eq!(reply.body["error"]["details"]["field"], field, "{what}: {}", reply.body);
+            assert_eq!(
+                reply.body["error"]["details"]["field"], field,
+                "{what}: {}",
+                reply.body
+            );
         }
     }
 
     let malformed = app
-        .send(app.admin(Method::POST, register).header("content-type", "application/json").body("{\"name\": "))
+        .send(
+            app.admin(Method::POST, register)
+                .header("content-type", "application/json")
+                .body("{\"name\": "),
+        )
         .await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
     assert_eq!(malformed.error_code(), "MALFORMED_JSON");
 
-    let text = app.send(app.admin(Method::POST, register).header("content-type", "text/plain").body("{}")).await;
+    let text = app
+        .send(
+            app.admin(Method::POST, register)
+                .header("content-type", "text/plain")
+                .body("{}"),
+        )
+        .await;
     assert_eq!(text.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let huge = "x".repeat(65 * 1024);
     let oversized = app
-        .send(app.admin(Method::POST, register).header("content-type", "application/json").body(huge))
+        .send(
+            app.admin(Method::POST, register)
+                .header("content-type", "application/json")
+                .body(huge),
+        )
         .await;
     assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(oversized.error_code(), "PAYLOAD_TOO_LARGE");
 
     // Size is judged before credentials (SPEC §2 order).
     let oversized_no_key = app
-        .send(app.http.post(app.url(register)).header("content-type", "application/json").body("x".repeat(65 * 1024)))
+        .send(
+            app.http
+                .post(app.url(register))
+                .header("content-type", "application/json")
+                .body("x".repeat(65 * 1024)),
+        )
         .await;
     assert_eq!(oversized_no_key.status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    for path in ["/api/v1/webhooks/webhook_nope", "/api/v1/webhooks/not-an-id", "/api/v1/webhooks/deliveries/dlv_nope", "/api/v1/dead-letters/dead_nope"] {
+    for path in [
+        "/api/v1/webhooks/webhook_nope",
+        "/api/v1/webhooks/not-an-id",
+        "/api/v1/webhooks/deliveries/dlv_nope",
+        "/api/v1/dead-letters/dead_nope",
+    ] {
         let missing = app.admin_get(path).await;
         assert_eq!(missing.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(missing.error_code(), "NOT_FOUND");
@@ -163,7 +240,11 @@ async fn each_broken_rule_answers_its_code_with_the_envelope() {
 async fn a_webhook_can_be_changed_filtered_and_deleted() {
     let app = spawn_app().await;
     let id = app
-        .register("http://127.0.0.1:9/hook", &["chat.response.generated", "chat.escalated"], SECRET)
+        .register(
+            "http://127.0.0.1:9/hook",
+            &["chat.response.generated", "chat.escalated"],
+            SECRET,
+        )
         .await;
     let patched = app
         .admin_json(
@@ -176,8 +257,13 @@ async fn a_webhook_can_be_changed_filtered_and_deleted() {
     assert_eq!(patched.data()["url"], "http://127.0.0.1:10/new");
     assert_eq!(patched.data()["active"], false);
 
-    let bad_patch =
-        app.admin_json(Method::PATCH, &format!("/api/v1/webhooks/{id}"), &json!({"url": "http://192.168.0.1/"})).await;
+    let bad_patch = app
+        .admin_json(
+            Method::PATCH,
+            &format!("/api/v1/webhooks/{id}"),
+            &json!({"url": "http://192.168.0.1/"}),
+        )
+        .await;
     assert_eq!(bad_patch.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let active = app.admin_get("/api/v1/webhooks?active=true").await;
@@ -185,7 +271,9 @@ async fn a_webhook_can_be_changed_filtered_and_deleted() {
     let by_event = app.admin_get("/api/v1/webhooks?event=error.occurred").await;
     assert_eq!(by_event.body["meta"]["pagination"]["total"], 1);
 
-    let deleted = app.send(app.admin(Method::DELETE, &format!("/api/v1/webhooks/{id}"))).await;
+    let deleted = app
+        .send(app.admin(Method::DELETE, &format!("/api/v1/webhooks/{id}")))
+        .await;
     assert_eq!(deleted.status, StatusCode::OK);
     assert_eq!(deleted.data()["status"], "deleted");
     let gone = app.admin_get(&format!("/api/v1/webhooks/{id}")).await;
@@ -195,7 +283,9 @@ async fn a_webhook_can_be_changed_filtered_and_deleted() {
 #[tokio::test]
 async fn the_openapi_document_covers_every_route() {
     let app = spawn_app().await;
-    let doc = app.send(app.http.get(app.url("/api/v1/openapi.json"))).await;
+    let doc = app
+        .send(app.http.get(app.url("/api/v1/openapi.json")))
+        .await;
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc.body["paths"].as_object().expect("paths");
@@ -215,16 +305,25 @@ async fn the_openapi_document_covers_every_route() {
         "/healthz",
         "/readyz",
     ] {
-        assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
     }
 }
 
 #[tokio::test]
 async fn redis_down_means_503_with_retry_after_not_a_hang() {
-    let mut app = spawn_app_with(|s| s.redis.command_timeout = std::time::Duration::from_millis(500)).await;
+    let mut app =
+        spawn_app_with(|s| s.redis.command_timeout = std::time::Duration::from_millis(500)).await;
     app.redis.kill();
     let ready = app.send(app.http.get(app.url("/readyz"))).await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{}", ready.body);
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
     assert!(ready.retry_after.is_some());
     let list = app.admin_get("/api/v1/webhooks").await;
     assert_eq!(list.status, StatusCode::SERVICE_UNAVAILABLE);

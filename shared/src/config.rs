@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../../config/default.toml");
 
@@ -50,8 +50,6 @@ pub struct Settings {
 pub struct ServerSettings {
     pub bind: SocketAddr,
     pub body_limit: ByteSize,
-    #[serde(with = "humantime_serde")]
-    pub read_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -192,10 +190,17 @@ impl Settings {
             if ok {
                 Ok(())
             } else {
-                Err(ConfigError::Rule { key, message: message.to_owned() })
+                Err(ConfigError::Rule {
+                    key,
+                    message: message.to_owned(),
+                })
             }
         };
-        rule(self.server.body_limit.0 > 0, "server.body_limit", "must be greater than zero")?;
+        rule(
+            self.server.body_limit.0 > 0,
+            "server.body_limit",
+            "must be greater than zero",
+        )?;
         rule(
             !self.delivery.timeout.is_zero(),
             "delivery.timeout",
@@ -206,7 +211,11 @@ impl Settings {
             "delivery.retry_jitter",
             "must be at least 0 and below 1",
         )?;
-        rule(self.delivery.concurrency > 0, "delivery.concurrency", "must be at least 1")?;
+        rule(
+            self.delivery.concurrency > 0,
+            "delivery.concurrency",
+            "must be at least 1",
+        )?;
         rule(
             self.delivery.history_max_per_webhook > 0,
             "delivery.history_max_per_webhook",
@@ -222,8 +231,16 @@ impl Settings {
             "queue.poll_interval",
             "must be greater than zero",
         )?;
-        rule(self.queue.batch_size > 0, "queue.batch_size", "must be at least 1")?;
-        rule(self.queue.promote_batch > 0, "queue.promote_batch", "must be at least 1")?;
+        rule(
+            self.queue.batch_size > 0,
+            "queue.batch_size",
+            "must be at least 1",
+        )?;
+        rule(
+            self.queue.promote_batch > 0,
+            "queue.promote_batch",
+            "must be at least 1",
+        )?;
         rule(
             (0.0..=1.0).contains(&self.chat.escalation_threshold),
             "chat.escalation_threshold",
@@ -240,7 +257,9 @@ pub struct ByteSize(pub usize);
 impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let number: usize = digits
             .parse()
@@ -386,7 +405,9 @@ fn cidr_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D
         .map(|item| {
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| de::Error::custom(format!("{item:?} is not a CIDR such as 127.0.0.0/8")))
+                .map_err(|_| {
+                    de::Error::custom(format!("{item:?} is not a CIDR such as 127.0.0.0/8"))
+                })
         })
         .collect()
 }
@@ -398,10 +419,9 @@ fn optional_addr<'de, D: Deserializer<'de>>(
     if text.trim().is_empty() {
         return Ok(None);
     }
-    text.trim()
-        .parse()
-        .map(Some)
-        .map_err(|_| de::Error::custom(format!("{text:?} is not an address such as 127.0.0.1:9464")))
+    text.trim().parse().map(Some).map_err(|_| {
+        de::Error::custom(format!("{text:?} is not an address such as 127.0.0.1:9464"))
+    })
 }
 
 /// humantime durations ("500ms", "5m", "30days") for single fields.
@@ -412,8 +432,9 @@ mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim())
-            .map_err(|e| de::Error::custom(format!("{text:?} is not a duration such as \"5s\": {e}")))
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            de::Error::custom(format!("{text:?} is not a duration such as \"5s\": {e}"))
+        })
     }
 }
 
@@ -432,11 +453,21 @@ mod tests {
         assert!(s.security.allowed_cidrs.is_empty());
         assert_eq!(s.signing.timestamp_tolerance, Duration::from_secs(300));
         assert_eq!(s.delivery.timeout, Duration::from_secs(15));
-        let secs: Vec<u64> = s.delivery.retry_schedule.iter().map(Duration::as_secs).collect();
+        let secs: Vec<u64> = s
+            .delivery
+            .retry_schedule
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
         assert_eq!(secs, [5, 300, 1800, 7200, 18000, 36000, 36000]);
         assert_eq!(s.delivery.concurrency, 64);
         assert_eq!(s.queue.visibility_timeout, Duration::from_secs(60));
-        let ingest: Vec<u64> = s.ingest.retry_schedule.iter().map(Duration::as_secs).collect();
+        let ingest: Vec<u64> = s
+            .ingest
+            .retry_schedule
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
         assert_eq!(ingest, [300, 600, 1200]);
         assert_eq!(s.chat.escalation_threshold, 0.35);
         assert_eq!(s.log.format, LogFormat::Auto);
@@ -471,14 +502,20 @@ mod tests {
         let cases = [
             ("[delivery]\ntimeout = \"soon\"", "delivery.timeout"),
             ("[server]\nbody_limit = \"1 parsec\"", "server.body_limit"),
-            ("[security]\nallowed_cidrs = \"localhost\"", "security.allowed_cidrs"),
+            (
+                "[security]\nallowed_cidrs = \"localhost\"",
+                "security.allowed_cidrs",
+            ),
             ("[redis]\nkey_prefix = \"a{b}\"", "redis.key_prefix"),
             ("[delivery]\nretry_jitter = 1.5", "delivery.retry_jitter"),
             ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
         ];
         for (toml, key) in cases {
             let err = load_toml(toml).unwrap_err().to_string();
-            assert!(err.contains(key), "{toml:?} gave {err:?}, expected it to name {key}");
+            assert!(
+                err.contains(key),
+                "{toml:?} gave {err:?}, expected it to name {key}"
+            );
         }
     }
 

@@ -21,7 +21,9 @@ use crate::webhooks::StoreError;
 pub const RESPONSE_BODY_KEPT: usize = 1024;
 
 /// Upper bounds (seconds) of the delivery latency histogram buckets.
-pub const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Cumulative bucket counts, count and sum, as Prometheus wants them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -55,7 +57,10 @@ impl DeliveryStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, DeliveryStatus::Success | DeliveryStatus::Dead | DeliveryStatus::Cancelled)
+        matches!(
+            self,
+            DeliveryStatus::Success | DeliveryStatus::Dead | DeliveryStatus::Cancelled
+        )
     }
 }
 
@@ -102,7 +107,12 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
-    pub fn queued(delivery_id: DeliveryId, webhook_id: WebhookId, event: Event, first_attempt: u32) -> Self {
+    pub fn queued(
+        delivery_id: DeliveryId,
+        webhook_id: WebhookId,
+        event: Event,
+        first_attempt: u32,
+    ) -> Self {
         let now = Utc::now();
         Self {
             delivery_id,
@@ -124,7 +134,12 @@ impl DeliveryRecord {
     }
 
     /// Records an attempt's result and what happens next.
-    pub fn record(&mut self, attempt: Attempt, status: DeliveryStatus, next_retry: Option<DateTime<Utc>>) {
+    pub fn record(
+        &mut self,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        next_retry: Option<DateTime<Utc>>,
+    ) {
         self.attempt = attempt.attempt;
         self.http_status = attempt.http_status;
         self.response_time_ms = Some(attempt.response_time_ms);
@@ -199,19 +214,33 @@ pub struct DeliveryStore {
 }
 
 impl DeliveryStore {
-    pub fn new(conn: ConnectionManager, prefix: KeyPrefix, ttl: Duration, max_per_webhook: u64) -> Self {
-        Self { conn, prefix, ttl, max_per_webhook }
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: KeyPrefix,
+        ttl: Duration,
+        max_per_webhook: u64,
+    ) -> Self {
+        Self {
+            conn,
+            prefix,
+            ttl,
+            max_per_webhook,
+        }
     }
 
     /// Stores new records and indexes them under their webhooks.
     pub async fn create(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let oldest_kept = Utc::now().timestamp_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let oldest_kept =
+            Utc::now().timestamp_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
         let mut trimmed_all: Vec<String> = Vec::new();
         for record in records {
             self.save(record).await?;
             let trimmed: Vec<String> = INDEX_ADD
-                .key(keys::webhook_deliveries(&self.prefix, record.webhook_id.as_str()))
+                .key(keys::webhook_deliveries(
+                    &self.prefix,
+                    record.webhook_id.as_str(),
+                ))
                 .arg(record.delivery_id.as_str())
                 .arg(record.timestamp.timestamp_millis())
                 .arg(self.max_per_webhook)
@@ -221,7 +250,10 @@ impl DeliveryStore {
             trimmed_all.extend(trimmed);
         }
         if !trimmed_all.is_empty() {
-            let keys: Vec<String> = trimmed_all.iter().map(|id| keys::delivery(&self.prefix, id)).collect();
+            let keys: Vec<String> = trimmed_all
+                .iter()
+                .map(|id| keys::delivery(&self.prefix, id))
+                .collect();
             let _: i64 = conn.del(keys).await?;
         }
         Ok(())
@@ -241,7 +273,11 @@ impl DeliveryStore {
     }
 
     /// Saves an attempt's outcome and counts it in the webhook's stats.
-    pub async fn save_attempt(&self, record: &DeliveryRecord, success: bool) -> Result<(), StoreError> {
+    pub async fn save_attempt(
+        &self,
+        record: &DeliveryRecord,
+        success: bool,
+    ) -> Result<(), StoreError> {
         let stats = keys::webhook_stats(&self.prefix, record.webhook_id.as_str());
         let mut pipe = redis::pipe();
         pipe.set_ex(
@@ -263,7 +299,10 @@ impl DeliveryStore {
             if let Some(bound) = LATENCY_BUCKETS.iter().find(|b| seconds <= **b) {
                 pipe.hincr(&latency, format!("le_{bound}"), 1).ignore();
             }
-            pipe.hincr(&latency, "count", 1).ignore().hincr(&latency, "sum_ms", ms).ignore();
+            pipe.hincr(&latency, "count", 1)
+                .ignore()
+                .hincr(&latency, "sum_ms", ms)
+                .ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
@@ -271,8 +310,11 @@ impl DeliveryStore {
 
     /// The delivery latency histogram of every worker, from Redis.
     pub async fn latency_histogram(&self) -> Result<LatencyHistogram, StoreError> {
-        let raw: std::collections::HashMap<String, u64> =
-            self.conn.clone().hgetall(keys::delivery_latency(&self.prefix)).await?;
+        let raw: std::collections::HashMap<String, u64> = self
+            .conn
+            .clone()
+            .hgetall(keys::delivery_latency(&self.prefix))
+            .await?;
         let mut cumulative = 0;
         let buckets = LATENCY_BUCKETS
             .iter()
@@ -283,11 +325,19 @@ impl DeliveryStore {
             .collect();
         #[allow(clippy::cast_precision_loss)]
         let sum_seconds = raw.get("sum_ms").copied().unwrap_or(0) as f64 / 1000.0;
-        Ok(LatencyHistogram { buckets, count: raw.get("count").copied().unwrap_or(0), sum_seconds })
+        Ok(LatencyHistogram {
+            buckets,
+            count: raw.get("count").copied().unwrap_or(0),
+            sum_seconds,
+        })
     }
 
     pub async fn get(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
-        let raw: Option<Vec<u8>> = self.conn.clone().get(keys::delivery(&self.prefix, id.as_str())).await?;
+        let raw: Option<Vec<u8>> = self
+            .conn
+            .clone()
+            .get(keys::delivery(&self.prefix, id.as_str()))
+            .await?;
         Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
     }
 
@@ -307,8 +357,12 @@ impl DeliveryStore {
         let mut page = Vec::new();
         let mut expired = Vec::new();
         for chunk in ids.chunks(200) {
-            let keys: Vec<String> = chunk.iter().map(|id| keys::delivery(&self.prefix, id)).collect();
-            let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|id| keys::delivery(&self.prefix, id))
+                .collect();
+            let raws: Vec<Option<Vec<u8>>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
             for (id, raw) in chunk.iter().zip(raws) {
                 let Some(raw) = raw else {
                     expired.push(id.clone());
@@ -333,9 +387,17 @@ impl DeliveryStore {
     }
 
     /// Ids of a webhook's deliveries that have not reached a final state.
-    pub async fn pending_for(&self, webhook: &WebhookId) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let (records, _) = self.list(webhook, &DeliveryFilter::default(), usize::MAX, 0).await?;
-        Ok(records.into_iter().filter(|r| !r.status.is_final()).collect())
+    pub async fn pending_for(
+        &self,
+        webhook: &WebhookId,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let (records, _) = self
+            .list(webhook, &DeliveryFilter::default(), usize::MAX, 0)
+            .await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| !r.status.is_final())
+            .collect())
     }
 
     pub async fn stats(&self, webhook: &WebhookId) -> Result<WebhookStats, StoreError> {
@@ -344,7 +406,11 @@ impl DeliveryStore {
             .clone()
             .hgetall(keys::webhook_stats(&self.prefix, webhook.as_str()))
             .await?;
-        let count = |name: &str| raw.get(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let count = |name: &str| {
+            raw.get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let attempts = count("attempts");
         let failures = count("failures").min(attempts);
         #[allow(clippy::cast_precision_loss)]
@@ -378,7 +444,9 @@ impl DeliveryStore {
     pub async fn next_retry_number(&self, original: &DeliveryId) -> Result<u32, StoreError> {
         let key = keys::delivery_retries(&self.prefix, original.as_str());
         let mut pipe = redis::pipe();
-        pipe.incr(&key, 1).expire(&key, i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX)).ignore();
+        pipe.incr(&key, 1)
+            .expire(&key, i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX))
+            .ignore();
         let (n,): (u32,) = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(n)
     }

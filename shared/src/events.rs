@@ -78,7 +78,9 @@ impl Serialize for EventType {
 
 impl<'de> Deserialize<'de> for EventType {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -148,13 +150,28 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event_id: EventId, event_type: EventType, data: serde_json::Value, metadata: EventMetadata) -> Self {
-        Self { event_id, event_type, timestamp: Utc::now(), data, metadata }
+    pub fn new(
+        event_id: EventId,
+        event_type: EventType,
+        data: serde_json::Value,
+        metadata: EventMetadata,
+    ) -> Self {
+        Self {
+            event_id,
+            event_type,
+            timestamp: Utc::now(),
+            data,
+            metadata,
+        }
     }
 
     /// The outbound body for one webhook and attempt, in the canonical form
     /// receivers that re-serialize (the seed's Express verifier) reproduce.
-    pub fn body(&self, webhook_id: &WebhookId, delivery_attempt: u32) -> Result<Vec<u8>, serde_json::Error> {
+    pub fn body(
+        &self,
+        webhook_id: &WebhookId,
+        delivery_attempt: u32,
+    ) -> Result<Vec<u8>, serde_json::Error> {
         #[derive(Serialize)]
         struct Body<'a> {
             webhook_id: &'a WebhookId,
@@ -198,9 +215,17 @@ mod tests {
             EventId::parse("evt_1").unwrap(),
             EventType::ChatResponseGenerated,
             serde_json::json!({"confidence": 1.0, "answer": "Да"}),
-            EventMetadata { trace_id: "t".into(), correlation_id: Some("c".into()) },
+            EventMetadata {
+                trace_id: "t".into(),
+                correlation_id: Some("c".into()),
+            },
         );
-        let body = String::from_utf8(event.body(&WebhookId::parse("webhook_a").unwrap(), 2).unwrap()).unwrap();
+        let body = String::from_utf8(
+            event
+                .body(&WebhookId::parse("webhook_a").unwrap(), 2)
+                .unwrap(),
+        )
+        .unwrap();
         let ts = crate::time::rfc3339(event.timestamp);
         assert_eq!(
             body,

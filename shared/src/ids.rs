@@ -114,7 +114,11 @@ impl EventId {
 impl DeliveryId {
     /// The id of the n-th manual retry of a delivery (`dlv_…_retry_n`).
     pub fn retry_of(original: &DeliveryId, n: u32) -> Self {
-        let base = original.as_str().split("_retry_").next().unwrap_or(original.as_str());
+        let base = original
+            .as_str()
+            .split("_retry_")
+            .next()
+            .unwrap_or(original.as_str());
         Self(format!("{base}_retry_{n}"))
     }
 
@@ -152,7 +156,10 @@ mod tests {
     #[test]
     fn retry_ids_follow_the_seed() {
         let original = DeliveryId::parse("dlv_123").unwrap();
-        assert_eq!(DeliveryId::retry_of(&original, 1).as_str(), "dlv_123_retry_1");
+        assert_eq!(
+            DeliveryId::retry_of(&original, 1).as_str(),
+            "dlv_123_retry_1"
+        );
         let first = DeliveryId::retry_of(&original, 1);
         assert_eq!(DeliveryId::retry_of(&first, 2).as_str(), "dlv_123_retry_2");
     }

@@ -71,10 +71,23 @@ impl Publisher {
     }
 
     /// Sends `event` to one webhook, whatever it subscribes to.
-    pub async fn send_to(&self, webhook: &WebhookId, event: Event) -> Result<DeliveryId, PublishError> {
-        let record = DeliveryRecord::queued(DeliveryId::for_event(&event.event_id, webhook), webhook.clone(), event, 1);
+    pub async fn send_to(
+        &self,
+        webhook: &WebhookId,
+        event: Event,
+    ) -> Result<DeliveryId, PublishError> {
+        let record = DeliveryRecord::queued(
+            DeliveryId::for_event(&event.event_id, webhook),
+            webhook.clone(),
+            event,
+            1,
+        );
         let id = record.delivery_id.clone();
-        self.enqueue(vec![Planned { record, prior_attempts: 0 }]).await?;
+        self.enqueue(vec![Planned {
+            record,
+            prior_attempts: 0,
+        }])
+        .await?;
         Ok(id)
     }
 
@@ -108,8 +121,14 @@ impl Publisher {
 
     /// A manual retry (SPEC §9): a new delivery `<orig>_retry_<n>` of the
     /// same event, its attempt numbering continuing from the original.
-    pub async fn retry_delivery(&self, original: &DeliveryRecord) -> Result<DeliveryRecord, PublishError> {
-        let n = self.deliveries.next_retry_number(&original.delivery_id).await?;
+    pub async fn retry_delivery(
+        &self,
+        original: &DeliveryRecord,
+    ) -> Result<DeliveryRecord, PublishError> {
+        let n = self
+            .deliveries
+            .next_retry_number(&original.delivery_id)
+            .await?;
         let prior_attempts = last_attempt_made(original);
         let mut record = DeliveryRecord::queued(
             DeliveryId::retry_of(&original.delivery_id, n),
@@ -119,7 +138,11 @@ impl Publisher {
         );
         record.original_delivery_id = Some(original.delivery_id.clone());
         record.timestamp = Utc::now();
-        self.enqueue(vec![Planned { record: record.clone(), prior_attempts }]).await?;
+        self.enqueue(vec![Planned {
+            record: record.clone(),
+            prior_attempts,
+        }])
+        .await?;
         Ok(record)
     }
 }
@@ -132,7 +155,11 @@ impl Publisher {
         if !self.queue.dead_letter_replay(dead).await? {
             return Ok(false);
         }
-        let delivery = dead.labels.delivery_id.as_deref().and_then(|id| DeliveryId::parse(id).ok());
+        let delivery = dead
+            .labels
+            .delivery_id
+            .as_deref()
+            .and_then(|id| DeliveryId::parse(id).ok());
         if let Some(id) = delivery
             && let Some(mut record) = self.deliveries.get(&id).await?
         {
@@ -147,7 +174,10 @@ impl Publisher {
     pub async fn cancel_pending(&self, webhook: &WebhookId) -> Result<usize, PublishError> {
         let pending = self.deliveries.pending_for(webhook).await?;
         for mut record in pending.iter().cloned() {
-            record.set_status(DeliveryStatus::Cancelled, Some("webhook was deleted".into()));
+            record.set_status(
+                DeliveryStatus::Cancelled,
+                Some("webhook was deleted".into()),
+            );
             self.deliveries.save(&record).await?;
         }
         self.deliveries.forget_webhook(webhook).await?;
@@ -157,5 +187,8 @@ impl Publisher {
 
 /// The number of the last attempt actually made for a record (0 if none).
 fn last_attempt_made(record: &DeliveryRecord) -> u32 {
-    record.attempts.last().map_or(record.attempt.saturating_sub(1), |a| a.attempt)
+    record
+        .attempts
+        .last()
+        .map_or(record.attempt.saturating_sub(1), |a| a.attempt)
 }

@@ -24,7 +24,10 @@ pub fn connect_blocking(
     open(settings, settings.command_timeout + block)
 }
 
-fn open(settings: &RedisSettings, response_timeout: Duration) -> Result<ConnectionManager, redis::RedisError> {
+fn open(
+    settings: &RedisSettings,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, redis::RedisError> {
     let client = redis::Client::open(settings.url.as_str())?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))

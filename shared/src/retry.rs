@@ -88,8 +88,13 @@ mod tests {
     fn jitter_stays_within_bounds() {
         let p = policy(0.2);
         for _ in 0..1000 {
-            let RetryPlan::After(d) = p.plan(1, None) else { panic!("exhausted") };
-            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(6), "{d:?}");
+            let RetryPlan::After(d) = p.plan(1, None) else {
+                panic!("exhausted")
+            };
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(6),
+                "{d:?}"
+            );
         }
     }
 
@@ -104,7 +109,10 @@ mod tests {
             p.plan(1, Some(Duration::from_secs(3600))),
             RetryPlan::After(Duration::from_secs(60))
         );
-        assert_eq!(p.plan(3, Some(Duration::from_secs(1))), RetryPlan::Exhausted);
+        assert_eq!(
+            p.plan(3, Some(Duration::from_secs(1))),
+            RetryPlan::Exhausted
+        );
     }
 
     #[test]

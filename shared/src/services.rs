@@ -29,7 +29,10 @@ impl Services {
 
     /// As [`Services::connect`], with the DNS resolver the SSRF checks use
     /// (tests pass a fixed one to play DNS tricks).
-    pub fn with_resolver(settings: Settings, resolver: Arc<dyn NameResolver>) -> Result<Self, redis::RedisError> {
+    pub fn with_resolver(
+        settings: Settings,
+        resolver: Arc<dyn NameResolver>,
+    ) -> Result<Self, redis::RedisError> {
         let conn = crate::redis_conn::connect(&settings.redis)?;
         let prefix = settings.redis.key_prefix.clone();
         let queue = QueueClient::new(conn.clone(), prefix.clone());
@@ -40,8 +43,20 @@ impl Services {
             settings.delivery.history_ttl,
             settings.delivery.history_max_per_webhook,
         );
-        let publisher = Publisher { webhooks: webhooks.clone(), deliveries: deliveries.clone(), queue: queue.clone() };
+        let publisher = Publisher {
+            webhooks: webhooks.clone(),
+            deliveries: deliveries.clone(),
+            queue: queue.clone(),
+        };
         let policy = SsrfPolicy::new(settings.security.allowed_cidrs.clone());
-        Ok(Self { settings: Arc::new(settings), queue, webhooks, deliveries, publisher, policy, resolver })
+        Ok(Self {
+            settings: Arc::new(settings),
+            queue,
+            webhooks,
+            deliveries,
+            publisher,
+            policy,
+            resolver,
+        })
     }
 }

@@ -26,7 +26,11 @@ pub fn init(settings: &LogSettings) {
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
     let _ = if json {
-        builder.json().with_current_span(true).with_span_list(false).try_init()
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };

@@ -10,7 +10,9 @@ pub fn now_ms() -> i64 {
 /// RFC 3339, UTC, `Z` suffix, at most millisecond precision.
 pub fn rfc3339(at: DateTime<Utc>) -> String {
     let millis = at.timestamp_subsec_millis() * 1_000_000;
-    at.with_nanosecond(millis).unwrap_or(at).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    at.with_nanosecond(millis)
+        .unwrap_or(at)
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -37,14 +39,19 @@ pub mod serde_rfc3339 {
         use chrono::{DateTime, Utc};
         use serde::{Deserialize, Deserializer, Serializer};
 
-        pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            at: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match at {
                 Some(at) => s.serialize_str(&super::super::rfc3339(*at)),
                 None => s.serialize_none(),
             }
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
             let text: Option<String> = Option::deserialize(d)?;
             text.map(|text| {
                 DateTime::parse_from_rfc3339(&text)
@@ -63,6 +70,9 @@ mod tests {
     #[test]
     fn formats_with_z() {
         assert_eq!(rfc3339(from_ms(1_736_424_000_000)), "2025-01-09T12:00:00Z");
-        assert_eq!(rfc3339(from_ms(1_736_424_000_123)), "2025-01-09T12:00:00.123Z");
+        assert_eq!(
+            rfc3339(from_ms(1_736_424_000_123)),
+            "2025-01-09T12:00:00.123Z"
+        );
     }
 }

@@ -59,7 +59,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -113,7 +116,9 @@ pub struct Rules<'a> {
 impl Rules<'_> {
     pub async fn register(&self, req: RegisterRequest) -> Result<WebhookDraft, FieldError> {
         let name = parse_name(req.name.as_deref().ok_or_else(|| missing("name"))?)?;
-        let url = self.parse_url(req.url.as_deref().ok_or_else(|| missing("url"))?).await?;
+        let url = self
+            .parse_url(req.url.as_deref().ok_or_else(|| missing("url"))?)
+            .await?;
         let events = parse_events(req.events.as_deref().ok_or_else(|| missing("events"))?)?;
         let (secret, secret_generated) = match req.secret.as_deref() {
             Some(text) => (parse_secret(text)?, false),
@@ -132,7 +137,11 @@ impl Rules<'_> {
     }
 
     /// Applies a change to a copy of `webhook`, checking each given field.
-    pub async fn update(&self, mut webhook: Webhook, req: UpdateRequest) -> Result<Webhook, FieldError> {
+    pub async fn update(
+        &self,
+        mut webhook: Webhook,
+        req: UpdateRequest,
+    ) -> Result<Webhook, FieldError> {
         if let Some(name) = req.name.as_deref() {
             webhook.name = parse_name(name)?;
         }
@@ -183,11 +192,15 @@ fn parse_name(name: &str) -> Result<String, FieldError> {
 
 fn parse_events(events: &[String]) -> Result<Vec<EventFilter>, FieldError> {
     if events.is_empty() {
-        return Err(FieldError::new("events", "must name at least one event type, or \"*\""));
+        return Err(FieldError::new(
+            "events",
+            "must name at least one event type, or \"*\"",
+        ));
     }
     let mut parsed: Vec<EventFilter> = Vec::with_capacity(events.len());
     for (i, text) in events.iter().enumerate() {
-        let filter = EventFilter::parse(text).map_err(|e| FieldError::new(format!("events[{i}]"), e.to_string()))?;
+        let filter = EventFilter::parse(text)
+            .map_err(|e| FieldError::new(format!("events[{i}]"), e.to_string()))?;
         if !parsed.contains(&filter) {
             parsed.push(filter);
         }
@@ -223,7 +236,10 @@ pub struct WebhookStore {
 
 impl WebhookStore {
     pub fn new(conn: ConnectionManager, prefix: &KeyPrefix) -> Self {
-        Self { conn, key: keys::webhooks(prefix) }
+        Self {
+            conn,
+            key: keys::webhooks(prefix),
+        }
     }
 
     pub async fn insert(&self, draft: WebhookDraft) -> Result<Webhook, StoreError> {
@@ -248,7 +264,11 @@ impl WebhookStore {
         let _: i64 = self
             .conn
             .clone()
-            .hset(&self.key, webhook.webhook_id.as_str(), serde_json::to_vec(webhook)?)
+            .hset(
+                &self.key,
+                webhook.webhook_id.as_str(),
+                serde_json::to_vec(webhook)?,
+            )
             .await?;
         Ok(())
     }

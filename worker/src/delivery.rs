@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
-use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT};
+use shared::deliveries::{
+    Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
+};
 use shared::egress::{EgressClient, EgressResponse};
 use shared::events::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
@@ -28,7 +30,13 @@ pub struct DeliveryHandler {
 
 /// The headers of one attempt, exactly as SPEC §6 names them, plus the
 /// Standard Webhooks trio so receivers can use its libraries.
-fn headers(webhook: &Webhook, secret: &Secret, event_id: &EventId, attempt: u32, body: &[u8]) -> HeaderMap {
+fn headers(
+    webhook: &Webhook,
+    secret: &Secret,
+    event_id: &EventId,
+    attempt: u32,
+    body: &[u8],
+) -> HeaderMap {
     let timestamp = Utc::now().timestamp();
     let signature = signing::sign_outbound(secret, event_id.as_str(), timestamp, body);
     let mut headers = HeaderMap::new();
@@ -55,7 +63,9 @@ fn status_error(response: &EgressResponse) -> String {
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
-    format!("HTTP {} {reason}", response.status).trim_end().to_owned()
+    format!("HTTP {} {reason}", response.status)
+        .trim_end()
+        .to_owned()
 }
 
 impl DeliveryHandler {
@@ -64,7 +74,12 @@ impl DeliveryHandler {
             Ok(Some(record)) => record,
             // Expired or never written: rebuild it from the job, which
             // carries everything the record needs.
-            _ => DeliveryRecord::queued(job.delivery_id.clone(), job.webhook_id.clone(), job.event.clone(), attempt),
+            _ => DeliveryRecord::queued(
+                job.delivery_id.clone(),
+                job.webhook_id.clone(),
+                job.event.clone(),
+                attempt,
+            ),
         }
     }
 
@@ -73,7 +88,10 @@ impl DeliveryHandler {
         record.set_status(DeliveryStatus::Cancelled, Some(why.to_owned()));
         match self.deliveries.save(&record).await {
             Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed { error: format!("recording cancellation: {e}"), plan: ctx.plan_failure(None) },
+            Err(e) => Outcome::Failed {
+                error: format!("recording cancellation: {e}"),
+                plan: ctx.plan_failure(None),
+            },
         }
     }
 }
@@ -86,20 +104,37 @@ impl Handler for DeliveryHandler {
             Ok(Some(webhook)) => webhook,
             Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
             Err(e) => {
-                return Outcome::Failed { error: format!("loading webhook: {e}"), plan: ctx.plan_failure(None) };
+                return Outcome::Failed {
+                    error: format!("loading webhook: {e}"),
+                    plan: ctx.plan_failure(None),
+                };
             }
         };
         if !webhook.active {
             // Parked in the dead-letter set rather than dropped, so the
             // events can be replayed once the webhook is active again.
-            return Outcome::Failed { error: "webhook is inactive".into(), plan: RetryPlan::Exhausted };
+            return Outcome::Failed {
+                error: "webhook is inactive".into(),
+                plan: RetryPlan::Exhausted,
+            };
         }
         let attempt_number = ctx.overall_attempt();
         let body = match job.event.body(&webhook.webhook_id, attempt_number) {
             Ok(body) => body,
-            Err(e) => return Outcome::Failed { error: format!("encoding event: {e}"), plan: RetryPlan::Exhausted },
+            Err(e) => {
+                return Outcome::Failed {
+                    error: format!("encoding event: {e}"),
+                    plan: RetryPlan::Exhausted,
+                };
+            }
         };
-        let headers = headers(&webhook, &webhook.secret, &job.event.event_id, attempt_number, &body);
+        let headers = headers(
+            &webhook,
+            &webhook.secret,
+            &job.event.event_id,
+            attempt_number,
+            &body,
+        );
         let started = std::time::Instant::now();
         let result = self.egress.post(&webhook.url, headers, body).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -176,11 +211,18 @@ impl Handler for DeliveryHandler {
         );
         match plan {
             None => Outcome::Done,
-            Some(plan) => Outcome::Failed { error: error.unwrap_or_else(|| "delivery failed".into()), plan },
+            Some(plan) => Outcome::Failed {
+                error: error.unwrap_or_else(|| "delivery failed".into()),
+                plan,
+            },
         }
     }
 
-    async fn on_dead(&self, job: Option<&DeliverEvent>, ctx: &DeadContext) -> Result<(), anyhow::Error> {
+    async fn on_dead(
+        &self,
+        job: Option<&DeliverEvent>,
+        ctx: &DeadContext,
+    ) -> Result<(), anyhow::Error> {
         if let Some(job) = job {
             let mut record = self.load_record(job, ctx.attempts).await;
             record.set_status(DeliveryStatus::Dead, Some(ctx.error.clone()));
@@ -227,4 +269,3 @@ pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Event {
     };
     Event::new(event_id, EventType::ErrorOccurred, data, metadata)
 }
-

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use shared::ids::{DeadLetterId, JobId};
-use shared::queue::{DeadLetter, Envelope, ENVELOPE_VERSION, Fetched, Job, QueueClient};
+use shared::queue::{DeadLetter, ENVELOPE_VERSION, Envelope, Fetched, Job, QueueClient};
 use shared::retry::{RetryPlan, RetryPolicy};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -158,7 +158,11 @@ impl<H: Handler> QueueRunner<H> {
         let mut tasks = JoinSet::new();
         self.fetch_loop(&shared, &mut tasks).await;
 
-        info!(queue, running = tasks.len(), "stopping: waiting for running jobs");
+        info!(
+            queue,
+            running = tasks.len(),
+            "stopping: waiting for running jobs"
+        );
         let drained = tokio::time::timeout(self.settings.shutdown_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -207,11 +211,22 @@ impl<H: Handler> QueueRunner<H> {
             let fetched = if last_reclaim.elapsed() >= reclaim_every {
                 last_reclaim = tokio::time::Instant::now();
                 self.client
-                    .reclaim(queue, &self.consumer, self.settings.visibility_timeout, permits.len())
+                    .reclaim(
+                        queue,
+                        &self.consumer,
+                        self.settings.visibility_timeout,
+                        permits.len(),
+                    )
                     .await
             } else {
                 self.client
-                    .read(&mut read_conn, queue, &self.consumer, permits.len(), self.settings.block)
+                    .read(
+                        &mut read_conn,
+                        queue,
+                        &self.consumer,
+                        permits.len(),
+                        self.settings.block,
+                    )
                     .await
             };
             let fetched = match fetched {
@@ -257,7 +272,8 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
     // Each extra delivery of the same entry is a worker that died holding it.
     let crashes = fetched.times_delivered.saturating_sub(1);
     let attempt = envelope.attempt.saturating_add(crashes).saturating_add(1);
-    let span = info_span!("job", queue, job_id = %envelope.id, trace_id = %envelope.trace_id, attempt);
+    let span =
+        info_span!("job", queue, job_id = %envelope.id, trace_id = %envelope.trace_id, attempt);
     async {
         if crashes > 0 && attempt > shared.policy.max_attempts() {
             let error = format!("worker stopped {crashes} time(s) while running this job (crashed or killed)");
@@ -319,7 +335,10 @@ fn decode<J: Job>(raw: &[u8]) -> Result<Envelope<J>, String> {
     let generic: Envelope<serde_json::Value> =
         serde_json::from_slice(raw).map_err(|e| format!("job is not a readable envelope: {e}"))?;
     if generic.v != ENVELOPE_VERSION {
-        return Err(format!("job envelope version {} is not supported (this worker reads {ENVELOPE_VERSION})", generic.v));
+        return Err(format!(
+            "job envelope version {} is not supported (this worker reads {ENVELOPE_VERSION})",
+            generic.v
+        ));
     }
     let mut payload_error = None;
     let envelope = generic.map(|payload| match serde_json::from_value::<J>(payload) {
@@ -387,19 +406,34 @@ where
     }
 }
 
-async fn settle_retry<H: Handler>(shared: &Shared<H>, entry_id: &str, envelope: &Envelope<H::Job>, delay: Duration) {
+async fn settle_retry<H: Handler>(
+    shared: &Shared<H>,
+    entry_id: &str,
+    envelope: &Envelope<H::Job>,
+    delay: Duration,
+) {
     let Ok(bytes) = serde_json::to_vec(envelope) else {
         error!("could not encode a job for retry; it stays pending and will be reclaimed");
         return;
     };
-    let due = shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let due =
+        shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     let queue = H::Job::QUEUE;
-    if persist(&shared.stop, "scheduling a retry", || shared.client.retry_later(queue, entry_id, &bytes, due)).await {
+    if persist(&shared.stop, "scheduling a retry", || {
+        shared.client.retry_later(queue, entry_id, &bytes, due)
+    })
+    .await
+    {
         forget(shared, entry_id);
     }
 }
 
-async fn settle_dead<H: Handler>(shared: &Shared<H>, entry_id: &str, job: Option<&H::Job>, dead: DeadLetter) {
+async fn settle_dead<H: Handler>(
+    shared: &Shared<H>,
+    entry_id: &str,
+    job: Option<&H::Job>,
+    dead: DeadLetter,
+) {
     warn!(dead_letter_id = %dead.dead_letter_id, error = %dead.last_error, "job dead-lettered");
     let ctx = DeadContext {
         dead_letter_id: dead.dead_letter_id.clone(),
@@ -425,7 +459,11 @@ async fn settle_dead<H: Handler>(shared: &Shared<H>, entry_id: &str, job: Option
         }
     }
     let queue = H::Job::QUEUE;
-    if persist(&shared.stop, "dead-lettering", || shared.client.dead_letter(queue, entry_id, &dead)).await {
+    if persist(&shared.stop, "dead-lettering", || {
+        shared.client.dead_letter(queue, entry_id, &dead)
+    })
+    .await
+    {
         forget(shared, entry_id);
     }
 }
@@ -451,7 +489,11 @@ async fn hand_back_all(client: &QueueClient, queue: &str, in_flight: &InFlight) 
 }
 
 /// Acknowledges finished jobs in batches until every sender is gone.
-async fn ack_loop(client: QueueClient, queue: &'static str, mut rx: mpsc::UnboundedReceiver<String>) {
+async fn ack_loop(
+    client: QueueClient,
+    queue: &'static str,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) {
     const MAX_BATCH: usize = 1024;
     let mut batch: Vec<String> = Vec::with_capacity(MAX_BATCH);
     let mut backoff = Backoff::default();
@@ -506,7 +548,9 @@ async fn promote_loop(
             while client.promote(queue, settings.promote_batch).await? >= settings.promote_batch {}
             if last_cleanup.elapsed() >= Duration::from_secs(60) {
                 last_cleanup = tokio::time::Instant::now();
-                client.forget_idle_consumers(queue, &consumer, Duration::from_secs(3600)).await?;
+                client
+                    .forget_idle_consumers(queue, &consumer, Duration::from_secs(3600))
+                    .await?;
             }
             Ok::<(), shared::queue::QueueError>(())
         }

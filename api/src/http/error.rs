@@ -207,19 +207,31 @@ impl IntoResponse for ApiError {
 /// to retry (503 with Retry-After), anything else is our bug (500).
 impl From<shared::webhooks::StoreError> for ApiError {
     fn from(e: shared::webhooks::StoreError) -> Self {
-        if e.is_unavailable() { redis_unavailable(&e) } else { ApiError::internal(e) }
+        if e.is_unavailable() {
+            redis_unavailable(&e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
 impl From<shared::queue::QueueError> for ApiError {
     fn from(e: shared::queue::QueueError) -> Self {
-        if e.is_unavailable() { redis_unavailable(&e) } else { ApiError::internal(e) }
+        if e.is_unavailable() {
+            redis_unavailable(&e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 
 impl From<shared::publish::PublishError> for ApiError {
     fn from(e: shared::publish::PublishError) -> Self {
-        if e.is_unavailable() { redis_unavailable(&e) } else { ApiError::internal(e) }
+        if e.is_unavailable() {
+            redis_unavailable(&e)
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 

@@ -31,9 +31,14 @@ impl DeadLetterQuery {
         let time = |name: &str, value: Option<String>| -> Result<Option<DateTime<Utc>>, ApiError> {
             value
                 .map(|v| {
-                    DateTime::parse_from_rfc3339(&v).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-                        ApiError::bad_request("INVALID_QUERY", format!("{name}: {v:?} is not an RFC 3339 time"))
-                    })
+                    DateTime::parse_from_rfc3339(&v)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|_| {
+                            ApiError::bad_request(
+                                "INVALID_QUERY",
+                                format!("{name}: {v:?} is not an RFC 3339 time"),
+                            )
+                        })
                 })
                 .transpose()
         };
@@ -90,7 +95,11 @@ pub async fn list(
     page: Pagination,
 ) -> Result<Paged<DeadLetterSummary>, ApiError> {
     let filter = query.parse()?;
-    let all = state.services.queue.dead_letters(ALL_QUEUES, &filter).await?;
+    let all = state
+        .services
+        .queue
+        .dead_letters(ALL_QUEUES, &filter)
+        .await?;
     let total = all.len() as u64;
     let items = all
         .iter()
@@ -106,10 +115,21 @@ pub async fn list(
     params(("dead_letter_id" = String, Path)),
     responses((status = 200, body = DeadLetterDetail), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<DeadLetterDetail>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<DeadLetterDetail>, ApiError> {
     let dead = load(&state, &id).await?;
-    let payload = dead.job.get("payload").cloned().unwrap_or_else(|| dead.job.clone());
-    Ok(Data(DeadLetterDetail { summary: DeadLetterSummary::from(&dead), payload, history: dead.history }))
+    let payload = dead
+        .job
+        .get("payload")
+        .cloned()
+        .unwrap_or_else(|| dead.job.clone());
+    Ok(Data(DeadLetterDetail {
+        summary: DeadLetterSummary::from(&dead),
+        payload,
+        history: dead.history,
+    }))
 }
 
 /// Re-enqueue one dead letter (same event id; attempt numbering continues).
@@ -117,13 +137,19 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     params(("dead_letter_id" = String, Path)),
     responses((status = 200, body = Replayed), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
-pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<Replayed>, ApiError> {
+pub async fn replay(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<Replayed>, ApiError> {
     let dead = load(&state, &id).await?;
     if !state.services.publisher.replay(&dead).await? {
         return Err(ApiError::not_found("dead letter", &id));
     }
     tracing::info!(dead_letter_id = %dead.dead_letter_id, "dead letter replayed");
-    Ok(Data(Replayed { dead_letter_id: dead.dead_letter_id.to_string(), status: "replayed" }))
+    Ok(Data(Replayed {
+        dead_letter_id: dead.dead_letter_id.to_string(),
+        status: "replayed",
+    }))
 }
 
 /// Re-enqueue every dead letter matching the filters (query string or JSON
@@ -137,9 +163,17 @@ pub async fn replay_many(
     Query(query): Query<DeadLetterQuery>,
     body: Bytes,
 ) -> Result<Data<BulkReplayed>, ApiError> {
-    let body: DeadLetterQuery = if body.iter().all(u8::is_ascii_whitespace) { Default::default() } else { decode_json(&body)? };
+    let body: DeadLetterQuery = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        decode_json(&body)?
+    };
     let filter = query.merged(body).parse()?;
-    let matching = state.services.queue.dead_letters(ALL_QUEUES, &filter).await?;
+    let matching = state
+        .services
+        .queue
+        .dead_letters(ALL_QUEUES, &filter)
+        .await?;
     let mut replayed = 0;
     for dead in &matching {
         if state.services.publisher.replay(dead).await? {
@@ -147,7 +181,10 @@ pub async fn replay_many(
         }
     }
     tracing::info!(replayed, matching = matching.len(), "bulk replay");
-    Ok(Data(BulkReplayed { replayed, skipped: matching.len() - replayed }))
+    Ok(Data(BulkReplayed {
+        replayed,
+        skipped: matching.len() - replayed,
+    }))
 }
 
 /// Discard one dead letter, on purpose.
@@ -155,11 +192,17 @@ pub async fn replay_many(
     params(("dead_letter_id" = String, Path)),
     responses((status = 200, body = Discarded), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
-pub async fn discard(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<Discarded>, ApiError> {
+pub async fn discard(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<Discarded>, ApiError> {
     let dead = load(&state, &id).await?;
     if !state.services.queue.dead_letter_discard(&dead).await? {
         return Err(ApiError::not_found("dead letter", &id));
     }
     tracing::info!(dead_letter_id = %dead.dead_letter_id, "dead letter discarded");
-    Ok(Data(Discarded { dead_letter_id: dead.dead_letter_id.to_string(), status: "discarded" }))
+    Ok(Data(Discarded {
+        dead_letter_id: dead.dead_letter_id.to_string(),
+        status: "discarded",
+    }))
 }

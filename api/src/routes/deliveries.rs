@@ -26,8 +26,9 @@ impl DeliveryQuery {
             .status
             .as_deref()
             .map(|s| {
-                DeliveryStatus::parse(s)
-                    .ok_or_else(|| ApiError::bad_request("INVALID_QUERY", format!("status: unknown status {s:?}")))
+                DeliveryStatus::parse(s).ok_or_else(|| {
+                    ApiError::bad_request("INVALID_QUERY", format!("status: unknown status {s:?}"))
+                })
             })
             .transpose()?;
         let event_type = self
@@ -84,7 +85,10 @@ async fn load_delivery(state: &AppState, id: &str) -> Result<DeliveryRecord, Api
     params(("delivery_id" = String, Path)),
     responses((status = 200, body = DeliveryDetail), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<DeliveryDetail>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<DeliveryDetail>, ApiError> {
     let record = load_delivery(&state, &id).await?;
     Ok(Data(DeliveryDetail::from(&record)))
 }
@@ -95,11 +99,19 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     params(("delivery_id" = String, Path)),
     responses((status = 202, body = RetryQueued), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Accepted<RetryQueued>, ApiError> {
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Accepted<RetryQueued>, ApiError> {
     let original = load_delivery(&state, &id).await?;
     let webhook = load_webhook(&state, original.webhook_id.as_str())
         .await
-        .map_err(|_| ApiError::conflict("WEBHOOK_DELETED", "the webhook of this delivery no longer exists"))?;
+        .map_err(|_| {
+            ApiError::conflict(
+                "WEBHOOK_DELETED",
+                "the webhook of this delivery no longer exists",
+            )
+        })?;
     let record = state.services.publisher.retry_delivery(&original).await?;
     tracing::info!(webhook_id = %webhook.webhook_id, delivery_id = %record.delivery_id, "manual retry queued");
     Ok(Accepted(RetryQueued {

@@ -46,7 +46,9 @@ pub struct QueuesView {
     responses((status = 200, body = QueuesView), (status = 401, body = ErrorEnvelope),
         (status = 503, body = ErrorEnvelope)))]
 pub async fn queues(State(state): State<AppState>) -> Result<Data<QueuesView>, ApiError> {
-    Ok(Data(QueuesView { queues: depths(&state).await? }))
+    Ok(Data(QueuesView {
+        queues: depths(&state).await?,
+    }))
 }
 
 async fn depths(state: &AppState) -> Result<Vec<QueueDepth>, ApiError> {
@@ -62,38 +64,90 @@ async fn depths(state: &AppState) -> Result<Vec<QueueDepth>, ApiError> {
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut out = String::new();
     let encoder = prometheus::TextEncoder::new();
-    encoder.encode_utf8(&state.registry.gather(), &mut out).map_err(ApiError::internal)?;
+    encoder
+        .encode_utf8(&state.registry.gather(), &mut out)
+        .map_err(ApiError::internal)?;
     render_queues(&mut out, &depths(&state).await?);
     let latency = state.services.deliveries.latency_histogram().await?;
-    let _ = writeln!(out, "# HELP supportrag_delivery_latency_seconds Duration of delivery attempts, all workers.");
+    let _ = writeln!(
+        out,
+        "# HELP supportrag_delivery_latency_seconds Duration of delivery attempts, all workers."
+    );
     let _ = writeln!(out, "# TYPE supportrag_delivery_latency_seconds histogram");
     for (bound, count) in &latency.buckets {
-        let _ = writeln!(out, "supportrag_delivery_latency_seconds_bucket{{le=\"{bound}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "supportrag_delivery_latency_seconds_bucket{{le=\"{bound}\"}} {count}"
+        );
     }
-    let _ = writeln!(out, "supportrag_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {}", latency.count);
-    let _ = writeln!(out, "supportrag_delivery_latency_seconds_sum {}", latency.sum_seconds);
-    let _ = writeln!(out, "supportrag_delivery_latency_seconds_count {}", latency.count);
-    Ok((StatusCode::OK, [(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    let _ = writeln!(
+        out,
+        "supportrag_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+        latency.count
+    );
+    let _ = writeln!(
+        out,
+        "supportrag_delivery_latency_seconds_sum {}",
+        latency.sum_seconds
+    );
+    let _ = writeln!(
+        out,
+        "supportrag_delivery_latency_seconds_count {}",
+        latency.count
+    );
+    Ok((
+        StatusCode::OK,
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response())
 }
 
 fn render_queues(out: &mut String, depths: &[QueueDepth]) {
-    let _ = writeln!(out, "# HELP supportrag_queue_jobs Jobs per queue and state.");
+    let _ = writeln!(
+        out,
+        "# HELP supportrag_queue_jobs Jobs per queue and state."
+    );
     let _ = writeln!(out, "# TYPE supportrag_queue_jobs gauge");
     for d in depths {
-        for (state, value) in [("ready", d.ready), ("scheduled", d.scheduled), ("in_flight", d.in_flight), ("dead", d.dead)] {
-            let _ = writeln!(out, "supportrag_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {value}", d.queue);
+        for (state, value) in [
+            ("ready", d.ready),
+            ("scheduled", d.scheduled),
+            ("in_flight", d.in_flight),
+            ("dead", d.dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "supportrag_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {value}",
+                d.queue
+            );
         }
     }
-    let _ = writeln!(out, "# HELP supportrag_queue_oldest_job_age_seconds Age of the oldest job in the stream.");
+    let _ = writeln!(
+        out,
+        "# HELP supportrag_queue_oldest_job_age_seconds Age of the oldest job in the stream."
+    );
     let _ = writeln!(out, "# TYPE supportrag_queue_oldest_job_age_seconds gauge");
     for d in depths {
         #[allow(clippy::cast_precision_loss)]
         let age = d.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
-        let _ = writeln!(out, "supportrag_queue_oldest_job_age_seconds{{queue=\"{}\"}} {age}", d.queue);
+        let _ = writeln!(
+            out,
+            "supportrag_queue_oldest_job_age_seconds{{queue=\"{}\"}} {age}",
+            d.queue
+        );
     }
     for (name, help, pick) in [
-        ("supportrag_jobs_processed_total", "Jobs finished successfully.", (|d: &QueueDepth| d.processed_total) as fn(&QueueDepth) -> u64),
-        ("supportrag_jobs_failed_total", "Job attempts that failed (retried or dead-lettered).", |d| d.failed_total),
+        (
+            "supportrag_jobs_processed_total",
+            "Jobs finished successfully.",
+            (|d: &QueueDepth| d.processed_total) as fn(&QueueDepth) -> u64,
+        ),
+        (
+            "supportrag_jobs_failed_total",
+            "Job attempts that failed (retried or dead-lettered).",
+            |d| d.failed_total,
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");

@@ -31,7 +31,10 @@ pub(crate) async fn load_webhook(state: &AppState, id: &str) -> Result<Webhook, 
 }
 
 fn rules(state: &AppState) -> Rules<'_> {
-    Rules { policy: &state.services.policy, resolver: state.services.resolver.as_ref() }
+    Rules {
+        policy: &state.services.policy,
+        resolver: state.services.resolver.as_ref(),
+    }
 }
 
 async fn view(state: &AppState, webhook: &Webhook) -> Result<WebhookView, ApiError> {
@@ -52,10 +55,15 @@ pub async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Result<Created<Registered>, ApiError> {
     let draft = rules(&state).register(req).await?;
-    let generated = draft.secret_generated.then(|| draft.secret.expose().to_owned());
+    let generated = draft
+        .secret_generated
+        .then(|| draft.secret.expose().to_owned());
     let webhook = state.services.webhooks.insert(draft).await?;
     tracing::info!(webhook_id = %webhook.webhook_id, "webhook registered");
-    Ok(Created(Registered { webhook: view(&state, &webhook).await?, secret: generated }))
+    Ok(Created(Registered {
+        webhook: view(&state, &webhook).await?,
+        secret: generated,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -97,7 +105,11 @@ pub async fn list(
         .collect();
     let total = matching.len() as u64;
     let mut items = Vec::new();
-    for webhook in matching.iter().skip(usize::try_from(page.offset).unwrap_or(usize::MAX)).take(page.limit as usize) {
+    for webhook in matching
+        .iter()
+        .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
+        .take(page.limit as usize)
+    {
         items.push(view(&state, webhook).await?);
     }
     Ok(Paged::new(items, page, total))
@@ -108,7 +120,10 @@ pub async fn list(
     params(("webhook_id" = String, Path)),
     responses((status = 200, body = WebhookView), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<WebhookView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<WebhookView>, ApiError> {
     let webhook = load_webhook(&state, &id).await?;
     Ok(Data(view(&state, &webhook).await?))
 }
@@ -135,7 +150,10 @@ pub async fn update(
     params(("webhook_id" = String, Path)),
     responses((status = 202, body = TestQueued), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
-pub async fn test(State(state): State<AppState>, Path(id): Path<String>) -> Result<Accepted<TestQueued>, ApiError> {
+pub async fn test(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Accepted<TestQueued>, ApiError> {
     let webhook = load_webhook(&state, &id).await?;
     let event = Event::new(
         EventId::generate(),
@@ -144,11 +162,22 @@ pub async fn test(State(state): State<AppState>, Path(id): Path<String>) -> Resu
             "message": "This is a test event from Support RAG.",
             "webhook_id": webhook.webhook_id,
         }),
-        EventMetadata { trace_id: current_trace_id(), correlation_id: None },
+        EventMetadata {
+            trace_id: current_trace_id(),
+            correlation_id: None,
+        },
     );
     let event_id = event.event_id.to_string();
-    let delivery_id = state.services.publisher.send_to(&webhook.webhook_id, event).await?;
-    Ok(Accepted(TestQueued { event_id, delivery_id: delivery_id.to_string(), status: "queued" }))
+    let delivery_id = state
+        .services
+        .publisher
+        .send_to(&webhook.webhook_id, event)
+        .await?;
+    Ok(Accepted(TestQueued {
+        event_id,
+        delivery_id: delivery_id.to_string(),
+        status: "queued",
+    }))
 }
 
 /// Delete a webhook; its pending deliveries are cancelled.
@@ -156,12 +185,19 @@ pub async fn test(State(state): State<AppState>, Path(id): Path<String>) -> Resu
     params(("webhook_id" = String, Path)),
     responses((status = 200, body = Deleted), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Data<Deleted>, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<Deleted>, ApiError> {
     let webhook = load_webhook(&state, &id).await?;
     if !state.services.webhooks.delete(&webhook.webhook_id).await? {
         return Err(ApiError::not_found("webhook", &id));
     }
-    let cancelled = state.services.publisher.cancel_pending(&webhook.webhook_id).await?;
+    let cancelled = state
+        .services
+        .publisher
+        .cancel_pending(&webhook.webhook_id)
+        .await?;
     tracing::info!(webhook_id = %webhook.webhook_id, cancelled, "webhook deleted");
     Ok(Data(Deleted {
         webhook_id: webhook.webhook_id.to_string(),

@@ -34,11 +34,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     adjust(&mut settings);
     let keys = AdminKeys::new(settings.auth.admin_keys.iter().cloned());
     let services = Services::connect(settings).expect("services");
-    let app = Application::build(services.clone(), keys).await.expect("API builds");
+    let app = Application::build(services.clone(), keys)
+        .await
+        .expect("API builds");
     let addr = app.local_addr().expect("bound");
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
-    TestApp { addr, services, redis, http: reqwest::Client::new(), stop }
+    TestApp {
+        addr,
+        services,
+        redis,
+        http: reqwest::Client::new(),
+        stop,
+    }
 }
 
 impl Drop for TestApp {
@@ -58,9 +66,19 @@ pub struct Reply {
 impl Reply {
     /// The `error.code` of an error envelope, asserting its shape.
     pub fn error_code(&self) -> &str {
-        assert!(self.body["meta"]["trace_id"].is_string(), "no trace id in {}", self.body);
-        assert!(self.body["error"]["message"].is_string(), "no message in {}", self.body);
-        self.body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error envelope: {}", self.body))
+        assert!(
+            self.body["meta"]["trace_id"].is_string(),
+            "no trace id in {}",
+            self.body
+        );
+        assert!(
+            self.body["error"]["message"].is_string(),
+            "no message in {}",
+            self.body
+        );
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error envelope: {}", self.body))
     }
 
     pub fn data(&self) -> &Value {
@@ -75,18 +93,32 @@ impl TestApp {
 
     /// A request with the admin key.
     pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(TEST_ADMIN_KEY)
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(TEST_ADMIN_KEY)
     }
 
     pub async fn send(&self, request: RequestBuilder) -> Reply {
         let response = request.send().await.expect("request sent");
         let status = response.status();
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let retry_after = header("retry-after");
         let trace_id = header("x-trace-id");
         let bytes = response.bytes().await.expect("body read");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, retry_after, trace_id, body }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        Reply {
+            status,
+            retry_after,
+            trace_id,
+            body,
+        }
     }
 
     pub async fn admin_json(&self, method: Method, path: &str, body: &Value) -> Reply {
@@ -112,6 +144,9 @@ impl TestApp {
             )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.data()["webhook_id"].as_str().expect("webhook_id").to_owned()
+        reply.data()["webhook_id"]
+            .as_str()
+            .expect("webhook_id")
+            .to_owned()
     }
 }

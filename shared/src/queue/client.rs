@@ -110,7 +110,11 @@ impl QueueClient {
     /// something a worker cannot decode in front of it.
     pub async fn push_raw(&self, queue: &str, raw: &[u8]) -> Result<(), QueueError> {
         let keys = self.keys(queue);
-        let _: String = self.conn.clone().xadd(&keys.stream, "*", &[(JOB_FIELD, raw)]).await?;
+        let _: String = self
+            .conn
+            .clone()
+            .xadd(&keys.stream, "*", &[(JOB_FIELD, raw)])
+            .await?;
         Ok(())
     }
 
@@ -160,8 +164,16 @@ impl QueueClient {
         let mut out = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in key.ids {
-                let raw = entry.map.get(JOB_FIELD).map(value_bytes).unwrap_or_default();
-                out.push(Fetched { entry_id: entry.id, raw, times_delivered: 1 });
+                let raw = entry
+                    .map
+                    .get(JOB_FIELD)
+                    .map(value_bytes)
+                    .unwrap_or_default();
+                out.push(Fetched {
+                    entry_id: entry.id,
+                    raw,
+                    times_delivered: 1,
+                });
             }
         }
         Ok(out)
@@ -200,13 +212,22 @@ impl QueueClient {
                 Value::Int(n) => u32::try_from(n).unwrap_or(u32::MAX),
                 _ => 1,
             };
-            out.push(Fetched { entry_id, raw, times_delivered });
+            out.push(Fetched {
+                entry_id,
+                raw,
+                times_delivered,
+            });
         }
         Ok(out)
     }
 
     /// Keeps the visibility timeout from expiring on jobs still running here.
-    pub async fn touch(&self, queue: &str, consumer: &str, entry_ids: &[String]) -> Result<(), QueueError> {
+    pub async fn touch(
+        &self,
+        queue: &str,
+        consumer: &str,
+        entry_ids: &[String],
+    ) -> Result<(), QueueError> {
         if entry_ids.is_empty() {
             return Ok(());
         }
@@ -227,9 +248,17 @@ impl QueueClient {
         }
         let keys = self.keys(queue);
         let mut pipe = redis::pipe();
-        pipe.cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_ids).ignore();
+        pipe.cmd("XACK")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .arg(entry_ids)
+            .ignore();
         pipe.cmd("XDEL").arg(&keys.stream).arg(entry_ids).ignore();
-        pipe.cmd("HINCRBY").arg(&keys.stats).arg("processed").arg(entry_ids.len()).ignore();
+        pipe.cmd("HINCRBY")
+            .arg(&keys.stats)
+            .arg("processed")
+            .arg(entry_ids.len())
+            .ignore();
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
@@ -245,39 +274,103 @@ impl QueueClient {
         let keys = self.keys(queue);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_id).ignore()
-            .cmd("XDEL").arg(&keys.stream).arg(entry_id).ignore()
-            .cmd("ZADD").arg(&keys.delayed).arg(due_ms).arg(envelope).ignore()
-            .cmd("HINCRBY").arg(&keys.stats).arg("failed").arg(1).ignore()
-            .cmd("HINCRBY").arg(&keys.stats).arg("retried").arg(1).ignore();
+            .cmd("XACK")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&keys.stream)
+            .arg(entry_id)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&keys.delayed)
+            .arg(due_ms)
+            .arg(envelope)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(&keys.stats)
+            .arg("failed")
+            .arg(1)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(&keys.stats)
+            .arg("retried")
+            .arg(1)
+            .ignore();
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
 
     /// Puts a job that was taken but not run (shutdown deadline) back at the
     /// end of the stream without counting an attempt.
-    pub async fn hand_back(&self, queue: &str, entry_id: &str, envelope: &[u8]) -> Result<(), QueueError> {
+    pub async fn hand_back(
+        &self,
+        queue: &str,
+        entry_id: &str,
+        envelope: &[u8],
+    ) -> Result<(), QueueError> {
         let keys = self.keys(queue);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_id).ignore()
-            .cmd("XDEL").arg(&keys.stream).arg(entry_id).ignore()
-            .cmd("XADD").arg(&keys.stream).arg("*").arg(JOB_FIELD).arg(envelope).ignore();
+            .cmd("XACK")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&keys.stream)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XADD")
+            .arg(&keys.stream)
+            .arg("*")
+            .arg(JOB_FIELD)
+            .arg(envelope)
+            .ignore();
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
 
     /// Moves a job out of attempts into the dead-letter set.
-    pub async fn dead_letter(&self, queue: &str, entry_id: &str, record: &DeadLetter) -> Result<(), QueueError> {
+    pub async fn dead_letter(
+        &self,
+        queue: &str,
+        entry_id: &str,
+        record: &DeadLetter,
+    ) -> Result<(), QueueError> {
         let keys = self.keys(queue);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .cmd("XACK").arg(&keys.stream).arg(CONSUMER_GROUP).arg(entry_id).ignore()
-            .cmd("XDEL").arg(&keys.stream).arg(entry_id).ignore()
-            .cmd("HSET").arg(&keys.dead).arg(record.dead_letter_id.as_str()).arg(serde_json::to_vec(record)?).ignore()
-            .cmd("ZADD").arg(&keys.dead_index).arg(record.failed_at.timestamp_millis()).arg(record.dead_letter_id.as_str()).ignore()
-            .cmd("HINCRBY").arg(&keys.stats).arg("failed").arg(1).ignore()
-            .cmd("HINCRBY").arg(&keys.stats).arg("dead").arg(1).ignore();
+            .cmd("XACK")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&keys.stream)
+            .arg(entry_id)
+            .ignore()
+            .cmd("HSET")
+            .arg(&keys.dead)
+            .arg(record.dead_letter_id.as_str())
+            .arg(serde_json::to_vec(record)?)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&keys.dead_index)
+            .arg(record.failed_at.timestamp_millis())
+            .arg(record.dead_letter_id.as_str())
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(&keys.stats)
+            .arg("failed")
+            .arg(1)
+            .ignore()
+            .cmd("HINCRBY")
+            .arg(&keys.stats)
+            .arg("dead")
+            .arg(1)
+            .ignore();
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
@@ -300,7 +393,11 @@ impl QueueClient {
     /// Due time (unix ms) of the next delayed job, if any.
     pub async fn next_due(&self, queue: &str) -> Result<Option<i64>, QueueError> {
         let keys = self.keys(queue);
-        let first: Vec<(Vec<u8>, f64)> = self.conn.clone().zrange_withscores(&keys.delayed, 0, 0).await?;
+        let first: Vec<(Vec<u8>, f64)> = self
+            .conn
+            .clone()
+            .zrange_withscores(&keys.delayed, 0, 0)
+            .await?;
         #[allow(clippy::cast_possible_truncation)]
         Ok(first.first().map(|(_, score)| *score as i64))
     }
@@ -308,12 +405,19 @@ impl QueueClient {
     pub async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
         let keys = self.keys(queue);
         let mut pipe = redis::pipe();
-        pipe.cmd("XINFO").arg("GROUPS").arg(&keys.stream)
+        pipe.cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&keys.stream)
             .zcard(&keys.delayed)
             .hlen(&keys.dead)
             .hgetall(&keys.stats)
-            .cmd("XRANGE").arg(&keys.stream).arg("-").arg("+").arg("COUNT").arg(1);
-        let reply: Result<(Value, u64, u64, HashMap<String, u64>, Value), redis::RedisError> =
+            .cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1);
+        let reply: Result<DepthReply, redis::RedisError> =
             pipe.query_async(&mut self.conn.clone()).await;
         let (groups, scheduled, dead, stats, oldest) = match reply {
             // No stream yet: nothing was ever ready on this queue, but jobs
@@ -352,7 +456,12 @@ impl QueueClient {
 
     /// Removes consumers (workers long gone) that hold no jobs, so the
     /// group's consumer list does not grow with every restart.
-    pub async fn forget_idle_consumers(&self, queue: &str, me: &str, idle: Duration) -> Result<usize, QueueError> {
+    pub async fn forget_idle_consumers(
+        &self,
+        queue: &str,
+        me: &str,
+        idle: Duration,
+    ) -> Result<usize, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn.clone();
         let consumers: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
@@ -385,10 +494,15 @@ impl QueueClient {
 
     /// A cheap round trip to tell whether Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 }
+
+/// XINFO GROUPS, ZCARD delayed, HLEN dead, HGETALL stats, XRANGE first.
+type DepthReply = (Value, u64, u64, HashMap<String, u64>, Value);
 
 fn value_bytes(value: &Value) -> Vec<u8> {
     match value {
@@ -401,7 +515,9 @@ fn value_bytes(value: &Value) -> Vec<u8> {
 
 /// The value of `name` in a flat `[field, value, …]` array.
 fn field_value(fields: &Value, name: &str) -> Option<Vec<u8>> {
-    let Value::Array(items) = fields else { return None };
+    let Value::Array(items) = fields else {
+        return None;
+    };
     items
         .chunks(2)
         .find(|pair| value_bytes(&pair[0]) == name.as_bytes())
@@ -412,18 +528,26 @@ fn field_value(fields: &Value, name: &str) -> Option<Vec<u8>> {
 /// `lag` (entries never handed out) and `pending` of our group from XINFO
 /// GROUPS, which answers a list of flat field/value arrays (or maps).
 fn group_lag_and_pending(groups: &Value) -> (u64, u64) {
-    let Value::Array(groups) = groups else { return (0, 0) };
+    let Value::Array(groups) = groups else {
+        return (0, 0);
+    };
     for group in groups {
         let pairs: Vec<(Vec<u8>, &Value)> = match group {
-            Value::Array(items) => items.chunks(2).filter_map(|p| Some((value_bytes(&p[0]), p.get(1)?))).collect(),
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|p| Some((value_bytes(&p[0]), p.get(1)?)))
+                .collect(),
             Value::Map(items) => items.iter().map(|(k, v)| (value_bytes(k), v)).collect(),
             _ => continue,
         };
         let get = |name: &str| {
-            pairs.iter().find(|(k, _)| k == name.as_bytes()).map(|(_, v)| match v {
-                Value::Int(n) => u64::try_from(*n).unwrap_or(0),
-                _ => 0,
-            })
+            pairs
+                .iter()
+                .find(|(k, _)| k == name.as_bytes())
+                .map(|(_, v)| match v {
+                    Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+                    _ => 0,
+                })
         };
         let is_ours = pairs
             .iter()
@@ -437,8 +561,12 @@ fn group_lag_and_pending(groups: &Value) -> (u64, u64) {
 
 /// Stream ids start with the unix ms at which the entry was added.
 fn oldest_entry_age(xrange: &Value) -> Option<u64> {
-    let Value::Array(entries) = xrange else { return None };
-    let Value::Array(first) = entries.first()? else { return None };
+    let Value::Array(entries) = xrange else {
+        return None;
+    };
+    let Value::Array(first) = entries.first()? else {
+        return None;
+    };
     let id = String::from_utf8(value_bytes(first.first()?)).ok()?;
     let added_ms: i64 = id.split('-').next()?.parse().ok()?;
     u64::try_from(now_ms().saturating_sub(added_ms)).ok()

@@ -97,8 +97,12 @@ impl QueueClient {
         queues: &[&str],
         filter: &DeadLetterFilter,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let min = filter.since.map_or("-inf".to_owned(), |t| t.timestamp_millis().to_string());
-        let max = filter.until.map_or("+inf".to_owned(), |t| t.timestamp_millis().to_string());
+        let min = filter
+            .since
+            .map_or("-inf".to_owned(), |t| t.timestamp_millis().to_string());
+        let max = filter
+            .until
+            .map_or("+inf".to_owned(), |t| t.timestamp_millis().to_string());
         let mut all = Vec::new();
         for queue in queues {
             if filter.job_type.as_deref().is_some_and(|j| j != *queue) {
@@ -122,11 +126,19 @@ impl QueueClient {
                 );
             }
         }
-        all.sort_by(|a, b| b.failed_at.cmp(&a.failed_at).then(b.dead_letter_id.cmp(&a.dead_letter_id)));
+        all.sort_by(|a, b| {
+            b.failed_at
+                .cmp(&a.failed_at)
+                .then(b.dead_letter_id.cmp(&a.dead_letter_id))
+        });
         Ok(all)
     }
 
-    pub async fn dead_letter_get(&self, queues: &[&str], id: &DeadLetterId) -> Result<Option<DeadLetter>, QueueError> {
+    pub async fn dead_letter_get(
+        &self,
+        queues: &[&str],
+        id: &DeadLetterId,
+    ) -> Result<Option<DeadLetter>, QueueError> {
         for queue in queues {
             let keys = self.keys(queue);
             let raw: Option<Vec<u8>> = self.connection().hget(&keys.dead, id.as_str()).await?;

@@ -64,7 +64,11 @@ impl<P> Envelope<P> {
     /// The same job after one more failed attempt.
     pub fn failed(mut self, error: String) -> Self {
         self.attempt = self.attempt.saturating_add(1);
-        self.errors.push(AttemptError { attempt: self.attempt, at: now_ms(), error });
+        self.errors.push(AttemptError {
+            attempt: self.attempt,
+            at: now_ms(),
+            error,
+        });
         if self.errors.len() > MAX_ERRORS_KEPT {
             let excess = self.errors.len() - MAX_ERRORS_KEPT;
             self.errors.drain(..excess);

@@ -31,7 +31,7 @@ mod scripts;
 
 pub use client::{Fetched, QueueClient, QueueDepth};
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterSummary};
-pub use envelope::{AttemptError, Envelope, ENVELOPE_VERSION};
+pub use envelope::{AttemptError, ENVELOPE_VERSION, Envelope};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -88,5 +88,8 @@ pub fn is_unavailable(e: &redis::RedisError) -> bool {
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading))
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        )
 }
