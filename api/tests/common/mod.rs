@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub services: Services,
     pub redis: TestRedis,
     pub http: reqwest::Client,
@@ -38,10 +39,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("API builds");
     let addr = app.local_addr().expect("bound");
+    let metrics_addr = app.metrics_addr();
     let stop = CancellationToken::new();
     tokio::spawn(app.run(stop.clone()));
     TestApp {
         addr,
+        metrics_addr,
         services,
         redis,
         http: reqwest::Client::new(),

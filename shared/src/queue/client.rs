@@ -416,10 +416,11 @@ impl QueueClient {
             .arg("-")
             .arg("+")
             .arg("COUNT")
-            .arg(1);
+            .arg(1)
+            .xlen(&keys.stream);
         let reply: Result<DepthReply, redis::RedisError> =
             pipe.query_async(&mut self.conn.clone()).await;
-        let (groups, scheduled, dead, stats, oldest) = match reply {
+        let (groups, scheduled, dead, stats, oldest, length) = match reply {
             // No stream yet: nothing was ever ready on this queue, but jobs
             // may already wait in the delayed set (`schedule` does not
             // create the stream), so the other structures still count.
@@ -441,7 +442,7 @@ impl QueueClient {
             }
             other => other?,
         };
-        let (ready, in_flight) = group_lag_and_pending(&groups);
+        let (ready, in_flight) = group_lag_and_pending(&groups, length);
         Ok(QueueDepth {
             queue: queue.to_owned(),
             ready,
@@ -501,8 +502,9 @@ impl QueueClient {
     }
 }
 
-/// XINFO GROUPS, ZCARD delayed, HLEN dead, HGETALL stats, XRANGE first.
-type DepthReply = (Value, u64, u64, HashMap<String, u64>, Value);
+/// XINFO GROUPS, ZCARD delayed, HLEN dead, HGETALL stats, XRANGE first,
+/// XLEN.
+type DepthReply = (Value, u64, u64, HashMap<String, u64>, Value, u64);
 
 fn value_bytes(value: &Value) -> Vec<u8> {
     match value {
@@ -527,9 +529,13 @@ fn field_value(fields: &Value, name: &str) -> Option<Vec<u8>> {
 
 /// `lag` (entries never handed out) and `pending` of our group from XINFO
 /// GROUPS, which answers a list of flat field/value arrays (or maps).
-fn group_lag_and_pending(groups: &Value) -> (u64, u64) {
+///
+/// Before any worker created the group every entry is ready; where Redis
+/// cannot compute the lag (it answers nil), the stream length less the
+/// pending entries is.
+fn group_lag_and_pending(groups: &Value, length: u64) -> (u64, u64) {
     let Value::Array(groups) = groups else {
-        return (0, 0);
+        return (length, 0);
     };
     for group in groups {
         let pairs: Vec<(Vec<u8>, &Value)> = match group {
@@ -544,19 +550,21 @@ fn group_lag_and_pending(groups: &Value) -> (u64, u64) {
             pairs
                 .iter()
                 .find(|(k, _)| k == name.as_bytes())
-                .map(|(_, v)| match v {
-                    Value::Int(n) => u64::try_from(*n).unwrap_or(0),
-                    _ => 0,
+                .and_then(|(_, v)| match v {
+                    Value::Int(n) => u64::try_from(*n).ok(),
+                    _ => None,
                 })
         };
         let is_ours = pairs
             .iter()
             .any(|(k, v)| k == b"name" && value_bytes(v) == CONSUMER_GROUP.as_bytes());
         if is_ours {
-            return (get("lag").unwrap_or(0), get("pending").unwrap_or(0));
+            let pending = get("pending").unwrap_or(0);
+            let lag = get("lag").unwrap_or_else(|| length.saturating_sub(pending));
+            return (lag, pending);
         }
     }
-    (0, 0)
+    (length, 0)
 }
 
 /// Stream ids start with the unix ms at which the entry was added.
