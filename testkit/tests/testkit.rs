@@ -99,3 +99,35 @@ async fn a_receiver_fails_as_told_then_recovers_when_told() {
     assert_eq!(requests[0].path, "/webhooks");
     assert_eq!(requests[0].header("x-test"), Some("yes"));
 }
+
+#[tokio::test]
+async fn the_js_verifier_can_fail_first_then_verifies_a_correct_signature() {
+    let secret = "my_secret_key_12345";
+    let verifier = testkit::spawn_js_verifier_failing_first(&[("webhook_abc123", secret)], 1);
+    // Already in the form JSON.stringify gives back, as our bodies are.
+    let body = r#"{"event_type":"session.ended","data":{"n":1,"text":"Привет 👋"}}"#;
+    let timestamp = 1_700_000_000;
+    let signature = shared::signing::sign_incoming_timestamped(
+        &shared::signing::Secret::parse(secret).expect("secret"),
+        timestamp,
+        body.as_bytes(),
+    );
+    let http = reqwest::Client::new();
+    let post = || {
+        http.post(verifier.url())
+            .header("content-type", "application/json")
+            .header("x-webhook-signature", &signature)
+            .header("x-webhook-timestamp", timestamp.to_string())
+            .header("x-webhook-id", "webhook_abc123")
+            .body(body)
+            .send()
+    };
+
+    assert_eq!(post().await.expect("POST").status().as_u16(), 500);
+    assert_eq!(post().await.expect("POST").status().as_u16(), 200);
+
+    let verified = verifier.wait_for(1, PATIENCE).await;
+    assert_eq!(verified[0]["payload"]["data"]["text"], "Привет 👋");
+    assert_eq!(verifier.received().await.len(), 2);
+    assert!(verifier.rejected().await.is_empty());
+}

@@ -311,24 +311,14 @@ impl QueueClient {
         envelope: &[u8],
     ) -> Result<(), QueueError> {
         let keys = self.keys(queue);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&keys.stream)
+        let _: i64 = scripts::HAND_BACK
+            .key(&keys.stream)
             .arg(CONSUMER_GROUP)
             .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&keys.stream)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XADD")
-            .arg(&keys.stream)
-            .arg("*")
             .arg(JOB_FIELD)
             .arg(envelope)
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+            .invoke_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 

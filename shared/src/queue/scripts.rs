@@ -78,3 +78,20 @@ return 1
 ",
     )
 });
+
+/// Puts a job back at the end of the stream, but only if it is still
+/// pending: a job whose retry or dead-letter move reached Redis just before
+/// a shutdown cut its task off is already settled and must not be copied.
+/// KEYS: stream. ARGV: group, entry id, field, envelope.
+pub static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[1], '*', ARGV[3], ARGV[4])
+return 1
+",
+    )
+});

@@ -1,0 +1,70 @@
+//! A worker outlives Redis going away: it backs off, reconnects by itself,
+//! and delivers what was queued, without being restarted.
+
+use std::time::Duration;
+
+use serde_json::json;
+use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::ids::EventId;
+use shared::services::Services;
+use shared::signing::Secret;
+use shared::webhooks::WebhookDraft;
+use testkit::{Behaviour, PATIENCE, TestRedis, spawn_receiver, spawn_worker, test_settings};
+
+fn event(n: u32) -> Event {
+    Event::new(
+        EventId::generate(),
+        EventType::ChatResponseGenerated,
+        json!({"n": n}),
+        EventMetadata {
+            trace_id: format!("trace_{n}"),
+            correlation_id: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_worker_survives_a_redis_restart_and_delivers_what_was_queued() {
+    // Given a worker and a webhook, on a Redis that persists to AOF
+    let mut redis = TestRedis::start_with_aof();
+    let mut settings = test_settings(&redis.url());
+    settings.redis.command_timeout = Duration::from_millis(500);
+    let services = Services::connect(settings).expect("services");
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let webhook = services
+        .webhooks
+        .insert(WebhookDraft {
+            name: "outage".into(),
+            url: receiver.url(),
+            events: vec![EventFilter::All],
+            secret: Secret::parse("my_secret_key_12345").expect("secret"),
+            secret_generated: false,
+            active: true,
+            metadata: Default::default(),
+            strict_signatures: false,
+        })
+        .await
+        .expect("webhook stored");
+    assert_eq!(webhook.events, vec![EventFilter::All]);
+    let worker = spawn_worker(services.clone()).await;
+    services
+        .publisher
+        .publish(event(1))
+        .await
+        .expect("published");
+    receiver.wait_for(1, PATIENCE).await;
+
+    // When Redis is killed for a while, then comes back with its data
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart();
+
+    // Then the same worker, never restarted, delivers what is queued next
+    testkit::wait_until("Redis to accept the event again", PATIENCE, || async {
+        services.publisher.publish(event(2)).await.ok()
+    })
+    .await;
+    let requests = receiver.wait_for(2, PATIENCE).await;
+    assert_eq!(requests[1].json()["data"]["n"], 2);
+    worker.shutdown().await;
+}
