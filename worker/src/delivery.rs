@@ -15,7 +15,7 @@ use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
 use shared::publish::Publisher;
 use shared::retry::RetryPlan;
-use shared::signing::{self, Secret};
+use shared::signing;
 use shared::webhooks::{Webhook, WebhookStore};
 use tracing::{info, warn};
 
@@ -30,15 +30,9 @@ pub struct DeliveryHandler {
 
 /// The headers of one attempt, exactly as SPEC §6 names them, plus the
 /// Standard Webhooks trio so receivers can use its libraries.
-fn headers(
-    webhook: &Webhook,
-    secret: &Secret,
-    event_id: &EventId,
-    attempt: u32,
-    body: &[u8],
-) -> HeaderMap {
+fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> HeaderMap {
     let timestamp = Utc::now().timestamp();
-    let signature = signing::sign_outbound(secret, event_id.as_str(), timestamp, body);
+    let signature = signing::sign_outbound(&webhook.secret, event_id.as_str(), timestamp, body);
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -128,13 +122,7 @@ impl Handler for DeliveryHandler {
                 };
             }
         };
-        let headers = headers(
-            &webhook,
-            &webhook.secret,
-            &job.event.event_id,
-            attempt_number,
-            &body,
-        );
+        let headers = headers(&webhook, &job.event.event_id, attempt_number, &body);
         let started = std::time::Instant::now();
         let result = self.egress.post(&webhook.url, headers, body).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -73,15 +73,11 @@ fn runner_settings(settings: &Settings, concurrency: usize) -> RunnerSettings {
 /// random suffix so a restarted process with a reused pid is a new consumer.
 fn consumer_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}-{:04x}", std::process::id(), rand_suffix())
-}
-
-fn rand_suffix() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (nanos ^ std::process::id()) as u16
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// Cancels `stop` on SIGTERM or SIGINT.
