@@ -221,3 +221,39 @@ async fn sigterm_lets_deliveries_in_flight_finish_and_exits_zero() {
         "deliveries finished before exit were sent again: {repeated:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_share_a_backlog_with_no_event_sent_twice() {
+    // Given two worker processes on one Redis, and a receiver that takes a
+    // little time per request so neither can drain the queue alone at once
+    let redis = TestRedis::start();
+    let settings = process_settings(&redis, 8);
+    let services = Services::connect(settings.clone()).expect("services");
+    let receiver = spawn_receiver(Behaviour::Delay(Duration::from_millis(20))).await;
+    register(&services, &receiver.url()).await;
+    let mut workers = [
+        WorkerProcess::spawn(WORKER_BINARY, &settings_env(&settings)),
+        WorkerProcess::spawn(WORKER_BINARY, &settings_env(&settings)),
+    ];
+
+    // When 300 events are published
+    let (published, deliveries) = publish_events(&services, 300).await;
+
+    // Then each is delivered exactly once, and both processes took part
+    wait_all_delivered(&services, &deliveries).await;
+    let seen = received_event_ids(&receiver, &published);
+    assert_eq!(seen.len(), published.len());
+    let twice: Vec<_> = seen.iter().filter(|(_, a)| a.len() > 1).collect();
+    assert!(twice.is_empty(), "sent twice with no crash: {twice:?}");
+    for worker in &mut workers {
+        worker.terminate();
+        let status = tokio::task::block_in_place(|| worker.wait_exit(PATIENCE));
+        assert!(status.success(), "worker exited with {status}");
+        let log = std::fs::read_to_string(worker.log_path()).unwrap_or_default();
+        assert!(
+            log.contains("delivery attempt"),
+            "a worker did no deliveries; log:\n{}",
+            worker.log_tail(20)
+        );
+    }
+}
