@@ -19,7 +19,8 @@
 //!    **processing jobs/s** from a full backlog;
 //! 3. counts **Redis commands per processed job** from `INFO commandstats`
 //!    deltas over that window, minus the benchmark's own polling (commands
-//!    run inside Lua scripts count, as they do for BullMQ).
+//!    run inside Lua scripts count, as they do for BullMQ), and Redis' own
+//!    CPU time per job from `INFO cpu` (NOTES: BullMQ ~40 µs).
 //!
 //! `redis-benchmark` LPUSH against the same server is printed as a
 //! baseline: this machine is shared and noisy, so read figures as ratios.
@@ -180,6 +181,10 @@ async fn worker_process(args: WorkerArgs) -> anyhow::Result<()> {
             lines.for_each(drop);
         }
         parent_gone.cancel();
+        // Its Redis died with it: don't spend the runtime's ack retries (a
+        // minute or more) on a server that is not coming back.
+        std::thread::sleep(Duration::from_secs(10));
+        std::process::exit(1);
     });
     println!("ready");
     if go_rx.await.is_err() {
@@ -210,8 +215,10 @@ struct Sample {
     enqueue_per_s: f64,
     process_per_s: f64,
     commands_per_job: f64,
-    /// Commands per job by command name, largest first.
-    by_command: Vec<(String, f64)>,
+    /// Redis' own CPU time (user + sys) per job, polling included.
+    redis_cpu_us_per_job: f64,
+    /// Calls by command name over the run, largest first.
+    by_command: Vec<(String, u64)>,
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -251,11 +258,12 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         for (i, &workers) in args.workers.iter().enumerate() {
             let sample = measure(&args, workers, &redis.url(), &queue, &poller).await?;
             eprintln!(
-                "run {run}/{}, {workers} worker(s): enqueue {} jobs/s, process {} jobs/s, {:.2} Redis commands/job",
+                "run {run}/{}, {workers} worker(s): enqueue {} jobs/s, process {} jobs/s, {:.2} Redis commands/job, {:.1} µs Redis CPU/job",
                 args.runs,
                 thousands(sample.enqueue_per_s),
                 thousands(sample.process_per_s),
                 sample.commands_per_job,
+                sample.redis_cpu_us_per_job,
             );
             samples[i].push(sample);
         }
@@ -268,16 +276,16 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| worker processes | enqueue jobs/s | process jobs/s | Redis commands per processed job |"
+        "| worker processes | enqueue jobs/s | process jobs/s | Redis commands per processed job | Redis CPU µs per job |"
     );
-    println!("| --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- |");
     for (workers, runs) in args.workers.iter().zip(&samples) {
-        let commands = spread(runs.iter().map(|s| s.commands_per_job));
         println!(
-            "| {workers} | {} | {} | {:.2} |",
+            "| {workers} | {} | {} | {:.2} | {:.1} |",
             show_spread(spread(runs.iter().map(|s| s.enqueue_per_s))),
             show_spread(spread(runs.iter().map(|s| s.process_per_s))),
-            commands.0
+            spread(runs.iter().map(|s| s.commands_per_job)).0,
+            spread(runs.iter().map(|s| s.redis_cpu_us_per_job)).0,
         );
     }
     println!();
@@ -291,8 +299,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         _ => println!("baseline: redis-benchmark not found or failed; skipped"),
     }
     println!(
-        "processing is timed from \"go\" (workers connected, group created, backlog full) until \
-         processed = jobs, polled every {} ms; command counts exclude that polling.",
+        "medians (min–max). Processing is timed from \"go\" (workers connected, group created, \
+         backlog full) until processed = jobs, polled every {} ms; command counts exclude that \
+         polling, Redis CPU (INFO cpu) does not.",
         POLL_EVERY.as_millis()
     );
     for (workers, runs) in args.workers.iter().zip(&samples) {
@@ -308,10 +317,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let parts: Vec<String> = run
             .by_command
             .iter()
-            .map(|(name, n)| format!("{name} {n:.3}"))
+            .map(|(name, n)| format!("{name} {n}"))
             .collect();
         println!(
-            "commands per job by type, {workers} worker(s), median run: {}",
+            "Redis calls for {} jobs, {workers} worker(s), median run: {}",
+            args.jobs,
             parts.join(", ")
         );
     }
@@ -348,6 +358,7 @@ async fn measure(
     poller.depth(NoopJob::QUEUE).await?;
     let before = command_counts(queue).await?;
     let poll_cost = delta(&before, &before_poll);
+    let cpu_before = redis_cpu_seconds(queue).await?;
 
     let started = Instant::now();
     children.go().await?;
@@ -364,28 +375,28 @@ async fn measure(
     };
     let elapsed = started.elapsed();
     let after = command_counts(queue).await?;
+    let cpu = redis_cpu_seconds(queue).await? - cpu_before;
     children.stop().await?;
     ensure!(
         depth.failed_total == 0 && depth.dead == 0,
         "no-op jobs failed: {depth:?}"
     );
 
-    let mut by_command: Vec<(String, f64)> = delta(&after, &before)
+    let mut by_command: Vec<(String, u64)> = delta(&after, &before)
         .into_iter()
         .map(|(name, calls)| {
             let polling = poll_cost.get(&name).copied().unwrap_or(0) * polls;
-            (
-                name,
-                calls.saturating_sub(polling) as f64 / args.jobs as f64,
-            )
+            (name, calls.saturating_sub(polling))
         })
-        .filter(|(_, per_job)| *per_job > 0.0)
+        .filter(|(_, calls)| *calls > 0)
         .collect();
-    by_command.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_command.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let jobs = args.jobs as f64;
     Ok(Sample {
         enqueue_per_s,
-        process_per_s: args.jobs as f64 / elapsed.as_secs_f64(),
-        commands_per_job: by_command.iter().map(|(_, n)| n).sum(),
+        process_per_s: jobs / elapsed.as_secs_f64(),
+        commands_per_job: by_command.iter().map(|(_, n)| *n as f64).sum::<f64>() / jobs,
+        redis_cpu_us_per_job: cpu * 1e6 / jobs,
         by_command,
     })
 }
@@ -628,6 +639,17 @@ async fn command_counts(queue: &QueueClient) -> anyhow::Result<HashMap<String, u
         }
     }
     Ok(counts)
+}
+
+/// Redis' CPU time so far (user + sys, main and background threads).
+async fn redis_cpu_seconds(queue: &QueueClient) -> anyhow::Result<f64> {
+    let cpu = info(queue, "cpu").await?;
+    let seconds = |field: &str| -> anyhow::Result<f64> {
+        cpu.get(field)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("INFO cpu has no {field}"))
+    };
+    Ok(seconds("used_cpu_user")? + seconds("used_cpu_sys")?)
 }
 
 fn delta(after: &HashMap<String, u64>, before: &HashMap<String, u64>) -> HashMap<String, u64> {
