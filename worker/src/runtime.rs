@@ -331,7 +331,16 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
     .await;
 }
 
+/// The typed envelope of a raw job, or why there is none. The direct parse
+/// is the hot path; only a failure takes the slower route that says what is
+/// wrong (not JSON, unknown version, payload of another shape).
 fn decode<J: Job>(raw: &[u8]) -> Result<Envelope<J>, String> {
+    let direct = serde_json::from_slice::<Envelope<J>>(raw);
+    if let Ok(envelope) = direct.as_ref()
+        && envelope.v == ENVELOPE_VERSION
+    {
+        return direct.map_err(|e| e.to_string());
+    }
     let generic: Envelope<serde_json::Value> =
         serde_json::from_slice(raw).map_err(|e| format!("job is not a readable envelope: {e}"))?;
     if generic.v != ENVELOPE_VERSION {
@@ -340,21 +349,12 @@ fn decode<J: Job>(raw: &[u8]) -> Result<Envelope<J>, String> {
             generic.v
         ));
     }
-    let mut payload_error = None;
-    let envelope = generic.map(|payload| match serde_json::from_value::<J>(payload) {
-        Ok(job) => Some(job),
-        Err(e) => {
-            payload_error = Some(e);
-            None
-        }
-    });
-    match (envelope.payload.is_some(), payload_error) {
-        (true, _) => Ok(envelope.map(|p| p.unwrap_or_else(|| unreachable!()))),
-        (false, e) => Err(format!(
-            "job payload does not match {}: {}",
-            J::QUEUE,
-            e.map(|e| e.to_string()).unwrap_or_default()
+    match serde_json::from_value::<J>(generic.payload) {
+        Ok(_) => Err(format!(
+            "job envelope could not be read: {}",
+            direct.err().map(|e| e.to_string()).unwrap_or_default()
         )),
+        Err(e) => Err(format!("job payload does not match {}: {e}", J::QUEUE)),
     }
 }
 

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::streams::StreamReadReply;
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
@@ -141,7 +140,7 @@ impl QueueClient {
         block: Duration,
     ) -> Result<Vec<Fetched>, QueueError> {
         let keys = self.keys(queue);
-        let reply: Result<Option<StreamReadReply>, redis::RedisError> = redis::cmd("XREADGROUP")
+        let reply: Result<Value, redis::RedisError> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(CONSUMER_GROUP)
             .arg(consumer)
@@ -154,29 +153,13 @@ impl QueueClient {
             .arg(">")
             .query_async(conn)
             .await;
-        let reply = match reply {
+        match reply {
             Err(e) if e.code() == Some("NOGROUP") => {
                 self.ensure_group(queue).await?;
-                return Ok(Vec::new());
+                Ok(Vec::new())
             }
-            other => other?,
-        };
-        let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                let raw = entry
-                    .map
-                    .get(JOB_FIELD)
-                    .map(value_bytes)
-                    .unwrap_or_default();
-                out.push(Fetched {
-                    entry_id: entry.id,
-                    raw,
-                    times_delivered: 1,
-                });
-            }
+            other => Ok(stream_entries(other?)),
         }
-        Ok(out)
     }
 
     /// Takes over up to `count` jobs whose worker has not touched them for
@@ -503,6 +486,38 @@ fn value_bytes(value: &Value) -> Vec<u8> {
         Value::Int(n) => n.to_string().into_bytes(),
         _ => Vec::new(),
     }
+}
+
+/// The entries of a one-stream XREADGROUP reply, read straight from the
+/// reply (this is the hot path: no per-entry maps). The reply is nil on
+/// timeout, `[[key, entries]]` in RESP2 or `{key: entries}` in RESP3.
+fn stream_entries(reply: Value) -> Vec<Fetched> {
+    let entries = match reply {
+        Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0) {
+            Value::Array(mut pair) if pair.len() == 2 => pair.swap_remove(1),
+            _ => return Vec::new(),
+        },
+        Value::Map(mut streams) if !streams.is_empty() => streams.swap_remove(0).1,
+        _ => return Vec::new(),
+    };
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return None;
+            };
+            let fields = parts.pop()?;
+            let entry_id = String::from_utf8(value_bytes(parts.first()?)).ok()?;
+            Some(Fetched {
+                entry_id,
+                raw: field_value(&fields, JOB_FIELD).unwrap_or_default(),
+                times_delivered: 1,
+            })
+        })
+        .collect()
 }
 
 /// The value of `name` in a flat `[field, value, …]` array.
