@@ -41,7 +41,6 @@ use shared::redis_conn;
 use shared::retry::RetryPolicy;
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_util::sync::CancellationToken;
 use worker::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner, RunnerSettings};
 
 const PREFIX: &str = "bench";
@@ -160,8 +159,7 @@ async fn worker_process(args: WorkerArgs) -> anyhow::Result<()> {
         settings.redis.key_prefix.clone(),
     );
     let mut read_conn = redis_conn::connect_blocking(&settings.redis, runner_settings.block)?;
-    let stop = CancellationToken::new();
-    worker::startup::stop_on_signals(stop.clone());
+    let stop = shared::process::stop_on_signals();
 
     // Both connections are lazy: open them now so that connection setup
     // stays out of the timed window and the command counts.

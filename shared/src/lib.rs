@@ -10,6 +10,7 @@ pub mod ids;
 pub mod jobs;
 pub mod jsonjs;
 pub mod keys;
+pub mod process;
 pub mod publish;
 pub mod queue;
 pub mod redis_conn;

@@ -66,30 +66,22 @@ impl FieldError {
     }
 }
 
-/// The registration body as sent; every field optional here so that a
-/// missing one is reported by name like any other rule.
+/// A registration or change as sent. Every field is optional here: a
+/// registration's missing `name`, `url` or `events` is reported by name
+/// like any other rule, and a `PATCH` changes only the fields present.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct RegisterRequest {
+pub struct WebhookRequest {
     pub name: Option<String>,
     pub url: Option<String>,
+    /// Event types, or `"*"` for all.
     pub events: Option<Vec<String>>,
+    /// At least 16 characters; generated (`whsec_…`) when absent at
+    /// registration.
     pub secret: Option<String>,
     pub active: Option<bool>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
-    pub strict_signatures: Option<bool>,
-}
-
-/// `PATCH` body: only the fields present change.
-#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct UpdateRequest {
-    pub name: Option<String>,
-    pub url: Option<String>,
-    pub events: Option<Vec<String>>,
-    pub secret: Option<String>,
-    pub active: Option<bool>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Metadata>,
+    /// Refuse incoming requests signed over the body alone.
     pub strict_signatures: Option<bool>,
 }
 
@@ -114,7 +106,7 @@ pub struct Rules<'a> {
 }
 
 impl Rules<'_> {
-    pub async fn register(&self, req: RegisterRequest) -> Result<WebhookDraft, FieldError> {
+    pub async fn register(&self, req: WebhookRequest) -> Result<WebhookDraft, FieldError> {
         let name = parse_name(req.name.as_deref().ok_or_else(|| missing("name"))?)?;
         let url = self
             .parse_url(req.url.as_deref().ok_or_else(|| missing("url"))?)
@@ -140,7 +132,7 @@ impl Rules<'_> {
     pub async fn update(
         &self,
         mut webhook: Webhook,
-        req: UpdateRequest,
+        req: WebhookRequest,
     ) -> Result<Webhook, FieldError> {
         if let Some(name) = req.name.as_deref() {
             webhook.name = parse_name(name)?;

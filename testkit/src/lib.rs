@@ -83,6 +83,31 @@ impl Drop for WorkerHandle {
     }
 }
 
+/// Registers a webhook straight in the registry (the API's checks are
+/// tested on their own), active, subscribed to `events`.
+pub async fn register_webhook(
+    services: &Services,
+    url: &str,
+    events: Vec<shared::events::EventFilter>,
+    secret: &str,
+) -> shared::webhooks::Webhook {
+    services
+        .webhooks
+        .insert(shared::webhooks::WebhookDraft {
+            name: "test receiver".into(),
+            url: url.into(),
+            events,
+            secret: shared::signing::Secret::parse(secret)
+                .expect("testkit: test secrets are long enough"),
+            secret_generated: false,
+            active: true,
+            metadata: serde_json::Map::new(),
+            strict_signatures: false,
+        })
+        .await
+        .expect("testkit: register webhook")
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, and returns that;
 /// panics after `timeout` with `what` (what was being waited for).
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

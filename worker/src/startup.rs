@@ -79,30 +79,3 @@ fn consumer_name() -> String {
         rand::random::<u16>()
     )
 }
-
-/// Cancels `stop` on SIGTERM or SIGINT.
-pub fn stop_on_signals(stop: CancellationToken) {
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        stop.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("signal received: stopping");
-        stop.cancel();
-    });
-}

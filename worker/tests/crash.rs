@@ -14,8 +14,7 @@ use shared::deliveries::DeliveryStatus;
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::services::Services;
-use shared::signing::Secret;
-use shared::webhooks::{Webhook, WebhookDraft};
+use shared::webhooks::Webhook;
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, WorkerProcess, settings_env, spawn_receiver,
     spawn_worker, test_settings, wait_until,
@@ -25,20 +24,8 @@ const WORKER_BINARY: &str = env!("CARGO_BIN_EXE_supportrag-worker");
 const SECRET: &str = "crash_test_secret_0123";
 
 async fn register(services: &Services, url: &str) -> Webhook {
-    services
-        .webhooks
-        .insert(WebhookDraft {
-            name: "slow receiver".into(),
-            url: url.into(),
-            events: vec![EventFilter::Only(EventType::SessionEnded)],
-            secret: Secret::parse(SECRET).expect("secret"),
-            secret_generated: false,
-            active: true,
-            metadata: serde_json::Map::new(),
-            strict_signatures: false,
-        })
-        .await
-        .expect("register webhook")
+    let events = vec![EventFilter::Only(EventType::SessionEnded)];
+    testkit::register_webhook(services, url, events, SECRET).await
 }
 
 /// Publishes `count` events; returns their ids and delivery ids.

@@ -12,7 +12,7 @@ use shared::jobs::DeliverEvent;
 use shared::queue::{DeadLetter, DeadLetterFilter, Job};
 use shared::services::Services;
 use shared::signing::{self, Secret};
-use shared::webhooks::{Webhook, WebhookDraft};
+use shared::webhooks::Webhook;
 use testkit::{
     Behaviour, PATIENCE, Recorded, TestRedis, spawn_js_verifier, spawn_receiver, spawn_worker,
     test_settings,
@@ -25,20 +25,8 @@ fn services(redis: &TestRedis) -> Services {
 }
 
 async fn register(services: &Services, url: &str, events: &[EventType], secret: &str) -> Webhook {
-    services
-        .webhooks
-        .insert(WebhookDraft {
-            name: "test receiver".into(),
-            url: url.into(),
-            events: events.iter().copied().map(EventFilter::Only).collect(),
-            secret: Secret::parse(secret).expect("test secret is long enough"),
-            secret_generated: false,
-            active: true,
-            metadata: serde_json::Map::new(),
-            strict_signatures: false,
-        })
-        .await
-        .expect("register webhook")
+    let events = events.iter().copied().map(EventFilter::Only).collect();
+    testkit::register_webhook(services, url, events, secret).await
 }
 
 fn event(event_type: EventType, data: Value) -> Event {

@@ -7,8 +7,6 @@ use serde_json::json;
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::services::Services;
-use shared::signing::Secret;
-use shared::webhooks::WebhookDraft;
 use testkit::{Behaviour, PATIENCE, TestRedis, spawn_receiver, spawn_worker, test_settings};
 
 fn event(n: u32) -> Event {
@@ -31,21 +29,13 @@ async fn a_worker_survives_a_redis_restart_and_delivers_what_was_queued() {
     settings.redis.command_timeout = Duration::from_millis(500);
     let services = Services::connect(settings).expect("services");
     let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
-    let webhook = services
-        .webhooks
-        .insert(WebhookDraft {
-            name: "outage".into(),
-            url: receiver.url(),
-            events: vec![EventFilter::All],
-            secret: Secret::parse("my_secret_key_12345").expect("secret"),
-            secret_generated: false,
-            active: true,
-            metadata: Default::default(),
-            strict_signatures: false,
-        })
-        .await
-        .expect("webhook stored");
-    assert_eq!(webhook.events, vec![EventFilter::All]);
+    testkit::register_webhook(
+        &services,
+        &receiver.url(),
+        vec![EventFilter::All],
+        "my_secret_key_12345",
+    )
+    .await;
     let worker = spawn_worker(services.clone()).await;
     services
         .publisher

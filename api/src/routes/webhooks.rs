@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{EventId, WebhookId};
-use shared::webhooks::{RegisterRequest, Rules, UpdateRequest, Webhook};
+use shared::webhooks::{Rules, Webhook, WebhookRequest};
 use utoipa::IntoParams;
 
 use crate::http::body::Json;
@@ -44,7 +44,7 @@ async fn view(state: &AppState, webhook: &Webhook) -> Result<WebhookView, ApiErr
 
 /// Register a webhook.
 #[utoipa::path(post, path = "/webhooks/register", tag = "webhooks",
-    request_body = RegisterRequest,
+    request_body = WebhookRequest,
     responses(
         (status = 201, description = "registered; `secret` present only when generated", body = Registered),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
@@ -52,7 +52,7 @@ async fn view(state: &AppState, webhook: &Webhook) -> Result<WebhookView, ApiErr
         (status = 422, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
 pub async fn register(
     State(state): State<AppState>,
-    Json(req): Json<RegisterRequest>,
+    Json(req): Json<WebhookRequest>,
 ) -> Result<Created<Registered>, ApiError> {
     let draft = rules(&state).register(req).await?;
     let generated = draft
@@ -130,14 +130,14 @@ pub async fn get(
 
 /// Change a webhook; only the fields given change.
 #[utoipa::path(patch, path = "/webhooks/{webhook_id}", tag = "webhooks",
-    params(("webhook_id" = String, Path)), request_body = UpdateRequest,
+    params(("webhook_id" = String, Path)), request_body = WebhookRequest,
     responses((status = 200, body = WebhookView), (status = 400, body = ErrorEnvelope),
         (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope)))]
 pub async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Json(req): Json<UpdateRequest>,
+    Json(req): Json<WebhookRequest>,
 ) -> Result<Data<WebhookView>, ApiError> {
     let webhook = load_webhook(&state, &id).await?;
     let webhook = rules(&state).update(webhook, req).await?;

@@ -255,18 +255,8 @@ impl QueueClient {
         due_ms: i64,
     ) -> Result<(), QueueError> {
         let keys = self.keys(queue);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&keys.stream)
-            .arg(CONSUMER_GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&keys.stream)
-            .arg(entry_id)
-            .ignore()
-            .cmd("ZADD")
+        let mut pipe = settle(&keys, entry_id);
+        pipe.cmd("ZADD")
             .arg(&keys.delayed)
             .arg(due_ms)
             .arg(envelope)
@@ -313,18 +303,8 @@ impl QueueClient {
         record: &DeadLetter,
     ) -> Result<(), QueueError> {
         let keys = self.keys(queue);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&keys.stream)
-            .arg(CONSUMER_GROUP)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&keys.stream)
-            .arg(entry_id)
-            .ignore()
-            .cmd("HSET")
+        let mut pipe = settle(&keys, entry_id);
+        pipe.cmd("HSET")
             .arg(&keys.dead)
             .arg(record.dead_letter_id.as_str())
             .arg(serde_json::to_vec(record)?)
@@ -473,6 +453,24 @@ impl QueueClient {
             .await?;
         Ok(())
     }
+}
+
+/// A transaction that takes a job out of the stream (ack and delete), for
+/// the caller to add where it goes next; one MULTI, so the job is never in
+/// two places or none.
+fn settle(keys: &QueueKeys, entry_id: &str) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XACK")
+        .arg(&keys.stream)
+        .arg(CONSUMER_GROUP)
+        .arg(entry_id)
+        .ignore()
+        .cmd("XDEL")
+        .arg(&keys.stream)
+        .arg(entry_id)
+        .ignore();
+    pipe
 }
 
 /// XINFO GROUPS, ZCARD delayed, HLEN dead, HGETALL stats, XRANGE first,
