@@ -96,6 +96,26 @@ async fn registration_returns_the_seed_fields_and_never_the_secret_again() {
 }
 
 #[tokio::test]
+async fn the_seed_registration_works_as_written() {
+    let app = spawn_app().await;
+    let seed = json!({
+        "name": "My Integration",
+        "url": "https://my-system.example.com/webhooks",
+        "events": ["chat.response.generated", "chat.escalated", "knowledge.document.indexed"],
+        "secret": "my_secret_key_12345",
+        "active": true
+    });
+    let reply = app
+        .admin_json(Method::POST, "/api/v1/webhooks/register", &seed)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(
+        reply.data()["url"],
+        "https://my-system.example.com/webhooks"
+    );
+}
+
+#[tokio::test]
 async fn each_broken_rule_answers_its_code_with_the_envelope() {
     let app = spawn_app().await;
     let register = "/api/v1/webhooks/register";

@@ -16,7 +16,7 @@ use crate::events::EventFilter;
 use crate::ids::WebhookId;
 use crate::keys;
 use crate::signing::Secret;
-use crate::ssrf::{NameResolver, SsrfPolicy};
+use crate::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
 use crate::time::serde_rfc3339;
 
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -159,10 +159,18 @@ impl Rules<'_> {
         Ok(webhook)
     }
 
+    /// A name that does not resolve right now (DNS trouble, a record not yet
+    /// published) is accepted on its form alone: the egress client judges
+    /// its addresses at every connection anyway, which is the check that
+    /// counts. A name that resolves to a refused address is refused here.
     async fn parse_url(&self, url: &str) -> Result<String, FieldError> {
-        self.policy
-            .check_url_resolving(url, self.resolver)
-            .await
+        let checked = match self.policy.check_url_resolving(url, self.resolver).await {
+            Err(UrlRejected::Resolve(_) | UrlRejected::NoAllowedAddress { .. }) => {
+                self.policy.check_url(url)
+            }
+            other => other,
+        };
+        checked
             .map(|checked| checked.as_str().to_owned())
             .map_err(|e| FieldError::new("url", e.to_string()))
     }
@@ -284,5 +292,62 @@ impl WebhookStore {
     pub async fn delete(&self, id: &WebhookId) -> Result<bool, StoreError> {
         let removed: i64 = self.conn.clone().hdel(&self.key, id.as_str()).await?;
         Ok(removed == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::ssrf::StaticResolver;
+
+    fn request(url: &str) -> WebhookRequest {
+        WebhookRequest {
+            name: Some("n".into()),
+            url: Some(url.into()),
+            events: Some(vec!["*".into()]),
+            ..WebhookRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_are_judged_by_what_their_names_resolve_to() {
+        let private: IpAddr = "10.0.0.7".parse().unwrap();
+        let public: IpAddr = "93.184.216.34".parse().unwrap();
+        let resolver = StaticResolver::new()
+            .with_host("internal.example", vec![private])
+            .with_host("public.example", vec![public]);
+        let policy = SsrfPolicy::default();
+        let rules = Rules {
+            policy: &policy,
+            resolver: &resolver,
+        };
+
+        let refused = rules
+            .register(request("https://internal.example/hook"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.field, "url");
+        assert!(refused.message.contains("10.0.0.7"), "{refused}");
+
+        assert!(
+            rules
+                .register(request("https://public.example/hook"))
+                .await
+                .is_ok()
+        );
+        // Not resolvable now: accepted on form, judged at connection time.
+        let draft = rules
+            .register(request("https://unknown.example/hook"))
+            .await
+            .unwrap();
+        assert!(draft.secret_generated);
+        assert!(
+            rules
+                .register(request("http://127.0.0.1/hook"))
+                .await
+                .is_err()
+        );
     }
 }
