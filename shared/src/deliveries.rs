@@ -294,7 +294,6 @@ impl DeliveryStore {
         .ignore();
         if let Some(ms) = record.attempts.last().map(|a| a.response_time_ms) {
             let latency = keys::delivery_latency(&self.prefix);
-            #[allow(clippy::cast_precision_loss)]
             let seconds = ms as f64 / 1000.0;
             if let Some(bound) = LATENCY_BUCKETS.iter().find(|b| seconds <= **b) {
                 pipe.hincr(&latency, format!("le_{bound}"), 1).ignore();
@@ -323,7 +322,6 @@ impl DeliveryStore {
                 (*bound, cumulative)
             })
             .collect();
-        #[allow(clippy::cast_precision_loss)]
         let sum_seconds = raw.get("sum_ms").copied().unwrap_or(0) as f64 / 1000.0;
         Ok(LatencyHistogram {
             buckets,
@@ -413,7 +411,6 @@ impl DeliveryStore {
         };
         let attempts = count("attempts");
         let failures = count("failures").min(attempts);
-        #[allow(clippy::cast_precision_loss)]
         let success_rate = if attempts == 0 {
             0.0
         } else {

@@ -129,7 +129,6 @@ fn render_queues(out: &mut String, depths: &[QueueDepth]) {
     );
     let _ = writeln!(out, "# TYPE supportrag_queue_oldest_job_age_seconds gauge");
     for d in depths {
-        #[allow(clippy::cast_precision_loss)]
         let age = d.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
         let _ = writeln!(
             out,

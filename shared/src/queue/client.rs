@@ -351,7 +351,6 @@ impl QueueClient {
             .clone()
             .zrange_withscores(&keys.delayed, 0, 0)
             .await?;
-        #[allow(clippy::cast_possible_truncation)]
         Ok(first.first().map(|(_, score)| *score as i64))
     }
 
