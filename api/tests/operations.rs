@@ -68,10 +68,22 @@ async fn metrics_and_queue_depths_cover_the_whole_system() {
     let deliver = &queues.data()["queues"][0];
     assert_eq!(deliver["queue"], "deliver");
     assert_eq!(deliver["ready"], 3, "{}", queues.body);
-    assert!(deliver["oldest_age_ms"].is_u64());
+    assert!(deliver["oldest_ready_age_ms"].is_u64());
 
     let worker = spawn_worker(app.services.clone()).await;
     receiver.wait_for(3, PATIENCE).await;
+    let moving = wait_until("the queue to show its rate", PATIENCE, || async {
+        let queues = app.admin_get("/api/v1/admin/queues").await;
+        let deliver = queues.data()["queues"][0].clone();
+        (deliver["processed_total"] == 3).then_some(deliver)
+    })
+    .await;
+    assert!(
+        moving["processed_per_second"].as_f64().unwrap() > 0.0,
+        "{moving}"
+    );
+    assert_eq!(moving["ready"], 0);
+    assert!(moving["oldest_ready_age_ms"].is_null(), "{moving}");
     let text = wait_until("metrics to show 3 processed jobs", PATIENCE, || async {
         let reply = app.send(app.admin(Method::GET, "/metrics")).await;
         let text = reply.body.as_str().unwrap_or_default().to_owned();

@@ -24,6 +24,8 @@
 //!   P:{P:q:Q}:dead:idx  ZSET    dead-letter ids by failure time (unix ms),
 //!                               for listing newest first and time filters.
 //!   P:{P:q:Q}:stats     HASH    counters: processed, failed, retried, dead.
+//!   P:{P:q:Q}:rate:M    HASH    processed, failed during unix minute M (for
+//!                               rates); expires after two hours.
 //!
 //! Webhook registry
 //!   P:webhooks          HASH    webhook id -> webhook record (JSON, with
@@ -56,6 +58,7 @@ pub struct QueueKeys {
     pub dead: String,
     pub dead_index: String,
     pub stats: String,
+    rate_prefix: String,
 }
 
 impl QueueKeys {
@@ -67,9 +70,18 @@ impl QueueKeys {
             dead: format!("{base}:dead"),
             dead_index: format!("{base}:dead:idx"),
             stats: format!("{base}:stats"),
+            rate_prefix: format!("{base}:rate:"),
         }
     }
+
+    /// Counts of one unix minute (`unix ms / 60 000`).
+    pub fn rate(&self, minute: i64) -> String {
+        format!("{}{minute}", self.rate_prefix)
+    }
 }
+
+/// How long per-minute rate counters are kept.
+pub const RATE_TTL_SECS: i64 = 7200;
 
 /// The consumer group every worker joins.
 pub const CONSUMER_GROUP: &str = "workers";

@@ -125,14 +125,17 @@ fn render_queues(out: &mut String, depths: &[QueueDepth]) {
     }
     let _ = writeln!(
         out,
-        "# HELP supportrag_queue_oldest_job_age_seconds Age of the oldest job in the stream."
+        "# HELP supportrag_queue_oldest_ready_job_age_seconds Age of the oldest job waiting for a worker."
     );
-    let _ = writeln!(out, "# TYPE supportrag_queue_oldest_job_age_seconds gauge");
+    let _ = writeln!(
+        out,
+        "# TYPE supportrag_queue_oldest_ready_job_age_seconds gauge"
+    );
     for d in depths {
-        let age = d.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
+        let age = d.oldest_ready_age_ms.unwrap_or(0) as f64 / 1000.0;
         let _ = writeln!(
             out,
-            "supportrag_queue_oldest_job_age_seconds{{queue=\"{}\"}} {age}",
+            "supportrag_queue_oldest_ready_job_age_seconds{{queue=\"{}\"}} {age}",
             d.queue
         );
     }

@@ -12,7 +12,7 @@ use super::dead_letter::DeadLetter;
 use super::scripts;
 use super::{Envelope, Job, QueueError};
 use crate::config::KeyPrefix;
-use crate::keys::{CONSUMER_GROUP, JOB_FIELD, QueueKeys};
+use crate::keys::{CONSUMER_GROUP, JOB_FIELD, QueueKeys, RATE_TTL_SECS};
 use crate::time::now_ms;
 
 /// One job handed to this worker, still in raw form: decoding happens in the
@@ -27,8 +27,8 @@ pub struct Fetched {
     pub times_delivered: u32,
 }
 
-/// How many jobs a queue holds, by state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// How many jobs a queue holds, by state, and how fast it moves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueDepth {
     pub queue: String,
     /// In the stream, not yet handed to a worker.
@@ -40,8 +40,12 @@ pub struct QueueDepth {
     pub dead: u64,
     pub processed_total: u64,
     pub failed_total: u64,
-    /// Age of the oldest job in the stream, ready or in flight.
-    pub oldest_age_ms: Option<u64>,
+    /// Jobs finished per second over about the last minute.
+    pub processed_per_second: f64,
+    /// Failed attempts per second over about the last minute.
+    pub failed_per_second: f64,
+    /// Age of the oldest job waiting for a worker.
+    pub oldest_ready_age_ms: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -237,11 +241,7 @@ impl QueueClient {
             .arg(entry_ids)
             .ignore();
         pipe.cmd("XDEL").arg(&keys.stream).arg(entry_ids).ignore();
-        pipe.cmd("HINCRBY")
-            .arg(&keys.stats)
-            .arg("processed")
-            .arg(entry_ids.len())
-            .ignore();
+        count(&mut pipe, &keys, "processed", entry_ids.len());
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
@@ -260,17 +260,9 @@ impl QueueClient {
             .arg(&keys.delayed)
             .arg(due_ms)
             .arg(envelope)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&keys.stats)
-            .arg("failed")
-            .arg(1)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&keys.stats)
-            .arg("retried")
-            .arg(1)
             .ignore();
+        count(&mut pipe, &keys, "failed", 1);
+        count(&mut pipe, &keys, "retried", 1);
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
@@ -313,17 +305,9 @@ impl QueueClient {
             .arg(&keys.dead_index)
             .arg(record.failed_at.timestamp_millis())
             .arg(record.dead_letter_id.as_str())
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&keys.stats)
-            .arg("failed")
-            .arg(1)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&keys.stats)
-            .arg("dead")
-            .arg(1)
             .ignore();
+        count(&mut pipe, &keys, "failed", 1);
+        count(&mut pipe, &keys, "dead", 1);
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
@@ -356,45 +340,54 @@ impl QueueClient {
 
     pub async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
         let keys = self.keys(queue);
-        let mut pipe = redis::pipe();
-        pipe.cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&keys.stream)
+        let mut conn = self.conn.clone();
+        let now = now_ms();
+        let minute = now / 60_000;
+        let (length, scheduled, dead, stats, current, previous): CountsReply = redis::pipe()
+            .xlen(&keys.stream)
             .zcard(&keys.delayed)
             .hlen(&keys.dead)
             .hgetall(&keys.stats)
-            .cmd("XRANGE")
+            .hgetall(keys.rate(minute))
+            .hgetall(keys.rate(minute - 1))
+            .query_async(&mut conn)
+            .await?;
+        // No stream (nothing ever ready) or no group (no worker yet): every
+        // entry is ready and the oldest is the first.
+        let group = match redis::cmd("XINFO")
+            .arg("GROUPS")
             .arg(&keys.stream)
-            .arg("-")
+            .query_async::<Value>(&mut conn)
+            .await
+        {
+            Ok(groups) => our_group(&groups),
+            Err(e) if e.code() == Some("ERR") => None,
+            Err(e) => return Err(e.into()),
+        };
+        let (ready, in_flight, after) = match &group {
+            Some(g) => (
+                g.lag.unwrap_or_else(|| length.saturating_sub(g.pending)),
+                g.pending,
+                format!("({}", g.last_delivered),
+            ),
+            None => (length, 0, "-".to_owned()),
+        };
+        let first_ready: Value = redis::cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg(&after)
             .arg("+")
             .arg("COUNT")
             .arg(1)
-            .xlen(&keys.stream);
-        let reply: Result<DepthReply, redis::RedisError> =
-            pipe.query_async(&mut self.conn.clone()).await;
-        let (groups, scheduled, dead, stats, oldest, length) = match reply {
-            // No stream yet: nothing was ever ready on this queue, but jobs
-            // may already wait in the delayed set (`schedule` does not
-            // create the stream), so the other structures still count.
-            Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => {
-                let (scheduled, dead, stats): (u64, u64, HashMap<String, u64>) = redis::pipe()
-                    .zcard(&keys.delayed)
-                    .hlen(&keys.dead)
-                    .hgetall(&keys.stats)
-                    .query_async(&mut self.conn.clone())
-                    .await?;
-                return Ok(QueueDepth {
-                    queue: queue.to_owned(),
-                    scheduled,
-                    dead,
-                    processed_total: stats.get("processed").copied().unwrap_or(0),
-                    failed_total: stats.get("failed").copied().unwrap_or(0),
-                    ..QueueDepth::default()
-                });
-            }
-            other => other?,
+            .query_async(&mut conn)
+            .await?;
+        // The current minute is partial: count the previous one in
+        // proportion to how much of it still lies within the last 60 s.
+        let weight = 1.0 - (now % 60_000) as f64 / 60_000.0;
+        let per_second = |name: &str| {
+            let in_window = current.get(name).copied().unwrap_or(0) as f64
+                + previous.get(name).copied().unwrap_or(0) as f64 * weight;
+            (in_window / 60.0 * 100.0).round() / 100.0
         };
-        let (ready, in_flight) = group_lag_and_pending(&groups, length);
         Ok(QueueDepth {
             queue: queue.to_owned(),
             ready,
@@ -403,7 +396,11 @@ impl QueueClient {
             dead,
             processed_total: stats.get("processed").copied().unwrap_or(0),
             failed_total: stats.get("failed").copied().unwrap_or(0),
-            oldest_age_ms: oldest_entry_age(&oldest),
+            processed_per_second: per_second("processed"),
+            failed_per_second: per_second("failed"),
+            oldest_ready_age_ms: (ready > 0)
+                .then(|| oldest_entry_age(&first_ready))
+                .flatten(),
         })
     }
 
@@ -472,9 +469,16 @@ fn settle(keys: &QueueKeys, entry_id: &str) -> redis::Pipeline {
     pipe
 }
 
-/// XINFO GROUPS, ZCARD delayed, HLEN dead, HGETALL stats, XRANGE first,
-/// XLEN.
-type DepthReply = (Value, u64, u64, HashMap<String, u64>, Value, u64);
+/// XLEN, ZCARD delayed, HLEN dead, HGETALL stats, this minute's and the
+/// last minute's rate counters.
+type CountsReply = (
+    u64,
+    u64,
+    u64,
+    HashMap<String, u64>,
+    HashMap<String, u64>,
+    HashMap<String, u64>,
+);
 
 fn value_bytes(value: &Value) -> Vec<u8> {
     match value {
@@ -529,44 +533,60 @@ fn field_value(fields: &Value, name: &str) -> Option<Vec<u8>> {
         .map(value_bytes)
 }
 
-/// `lag` (entries never handed out) and `pending` of our group from XINFO
-/// GROUPS, which answers a list of flat field/value arrays (or maps).
-///
-/// Before any worker created the group every entry is ready; where Redis
-/// cannot compute the lag (it answers nil), the stream length less the
-/// pending entries is.
-fn group_lag_and_pending(groups: &Value, length: u64) -> (u64, u64) {
+/// Our consumer group's state, as XINFO GROUPS tells it.
+struct GroupState {
+    /// Entries never handed out; nil from Redis when it cannot tell.
+    lag: Option<u64>,
+    pending: u64,
+    last_delivered: String,
+}
+
+/// Our group in an XINFO GROUPS reply (a list of flat field/value arrays,
+/// or of maps in RESP3).
+fn our_group(groups: &Value) -> Option<GroupState> {
     let Value::Array(groups) = groups else {
-        return (length, 0);
+        return None;
     };
-    for group in groups {
+    groups.iter().find_map(|group| {
         let pairs: Vec<(Vec<u8>, &Value)> = match group {
             Value::Array(items) => items
                 .chunks(2)
                 .filter_map(|p| Some((value_bytes(&p[0]), p.get(1)?)))
                 .collect(),
             Value::Map(items) => items.iter().map(|(k, v)| (value_bytes(k), v)).collect(),
-            _ => continue,
+            _ => return None,
         };
         let get = |name: &str| {
             pairs
                 .iter()
                 .find(|(k, _)| k == name.as_bytes())
-                .and_then(|(_, v)| match v {
-                    Value::Int(n) => u64::try_from(*n).ok(),
-                    _ => None,
-                })
+                .map(|(_, v)| *v)
         };
-        let is_ours = pairs
-            .iter()
-            .any(|(k, v)| k == b"name" && value_bytes(v) == CONSUMER_GROUP.as_bytes());
-        if is_ours {
-            let pending = get("pending").unwrap_or(0);
-            let lag = get("lag").unwrap_or_else(|| length.saturating_sub(pending));
-            return (lag, pending);
+        if get("name").map(value_bytes)? != CONSUMER_GROUP.as_bytes() {
+            return None;
         }
-    }
-    (length, 0)
+        let int = |name: &str| match get(name) {
+            Some(Value::Int(n)) => u64::try_from(*n).ok(),
+            _ => None,
+        };
+        Some(GroupState {
+            lag: int("lag"),
+            pending: int("pending").unwrap_or(0),
+            last_delivered: String::from_utf8(get("last-delivered-id").map(value_bytes)?).ok()?,
+        })
+    })
+}
+
+/// Adds `n` to a queue counter, in the totals and in this minute's rate.
+fn count(pipe: &mut redis::Pipeline, keys: &QueueKeys, name: &str, n: usize) {
+    let rate = keys.rate(now_ms() / 60_000);
+    pipe.cmd("HINCRBY")
+        .arg(&keys.stats)
+        .arg(name)
+        .arg(n)
+        .ignore();
+    pipe.cmd("HINCRBY").arg(&rate).arg(name).arg(n).ignore();
+    pipe.cmd("EXPIRE").arg(&rate).arg(RATE_TTL_SECS).ignore();
 }
 
 /// Stream ids start with the unix ms at which the entry was added.
