@@ -286,6 +286,12 @@ async fn a_webhook_can_be_changed_filtered_and_deleted() {
         .await;
     assert_eq!(bad_patch.status, StatusCode::UNPROCESSABLE_ENTITY);
 
+    let test_inactive = app
+        .send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+        .await;
+    assert_eq!(test_inactive.status, StatusCode::CONFLICT);
+    assert_eq!(test_inactive.error_code(), "WEBHOOK_INACTIVE");
+
     let active = app.admin_get("/api/v1/webhooks?active=true").await;
     assert_eq!(active.body["meta"]["pagination"]["total"], 0);
     let by_event = app.admin_get("/api/v1/webhooks?event=error.occurred").await;

@@ -122,6 +122,15 @@ impl Handler for DeliveryHandler {
                 };
             }
         };
+        let mut record = self.load_record(&job, attempt_number).await;
+        record.attempt = attempt_number;
+        record.set_status(DeliveryStatus::InProgress, None);
+        if let Err(e) = self.deliveries.save(&record).await {
+            return Outcome::Failed {
+                error: format!("recording the attempt: {e}"),
+                plan: ctx.plan_failure(None),
+            };
+        }
         let headers = headers(&webhook, &job.event.event_id, attempt_number, &body);
         let started = std::time::Instant::now();
         let result = self.egress.post(&webhook.url, headers, body).await;
@@ -171,7 +180,6 @@ impl Handler for DeliveryHandler {
             ),
         };
 
-        let mut record = self.load_record(&job, attempt_number).await;
         let error = attempt.error.clone();
         let success = attempt.success;
         let (status, next_retry) = match plan {

@@ -25,8 +25,7 @@ fn event(n: u32) -> Event {
 async fn a_worker_survives_a_redis_restart_and_delivers_what_was_queued() {
     // Given a worker and a webhook, on a Redis that persists to AOF
     let mut redis = TestRedis::start_with_aof();
-    let mut settings = test_settings(&redis.url());
-    settings.redis.command_timeout = Duration::from_millis(500);
+    let settings = test_settings(&redis.url());
     let services = Services::connect(settings).expect("services");
     let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
     testkit::register_webhook(

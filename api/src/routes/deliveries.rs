@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 
 use crate::http::envelope::{Accepted, Data, Paged, Pagination, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
-use crate::routes::webhooks::load_webhook;
+use crate::routes::webhooks::{load_webhook, refuse_inactive};
 use crate::state::AppState;
 use crate::views::{DeliveryDetail, DeliveryView, RetryQueued};
 
@@ -112,6 +112,7 @@ pub async fn retry(
                 "the webhook of this delivery no longer exists",
             )
         })?;
+    refuse_inactive(&webhook)?;
     let record = state.services.publisher.retry_delivery(&original).await?;
     tracing::info!(webhook_id = %webhook.webhook_id, delivery_id = %record.delivery_id, "manual retry queued");
     Ok(Accepted(RetryQueued {

@@ -30,6 +30,19 @@ pub(crate) async fn load_webhook(state: &AppState, id: &str) -> Result<Webhook, 
         .ok_or_else(|| ApiError::not_found("webhook", id.as_str()))
 }
 
+/// Deliveries to an inactive webhook would only be parked in the
+/// dead-letter set; asking for one is a conflict to report at once.
+pub(crate) fn refuse_inactive(webhook: &Webhook) -> Result<(), ApiError> {
+    if webhook.active {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "WEBHOOK_INACTIVE",
+            "the webhook is inactive; activate it (PATCH active=true) first",
+        ))
+    }
+}
+
 fn rules(state: &AppState) -> Rules<'_> {
     Rules {
         policy: &state.services.policy,
@@ -149,12 +162,14 @@ pub async fn update(
 #[utoipa::path(post, path = "/webhooks/{webhook_id}/test", tag = "webhooks",
     params(("webhook_id" = String, Path)),
     responses((status = 202, body = TestQueued), (status = 401, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
 pub async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Accepted<TestQueued>, ApiError> {
     let webhook = load_webhook(&state, &id).await?;
+    refuse_inactive(&webhook)?;
     let event = Event::new(
         EventId::generate(),
         EventType::WebhookTest,
