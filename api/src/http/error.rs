@@ -205,45 +205,31 @@ impl IntoResponse for ApiError {
 
 /// Storage failures, mapped once: Redis out of reach is the client's cue
 /// to retry (503 with Retry-After), anything else is our bug (500).
-impl From<shared::webhooks::StoreError> for ApiError {
-    fn from(e: shared::webhooks::StoreError) -> Self {
-        if e.is_unavailable() {
-            redis_unavailable(&e)
-        } else {
-            ApiError::internal(e)
+macro_rules! storage_errors {
+    ($($error:ty),*) => {$(
+        impl From<$error> for ApiError {
+            fn from(e: $error) -> Self {
+                if e.is_unavailable() {
+                    tracing::warn!(error = %e, "redis unavailable");
+                    ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
+                } else {
+                    ApiError::internal(e)
+                }
+            }
         }
-    }
+    )*};
 }
 
-impl From<shared::queue::QueueError> for ApiError {
-    fn from(e: shared::queue::QueueError) -> Self {
-        if e.is_unavailable() {
-            redis_unavailable(&e)
-        } else {
-            ApiError::internal(e)
-        }
-    }
-}
-
-impl From<shared::publish::PublishError> for ApiError {
-    fn from(e: shared::publish::PublishError) -> Self {
-        if e.is_unavailable() {
-            redis_unavailable(&e)
-        } else {
-            ApiError::internal(e)
-        }
-    }
-}
+storage_errors!(
+    shared::webhooks::StoreError,
+    shared::queue::QueueError,
+    shared::publish::PublishError
+);
 
 impl From<shared::webhooks::FieldError> for ApiError {
     fn from(e: shared::webhooks::FieldError) -> Self {
         ApiError::validation(&e.field, e.message)
     }
-}
-
-fn redis_unavailable(e: &dyn std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "redis unavailable");
-    ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
 }
 
 /// What a 503 tells clients to wait: reconnects are attempted continuously,
