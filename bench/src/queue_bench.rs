@@ -145,15 +145,9 @@ fn redis_settings(url: &str, prefix: &str) -> anyhow::Result<Settings> {
 
 async fn worker_process(args: WorkerArgs) -> anyhow::Result<()> {
     let settings = redis_settings(&args.redis_url, &args.prefix)?;
-    let runner_settings = RunnerSettings {
-        concurrency: args.concurrency,
-        batch_size: 256,
-        block: Duration::from_secs(1),
-        visibility_timeout: Duration::from_secs(60),
-        poll_interval: Duration::from_millis(100),
-        promote_batch: 1000,
-        shutdown_timeout: Duration::from_secs(5),
-    };
+    // The shipped queue settings, so the figures are what a deployment gets.
+    let runner_settings =
+        RunnerSettings::new(&settings.queue, args.concurrency, Duration::from_secs(1));
     let client = QueueClient::new(
         redis_conn::connect(&settings.redis)?,
         settings.redis.key_prefix.clone(),

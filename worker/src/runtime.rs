@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use shared::config::QueueSettings;
 use shared::ids::{DeadLetterId, JobId};
 use shared::queue::{DeadLetter, ENVELOPE_VERSION, Envelope, Fetched, Job, QueueClient};
 use shared::retry::{RetryPlan, RetryPolicy};
@@ -97,6 +98,22 @@ pub struct RunnerSettings {
     pub poll_interval: Duration,
     pub promote_batch: usize,
     pub shutdown_timeout: Duration,
+}
+
+impl RunnerSettings {
+    /// The queue settings of the configuration, with this queue's
+    /// concurrency and how long one blocking read may wait.
+    pub fn new(queue: &QueueSettings, concurrency: usize, block: Duration) -> Self {
+        Self {
+            concurrency,
+            batch_size: queue.batch_size,
+            block,
+            visibility_timeout: queue.visibility_timeout,
+            poll_interval: queue.poll_interval,
+            promote_batch: queue.promote_batch,
+            shutdown_timeout: queue.shutdown_timeout,
+        }
+    }
 }
 
 /// Jobs running in this process, by stream entry id, with their raw bytes

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::retry::RetryPolicy;
 use shared::services::Services;
@@ -50,23 +49,11 @@ pub async fn run(services: Services, stop: CancellationToken) -> anyhow::Result<
             settings.delivery.retry_jitter,
             settings.delivery.max_retry_after,
         )),
-        settings: runner_settings(&settings, settings.delivery.concurrency),
+        settings: RunnerSettings::new(&settings.queue, settings.delivery.concurrency, READ_BLOCK),
     };
     delivery.run(stop).await;
     tracing::info!(consumer, "worker stopped");
     Ok(())
-}
-
-fn runner_settings(settings: &Settings, concurrency: usize) -> RunnerSettings {
-    RunnerSettings {
-        concurrency,
-        batch_size: settings.queue.batch_size,
-        block: READ_BLOCK,
-        visibility_timeout: settings.queue.visibility_timeout,
-        poll_interval: settings.queue.poll_interval,
-        promote_batch: settings.queue.promote_batch,
-        shutdown_timeout: settings.queue.shutdown_timeout,
-    }
 }
 
 /// Unique per process, readable in `XINFO CONSUMERS`: host, pid, and a

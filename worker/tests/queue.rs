@@ -157,15 +157,7 @@ fn runner(
             settings.delivery.retry_jitter,
             Duration::from_secs(1),
         )),
-        settings: RunnerSettings {
-            concurrency: 64,
-            batch_size: settings.queue.batch_size,
-            block: READ_BLOCK,
-            visibility_timeout: settings.queue.visibility_timeout,
-            poll_interval: settings.queue.poll_interval,
-            promote_batch: settings.queue.promote_batch,
-            shutdown_timeout: settings.queue.shutdown_timeout,
-        },
+        settings: RunnerSettings::new(&settings.queue, 64, READ_BLOCK),
     }
 }
 
