@@ -19,8 +19,6 @@ macro_rules! event_types {
         }
 
         impl EventType {
-            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
-
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(EventType::$variant => $name,)*

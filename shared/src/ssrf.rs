@@ -306,10 +306,6 @@ impl CheckedUrl {
         self.0.as_str()
     }
 
-    pub fn as_url(&self) -> &Url {
-        &self.0
-    }
-
     pub fn into_url(self) -> Url {
         self.0
     }

@@ -70,11 +70,6 @@ impl WorkerHandle {
             Err(_) => panic!("worker did not stop within {PATIENCE:?} of being asked to"),
         }
     }
-
-    /// The token that stops the worker.
-    pub fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
-    }
 }
 
 impl Drop for WorkerHandle {

@@ -39,11 +39,6 @@ impl AdminKeys {
         Self(Arc::new(keys))
     }
 
-    /// Parses a comma-separated list, as kept in one environment variable.
-    pub fn from_comma_separated(list: &str) -> Self {
-        Self::new(list.split(',').map(str::trim))
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -139,7 +134,7 @@ mod tests {
 
     #[test]
     fn finds_any_rotated_key_and_reports_which() {
-        let keys = AdminKeys::from_comma_separated("old-key, new-key,, ");
+        let keys = AdminKeys::new(["old-key", "new-key", ""]);
         assert_eq!(keys.len(), 2);
         assert_eq!(keys.find(b"old-key"), Some(0));
         assert_eq!(keys.find(b"new-key"), Some(1));

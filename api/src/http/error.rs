@@ -53,10 +53,6 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
-    }
-
     pub fn not_found(what: &str, id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -99,15 +95,6 @@ impl ApiError {
             message,
         )
         .with_details(json!({ "field": field_path }))
-    }
-
-    pub fn rate_limited(retry_after_secs: u64) -> Self {
-        Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            "too many requests, retry later",
-        )
-        .with_retry_after(retry_after_secs)
     }
 
     /// A dependency is down; `Retry-After` tells webhook senders when to retry.

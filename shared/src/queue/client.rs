@@ -63,10 +63,6 @@ impl QueueClient {
         QueueKeys::new(&self.prefix, queue)
     }
 
-    pub fn prefix(&self) -> &KeyPrefix {
-        &self.prefix
-    }
-
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
@@ -325,17 +321,6 @@ impl QueueClient {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(moved)
-    }
-
-    /// Due time (unix ms) of the next delayed job, if any.
-    pub async fn next_due(&self, queue: &str) -> Result<Option<i64>, QueueError> {
-        let keys = self.keys(queue);
-        let first: Vec<(Vec<u8>, f64)> = self
-            .conn
-            .clone()
-            .zrange_withscores(&keys.delayed, 0, 0)
-            .await?;
-        Ok(first.first().map(|(_, score)| *score as i64))
     }
 
     pub async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {

@@ -83,20 +83,6 @@ impl<P> Envelope<P> {
         self.attempt = 0;
         self
     }
-
-    pub fn map<Q>(self, f: impl FnOnce(P) -> Q) -> Envelope<Q> {
-        Envelope {
-            v: self.v,
-            id: self.id,
-            kind: self.kind,
-            attempt: self.attempt,
-            prior_attempts: self.prior_attempts,
-            trace_id: self.trace_id,
-            enqueued_at: self.enqueued_at,
-            errors: self.errors,
-            payload: f(self.payload),
-        }
-    }
 }
 
 #[cfg(test)]
