@@ -15,11 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::auth::{AdminKeys, require_admin};
-use crate::http::body::BodyPolicy;
+use crate::http::body::{BodyPolicy, UploadRoute};
 use crate::http::openapi::{admin_only, api_router, finish};
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
-use crate::routes::{dead_letters, deliveries, ops, webhooks};
+use crate::routes::{chat, dead_letters, deliveries, incoming, knowledge, ops, webhooks};
 use crate::state::AppState;
 
 pub struct Application {
@@ -49,9 +49,23 @@ impl Application {
             .routes(routes!(dead_letters::replay_many))
             .routes(routes!(dead_letters::get, dead_letters::discard))
             .routes(routes!(dead_letters::replay))
-            .routes(routes!(ops::queues));
+            .routes(routes!(ops::queues))
+            .routes(routes!(chat::completions))
+            .routes(routes!(chat::job))
+            .routes(routes!(chat::get_session))
+            .routes(routes!(chat::escalate))
+            .routes(routes!(chat::end_session))
+            .routes(routes!(knowledge::upload, knowledge::list))
+            .routes(routes!(knowledge::get, knowledge::delete))
+            .routes(routes!(knowledge::search));
+        let incoming = OpenApiRouter::new()
+            .routes(routes!(incoming::message))
+            .routes(routes!(incoming::document));
         let documented = api_router()
-            .nest("/api/v1", admin_only(management, admin_keys.clone()))
+            .nest(
+                "/api/v1",
+                admin_only(management, admin_keys.clone()).merge(incoming),
+            )
             .routes(routes!(ops::healthz))
             .routes(routes!(ops::readyz));
         let (router, _doc) = finish(documented).context("building the OpenAPI document")?;
@@ -66,6 +80,11 @@ impl Application {
         };
         let body = BodyPolicy {
             limit_bytes: settings.server.body_limit.0,
+            upload: Some(UploadRoute {
+                path: "/api/v1/knowledge/documents",
+                // Room for base64 (4/3) and the JSON or multipart around it.
+                limit_bytes: settings.ingest.max_document_size.0.saturating_mul(4) / 3 + 64 * 1024,
+            }),
             ..BodyPolicy::default()
         };
         let router = with_common_layers(router, http_metrics, body).with_state(state);

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
@@ -39,8 +39,12 @@ pub struct Settings {
     pub signing: SigningSettings,
     pub delivery: DeliverySettings,
     pub queue: QueueSettings,
+    pub incoming: IncomingSettings,
     pub ingest: IngestSettings,
     pub chat: ChatSettings,
+    pub retrieval: RetrievalSettings,
+    pub openai: OpenAiSettings,
+    pub qdrant: QdrantSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
 }
@@ -113,15 +117,123 @@ pub struct QueueSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct IncomingSettings {
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     #[serde(deserialize_with = "duration_list")]
     pub retry_schedule: Vec<Duration>,
+    pub concurrency: usize,
+    pub max_document_size: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub parse_timeout: Duration,
+    pub parse_memory_limit: ByteSize,
+    pub chunk_size: usize,
+    pub chunk_overlap: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatSettings {
     pub escalation_threshold: f64,
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub completion_wait: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    pub history_turns: usize,
+    #[serde(deserialize_with = "operator_list")]
+    pub operators: Vec<Operator>,
+    pub operator_assignment: OperatorAssignment,
+}
+
+/// A human who takes escalated conversations.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Operator {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorAssignment {
+    RoundRobin,
+    LeastLoaded,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalProvider {
+    /// BM25 in Redis, extractive answers: no external service.
+    Embedded,
+    /// Embeddings (and optionally answers) from an OpenAI-compatible API,
+    /// vectors in Qdrant.
+    Openai,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalSettings {
+    pub provider: RetrievalProvider,
+    pub top_k: usize,
+    pub max_postings_per_term: usize,
+    #[serde(deserialize_with = "optional_path")]
+    pub glossary_file: Option<PathBuf>,
+    #[serde(deserialize_with = "optional_path")]
+    pub intents_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiSettings {
+    pub base_url: url::Url,
+    #[serde(deserialize_with = "optional_string")]
+    pub api_key: Option<String>,
+    pub embeddings_model: String,
+    #[serde(deserialize_with = "optional_string")]
+    pub chat_model: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiSettings")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("embeddings_model", &self.embeddings_model)
+            .field("chat_model", &self.chat_model)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSettings {
+    pub url: url::Url,
+    pub collection: String,
+    #[serde(deserialize_with = "optional_string")]
+    pub api_key: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for QdrantSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QdrantSettings")
+            .field("url", &self.url.as_str())
+            .field("collection", &self.collection)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -245,6 +357,71 @@ impl Settings {
             (0.0..=1.0).contains(&self.chat.escalation_threshold),
             "chat.escalation_threshold",
             "must be between 0 and 1",
+        )?;
+        rule(
+            self.chat.concurrency > 0,
+            "chat.concurrency",
+            "must be at least 1",
+        )?;
+        rule(
+            !self.chat.operators.is_empty(),
+            "chat.operators",
+            "needs at least one operator to escalate to",
+        )?;
+        rule(
+            self.chat.history_turns > 0,
+            "chat.history_turns",
+            "must be at least 1",
+        )?;
+        rule(
+            !self.chat.session_idle_timeout.is_zero(),
+            "chat.session_idle_timeout",
+            "must be greater than zero",
+        )?;
+        rule(
+            self.ingest.concurrency > 0,
+            "ingest.concurrency",
+            "must be at least 1",
+        )?;
+        rule(
+            self.ingest.max_document_size.0 > 0,
+            "ingest.max_document_size",
+            "must be greater than zero",
+        )?;
+        rule(
+            self.ingest.parse_memory_limit.0 >= 64 << 20,
+            "ingest.parse_memory_limit",
+            "must be at least 64MiB",
+        )?;
+        rule(
+            self.ingest.chunk_size >= 200,
+            "ingest.chunk_size",
+            "must be at least 200 characters",
+        )?;
+        rule(
+            self.ingest.chunk_overlap < self.ingest.chunk_size / 2,
+            "ingest.chunk_overlap",
+            "must be less than half of ingest.chunk_size",
+        )?;
+        rule(
+            (1..=50).contains(&self.retrieval.top_k),
+            "retrieval.top_k",
+            "must be between 1 and 50",
+        )?;
+        rule(
+            self.retrieval.max_postings_per_term >= 10,
+            "retrieval.max_postings_per_term",
+            "must be at least 10",
+        )?;
+        rule(
+            !self.openai.embeddings_model.trim().is_empty(),
+            "openai.embeddings_model",
+            "must not be empty",
+        )?;
+        rule(
+            !self.qdrant.collection.trim().is_empty(),
+            "qdrant.collection",
+            "must not be empty",
         )?;
         Ok(())
     }
@@ -412,6 +589,30 @@ fn cidr_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D
         .collect()
 }
 
+fn operator_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Operator>, D::Error> {
+    string_list(deserializer)?
+        .iter()
+        .map(|item| match item.split_once(':') {
+            Some((id, name)) if !id.trim().is_empty() && !name.trim().is_empty() => Ok(Operator {
+                id: id.trim().to_owned(),
+                name: name.trim().to_owned(),
+            }),
+            _ => Err(de::Error::custom(format!(
+                "{item:?} is not an operator such as \"op_1:Jane Smith\""
+            ))),
+        })
+        .collect()
+}
+
+fn optional_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(optional_string(deserializer)?.map(PathBuf::from))
+}
+
 fn optional_addr<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<SocketAddr>, D::Error> {
@@ -470,6 +671,11 @@ mod tests {
             .collect();
         assert_eq!(ingest, [300, 600, 1200]);
         assert_eq!(s.chat.escalation_threshold, 0.35);
+        assert_eq!(s.ingest.max_document_size, ByteSize(20 << 20));
+        assert_eq!(s.ingest.fetch_timeout, Duration::from_secs(30));
+        assert_eq!(s.incoming.idempotency_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.retrieval.provider, RetrievalProvider::Embedded);
+        assert!(!s.chat.operators.is_empty());
         assert_eq!(s.log.format, LogFormat::Auto);
         assert_eq!(s.metrics.bind, None);
     }
@@ -509,6 +715,9 @@ mod tests {
             ("[redis]\nkey_prefix = \"a{b}\"", "redis.key_prefix"),
             ("[delivery]\nretry_jitter = 1.5", "delivery.retry_jitter"),
             ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
+            ("[chat]\noperators = \"nobody\"", "chat.operators"),
+            ("[retrieval]\nprovider = \"magic\"", "retrieval.provider"),
+            ("[openai]\nbase_url = \"not a url\"", "openai.base_url"),
         ];
         for (toml, key) in cases {
             let err = load_toml(toml).unwrap_err().to_string();

@@ -53,6 +53,15 @@ macro_rules! prefixed_id {
             }
         }
 
+        /// Shown in the OpenAPI document as the string it serializes to.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                <String as utoipa::PartialSchema>::schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -99,6 +108,18 @@ prefixed_id!(
 prefixed_id!(
     /// One entry of the dead-letter set.
     DeadLetterId, "dead", "dead letter"
+);
+prefixed_id!(
+    /// One chat conversation: stable per (webhook, thread).
+    SessionId, "sess", "session"
+);
+prefixed_id!(
+    /// One knowledge-base document (all its versions).
+    DocumentId, "doc", "document"
+);
+prefixed_id!(
+    /// One accepted upload of a document, before it is indexed.
+    StagingId, "staging", "staging"
 );
 
 impl EventId {

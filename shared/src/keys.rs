@@ -26,6 +26,49 @@
 //!   P:{P:q:Q}:stats     HASH    counters: processed, failed, retried, dead.
 //!   P:{P:q:Q}:rate:M    HASH    processed, failed during unix minute M (for
 //!                               rates); expires after two hours.
+//!   P:{P:q:Q}:once:K    STRING  idempotency key K of an incoming webhook
+//!                               (webhook id + a hash of its message or
+//!                               document id): the first answer (JSON),
+//!                               expires after incoming.idempotency_ttl.
+//!                               Set in the same script as the XADD.
+//!
+//! Chat sessions (tag {P:q:session}, the session queue's, so ending a
+//! session and queueing its EndSession job is one script)
+//!   P:{P:q:session}:s:S       HASH    session S: user_id, webhook_id,
+//!                                     thread, status, started_at,
+//!                                     last_activity (unix ms), ended_at,
+//!                                     end_reason, messages_count, escalated,
+//!                                     operator_id/name, priority, reason.
+//!                                     Expires after delivery.history_ttl
+//!                                     once ended.
+//!   P:{P:q:session}:active    ZSET    active session ids by last activity
+//!                                     (unix ms): what the idle sweep scans.
+//!   P:{P:q:session}:thread:T  STRING  session id of thread T (webhook id +
+//!                                     hash of thread_id or user_id).
+//!   P:sess:S:turns            LIST    the session's turns (JSON), newest
+//!                                     last, trimmed to chat.history_turns.
+//!   P:{P:q:session}:operators:rr    STRING  round-robin counter.
+//!   P:{P:q:session}:operators:load  ZSET    operator id -> open escalated
+//!                                     sessions (decremented by the end
+//!                                     script).
+//!   P:chat:result:J           STRING  answer of /chat/completions job J
+//!                                     (JSON), for the API waiting on it;
+//!                                     expires after an hour.
+//!
+//! Knowledge documents
+//!   P:doc:D             STRING  document record D (JSON: status, format,
+//!                               sizes, chunk previews, classifications,
+//!                               last error).
+//!   P:doc:D:deleted     STRING  tombstone of a deleted document, so a
+//!                               queued ingestion does not revive it;
+//!                               expires after 7 days.
+//!   P:docs              ZSET    document ids by creation time (unix ms).
+//!   P:docext:W:H        STRING  document id of external document id hash H
+//!                               from source W (a webhook id, or "api").
+//!   P:staging:S         STRING  bytes of a direct upload until its
+//!                               ingestion ends; expires after 7 days.
+//!   The search index itself is laid out in rag's lexical module
+//!   (tag {P:kb}).
 //!
 //! Webhook registry
 //!   P:webhooks          HASH    webhook id -> webhook record (JSON, with
@@ -59,6 +102,7 @@ pub struct QueueKeys {
     pub dead_index: String,
     pub stats: String,
     rate_prefix: String,
+    once_prefix: String,
 }
 
 impl QueueKeys {
@@ -71,12 +115,20 @@ impl QueueKeys {
             dead_index: format!("{base}:dead:idx"),
             stats: format!("{base}:stats"),
             rate_prefix: format!("{base}:rate:"),
+            once_prefix: format!("{base}:once:"),
         }
     }
 
     /// Counts of one unix minute (`unix ms / 60 000`).
     pub fn rate(&self, minute: i64) -> String {
         format!("{}{minute}", self.rate_prefix)
+    }
+}
+
+impl QueueKeys {
+    /// An idempotency key of this queue.
+    pub fn once(&self, key: &str) -> String {
+        format!("{}{key}", self.once_prefix)
     }
 }
 
@@ -111,6 +163,76 @@ pub fn delivery_latency(prefix: &KeyPrefix) -> String {
 
 pub fn delivery_retries(prefix: &KeyPrefix, delivery_id: &str) -> String {
     format!("{prefix}:dlv:{delivery_id}:retries")
+}
+
+/// Keys of chat sessions; see the layout above.
+#[derive(Clone, Debug)]
+pub struct SessionKeys {
+    base: String,
+    prefix: String,
+}
+
+impl SessionKeys {
+    pub fn new(prefix: &KeyPrefix) -> Self {
+        Self {
+            base: format!("{prefix}:{{{prefix}:q:session}}"),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:s:{id}", self.base)
+    }
+
+    pub fn active(&self) -> String {
+        format!("{}:active", self.base)
+    }
+
+    pub fn thread(&self, thread: &str) -> String {
+        format!("{}:thread:{thread}", self.base)
+    }
+
+    pub fn turns(&self, id: &str) -> String {
+        format!("{}:sess:{id}:turns", self.prefix)
+    }
+
+    /// What the session hash keys start with: scripts that find a
+    /// session id through a thread key build its hash key from this.
+    pub fn session_prefix(&self) -> String {
+        format!("{}:s:", self.base)
+    }
+
+    pub fn operators_round_robin(&self) -> String {
+        format!("{}:operators:rr", self.base)
+    }
+
+    pub fn operators_load(&self) -> String {
+        format!("{}:operators:load", self.base)
+    }
+
+    pub fn chat_result(&self, job: &str) -> String {
+        format!("{}:chat:result:{job}", self.prefix)
+    }
+}
+
+pub fn document(prefix: &KeyPrefix, id: &str) -> String {
+    format!("{prefix}:doc:{id}")
+}
+
+pub fn document_deleted(prefix: &KeyPrefix, id: &str) -> String {
+    format!("{prefix}:doc:{id}:deleted")
+}
+
+pub fn documents(prefix: &KeyPrefix) -> String {
+    format!("{prefix}:docs")
+}
+
+pub fn document_external(prefix: &KeyPrefix, source: &str, hash: &str) -> String {
+    format!("{prefix}:docext:{source}:{hash}")
+}
+
+pub fn staging(prefix: &KeyPrefix, id: &str) -> String {
+    format!("{prefix}:staging:{id}")
 }
 
 #[cfg(test)]

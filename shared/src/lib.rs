@@ -4,9 +4,12 @@
 
 pub mod config;
 pub mod deliveries;
+pub mod documents;
 pub mod egress;
+pub mod escalation;
 pub mod events;
 pub mod ids;
+pub mod incoming;
 pub mod jobs;
 pub mod jsonjs;
 pub mod keys;
@@ -16,6 +19,7 @@ pub mod queue;
 pub mod redis_conn;
 pub mod retry;
 pub mod services;
+pub mod sessions;
 pub mod signing;
 pub mod ssrf;
 pub mod telemetry;

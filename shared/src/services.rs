@@ -1,12 +1,27 @@
 //! The stores and clients a process needs, built once from settings so the
 //! API, the worker and tests wire them the same way.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::Settings;
+use rag::classify::Classifier;
+use rag::glossary::Glossary;
+use rag::knowledge::Knowledge;
+use rag::lexical::{IndexOptions, LexicalIndex};
+use rag::providers::openai::{OpenAiClient, OpenAiSettings};
+use rag::providers::qdrant::{QdrantSettings, QdrantStore};
+use rag::providers::semantic::SemanticIndex;
+use rag::text::Analyzer;
+use redis::aio::ConnectionManager;
+
+use crate::config::{RetrievalProvider, Settings};
 use crate::deliveries::DeliveryStore;
+use crate::documents::DocumentStore;
+use crate::escalation::Escalator;
+use crate::incoming::Intake;
 use crate::publish::Publisher;
 use crate::queue::QueueClient;
+use crate::sessions::SessionStore;
 use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
 use crate::webhooks::WebhookStore;
 
@@ -17,13 +32,98 @@ pub struct Services {
     pub webhooks: WebhookStore,
     pub deliveries: DeliveryStore,
     pub publisher: Publisher,
+    pub sessions: SessionStore,
+    pub documents: DocumentStore,
+    pub intake: Intake,
+    pub escalator: Escalator,
+    pub knowledge: Knowledge,
     pub policy: SsrfPolicy,
     pub resolver: Arc<dyn NameResolver>,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A file or provider named in the configuration cannot be used.
+    #[error("configuration: {key}: {message}")]
+    Setting { key: &'static str, message: String },
+}
+
+fn setting(key: &'static str) -> impl FnOnce(String) -> ServicesError {
+    move |message| ServicesError::Setting { key, message }
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<String, ServicesError> {
+    std::fs::read_to_string(path).map_err(|e| ServicesError::Setting {
+        key,
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// The retrieval backend the configuration chooses, with the glossary and
+/// intents it names.
+fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, ServicesError> {
+    let retrieval = &settings.retrieval;
+    let mut glossary = Glossary::builtin();
+    if let Some(path) = &retrieval.glossary_file {
+        let extra = Glossary::parse(&read_file("retrieval.glossary_file", path)?)
+            .map_err(|e| setting("retrieval.glossary_file")(e.to_string()))?;
+        glossary.extend(extra);
+    }
+    let analyzer = Arc::new(Analyzer::new(glossary));
+    let classifier = match &retrieval.intents_file {
+        Some(path) => Classifier::from_toml(
+            &read_file("retrieval.intents_file", path)?,
+            analyzer.clone(),
+        )
+        .map_err(|e| setting("retrieval.intents_file")(e.to_string()))?,
+        None => Classifier::builtin(analyzer.clone()),
+    };
+    Ok(match retrieval.provider {
+        RetrievalProvider::Embedded => {
+            let index = LexicalIndex::new(
+                conn,
+                settings.redis.key_prefix.as_str(),
+                analyzer.clone(),
+                IndexOptions {
+                    max_postings_per_term: retrieval.max_postings_per_term,
+                    ..IndexOptions::default()
+                },
+            );
+            Knowledge::embedded(index, analyzer, classifier, retrieval.top_k)
+        }
+        RetrievalProvider::Openai => {
+            let openai = &settings.openai;
+            let embedder = OpenAiClient::new(OpenAiSettings {
+                base_url: openai.base_url.clone(),
+                api_key: openai.api_key.clone(),
+                embeddings_model: openai.embeddings_model.clone(),
+                chat_model: openai.chat_model.clone(),
+                timeout: openai.timeout,
+            })
+            .map_err(|e| setting("openai")(e.to_string()))?;
+            let qdrant = &settings.qdrant;
+            let store = QdrantStore::new(QdrantSettings {
+                url: qdrant.url.clone(),
+                collection: qdrant.collection.clone(),
+                api_key: qdrant.api_key.clone(),
+                timeout: qdrant.timeout,
+            })
+            .map_err(|e| setting("qdrant")(e.to_string()))?;
+            Knowledge::semantic(
+                SemanticIndex::new(embedder, store),
+                analyzer,
+                classifier,
+                retrieval.top_k,
+            )
+        }
+    })
+}
+
 impl Services {
     /// Connects lazily: this succeeds while Redis is down.
-    pub fn connect(settings: Settings) -> Result<Self, redis::RedisError> {
+    pub fn connect(settings: Settings) -> Result<Self, ServicesError> {
         Self::with_resolver(settings, Arc::new(SystemResolver))
     }
 
@@ -32,11 +132,20 @@ impl Services {
     pub fn with_resolver(
         settings: Settings,
         resolver: Arc<dyn NameResolver>,
-    ) -> Result<Self, redis::RedisError> {
+    ) -> Result<Self, ServicesError> {
         let conn = crate::redis_conn::connect(&settings.redis)?;
         let prefix = settings.redis.key_prefix.clone();
         let queue = QueueClient::new(conn.clone(), prefix.clone());
         let webhooks = WebhookStore::new(conn.clone(), &prefix);
+        let sessions = SessionStore::new(
+            conn.clone(),
+            &prefix,
+            settings.chat.session_idle_timeout,
+            settings.delivery.history_ttl,
+            settings.chat.history_turns,
+        );
+        let documents = DocumentStore::new(conn.clone(), prefix.clone());
+        let knowledge = knowledge(&settings, conn.clone())?;
         let deliveries = DeliveryStore::new(
             conn,
             prefix,
@@ -49,12 +158,33 @@ impl Services {
             queue: queue.clone(),
         };
         let policy = SsrfPolicy::new(settings.security.allowed_cidrs.clone());
+        let intake = Intake {
+            webhooks: webhooks.clone(),
+            sessions: sessions.clone(),
+            documents: documents.clone(),
+            queue: queue.clone(),
+            policy: policy.clone(),
+            resolver: resolver.clone(),
+            timestamp_tolerance: settings.signing.timestamp_tolerance,
+            idempotency_ttl: settings.incoming.idempotency_ttl,
+        };
+        let escalator = Escalator {
+            sessions: sessions.clone(),
+            publisher: publisher.clone(),
+            operators: settings.chat.operators.clone(),
+            assignment: settings.chat.operator_assignment,
+        };
         Ok(Self {
             settings: Arc::new(settings),
             queue,
             webhooks,
             deliveries,
             publisher,
+            sessions,
+            documents,
+            intake,
+            escalator,
+            knowledge,
             policy,
             resolver,
         })

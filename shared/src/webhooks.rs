@@ -109,7 +109,7 @@ impl Rules<'_> {
     pub async fn register(&self, req: WebhookRequest) -> Result<WebhookDraft, FieldError> {
         let name = parse_name(req.name.as_deref().ok_or_else(|| missing("name"))?)?;
         let url = self
-            .parse_url(req.url.as_deref().ok_or_else(|| missing("url"))?)
+            .destination("url", req.url.as_deref().ok_or_else(|| missing("url"))?)
             .await?;
         let events = parse_events(req.events.as_deref().ok_or_else(|| missing("events"))?)?;
         let (secret, secret_generated) = match req.secret.as_deref() {
@@ -138,7 +138,7 @@ impl Rules<'_> {
             webhook.name = parse_name(name)?;
         }
         if let Some(url) = req.url.as_deref() {
-            webhook.url = self.parse_url(url).await?;
+            webhook.url = self.destination("url", url).await?;
         }
         if let Some(events) = req.events.as_deref() {
             webhook.events = parse_events(events)?;
@@ -163,7 +163,9 @@ impl Rules<'_> {
     /// published) is accepted on its form alone: the egress client judges
     /// its addresses at every connection anyway, which is the check that
     /// counts. A name that resolves to a refused address is refused here.
-    async fn parse_url(&self, url: &str) -> Result<String, FieldError> {
+    /// The one check for every URL we will connect to (webhook URLs and
+    /// document URLs); `field` names it in the error.
+    pub async fn destination(&self, field: &str, url: &str) -> Result<String, FieldError> {
         let checked = match self.policy.check_url_resolving(url, self.resolver).await {
             Err(UrlRejected::Resolve(_) | UrlRejected::NoAllowedAddress { .. }) => {
                 self.policy.check_url(url)
@@ -172,7 +174,7 @@ impl Rules<'_> {
         };
         checked
             .map(|checked| checked.as_str().to_owned())
-            .map_err(|e| FieldError::new("url", e.to_string()))
+            .map_err(|e| FieldError::new(field, e.to_string()))
     }
 }
 

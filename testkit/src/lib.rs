@@ -16,6 +16,7 @@
 //! - [`wait_until`]: bounded polling with a clear failure message, because
 //!   tests here never assert on wall-clock durations.
 
+pub mod documents;
 mod files;
 pub mod processes;
 pub mod receiver;

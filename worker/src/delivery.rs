@@ -10,16 +10,17 @@ use shared::deliveries::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
 };
 use shared::egress::{EgressClient, EgressResponse};
-use shared::events::{Event, EventMetadata, EventType};
+use shared::events::{Event, EventType};
 use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
 use shared::publish::Publisher;
+use shared::queue::Job;
 use shared::retry::RetryPlan;
 use shared::signing;
 use shared::webhooks::{Webhook, WebhookStore};
 use tracing::{info, warn};
 
-use crate::runtime::{DeadContext, Handler, JobContext, Outcome};
+use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
 
 pub struct DeliveryHandler {
     pub webhooks: WebhookStore,
@@ -240,28 +241,18 @@ fn kept_body(response: &EgressResponse) -> String {
     String::from_utf8_lossy(&response.body[..end]).into_owned()
 }
 
-/// `error.occurred` for a dead-lettered delivery. Its id derives from the
-/// job's, so a redo after a crash announces the same event.
+/// `error.occurred` for a dead-lettered delivery.
 pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Event {
-    let event_id = ctx
-        .job_id
-        .as_ref()
-        .map_or_else(EventId::generate, |id| EventId::derived(id, "dead"));
-    let data = json!({
-        "error_code": "DELIVERY_FAILED",
-        "error_message": ctx.error,
-        "job_type": "deliver",
-        "job_id": ctx.job_id,
-        "dead_letter_id": ctx.dead_letter_id,
-        "attempts": ctx.attempts,
-        "delivery_id": job.map(|j| &j.delivery_id),
-        "webhook_id": job.map(|j| &j.webhook_id),
-        "event_id": job.map(|j| &j.event.event_id),
-        "event_type": job.map(|j| j.event.event_type),
-    });
-    let metadata = EventMetadata {
-        trace_id: ctx.trace_id.clone(),
-        correlation_id: job.and_then(|j| j.event.metadata.correlation_id.clone()),
-    };
-    Event::new(event_id, EventType::ErrorOccurred, data, metadata)
+    dead_job_event(
+        DeliverEvent::QUEUE,
+        "DELIVERY_FAILED",
+        ctx,
+        json!({
+            "delivery_id": job.map(|j| &j.delivery_id),
+            "webhook_id": job.map(|j| &j.webhook_id),
+            "event_id": job.map(|j| &j.event.event_id),
+            "event_type": job.map(|j| j.event.event_type),
+        }),
+        job.and_then(|j| j.event.metadata.correlation_id.clone()),
+    )
 }

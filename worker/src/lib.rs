@@ -1,7 +1,12 @@
-//! The worker: runs queued jobs (outbound deliveries) with retries,
-//! dead-lettering and graceful shutdown. `startup` wires it from settings;
-//! `runtime` is the queue consumer; `delivery` is the delivery job.
+//! The worker: runs queued jobs with retries, dead-lettering and graceful
+//! shutdown. `startup` wires it from settings; `runtime` is the queue
+//! consumer; one module per job: `chat` (the RAG step), `ingest` (the
+//! indexing step), `session` (session ends and the idle sweep) and
+//! `delivery` (outbound webhooks).
 
+pub mod chat;
 pub mod delivery;
+pub mod ingest;
 pub mod runtime;
+pub mod session;
 pub mod startup;

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use shared::config::QueueSettings;
-use shared::ids::{DeadLetterId, JobId};
+use shared::events::{Event, EventMetadata, EventType};
+use shared::ids::{DeadLetterId, EventId, JobId};
 use shared::queue::{DeadLetter, ENVELOPE_VERSION, Envelope, Fetched, Job, QueueClient};
 use shared::retry::{RetryPlan, RetryPolicy};
 use tokio::sync::{Semaphore, mpsc};
@@ -72,6 +73,38 @@ pub struct DeadContext {
     pub trace_id: String,
     pub error: String,
     pub attempts: u32,
+}
+
+/// `error.occurred` for a job that ended in the dead-letter set (SPEC §5).
+/// Its id derives from the job's, so a redo after a crash announces the
+/// same event; `related` holds the ids an integrator looks the job up by.
+pub fn dead_job_event(
+    job_type: &str,
+    error_code: &str,
+    ctx: &DeadContext,
+    related: serde_json::Value,
+    correlation_id: Option<String>,
+) -> Event {
+    let event_id = ctx
+        .job_id
+        .as_ref()
+        .map_or_else(EventId::generate, |id| EventId::derived(id, "dead"));
+    let mut data = serde_json::json!({
+        "error_code": error_code,
+        "error_message": ctx.error,
+        "job_type": job_type,
+        "job_id": ctx.job_id,
+        "dead_letter_id": ctx.dead_letter_id,
+        "attempts": ctx.attempts,
+    });
+    if let (Some(data), serde_json::Value::Object(related)) = (data.as_object_mut(), related) {
+        data.extend(related);
+    }
+    let metadata = EventMetadata {
+        trace_id: ctx.trace_id.clone(),
+        correlation_id,
+    };
+    Event::new(event_id, EventType::ErrorOccurred, data, metadata)
 }
 
 pub trait Handler: Send + Sync + 'static {

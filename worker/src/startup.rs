@@ -1,59 +1,199 @@
 //! Building and running a worker process from settings. `main` and the
-//! tests both call [`run`], so what is tested is what ships.
+//! tests both call [`run`] (or [`run_with_parser`]), so what is tested is
+//! what ships.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use rag::chunk::ChunkOptions;
+use rag::parse::ParseLimits;
+use rag::parse::sandbox::SandboxLimits;
+use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::retry::RetryPolicy;
 use shared::services::Services;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::ChatHandler;
 use crate::delivery::DeliveryHandler;
-use crate::runtime::{QueueRunner, RunnerSettings};
+use crate::ingest::{IngestHandler, ParserCommand};
+use crate::runtime::{Handler, QueueRunner, RunnerSettings};
+use crate::session::{SessionHandler, sweep_idle};
 
 /// How long a blocking read waits for a job before the loop looks around
 /// (shutdown, reclaim); bounds how late a stop is noticed.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 
+/// The hidden command of the worker binary that parses one document from
+/// stdin (see [`rag::parse::sandbox`]).
+pub const PARSE_COMMAND: &str = "parse-document";
+
+/// Concurrency of the session queue: ending a session is one publish.
+const SESSION_CONCURRENCY: usize = 8;
+
 /// Runs every queue's consumer until `stop` is cancelled and the jobs in
-/// hand are finished or handed back.
+/// hand are finished or handed back. Documents are parsed by this very
+/// executable (its `parse-document` command) in a child process.
 pub async fn run(services: Services, stop: CancellationToken) -> anyhow::Result<()> {
+    let program = std::env::current_exe().context("locating the worker executable")?;
+    run_with_parser(
+        services,
+        stop,
+        ParserCommand {
+            program,
+            args: vec![PARSE_COMMAND.to_owned()],
+        },
+    )
+    .await
+}
+
+/// As [`run`], with the command that parses documents given (tests that
+/// run the worker inside a test binary point it at the worker binary).
+pub async fn run_with_parser(
+    services: Services,
+    stop: CancellationToken,
+    parser: ParserCommand,
+) -> anyhow::Result<()> {
     let settings = services.settings.clone();
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
+    let user_agent = format!("SupportRAG/{}", env!("CARGO_PKG_VERSION"));
     let egress = EgressClient::new(
         services.policy.clone(),
         services.resolver.clone(),
         EgressOptions {
             timeout: settings.delivery.timeout,
             connect_timeout: settings.delivery.timeout.min(Duration::from_secs(10)),
-            user_agent: format!("SupportRAG/{}", env!("CARGO_PKG_VERSION")),
+            user_agent: user_agent.clone(),
             pool_max_idle_per_host: 32,
         },
     )
     .context("building the HTTP client")?;
-    let delivery = QueueRunner {
-        handler: Arc::new(DeliveryHandler {
+    let fetcher = EgressClient::new(
+        services.policy.clone(),
+        services.resolver.clone(),
+        EgressOptions {
+            timeout: settings.ingest.fetch_timeout,
+            connect_timeout: settings.ingest.fetch_timeout.min(Duration::from_secs(10)),
+            user_agent,
+            pool_max_idle_per_host: 4,
+        },
+    )
+    .context("building the document HTTP client")?;
+
+    let delivery = runner(
+        &services,
+        &consumer,
+        DeliveryHandler {
             webhooks: services.webhooks.clone(),
             deliveries: services.deliveries.clone(),
             publisher: services.publisher.clone(),
             egress,
-        }),
-        client: services.queue.clone(),
-        read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)?,
-        consumer: consumer.clone(),
-        policy: Arc::new(RetryPolicy::new(
+        },
+        RetryPolicy::new(
             settings.delivery.retry_schedule.clone(),
             settings.delivery.retry_jitter,
             settings.delivery.max_retry_after,
-        )),
-        settings: RunnerSettings::new(&settings.queue, settings.delivery.concurrency, READ_BLOCK),
-    };
-    delivery.run(stop).await;
+        ),
+        settings.delivery.concurrency,
+    )?;
+    let chat = runner(
+        &services,
+        &consumer,
+        ChatHandler {
+            sessions: services.sessions.clone(),
+            publisher: services.publisher.clone(),
+            escalator: services.escalator.clone(),
+            knowledge: services.knowledge.clone(),
+            escalation_threshold: settings.chat.escalation_threshold,
+        },
+        internal_retries(&settings),
+        settings.chat.concurrency,
+    )?;
+    let ingest = runner(
+        &services,
+        &consumer,
+        IngestHandler {
+            documents: services.documents.clone(),
+            publisher: services.publisher.clone(),
+            knowledge: services.knowledge.clone(),
+            egress: fetcher,
+            parser,
+            limits: SandboxLimits {
+                memory_bytes: settings.ingest.parse_memory_limit.0 as u64,
+                timeout: settings.ingest.parse_timeout,
+                parse: ParseLimits::default(),
+            },
+            chunking: ChunkOptions {
+                max_chars: settings.ingest.chunk_size,
+                overlap_chars: settings.ingest.chunk_overlap,
+            },
+            max_document_size: settings.ingest.max_document_size.0,
+            max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
+        },
+        RetryPolicy::new(
+            settings.ingest.retry_schedule.clone(),
+            settings.delivery.retry_jitter,
+            settings.delivery.max_retry_after,
+        ),
+        settings.ingest.concurrency,
+    )?;
+    let session = runner(
+        &services,
+        &consumer,
+        SessionHandler {
+            sessions: services.sessions.clone(),
+            publisher: services.publisher.clone(),
+        },
+        internal_retries(&settings),
+        SESSION_CONCURRENCY,
+    )?;
+    let sweep_every = (settings.chat.session_idle_timeout / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+
+    tokio::join!(
+        delivery.run(stop.clone()),
+        chat.run(stop.clone()),
+        ingest.run(stop.clone()),
+        session.run(stop.clone()),
+        sweep_idle(services.sessions.clone(), sweep_every, stop),
+    );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+fn runner<H: Handler>(
+    services: &Services,
+    consumer: &str,
+    handler: H,
+    policy: RetryPolicy,
+    concurrency: usize,
+) -> anyhow::Result<QueueRunner<H>> {
+    let settings = &services.settings;
+    Ok(QueueRunner {
+        handler: Arc::new(handler),
+        client: services.queue.clone(),
+        read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)?,
+        consumer: consumer.to_owned(),
+        policy: Arc::new(policy),
+        settings: RunnerSettings::new(&settings.queue, concurrency, READ_BLOCK),
+    })
+}
+
+/// Chat and session jobs fail only when Redis or a provider is out of
+/// reach: retry soon, a few times, then dead-letter (and announce it).
+fn internal_retries(settings: &Settings) -> RetryPolicy {
+    RetryPolicy::new(
+        vec![
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+            Duration::from_secs(120),
+        ],
+        settings.delivery.retry_jitter,
+        settings.delivery.max_retry_after,
+    )
 }
 
 /// Unique per process, readable in `XINFO CONSUMERS`: host, pid, and a

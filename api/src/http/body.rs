@@ -29,6 +29,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// `application/cloudevents+json`.
 pub const JSON_MEDIA_TYPES: &[&str] = &["application/json", "application/*+json"];
 
+/// Media types of document uploads: JSON, or a multipart form with a file.
+pub const UPLOAD_MEDIA_TYPES: &[&str] = &["application/json", "multipart/form-data"];
+
 /// What [`buffer_body`] enforces; passed as the middleware state.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyPolicy {
@@ -36,6 +39,15 @@ pub struct BodyPolicy {
     /// Lowercase media types (without parameters) allowed for non-empty
     /// POST/PUT/PATCH bodies.
     pub media_types: &'static [&'static str],
+    /// The one route that takes files rather than messages, with its own
+    /// limit and media types.
+    pub upload: Option<UploadRoute>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UploadRoute {
+    pub path: &'static str,
+    pub limit_bytes: usize,
 }
 
 impl Default for BodyPolicy {
@@ -43,6 +55,19 @@ impl Default for BodyPolicy {
         Self {
             limit_bytes: DEFAULT_BODY_LIMIT,
             media_types: JSON_MEDIA_TYPES,
+            upload: None,
+        }
+    }
+}
+
+impl BodyPolicy {
+    /// The limit and media types that apply to a request.
+    fn for_request(&self, method: &Method, path: &str) -> (usize, &'static [&'static str]) {
+        match self.upload {
+            Some(upload) if *method == Method::POST && path == upload.path => {
+                (upload.limit_bytes, UPLOAD_MEDIA_TYPES)
+            }
+            _ => (self.limit_bytes, self.media_types),
         }
     }
 }
@@ -59,13 +84,14 @@ pub async fn buffer_body(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    reject_declared_oversize(req.headers(), policy.limit_bytes)?;
+    let (limit, media_types) = policy.for_request(req.method(), req.uri().path());
+    reject_declared_oversize(req.headers(), limit)?;
     let (mut parts, body) = req.into_parts();
-    let bytes = read_limited(body, policy.limit_bytes).await?;
+    let bytes = read_limited(body, limit).await?;
     if !bytes.is_empty() && carries_content(&parts.method) {
-        check_media_type(&parts.headers, policy.media_types)?;
+        check_media_type(&parts.headers, media_types)?;
     }
-    parts.extensions.insert(BodyLimit(policy.limit_bytes));
+    parts.extensions.insert(BodyLimit(limit));
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)

@@ -210,7 +210,10 @@ macro_rules! storage_errors {
 storage_errors!(
     shared::webhooks::StoreError,
     shared::queue::QueueError,
-    shared::publish::PublishError
+    shared::publish::PublishError,
+    shared::sessions::SessionError,
+    shared::documents::DocumentError,
+    shared::escalation::EscalateError
 );
 
 impl From<shared::webhooks::FieldError> for ApiError {

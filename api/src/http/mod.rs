@@ -17,6 +17,7 @@ pub mod trace;
 mod tests;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 
 use crate::http::body::{BodyPolicy, buffer_body};
@@ -34,6 +35,9 @@ where
     S: Clone + Send + Sync + 'static,
 {
     router
+        // The body is already read and capped by `buffer_body`; axum's own
+        // 2 MB default would otherwise cut uploads below their limit.
+        .layer(DefaultBodyLimit::disable())
         .layer(from_fn_with_state(body, buffer_body))
         .layer(from_fn_with_state(metrics, trace_requests))
 }

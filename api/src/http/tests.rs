@@ -125,6 +125,7 @@ fn app() -> App {
     let policy = BodyPolicy {
         limit_bytes: LIMIT,
         media_types: JSON_MEDIA_TYPES,
+        upload: None,
     };
     App {
         router: with_common_layers(router, metrics, policy),

@@ -48,6 +48,14 @@ pub struct QueueDepth {
     pub oldest_ready_age_ms: Option<u64>,
 }
 
+/// What [`QueueClient::push_once`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushOnce {
+    Pushed,
+    /// Not enqueued: the key was used before; the first caller's value.
+    Duplicate(String),
+}
+
 #[derive(Clone)]
 pub struct QueueClient {
     conn: ConnectionManager,
@@ -103,6 +111,33 @@ impl QueueClient {
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// Adds a job unless `once_key` (scoped to this queue) was used within
+    /// `ttl`: the answer carries what the first caller stored as `value`.
+    pub async fn push_once<J: Job>(
+        &self,
+        job: &Envelope<J>,
+        once_key: &str,
+        ttl: Duration,
+        value: &str,
+    ) -> Result<PushOnce, QueueError> {
+        let keys = self.keys(J::QUEUE);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (pushed, stored): (i64, String) = scripts::PUSH_ONCE
+            .key(keys.once(once_key))
+            .key(&keys.stream)
+            .arg(ttl_ms)
+            .arg(value)
+            .arg(serde_json::to_vec(job)?)
+            .arg(JOB_FIELD)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if pushed == 1 {
+            PushOnce::Pushed
+        } else {
+            PushOnce::Duplicate(stored)
+        })
     }
 
     /// Adds raw bytes as a job entry; for tests and tools that need to put

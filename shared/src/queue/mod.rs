@@ -29,7 +29,7 @@ mod dead_letter;
 mod envelope;
 mod scripts;
 
-pub use client::{Fetched, QueueClient, QueueDepth};
+pub use client::{Fetched, PushOnce, QueueClient, QueueDepth};
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterSummary};
 pub use envelope::{AttemptError, ENVELOPE_VERSION, Envelope};
 

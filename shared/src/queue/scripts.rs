@@ -95,3 +95,21 @@ return 1
 ",
     )
 });
+
+/// Enqueues a job unless its idempotency key (KEYS[1]) is already taken;
+/// the check, the key and the XADD happen together, so a repeat can never
+/// slip in between and a failed XADD never leaves a key that would turn
+/// the client's retry into a "duplicate" of nothing.
+/// ARGV: ttl ms, the value to remember (what a repeat is answered with),
+/// the envelope. Reply: {1, value} when enqueued, {0, first value} if not.
+pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local first = redis.call('GET', KEYS[1])
+if first then return {0, first} end
+redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return {1, ARGV[2]}
+",
+    )
+});

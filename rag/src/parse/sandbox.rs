@@ -1,0 +1,316 @@
+//! Runs a parser in a child process under memory and CPU limits, so a
+//! document that crashes, overflows the stack or eats memory only kills
+//! the child.
+//!
+//! Protocol: the parent writes one JSON header line ([`Request`]) followed by
+//! exactly `len` raw document bytes to the child's stdin; the child writes
+//! one JSON `Result<ParsedDocument, ParseError>` to stdout and exits 0.
+
+use std::io::{BufRead, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{ParseError, ParseLimits, detect, parse};
+use crate::types::{Format, ParsedDocument};
+
+pub struct SandboxLimits {
+    /// Address-space limit (RLIMIT_AS) of the child.
+    pub memory_bytes: u64,
+    /// Wall-clock limit; the CPU-time limit is derived from it.
+    pub timeout: Duration,
+    pub parse: ParseLimits,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Request {
+    declared: Option<Format>,
+    content_type: Option<String>,
+    limits: ParseLimits,
+    len: usize,
+}
+
+/// The header line is small; anything longer is not our parent talking.
+const MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Stderr is kept only to explain a crash.
+const MAX_STDERR_BYTES: u64 = 64 * 1024;
+
+/// Runs detect+parse in a child process `program args...` (the child calls
+/// [`child_main`]), feeding the request on stdin and reading a JSON result
+/// from stdout.
+///
+/// The child gets RLIMIT_AS = `memory_bytes`, an RLIMIT_CPU derived from the
+/// timeout and no core dumps; it is killed on timeout. A child that dies by
+/// signal, exits non-zero or writes garbage gives [`ParseError::Failed`] (or
+/// [`ParseError::InvalidPdf`] when the format is pdf) saying what happened.
+/// Detection runs in the parent too (it is byte sniffing only), so an
+/// unsupported format is reported without spawning anything.
+pub async fn parse_isolated(
+    program: &Path,
+    args: &[&str],
+    declared: Option<Format>,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    limits: &SandboxLimits,
+) -> Result<ParsedDocument, ParseError> {
+    let format = detect(declared, content_type, bytes)?;
+    let result = run_child(program, args, format, content_type, bytes, limits).await;
+    match result {
+        Err(ParseError::Failed(msg)) if format == Format::Pdf => Err(ParseError::InvalidPdf(msg)),
+        other => other,
+    }
+}
+
+async fn run_child(
+    program: &Path,
+    args: &[&str],
+    format: Format,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    limits: &SandboxLimits,
+) -> Result<ParsedDocument, ParseError> {
+    let header = Request {
+        declared: Some(format),
+        content_type: content_type.map(str::to_owned),
+        limits: limits.parse.clone(),
+        len: bytes.len(),
+    };
+    let mut header = serde_json::to_vec(&header)
+        .map_err(|e| ParseError::Failed(format!("cannot encode the parse request: {e}")))?;
+    header.push(b'\n');
+
+    let memory = limits.memory_bytes;
+    // RLIMIT_CPU is a backstop for the wall-clock timeout (which is what
+    // normally fires); it catches a child that outlives a dropped parent future.
+    let cpu_secs = limits.timeout.as_secs().saturating_add(1);
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: the closure runs between fork and exec and calls only setrlimit,
+    // which is async-signal-safe; it touches no locks or allocations.
+    unsafe {
+        command.pre_exec(move || {
+            set_rlimit(libc::RLIMIT_AS, memory, memory)?;
+            set_rlimit(libc::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1))?;
+            set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| ParseError::Failed(format!("cannot start the parser process: {e}")))?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ParseError::Failed("the parser process has no pipes".into()));
+    };
+    let pid = child.id();
+
+    // JSON escaping can double the text, plus structure per block.
+    let max_stdout = (limits.parse.max_text_chars as u64)
+        .saturating_mul(8)
+        .saturating_add(1024 * 1024);
+
+    // The three pipes are driven concurrently so that neither side blocks on a
+    // full pipe (a big document on stdin while the child already writes).
+    let exchange = async {
+        let write = async {
+            // A child that dies early closes its stdin: the broken pipe is
+            // expected, and its exit status explains what happened.
+            if stdin.write_all(&header).await.is_ok() {
+                let _ = stdin.write_all(bytes).await;
+            }
+            drop(stdin);
+        };
+        let read_out = read_capped(stdout, max_stdout, pid);
+        let read_err = read_capped(stderr, MAX_STDERR_BYTES, None);
+        let ((), out, err) = tokio::join!(write, read_out, read_err);
+        let status = child.wait().await;
+        (out, err, status)
+    };
+
+    let (out, err, status) = match tokio::time::timeout(limits.timeout, exchange).await {
+        Ok(done) => done,
+        Err(_) => {
+            // Kill and reap now rather than leaving it to kill_on_drop, so no
+            // zombie or runaway process outlives this call.
+            let _ = child.kill().await;
+            return Err(ParseError::Failed(format!(
+                "parser timed out after {}",
+                describe_duration(limits.timeout)
+            )));
+        }
+    };
+    // Checked before the exit status: we killed the child ourselves for it.
+    let out = match out {
+        Ok(out) => out,
+        Err(Capped::TooLarge) => {
+            return Err(ParseError::Failed(format!(
+                "parser output exceeded {max_stdout} bytes"
+            )));
+        }
+        Err(Capped::Io(e)) => {
+            return Err(ParseError::Failed(format!(
+                "cannot read the parser output: {e}"
+            )));
+        }
+    };
+    let status =
+        status.map_err(|e| ParseError::Failed(format!("lost track of the parser process: {e}")))?;
+    if !status.success() {
+        let stderr_text = String::from_utf8_lossy(&err.unwrap_or_default()).into_owned();
+        let reason = describe_failure(status, &stderr_text);
+        tracing::warn!(%reason, stderr = %stderr_text.trim(), "document parser process failed");
+        return Err(ParseError::Failed(reason));
+    }
+    serde_json::from_slice::<Result<ParsedDocument, ParseError>>(&out)
+        .map_err(|_| ParseError::Failed("parser produced an unreadable result".into()))?
+}
+
+fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: setrlimit reads a valid, initialised struct we own.
+    if unsafe { libc::setrlimit(resource, &limit) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+enum Capped {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Reads a pipe up to `max` bytes. Past that, the child (if `kill_pid` is
+/// given) is killed: it is not going to produce a usable result, and leaving
+/// it blocked on a full pipe would only wait for the timeout.
+async fn read_capped(
+    pipe: impl AsyncRead + Unpin,
+    max: u64,
+    kill_pid: Option<u32>,
+) -> Result<Vec<u8>, Capped> {
+    let mut data = Vec::new();
+    let mut limited = pipe.take(max.saturating_add(1));
+    limited.read_to_end(&mut data).await.map_err(Capped::Io)?;
+    if data.len() as u64 <= max {
+        return Ok(data);
+    }
+    if let Some(pid) = kill_pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: plain syscall; the child is not reaped yet (we have not
+        // waited on it), so the pid cannot have been reused.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    } else {
+        // Keep draining so the child is never blocked on this pipe.
+        let mut rest = limited.into_inner();
+        let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+    }
+    Err(Capped::TooLarge)
+}
+
+/// Turns a failed exit into a message for the uploader / operator. The Rust
+/// runtime's own last words on stderr tell an allocation failure from a stack
+/// overflow, both of which end in SIGABRT.
+fn describe_failure(status: ExitStatus, stderr: &str) -> String {
+    if stderr.contains("memory allocation of") {
+        return "parser exceeded its memory limit".into();
+    }
+    if stderr.contains("has overflowed its stack") {
+        return "parser overflowed its stack (the document is nested too deeply)".into();
+    }
+    match status.signal() {
+        Some(libc::SIGXCPU) => "parser exceeded its CPU time limit".into(),
+        Some(libc::SIGKILL) => "parser was killed (CPU time or memory exhausted)".into(),
+        // Without RLIMIT_AS headroom, mmap failures in the runtime surface as segfaults.
+        Some(libc::SIGSEGV) | Some(libc::SIGBUS) => {
+            "parser crashed (segmentation fault, likely its memory limit)".into()
+        }
+        Some(libc::SIGABRT) => "parser aborted".into(),
+        Some(sig) => format!("parser died of signal {sig}"),
+        None => match status.code() {
+            Some(code) => format!("parser exited with status {code}"),
+            None => "parser ended abnormally".into(),
+        },
+    }
+}
+
+fn describe_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Entry point of the parser child process: reads a request from stdin,
+/// parses it and writes the JSON result to stdout.
+pub fn child_main() -> ExitCode {
+    let request = match read_request() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("parse child: bad request: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (request, bytes) = request;
+    let result = std::panic::catch_unwind(|| {
+        let format = detect(request.declared, request.content_type.as_deref(), &bytes)?;
+        parse(
+            format,
+            request.content_type.as_deref(),
+            &bytes,
+            &request.limits,
+        )
+    })
+    .unwrap_or_else(|_| Err(ParseError::Failed("parser panicked".into())));
+    let mut stdout = std::io::stdout().lock();
+    let written = serde_json::to_writer(&mut stdout, &result)
+        .map_err(std::io::Error::from)
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parse child: cannot write the result: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn read_request() -> std::io::Result<(Request, Vec<u8>)> {
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    (&mut input)
+        .take(MAX_HEADER_BYTES)
+        .read_until(b'\n', &mut line)?;
+    let request: Request = serde_json::from_slice(&line)?;
+    let mut bytes = Vec::new();
+    // try_reserve: an absurd length fails as an error instead of an abort.
+    bytes
+        .try_reserve_exact(request.len)
+        .map_err(|_| std::io::Error::other("memory allocation of the document buffer failed"))?;
+    (&mut input)
+        .take(request.len as u64)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() != request.len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the document was cut short",
+        ));
+    }
+    Ok((request, bytes))
+}

@@ -1,0 +1,316 @@
+//! Text analysis shared by indexing, querying, answer extraction and the
+//! intent classifier: the same function must run on both sides, or stems
+//! written at index time would never be found at query time.
+
+use std::collections::{HashMap, HashSet};
+
+use rust_stemmers::{Algorithm, Stemmer};
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::glossary::Glossary;
+
+/// Longer "words" are base64, hashes or URLs glued together: they never
+/// match a question and would bloat the index with one-off keys.
+const MAX_TOKEN_CHARS: usize = 40;
+
+/// Negations change the meaning of a support question ("refund not
+/// received"), so they survive stop-word removal.
+const NEGATIONS: &[&str] = &["не", "нет", "ни", "без", "not", "no", "never", "without"];
+
+/// NLTK's English stop-word list.
+const STOP_EN: &str = "i me my myself we our ours ourselves you you're you've you'll you'd your \
+yours yourself yourselves he him his himself she she's her hers herself it it's its itself they \
+them their theirs themselves what which who whom this that that'll these those am is are was \
+were be been being have has had having do does did doing a an the and but if or because as until \
+while of at by for with about against between into through during before after above below to \
+from up down in out on off over under again further then once here there when where why how all \
+any both each few more most other some such no nor not only own same so than too very s t can \
+will just don don't should should've now d ll m o re ve y ain aren aren't couldn couldn't didn \
+didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn isn't ma mightn mightn't mustn \
+mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won won't wouldn \
+wouldn't";
+
+/// NLTK's Russian stop-word list (ё already folded to е).
+const STOP_RU: &str = "и в во не что он на я с со как а то все она так его но да ты к у же вы \
+за бы по только ее мне было вот от меня еще нет о из ему теперь когда даже ну вдруг ли если уже \
+или ни быть был него до вас нибудь опять уж вам ведь там потом себя ничего ей может они тут где \
+есть надо ней для мы тебя их чем была сам чтоб без будто чего раз тоже себе под будет ж тогда \
+кто этот того потому этого какой совсем ним здесь этом один почти мой тем чтобы нее сейчас были \
+куда зачем всех никогда можно при наконец два об другой хоть после над больше тот через эти нас \
+про всего них какая много разве три эту моя впрочем хорошо свою этой перед иногда лучше чуть \
+том нельзя такой им более всегда конечно всю между";
+
+/// Question words NLTK keeps but that carry no topic in a support question
+/// ("сколько стоит доставка" is about delivery cost, not about "сколько").
+const STOP_QUESTION: &str = "сколько почему какие какое каком каким какую каких зачем это эта \
+мои свой пожалуйста please would could";
+
+/// A query: one group per distinct analysed term, in first-seen order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Query {
+    pub groups: Vec<TermGroup>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TermGroup {
+    pub term: String,
+    /// Glossary equivalents, stemmed, without `term` itself.
+    pub alternatives: Vec<String>,
+}
+
+impl TermGroup {
+    /// The term and its alternatives.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.term.as_str()).chain(self.alternatives.iter().map(String::as_str))
+    }
+}
+
+impl Query {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+pub struct Analyzer {
+    russian: Stemmer,
+    english: Stemmer,
+    stop: HashSet<String>,
+    /// Single-stem glossary key → alternative stems.
+    single: HashMap<String, Vec<String>>,
+    /// Multi-word glossary entries ("учётная запись"): stem sequence →
+    /// alternative stems, matched as consecutive query terms.
+    phrases: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl Analyzer {
+    pub fn new(glossary: Glossary) -> Self {
+        let stop = STOP_EN
+            .split_whitespace()
+            .chain(STOP_RU.split_whitespace())
+            .chain(STOP_QUESTION.split_whitespace())
+            .filter(|w| !NEGATIONS.contains(w))
+            .map(str::to_owned)
+            .collect();
+        let mut analyzer = Self {
+            russian: Stemmer::create(Algorithm::Russian),
+            english: Stemmer::create(Algorithm::English),
+            stop,
+            single: HashMap::new(),
+            phrases: Vec::new(),
+        };
+        analyzer.load(&glossary);
+        analyzer
+    }
+
+    fn load(&mut self, glossary: &Glossary) {
+        let mut single: HashMap<String, Vec<String>> = HashMap::new();
+        let mut phrases: HashMap<Vec<String>, Vec<String>> = HashMap::new();
+        for rule in glossary.rules() {
+            let to: Vec<Vec<String>> = rule.to.iter().map(|t| self.terms(t)).collect();
+            for from in &rule.from {
+                let key = self.terms(from);
+                // A multi-word alternative contributes each of its words:
+                // groups take the best alternative, so a weak word of the
+                // phrase can only help as much as a strong one.
+                let alts: Vec<String> = to
+                    .iter()
+                    .filter(|t| **t != key)
+                    .flatten()
+                    .filter(|t| !key.contains(t))
+                    .cloned()
+                    .collect();
+                let slot = match key.len() {
+                    0 => continue,
+                    1 => single.entry(key[0].clone()).or_default(),
+                    _ => phrases.entry(key).or_default(),
+                };
+                for alt in alts {
+                    if !slot.contains(&alt) {
+                        slot.push(alt);
+                    }
+                }
+            }
+        }
+        self.single = single;
+        let mut phrases: Vec<_> = phrases.into_iter().collect();
+        phrases.sort();
+        self.phrases = phrases;
+    }
+
+    /// Index-side terms of `text`, in text order, duplicates kept (they are
+    /// the term frequencies).
+    pub fn terms(&self, text: &str) -> Vec<String> {
+        text.unicode_words()
+            .filter_map(|word| self.term(word))
+            .collect()
+    }
+
+    fn term(&self, word: &str) -> Option<String> {
+        if word.chars().count() > MAX_TOKEN_CHARS {
+            return None;
+        }
+        let word = word.to_lowercase().replace('ё', "е");
+        if self.stop.contains(&word) {
+            return None;
+        }
+        let cyrillic = word.chars().any(is_cyrillic);
+        let latin = word.chars().any(|c| c.is_alphabetic() && !is_cyrillic(c));
+        let digit = word.chars().any(|c| c.is_numeric());
+        let stem = match (cyrillic, latin, digit) {
+            (true, false, false) => self.russian.stem(&word).into_owned(),
+            (false, true, false) => self.english.stem(&word).into_owned(),
+            // Codes like "2fa", "x509" or "ЧаВо-faq" are matched verbatim.
+            _ => word,
+        };
+        (!stem.is_empty()).then_some(stem)
+    }
+
+    pub fn query(&self, text: &str) -> Query {
+        let terms = self.terms(text);
+        let mut groups: Vec<TermGroup> = Vec::new();
+        let mut group_of: Vec<usize> = Vec::with_capacity(terms.len());
+        for term in &terms {
+            let index = match groups.iter().position(|g| &g.term == term) {
+                Some(i) => i,
+                None => {
+                    groups.push(TermGroup {
+                        term: term.clone(),
+                        alternatives: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            group_of.push(index);
+        }
+        for group in &mut groups {
+            if let Some(alts) = self.single.get(&group.term) {
+                add_alternatives(group, alts);
+            }
+        }
+        // A phrase's alternatives go to the group of its last word (the head
+        // noun in "учётная запись"), so the phrase counts once, not per word.
+        for (phrase, alts) in &self.phrases {
+            for (start, window) in terms.windows(phrase.len()).enumerate() {
+                if window == phrase.as_slice() {
+                    let last = group_of[start + phrase.len() - 1];
+                    add_alternatives(&mut groups[last], alts);
+                }
+            }
+        }
+        Query { groups }
+    }
+}
+
+fn add_alternatives(group: &mut TermGroup, alts: &[String]) {
+    for alt in alts {
+        if *alt != group.term && !group.alternatives.contains(alt) {
+            group.alternatives.push(alt.clone());
+        }
+    }
+}
+
+fn is_cyrillic(c: char) -> bool {
+    matches!(c, '\u{0400}'..='\u{052F}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> Analyzer {
+        Analyzer::new(Glossary::default())
+    }
+
+    #[test]
+    fn analyzer_is_shareable_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Analyzer>();
+    }
+
+    #[test]
+    fn russian_forms_share_a_stem() {
+        let a = plain();
+        let stems: Vec<_> = ["пароль", "пароля", "паролем", "Паролю"]
+            .iter()
+            .map(|w| a.terms(w))
+            .collect();
+        assert!(
+            stems.iter().all(|s| s.len() == 1 && s == &stems[0]),
+            "{stems:?}"
+        );
+    }
+
+    #[test]
+    fn english_forms_share_a_stem() {
+        let a = plain();
+        assert_eq!(a.terms("reset"), a.terms("resetting"));
+        assert_eq!(a.terms("Passwords"), a.terms("password"));
+    }
+
+    #[test]
+    fn stop_words_dropped_negations_kept() {
+        let a = plain();
+        assert_eq!(a.terms("the and of"), Vec::<String>::new());
+        assert_eq!(a.terms("и в на"), Vec::<String>::new());
+        let ru = a.terms("деньги не пришли без чека");
+        assert!(ru.contains(&"не".to_string()), "{ru:?}");
+        assert!(ru.contains(&"без".to_string()), "{ru:?}");
+        let en = a.terms("refund not received, no email, never, without");
+        for neg in ["not", "no", "never", "without"] {
+            assert!(en.contains(&neg.to_string()), "{neg} in {en:?}");
+        }
+    }
+
+    #[test]
+    fn yo_folds_to_ye() {
+        let a = plain();
+        assert_eq!(a.terms("счёт"), a.terms("счет"));
+        assert_eq!(a.terms("учётная"), a.terms("учетная"));
+    }
+
+    #[test]
+    fn digits_mixed_and_long_tokens() {
+        let a = plain();
+        assert_eq!(a.terms("2FA 404"), vec!["2fa", "404"]);
+        assert!(a.terms(&"x".repeat(41)).is_empty());
+        assert_eq!(a.terms(&"x".repeat(40)).len(), 1);
+        assert!(a.terms("😀 \u{0007}\u{0000} ✓").is_empty());
+    }
+
+    #[test]
+    fn query_expands_through_the_glossary() {
+        let a = Analyzer::new(Glossary::builtin());
+        let q = a.query("Как сбросить пароль?");
+        let password = a.terms("password").remove(0);
+        let group = q
+            .groups
+            .iter()
+            .find(|g| g.term == a.terms("пароль")[0])
+            .expect("пароль group");
+        assert!(group.alternatives.contains(&password), "{q:?}");
+
+        let q = a.query("refund");
+        let vozvrat = a.terms("возврат").remove(0);
+        assert!(q.groups[0].alternatives.contains(&vozvrat), "{q:?}");
+    }
+
+    #[test]
+    fn query_groups_are_distinct_and_phrases_expand() {
+        let a =
+            Analyzer::new(Glossary::parse("account, аккаунт, учётная запись\n").expect("parses"));
+        let q = a.query("password password passwords");
+        assert_eq!(q.groups.len(), 1);
+        let q = a.query("удалить учётную запись");
+        let last = q.groups.last().expect("groups");
+        assert!(last.alternatives.contains(&"account".to_string()), "{q:?}");
+        let q = a.query("account");
+        assert!(
+            q.groups[0].alternatives.contains(&a.terms("аккаунт")[0]),
+            "{q:?}"
+        );
+        assert!(
+            q.groups[0].alternatives.contains(&a.terms("учётная")[0]),
+            "{q:?}"
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! Knowledge documents as administrators see them: one record per
+//! document with the state of its latest ingestion. The searchable chunks
+//! live in the retrieval index (rag); key layout in [`crate::keys`].
+
+use chrono::{DateTime, Utc};
+use rag::types::Format;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::KeyPrefix;
+use crate::ids::{DocumentId, StagingId, WebhookId};
+use crate::keys;
+use crate::time::serde_rfc3339;
+
+/// How long uploaded bytes wait in staging for their ingestion (which
+/// retries for about half an hour by default).
+const STAGING_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Chunks shown in a document's record (the rest are counted only).
+pub const CHUNK_PREVIEWS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored document is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+impl DocumentError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DocumentError::Redis(e) if crate::queue::is_unavailable(e))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentStatus {
+    /// Accepted, waiting for a worker.
+    Staged,
+    Processing,
+    Indexed,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChunkPreview {
+    pub index: usize,
+    pub heading: Option<String>,
+    pub chars: usize,
+    pub excerpt: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClassificationView {
+    pub intent: String,
+    pub confidence: f64,
+    pub category: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DocumentFailure {
+    pub error_code: String,
+    pub error_message: String,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub next_retry: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DocumentRecord {
+    pub document_id: DocumentId,
+    pub name: String,
+    pub external_document_id: Option<String>,
+    pub status: DocumentStatus,
+    /// The upload being (or last) processed; an ingestion job of an older
+    /// staging id is stale and does nothing.
+    pub staging_id: StagingId,
+    pub webhook_id: Option<WebhookId>,
+    #[schema(value_type = Option<String>)]
+    pub format: Option<Format>,
+    pub total_size_bytes: Option<u64>,
+    pub chunks_count: usize,
+    pub chunks: Vec<ChunkPreview>,
+    pub classifications: Vec<ClassificationView>,
+    pub embeddings_model: Option<String>,
+    pub vector_store: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub error: Option<DocumentFailure>,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub indexed_at: Option<DateTime<Utc>>,
+}
+
+impl DocumentRecord {
+    pub fn staged(
+        document_id: DocumentId,
+        staging_id: StagingId,
+        name: String,
+        external_document_id: Option<String>,
+        webhook_id: Option<WebhookId>,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            document_id,
+            name,
+            external_document_id,
+            status: DocumentStatus::Staged,
+            staging_id,
+            webhook_id,
+            format: None,
+            total_size_bytes: None,
+            chunks_count: 0,
+            chunks: Vec::new(),
+            classifications: Vec::new(),
+            embeddings_model: None,
+            vector_store: None,
+            metadata,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            indexed_at: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct DocumentStore {
+    conn: ConnectionManager,
+    prefix: KeyPrefix,
+}
+
+impl DocumentStore {
+    pub fn new(conn: ConnectionManager, prefix: KeyPrefix) -> Self {
+        Self { conn, prefix }
+    }
+
+    /// The document id for an external id from one source (a webhook, or
+    /// the API): the same external id always maps to the same document, so
+    /// a re-upload replaces it. `None` external id: a new document.
+    pub async fn resolve(
+        &self,
+        source: Option<&WebhookId>,
+        external_id: Option<&str>,
+    ) -> Result<DocumentId, DocumentError> {
+        let fresh = DocumentId::generate();
+        let Some(external) = external_id else {
+            return Ok(fresh);
+        };
+        let source = source.map_or("api", WebhookId::as_str);
+        let hash = hex::encode(&Sha256::digest(external.as_bytes())[..16]);
+        let key = keys::document_external(&self.prefix, source, &hash);
+        let mut conn = self.conn.clone();
+        let (_, id): (bool, String) = redis::pipe()
+            .atomic()
+            .set_nx(&key, fresh.as_str())
+            .get(&key)
+            .query_async(&mut conn)
+            .await?;
+        Ok(DocumentId::parse(&id).unwrap_or(fresh))
+    }
+
+    /// Records a new upload: a new document appears as staged; an existing
+    /// one keeps its status (its old version stays searchable) and learns
+    /// the staging id of the version on its way.
+    pub async fn stage(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
+        let updated = match self.get(&record.document_id).await? {
+            Some(mut existing) => {
+                existing.staging_id = record.staging_id.clone();
+                existing.name = record.name.clone();
+                existing.metadata = record.metadata.clone();
+                existing.updated_at = Utc::now();
+                existing
+            }
+            None => record.clone(),
+        };
+        self.save(&updated).await
+    }
+
+    pub async fn save(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
+        let id = record.document_id.as_str();
+        let _: () = redis::pipe()
+            .set(
+                keys::document(&self.prefix, id),
+                serde_json::to_string(record)?,
+            )
+            .ignore()
+            .zadd(
+                keys::documents(&self.prefix),
+                id,
+                record.created_at.timestamp_millis(),
+            )
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &DocumentId) -> Result<Option<DocumentRecord>, DocumentError> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .get(keys::document(&self.prefix, id.as_str()))
+            .await?;
+        Ok(raw.map(|r| serde_json::from_str(&r)).transpose()?)
+    }
+
+    /// Newest first, and the total.
+    pub async fn list(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<DocumentRecord>, u64), DocumentError> {
+        let mut conn = self.conn.clone();
+        let index = keys::documents(&self.prefix);
+        let total: u64 = conn.zcard(&index).await?;
+        let ids: Vec<String> = conn
+            .zrevrange(&index, offset as isize, (offset + limit) as isize - 1)
+            .await?;
+        if ids.is_empty() {
+            return Ok((Vec::new(), total));
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| keys::document(&self.prefix, id))
+            .collect();
+        let raws: Vec<Option<String>> = conn.mget(&keys).await?;
+        let records = raws
+            .into_iter()
+            .flatten()
+            .map(|r| serde_json::from_str(&r))
+            .collect::<Result<_, _>>()?;
+        Ok((records, total))
+    }
+
+    /// Forgets the record and its external id, and leaves a tombstone so
+    /// an ingestion already queued for it does not bring it back; the
+    /// caller removes the chunks from retrieval first.
+    pub async fn delete(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
+        let id = record.document_id.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(keys::document(&self.prefix, id))
+            .ignore()
+            .set_ex(
+                keys::document_deleted(&self.prefix, id),
+                1,
+                STAGING_TTL_SECS,
+            )
+            .ignore()
+            .zrem(keys::documents(&self.prefix), id)
+            .ignore()
+            .del(keys::staging(&self.prefix, record.staging_id.as_str()))
+            .ignore();
+        if let Some(external) = &record.external_document_id {
+            let source = record.webhook_id.as_ref().map_or("api", WebhookId::as_str);
+            let hash = hex::encode(&Sha256::digest(external.as_bytes())[..16]);
+            pipe.del(keys::document_external(&self.prefix, source, &hash))
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Whether the document was deleted (recently enough that jobs for it
+    /// may still be queued).
+    pub async fn is_deleted(&self, id: &DocumentId) -> Result<bool, DocumentError> {
+        Ok(self
+            .conn
+            .clone()
+            .exists(keys::document_deleted(&self.prefix, id.as_str()))
+            .await?)
+    }
+
+    /// Keeps uploaded bytes until the ingestion job takes them.
+    pub async fn put_staged_bytes(
+        &self,
+        staging: &StagingId,
+        bytes: &[u8],
+    ) -> Result<(), DocumentError> {
+        let _: () = self
+            .conn
+            .clone()
+            .set_ex(
+                keys::staging(&self.prefix, staging.as_str()),
+                bytes,
+                STAGING_TTL_SECS,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn staged_bytes(
+        &self,
+        staging: &StagingId,
+    ) -> Result<Option<Vec<u8>>, DocumentError> {
+        Ok(self
+            .conn
+            .clone()
+            .get(keys::staging(&self.prefix, staging.as_str()))
+            .await?)
+    }
+
+    pub async fn drop_staged_bytes(&self, staging: &StagingId) -> Result<(), DocumentError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .del(keys::staging(&self.prefix, staging.as_str()))
+            .await?;
+        Ok(())
+    }
+
+    /// The idempotency key of an incoming document upload: same source,
+    /// same external id, same body.
+    pub fn upload_fingerprint(external_id: &str, body: &[u8]) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(external_id.as_bytes());
+        hasher.update([0]);
+        hasher.update(body);
+        hex::encode(&hasher.finalize()[..16])
+    }
+}

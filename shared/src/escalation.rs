@@ -1,0 +1,234 @@
+//! Handing a conversation to a human (SPEC §11): pick the operator, mark
+//! the session, and emit `chat.escalated` with a summary of the
+//! conversation. The worker (low confidence, a request for a human) and the
+//! admin endpoint both come through here.
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::config::{Operator, OperatorAssignment};
+use crate::events::{Event, EventMetadata, EventType};
+use crate::ids::EventId;
+use crate::publish::{PublishError, Publisher};
+use crate::sessions::{Escalation, Priority, Role, Session, SessionError, SessionStore, Turn};
+
+/// Turns the summary looks back on.
+const SUMMARY_TURNS: usize = 6;
+/// Characters quoted per turn in the summary.
+const QUOTE_CHARS: usize = 140;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EscalateError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl EscalateError {
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            EscalateError::Session(e) => e.is_unavailable(),
+            EscalateError::Publish(e) => e.is_unavailable(),
+        }
+    }
+}
+
+/// Why a conversation goes to a human.
+pub struct Request {
+    pub reason: String,
+    pub priority: Priority,
+    /// The message that triggered it (the newest user turn if absent).
+    pub last_message: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Escalator {
+    pub sessions: SessionStore,
+    pub publisher: Publisher,
+    pub operators: Vec<Operator>,
+    pub assignment: OperatorAssignment,
+}
+
+impl Escalator {
+    /// Escalates `session`; an already escalated session keeps its
+    /// operator. `event_id` is derived from the causing job or request so a
+    /// redo emits the same event.
+    pub async fn escalate(
+        &self,
+        session: &Session,
+        request: Request,
+        event_id: EventId,
+        metadata: EventMetadata,
+    ) -> Result<Escalation, EscalateError> {
+        let operator = match &session.escalation {
+            Some(e) if !e.operator_id.is_empty() => Operator {
+                id: e.operator_id.clone(),
+                name: e.operator_name.clone(),
+            },
+            _ => {
+                self.sessions
+                    .assign_operator(&self.operators, self.assignment)
+                    .await?
+            }
+        };
+        let escalation = Escalation {
+            reason: request.reason,
+            priority: request.priority,
+            operator_id: operator.id,
+            operator_name: operator.name,
+            escalated_at: Utc::now(),
+        };
+        self.sessions
+            .escalate(&session.session_id, &escalation)
+            .await?;
+        let turns = self
+            .sessions
+            .turns(&session.session_id, SUMMARY_TURNS * 2)
+            .await?;
+        let last_message = request.last_message.or_else(|| {
+            turns
+                .iter()
+                .rev()
+                .find(|t| t.role == Role::User)
+                .map(|t| t.text.clone())
+        });
+        let data = json!({
+            "session_id": session.session_id,
+            "user_id": session.user_id,
+            "escalation_reason": escalation.reason,
+            "escalation_priority": escalation.priority,
+            "assigned_operator_id": escalation.operator_id,
+            "assigned_operator_name": escalation.operator_name,
+            "conversation_summary": summarize(&turns),
+            "last_message": last_message.unwrap_or_default(),
+        });
+        self.publisher
+            .publish(Event::new(
+                event_id,
+                EventType::ChatEscalated,
+                data,
+                metadata,
+            ))
+            .await?;
+        Ok(escalation)
+    }
+}
+
+/// A few sentences an operator reads before taking over: what the user
+/// asked and how sure the assistant was, in the user's language.
+pub fn summarize(turns: &[Turn]) -> String {
+    let russian = turns
+        .iter()
+        .rev()
+        .find(|t| t.role == Role::User)
+        .is_some_and(|t| is_cyrillic(&t.text));
+    let questions: Vec<String> = turns
+        .iter()
+        .filter(|t| t.role == Role::User)
+        .rev()
+        .take(SUMMARY_TURNS)
+        .map(|t| quote(&t.text))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let asked = turns.iter().filter(|t| t.role == Role::User).count();
+    let last_confidence = turns
+        .iter()
+        .rev()
+        .find(|t| t.role == Role::Assistant)
+        .and_then(|t| t.confidence);
+    if questions.is_empty() {
+        return if russian {
+            "Сообщений в диалоге пока нет.".into()
+        } else {
+            "No messages in the conversation yet.".into()
+        };
+    }
+    let mut summary = if russian {
+        format!(
+            "Пользователь отправил сообщений: {asked}. Вопросы: {}.",
+            questions.join("; ")
+        )
+    } else {
+        format!(
+            "The user sent {asked} message(s). Asked: {}.",
+            questions.join("; ")
+        )
+    };
+    if let Some(confidence) = last_confidence {
+        let percent = (confidence * 100.0).round();
+        summary.push_str(&if russian {
+            format!(" Последний ответ ассистента дан с уверенностью {percent}%.")
+        } else {
+            format!(" The assistant's last answer had {percent}% confidence.")
+        });
+    }
+    summary
+}
+
+fn quote(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > QUOTE_CHARS {
+        let cut: String = flat.chars().take(QUOTE_CHARS).collect();
+        format!("«{}…»", cut.trim_end())
+    } else {
+        format!("«{flat}»")
+    }
+}
+
+/// Whether a text is mostly Cyrillic (the reply language rule).
+pub fn is_cyrillic(text: &str) -> bool {
+    let (mut cyrillic, mut latin) = (0usize, 0usize);
+    for c in text.chars() {
+        if ('\u{0400}'..='\u{04FF}').contains(&c) {
+            cyrillic += 1;
+        } else if c.is_ascii_alphabetic() {
+            latin += 1;
+        }
+    }
+    cyrillic > latin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::JobId;
+
+    fn turn(role: Role, text: &str, confidence: Option<f64>) -> Turn {
+        Turn {
+            role,
+            text: text.into(),
+            at: Utc::now(),
+            job_id: JobId::generate(),
+            confidence,
+        }
+    }
+
+    #[test]
+    fn summary_speaks_the_users_language() {
+        let turns = [
+            turn(Role::User, "Как вернуть товар?", None),
+            turn(Role::Assistant, "…", Some(0.21)),
+        ];
+        let s = summarize(&turns);
+        assert!(s.contains("«Как вернуть товар?»"), "{s}");
+        assert!(s.contains("21%"), "{s}");
+        let s = summarize(&[turn(Role::User, "How do I get a refund?", None)]);
+        assert!(s.starts_with("The user sent 1 message(s)"), "{s}");
+    }
+
+    #[test]
+    fn long_messages_are_quoted_short() {
+        let long = "слово ".repeat(100);
+        let s = summarize(&[turn(Role::User, &long, None)]);
+        assert!(s.chars().count() < 300, "{s}");
+        assert!(s.contains('…'));
+    }
+
+    #[test]
+    fn empty_history() {
+        assert_eq!(summarize(&[]), "No messages in the conversation yet.");
+    }
+}

@@ -1,0 +1,592 @@
+//! Chat sessions: one per (webhook, thread), their turns, escalations and
+//! their end. Key layout in [`crate::keys`] (`SessionKeys`).
+//!
+//! Every change of a session's state is one Lua script over keys of the
+//! session queue's hash tag, so two API processes opening the same thread
+//! at once get the same session, and two workers sweeping the same idle
+//! session end it once.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{KeyPrefix, Operator, OperatorAssignment};
+use crate::ids::{JobId, SessionId, WebhookId};
+use crate::jobs::{EndReason, EndSession};
+use crate::keys::{JOB_FIELD, QueueKeys, SessionKeys};
+use crate::queue::{Envelope, Job, QueueError};
+use crate::time::{from_ms, now_ms, serde_rfc3339};
+
+/// Finds the active session of a thread or starts one. KEYS: thread key,
+/// active set, the new session's hash. ARGV: now ms, new id, user id,
+/// webhook id, thread ttl ms, session key prefix. Reply: {id, created}.
+static OPEN_THREAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = redis.call('GET', KEYS[1])
+if id then
+  local skey = ARGV[6] .. id
+  if redis.call('HGET', skey, 'status') == 'active' then
+    redis.call('HSET', skey, 'last_activity', ARGV[1])
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    return {id, 0}
+  end
+end
+redis.call('HSET', KEYS[3], 'user_id', ARGV[3], 'webhook_id', ARGV[4], 'status', 'active',
+  'started_at', ARGV[1], 'last_activity', ARGV[1], 'messages_count', 0, 'escalated', 0)
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[5])
+return {ARGV[2], 1}
+",
+    )
+});
+
+/// Opens a session by id: touches it when active, creates it when new.
+/// KEYS: session hash, active set. ARGV: now ms, id, user id.
+/// Reply: 1 created, 0 touched, -1 ended.
+static OPEN_ID: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'active' then
+  redis.call('HSET', KEYS[1], 'last_activity', ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+  return 0
+end
+if status then return -1 end
+redis.call('HSET', KEYS[1], 'user_id', ARGV[3], 'webhook_id', '', 'status', 'active',
+  'started_at', ARGV[1], 'last_activity', ARGV[1], 'messages_count', 0, 'escalated', 0)
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+return 1
+",
+    )
+});
+
+/// Ends an active session and queues its EndSession job, atomically.
+/// KEYS: session hash, active set, session stream, operator load.
+/// ARGV: now ms, reason, idle cutoff ms ('' = end whatever its activity),
+/// envelope, job field, ended ttl ms, session id. Reply: 1 ended, 0 not.
+static END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return 0 end
+if ARGV[3] ~= '' then
+  local last = redis.call('ZSCORE', KEYS[2], ARGV[7])
+  if last and tonumber(last) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1], 'end_reason', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local op = redis.call('HGET', KEYS[1], 'operator_id')
+if op and op ~= '' then
+  local load = redis.call('ZSCORE', KEYS[4], op)
+  if load and tonumber(load) > 0 then redis.call('ZINCRBY', KEYS[4], -1, op) end
+end
+redis.call('XADD', KEYS[3], '*', ARGV[5], ARGV[4])
+return 1
+",
+    )
+});
+
+/// Appends a turn unless a turn of the same job is among the last few (a
+/// job redone after a crash), counts user turns, and trims the history.
+/// KEYS: turns list, session hash. ARGV: turn JSON, job id, keep, is user.
+static RECORD_TURN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local recent = redis.call('LRANGE', KEYS[1], -4, -1)
+local marker = '"job_id":"' .. ARGV[2] .. '"'
+for _, turn in ipairs(recent) do
+  if string.find(turn, marker, 1, true) and string.find(turn, ARGV[5], 1, true) then return 0 end
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'messages_count', 1) end
+return 1
+"#,
+    )
+});
+
+/// Picks the least loaded operator of the roster (ARGV) and counts the
+/// new escalation. KEYS: operator load set.
+static LEAST_LOADED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local best, best_load = nil, nil
+for i, op in ipairs(ARGV) do
+  local load = tonumber(redis.call('ZSCORE', KEYS[1], op) or '0')
+  if best_load == nil or load < best_load then best, best_load = i, load end
+end
+redis.call('ZINCRBY', KEYS[1], 1, ARGV[best])
+return best
+",
+    )
+});
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("session {0} has ended")]
+    Ended(SessionId),
+    #[error("stored session is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for SessionError {
+    fn from(e: redis::RedisError) -> Self {
+        SessionError::Queue(QueueError::Redis(e))
+    }
+}
+
+impl From<serde_json::Error> for SessionError {
+    fn from(e: serde_json::Error) -> Self {
+        SessionError::Queue(QueueError::Encode(e))
+    }
+}
+
+impl SessionError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, SessionError::Queue(e) if e.is_unavailable())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    Ended,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    }
+}
+
+/// A hand-over to a human.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Escalation {
+    pub reason: String,
+    pub priority: Priority,
+    pub operator_id: String,
+    pub operator_name: String,
+    #[serde(with = "serde_rfc3339")]
+    pub escalated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Session {
+    pub session_id: SessionId,
+    pub user_id: String,
+    pub webhook_id: Option<WebhookId>,
+    pub status: SessionStatus,
+    #[serde(with = "serde_rfc3339")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "serde_rfc3339")]
+    pub last_activity_at: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    pub messages_count: u64,
+    pub escalated: bool,
+    pub escalation: Option<Escalation>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+    #[serde(with = "serde_rfc3339")]
+    pub at: DateTime<Utc>,
+    /// The chat job that produced it (so a redone job adds it once).
+    pub job_id: JobId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+}
+
+/// Where an incoming message belongs: one thread of one integration.
+pub struct ThreadKey(String);
+
+impl ThreadKey {
+    /// The thread id if the sender has threads, else the user: a sender
+    /// without threads gets one running conversation per user.
+    pub fn new(webhook: &WebhookId, thread_id: Option<&str>, user_id: &str) -> Self {
+        let (kind, value) = match thread_id {
+            Some(t) => ("t", t),
+            None => ("u", user_id),
+        };
+        let digest = Sha256::digest(format!("{kind}\0{value}").as_bytes());
+        Self(format!("{webhook}:{}", hex::encode(&digest[..16])))
+    }
+}
+
+#[derive(Clone)]
+pub struct SessionStore {
+    conn: ConnectionManager,
+    keys: SessionKeys,
+    stream: String,
+    idle_timeout: Duration,
+    ended_ttl: Duration,
+    history_turns: usize,
+}
+
+impl SessionStore {
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &KeyPrefix,
+        idle_timeout: Duration,
+        ended_ttl: Duration,
+        history_turns: usize,
+    ) -> Self {
+        Self {
+            conn,
+            keys: SessionKeys::new(prefix),
+            stream: QueueKeys::new(prefix, EndSession::QUEUE).stream,
+            idle_timeout,
+            ended_ttl,
+            history_turns,
+        }
+    }
+
+    /// The session of a thread: the active one, or a new one if it has
+    /// none (or its last one ended).
+    pub async fn open_thread(
+        &self,
+        thread: &ThreadKey,
+        webhook: &WebhookId,
+        user_id: &str,
+    ) -> Result<SessionId, SessionError> {
+        let new_id = SessionId::generate();
+        // Longer than the idle timeout, so a live thread never loses its
+        // session; refreshed on every message.
+        let thread_ttl = self.idle_timeout.saturating_mul(2) + Duration::from_secs(3600);
+        let (id, _created): (String, i64) = OPEN_THREAD
+            .key(self.keys.thread(&thread.0))
+            .key(self.keys.active())
+            .key(self.keys.session(new_id.as_str()))
+            .arg(now_ms())
+            .arg(new_id.as_str())
+            .arg(user_id)
+            .arg(webhook.as_str())
+            .arg(millis(thread_ttl))
+            .arg(self.keys.session_prefix())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        SessionId::parse(&id).map_err(|e| SessionError::Corrupt(e.to_string()))
+    }
+
+    /// A session named by the caller (`/chat/completions`): continued if
+    /// active, started if new; an ended one is not reopened.
+    pub async fn open_id(&self, id: &SessionId, user_id: &str) -> Result<(), SessionError> {
+        let outcome: i64 = OPEN_ID
+            .key(self.keys.session(id.as_str()))
+            .key(self.keys.active())
+            .arg(now_ms())
+            .arg(id.as_str())
+            .arg(user_id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if outcome < 0 {
+            return Err(SessionError::Ended(id.clone()));
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
+        let fields: HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.keys.session(id.as_str()))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_session(id, &fields).map(Some)
+    }
+
+    /// The newest `limit` turns, oldest first.
+    pub async fn turns(&self, id: &SessionId, limit: usize) -> Result<Vec<Turn>, SessionError> {
+        let start = -isize::try_from(limit.max(1)).unwrap_or(isize::MAX);
+        let raw: Vec<String> = self
+            .conn
+            .clone()
+            .lrange(self.keys.turns(id.as_str()), start, -1)
+            .await?;
+        // A turn that does not decode (written by a future version) is
+        // skipped rather than failing the whole conversation.
+        Ok(raw
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect())
+    }
+
+    /// Adds a turn (once per job and role) and refreshes the session's
+    /// activity.
+    pub async fn record_turn(&self, id: &SessionId, turn: &Turn) -> Result<(), SessionError> {
+        let role = match turn.role {
+            Role::User => "\"role\":\"user\"",
+            Role::Assistant => "\"role\":\"assistant\"",
+        };
+        let _: i64 = RECORD_TURN
+            .key(self.keys.turns(id.as_str()))
+            .key(self.keys.session(id.as_str()))
+            .arg(serde_json::to_string(turn)?)
+            .arg(turn.job_id.as_str())
+            .arg(self.history_turns)
+            .arg(if turn.role == Role::User { "1" } else { "0" })
+            .arg(role)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the session escalated.
+    pub async fn escalate(&self, id: &SessionId, e: &Escalation) -> Result<(), SessionError> {
+        let _: () = self
+            .conn
+            .clone()
+            .hset_multiple(
+                self.keys.session(id.as_str()),
+                &[
+                    ("escalated", "1".to_owned()),
+                    ("reason", e.reason.clone()),
+                    ("priority", e.priority.as_str().to_owned()),
+                    ("operator_id", e.operator_id.clone()),
+                    ("operator_name", e.operator_name.clone()),
+                    (
+                        "escalated_at",
+                        e.escalated_at.timestamp_millis().to_string(),
+                    ),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Picks the operator for a new escalation.
+    pub async fn assign_operator(
+        &self,
+        roster: &[Operator],
+        how: OperatorAssignment,
+    ) -> Result<Operator, SessionError> {
+        let Some(first) = roster.first() else {
+            return Err(SessionError::Corrupt("the operator roster is empty".into()));
+        };
+        let index = match how {
+            OperatorAssignment::RoundRobin => {
+                let n: i64 = self
+                    .conn
+                    .clone()
+                    .incr(self.keys.operators_round_robin(), 1)
+                    .await?;
+                usize::try_from(n.saturating_sub(1)).unwrap_or(0) % roster.len()
+            }
+            OperatorAssignment::LeastLoaded => {
+                let mut script = LEAST_LOADED.key(self.keys.operators_load());
+                for op in roster {
+                    script.arg(&op.id);
+                }
+                let picked: i64 = script.invoke_async(&mut self.conn.clone()).await?;
+                usize::try_from(picked.saturating_sub(1)).unwrap_or(0)
+            }
+        };
+        Ok(roster.get(index).unwrap_or(first).clone())
+    }
+
+    /// Ends an active session now and queues its `session.ended`. False if
+    /// it was not active.
+    pub async fn end(
+        &self,
+        id: &SessionId,
+        reason: EndReason,
+        trace_id: String,
+    ) -> Result<bool, SessionError> {
+        self.end_if(id, reason, None, trace_id).await
+    }
+
+    /// Ends the sessions idle for longer than the idle timeout, at most
+    /// `limit` per call; safe to run from every worker at once (each
+    /// session is ended by exactly one of them). Returns how many ended.
+    pub async fn sweep_idle(&self, limit: usize) -> Result<usize, SessionError> {
+        let cutoff = now_ms().saturating_sub(millis(self.idle_timeout));
+        let idle: Vec<String> = self
+            .conn
+            .clone()
+            .zrangebyscore_limit(self.keys.active(), "-inf", cutoff, 0, limit as isize)
+            .await?;
+        let mut ended = 0;
+        for raw in idle {
+            let Ok(id) = SessionId::parse(&raw) else {
+                // Not ours to interpret; drop it from the index so the
+                // sweep does not trip on it forever.
+                let _: i64 = self.conn.clone().zrem(self.keys.active(), &raw).await?;
+                continue;
+            };
+            let trace_id = format!("trace_sweep_{}", JobId::generate().as_str());
+            if self
+                .end_if(&id, EndReason::IdleTimeout, Some(cutoff), trace_id)
+                .await?
+            {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn end_if(
+        &self,
+        id: &SessionId,
+        reason: EndReason,
+        idle_cutoff: Option<i64>,
+        trace_id: String,
+    ) -> Result<bool, SessionError> {
+        let job = Envelope::new(
+            EndSession::QUEUE,
+            EndSession {
+                session_id: id.clone(),
+                reason,
+            },
+            trace_id,
+        );
+        let ended: i64 = END
+            .key(self.keys.session(id.as_str()))
+            .key(self.keys.active())
+            .key(&self.stream)
+            .key(self.keys.operators_load())
+            .arg(now_ms())
+            .arg(reason.as_str())
+            .arg(idle_cutoff.map(|c| c.to_string()).unwrap_or_default())
+            .arg(serde_json::to_vec(&job)?)
+            .arg(JOB_FIELD)
+            .arg(millis(self.ended_ttl))
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(ended == 1)
+    }
+
+    /// Lets an ended session's history expire with it.
+    pub async fn expire_turns(&self, id: &SessionId) -> Result<(), SessionError> {
+        let _: bool = self
+            .conn
+            .clone()
+            .pexpire(self.keys.turns(id.as_str()), millis(self.ended_ttl))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the answer of a `/chat/completions` job for its waiter.
+    pub async fn put_result(
+        &self,
+        job: &JobId,
+        result: &serde_json::Value,
+    ) -> Result<(), SessionError> {
+        let _: () = self
+            .conn
+            .clone()
+            .set_ex(
+                self.keys.chat_result(job.as_str()),
+                serde_json::to_string(result)?,
+                RESULT_TTL_SECS,
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_result(&self, job: &JobId) -> Result<Option<serde_json::Value>, SessionError> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .get(self.keys.chat_result(job.as_str()))
+            .await?;
+        raw.map(|r| serde_json::from_str(&r))
+            .transpose()
+            .map_err(|e| SessionError::Corrupt(e.to_string()))
+    }
+}
+
+/// How long a `/chat/completions` answer waits to be collected.
+pub const RESULT_TTL_SECS: u64 = 3600;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse_session(id: &SessionId, f: &HashMap<String, String>) -> Result<Session, SessionError> {
+    let ms = |name: &str| f.get(name).and_then(|v| v.parse::<i64>().ok());
+    let text = |name: &str| f.get(name).filter(|v| !v.is_empty()).cloned();
+    let status = match f.get("status").map(String::as_str) {
+        Some("active") => SessionStatus::Active,
+        Some("ended") => SessionStatus::Ended,
+        other => {
+            return Err(SessionError::Corrupt(format!(
+                "session {id} has status {other:?}"
+            )));
+        }
+    };
+    let escalated = f.get("escalated").is_some_and(|v| v == "1");
+    let escalation = if escalated {
+        Some(Escalation {
+            reason: text("reason").unwrap_or_default(),
+            priority: text("priority")
+                .and_then(|p| Priority::parse(&p))
+                .unwrap_or(Priority::Medium),
+            operator_id: text("operator_id").unwrap_or_default(),
+            operator_name: text("operator_name").unwrap_or_default(),
+            escalated_at: from_ms(ms("escalated_at").unwrap_or_default()),
+        })
+    } else {
+        None
+    };
+    let started = ms("started_at").unwrap_or_default();
+    Ok(Session {
+        session_id: id.clone(),
+        user_id: text("user_id").unwrap_or_default(),
+        webhook_id: text("webhook_id").and_then(|w| WebhookId::parse(&w).ok()),
+        status,
+        started_at: from_ms(started),
+        last_activity_at: from_ms(ms("last_activity").unwrap_or(started)),
+        ended_at: ms("ended_at").map(from_ms),
+        end_reason: text("end_reason"),
+        messages_count: f
+            .get("messages_count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        escalated,
+        escalation,
+    })
+}

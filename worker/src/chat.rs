@@ -1,0 +1,275 @@
+//! The RAG step (SPEC §11): one chat message in, `chat.response.generated`
+//! out, and `chat.escalated` after it when the answer is not good enough
+//! or the user asked for a person.
+//!
+//! Everything a redo after a crash would repeat is idempotent: event ids
+//! derive from the job id, a turn is recorded once per job.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use rag::handover::asks_for_human;
+use rag::knowledge::{Knowledge, Reply};
+use serde_json::{Value, json};
+use shared::escalation::{self, Escalator, is_cyrillic};
+use shared::events::{Event, EventMetadata, EventType};
+use shared::ids::EventId;
+use shared::jobs::ProcessMessage;
+use shared::publish::Publisher;
+use shared::queue::Job;
+use shared::sessions::{Priority, Role, SessionStore, Turn};
+use tracing::info;
+
+use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+
+pub struct ChatHandler {
+    pub sessions: SessionStore,
+    pub publisher: Publisher,
+    pub escalator: Escalator,
+    pub knowledge: Knowledge,
+    pub escalation_threshold: f64,
+}
+
+/// Why a turn goes to a human, if it does.
+enum Handover {
+    Asked,
+    LowConfidence(f64),
+}
+
+impl Handler for ChatHandler {
+    type Job = ProcessMessage;
+
+    async fn handle(&self, job: ProcessMessage, ctx: &JobContext) -> Outcome {
+        match self.answer(&job, ctx).await {
+            Ok(()) => Outcome::Done,
+            Err(error) => Outcome::Failed {
+                error: format!("{error:#}"),
+                plan: ctx.plan_failure(None),
+            },
+        }
+    }
+
+    async fn on_dead(
+        &self,
+        job: Option<&ProcessMessage>,
+        ctx: &DeadContext,
+    ) -> Result<(), anyhow::Error> {
+        if let Some(job) = job.filter(|j| j.reply_expected)
+            && let Some(job_id) = &ctx.job_id
+        {
+            self.sessions
+                .put_result(
+                    job_id,
+                    &json!({"status": "failed", "session_id": job.session_id, "error": ctx.error}),
+                )
+                .await?;
+        }
+        let event = dead_job_event(
+            ProcessMessage::QUEUE,
+            "CHAT_FAILED",
+            ctx,
+            json!({
+                "session_id": job.map(|j| &j.session_id),
+                "webhook_id": job.and_then(|j| j.webhook_id.as_ref()),
+                "webhook_event_id": job.and_then(|j| j.webhook_event_id.as_ref()),
+            }),
+            job.and_then(|j| j.correlation_id.clone()),
+        );
+        self.publisher.publish(event).await?;
+        Ok(())
+    }
+}
+
+impl ChatHandler {
+    async fn answer(&self, job: &ProcessMessage, ctx: &JobContext) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.sessions
+            .record_turn(
+                &job.session_id,
+                &Turn {
+                    role: Role::User,
+                    text: job.message.clone(),
+                    at: job.received_at,
+                    job_id: ctx.job_id.clone(),
+                    confidence: None,
+                },
+            )
+            .await?;
+
+        // A request for a person is honoured before any retrieval: the user
+        // said what they want, and an answer would only be in the way.
+        let (reply, handover) = if asks_for_human(&job.message) {
+            (handover_reply(&job.message), Some(Handover::Asked))
+        } else {
+            let reply = self.knowledge.reply(&job.message).await?;
+            if reply.confidence < self.escalation_threshold || reply.answer.trim().is_empty() {
+                let confidence = reply.confidence;
+                (
+                    Reply {
+                        confidence,
+                        ..handover_reply(&job.message)
+                    },
+                    Some(Handover::LowConfidence(confidence)),
+                )
+            } else {
+                (reply, None)
+            }
+        };
+        let confidence = round2(reply.confidence);
+        let processing_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+
+        self.sessions
+            .record_turn(
+                &job.session_id,
+                &Turn {
+                    role: Role::Assistant,
+                    text: reply.answer.clone(),
+                    at: Utc::now(),
+                    job_id: ctx.job_id.clone(),
+                    confidence: Some(confidence),
+                },
+            )
+            .await?;
+        let metadata = EventMetadata {
+            trace_id: ctx.trace_id.clone(),
+            correlation_id: job.correlation_id.clone(),
+        };
+        let sources: Vec<Value> = reply
+            .sources
+            .iter()
+            .map(|s| json!({"document_id": s.document_id, "title": s.title, "excerpt": s.excerpt}))
+            .collect();
+        let data = json!({
+            "session_id": job.session_id,
+            "user_id": job.user_id,
+            "message": job.message,
+            "answer": reply.answer,
+            "sources": sources,
+            "confidence": confidence,
+            "processing_time_ms": processing_time_ms,
+        });
+        self.publisher
+            .publish(Event::new(
+                EventId::derived(&ctx.job_id, "response"),
+                EventType::ChatResponseGenerated,
+                data,
+                metadata.clone(),
+            ))
+            .await?;
+
+        let escalated = match handover {
+            Some(why) => self.hand_over(job, ctx, why, metadata).await?,
+            None => false,
+        };
+        if job.reply_expected {
+            self.sessions
+                .put_result(
+                    &ctx.job_id,
+                    &json!({
+                        "status": "done",
+                        "session_id": job.session_id,
+                        "answer": reply.answer,
+                        "sources": sources,
+                        "confidence": confidence,
+                        "escalated": escalated,
+                        "processing_time_ms": processing_time_ms,
+                    }),
+                )
+                .await?;
+        }
+        info!(
+            session_id = %job.session_id,
+            confidence,
+            escalated,
+            processing_time_ms,
+            "chat message answered"
+        );
+        Ok(())
+    }
+
+    /// Escalates the session; a low-confidence turn of a session that is
+    /// already with a person does not page anyone again. Returns whether
+    /// the session is escalated.
+    async fn hand_over(
+        &self,
+        job: &ProcessMessage,
+        ctx: &JobContext,
+        why: Handover,
+        metadata: EventMetadata,
+    ) -> anyhow::Result<bool> {
+        let Some(session) = self.sessions.get(&job.session_id).await? else {
+            anyhow::bail!("session {} is gone", job.session_id);
+        };
+        let (reason, priority) = match why {
+            Handover::Asked => (
+                "The user asked to talk to a human operator".to_owned(),
+                Priority::High,
+            ),
+            Handover::LowConfidence(_) if session.escalated => return Ok(true),
+            Handover::LowConfidence(confidence) => (
+                format!(
+                    "Answer confidence {:.2} is below the escalation threshold {:.2}",
+                    confidence, self.escalation_threshold
+                ),
+                Priority::Medium,
+            ),
+        };
+        self.escalator
+            .escalate(
+                &session,
+                escalation::Request {
+                    reason,
+                    priority,
+                    last_message: Some(job.message.clone()),
+                },
+                EventId::derived(&ctx.job_id, "escalated"),
+                metadata,
+            )
+            .await?;
+        Ok(true)
+    }
+}
+
+/// What the user reads when a person takes over, in their language.
+fn handover_reply(message: &str) -> Reply {
+    let answer = if is_cyrillic(message) {
+        "Передаю ваш вопрос оператору поддержки: он ответит вам в этом диалоге."
+    } else {
+        "I'm handing your question to a support operator, who will reply in this conversation."
+    };
+    Reply {
+        answer: answer.to_owned(),
+        sources: Vec::new(),
+        confidence: 0.0,
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    if x.is_finite() {
+        (x.clamp(0.0, 1.0) * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confidence_is_rounded_and_bounded() {
+        assert_eq!(round2(0.9449), 0.94);
+        assert_eq!(round2(1.7), 1.0);
+        assert_eq!(round2(f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn handover_speaks_the_users_language() {
+        assert!(
+            handover_reply("Позовите человека")
+                .answer
+                .contains("оператору")
+        );
+        assert!(handover_reply("I want a human").answer.contains("operator"));
+    }
+}

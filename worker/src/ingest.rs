@@ -1,0 +1,483 @@
+//! The indexing step (SPEC §11): fetch (or take the upload), parse in a
+//! sandboxed child process, chunk, index, classify, and tell subscribers
+//! how it went.
+//!
+//! Every failure is announced (`knowledge.document.failed` with the
+//! precise code and the retry plan) and retried on the ingestion schedule,
+//! since the source may fix the file. Parsing never runs in this process:
+//! a flate bomb or a stack-busting PDF kills a child, not the worker.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::Utc;
+use rag::chunk::{ChunkOptions, chunk};
+use rag::knowledge::Knowledge;
+use rag::parse::ParseError;
+use rag::parse::sandbox::{SandboxLimits, parse_isolated};
+use rag::types::{BlockKind, DocumentMeta, ParsedDocument};
+use serde_json::json;
+use shared::documents::{
+    CHUNK_PREVIEWS, ChunkPreview, ClassificationView, DocumentFailure, DocumentRecord,
+    DocumentStatus, DocumentStore,
+};
+use shared::egress::{EgressClient, EgressError};
+use shared::events::{Event, EventMetadata, EventType};
+use shared::ids::EventId;
+use shared::jobs::{DocumentSource, IngestDocument};
+use shared::publish::Publisher;
+use shared::queue::Job;
+use shared::retry::RetryPlan;
+use tracing::{info, warn};
+
+use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+
+/// Text handed to the classifier: the start of a document says what it
+/// is about, and the cost stays bounded.
+const CLASSIFY_CHARS: usize = 20_000;
+/// Characters of a chunk shown in the document's record.
+const PREVIEW_CHARS: usize = 160;
+
+/// How to start the parser child: a program and the arguments that make
+/// it read one document on stdin (the worker binary's hidden
+/// `parse-document` command).
+#[derive(Clone, Debug)]
+pub struct ParserCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+pub struct IngestHandler {
+    pub documents: DocumentStore,
+    pub publisher: Publisher,
+    pub knowledge: Knowledge,
+    pub egress: EgressClient,
+    pub parser: ParserCommand,
+    pub limits: SandboxLimits,
+    pub chunking: ChunkOptions,
+    pub max_document_size: usize,
+    pub max_retries: u32,
+}
+
+/// Why an attempt failed, with the code SPEC §11 names.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error("{0}")]
+    Fetch(String),
+    #[error("document is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("indexing failed: {0}")]
+    Index(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl IngestError {
+    fn code(&self) -> &'static str {
+        match self {
+            IngestError::Fetch(_) => "FETCH_FAILED",
+            IngestError::TooLarge { .. } => "TOO_LARGE",
+            IngestError::Parse(e) => e.code(),
+            IngestError::Index(_) => "INDEX_FAILED",
+            IngestError::Storage(_) => "STORAGE_UNAVAILABLE",
+        }
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> IngestError {
+    IngestError::Storage(e.to_string())
+}
+
+/// What one successful attempt produced.
+struct Indexed {
+    record: DocumentRecord,
+    processing_time_ms: u64,
+    classification_time_ms: u64,
+}
+
+impl Handler for IngestHandler {
+    type Job = IngestDocument;
+
+    async fn handle(&self, job: IngestDocument, ctx: &JobContext) -> Outcome {
+        let started = Instant::now();
+        let mut record = match self.current_record(&job).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Outcome::Done,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                    plan: ctx.plan_failure(None),
+                };
+            }
+        };
+        match self.ingest(&job, &mut record, started).await {
+            Ok(indexed) => match self.announce_indexed(&job, ctx, indexed).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed {
+                    error: format!("announcing the indexed document: {e:#}"),
+                    plan: ctx.plan_failure(None),
+                },
+            },
+            Err(error) => self.fail(&job, ctx, record, error).await,
+        }
+    }
+
+    async fn on_dead(
+        &self,
+        job: Option<&IngestDocument>,
+        ctx: &DeadContext,
+    ) -> Result<(), anyhow::Error> {
+        let event = dead_job_event(
+            IngestDocument::QUEUE,
+            "INGEST_FAILED",
+            ctx,
+            json!({
+                "document_id": job.map(|j| &j.document_id),
+                "staging_id": job.map(|j| &j.staging_id),
+                "external_document_id": job.and_then(|j| j.external_document_id.as_ref()),
+                "webhook_id": job.and_then(|j| j.webhook_id.as_ref()),
+            }),
+            job.and_then(|j| j.correlation_id.clone()),
+        );
+        self.publisher.publish(event).await?;
+        Ok(())
+    }
+}
+
+impl IngestHandler {
+    /// The document's record if this job is still wanted: not deleted, and
+    /// not superseded by a newer upload (staging ids sort by time).
+    async fn current_record(
+        &self,
+        job: &IngestDocument,
+    ) -> Result<Option<DocumentRecord>, IngestError> {
+        if self
+            .documents
+            .is_deleted(&job.document_id)
+            .await
+            .map_err(storage)?
+        {
+            info!(document_id = %job.document_id, "document was deleted; ingestion skipped");
+            return Ok(None);
+        }
+        let record = self
+            .documents
+            .get(&job.document_id)
+            .await
+            .map_err(storage)?;
+        match record {
+            Some(record) if record.staging_id > job.staging_id => {
+                info!(
+                    document_id = %job.document_id,
+                    staging_id = %job.staging_id,
+                    newer = %record.staging_id,
+                    "a newer upload supersedes this one; skipped"
+                );
+                Ok(None)
+            }
+            Some(mut record) => {
+                record.staging_id = job.staging_id.clone();
+                Ok(Some(record))
+            }
+            // The API writes the record after queueing the job; if that
+            // write was lost (or has not landed yet) the job has all it
+            // takes to write it.
+            None => Ok(Some(DocumentRecord::staged(
+                job.document_id.clone(),
+                job.staging_id.clone(),
+                job.name.clone(),
+                job.external_document_id.clone(),
+                job.webhook_id.clone(),
+                job.metadata.clone(),
+            ))),
+        }
+    }
+
+    async fn ingest(
+        &self,
+        job: &IngestDocument,
+        record: &mut DocumentRecord,
+        started: Instant,
+    ) -> Result<Indexed, IngestError> {
+        record.status = DocumentStatus::Processing;
+        record.updated_at = Utc::now();
+        self.documents.save(record).await.map_err(storage)?;
+
+        let (bytes, content_type) = self.fetch(job).await?;
+        let parsed = parse_isolated(
+            &self.parser.program,
+            &self
+                .parser
+                .args
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            job.format,
+            content_type.as_deref(),
+            &bytes,
+            &self.limits,
+        )
+        .await?;
+        let chunks = chunk(&parsed, &self.chunking);
+        if chunks.is_empty() {
+            return Err(ParseError::Empty.into());
+        }
+        let meta = DocumentMeta {
+            document_id: job.document_id.to_string(),
+            title: job.name.clone(),
+        };
+        let count = self
+            .knowledge
+            .index(&meta, &chunks)
+            .await
+            .map_err(|e| IngestError::Index(e.to_string()))?;
+        let processing_time_ms = elapsed_ms(started);
+
+        let classify_started = Instant::now();
+        let classifications = self
+            .knowledge
+            .classify(&classification_text(&parsed))
+            .into_iter()
+            .map(|c| ClassificationView {
+                intent: c.intent,
+                confidence: c.confidence,
+                category: c.category,
+            })
+            .collect();
+        let classification_time_ms = elapsed_ms(classify_started);
+
+        let now = Utc::now();
+        record.status = DocumentStatus::Indexed;
+        record.format = Some(parsed.format);
+        record.total_size_bytes = Some(bytes.len() as u64);
+        record.chunks_count = count;
+        record.chunks = chunks
+            .iter()
+            .take(CHUNK_PREVIEWS)
+            .map(|c| ChunkPreview {
+                index: c.index,
+                heading: c.heading.clone(),
+                chars: c.text.chars().count(),
+                excerpt: excerpt(&c.text),
+            })
+            .collect();
+        record.classifications = classifications;
+        record.embeddings_model = Some(self.knowledge.embeddings_model());
+        record.vector_store = Some(self.knowledge.vector_store().to_owned());
+        record.error = None;
+        record.updated_at = now;
+        record.indexed_at = Some(now);
+        self.documents.save(record).await.map_err(storage)?;
+        Ok(Indexed {
+            record: record.clone(),
+            processing_time_ms,
+            classification_time_ms,
+        })
+    }
+
+    async fn fetch(&self, job: &IngestDocument) -> Result<(Vec<u8>, Option<String>), IngestError> {
+        match &job.source {
+            DocumentSource::Upload { content_type } => {
+                let bytes = self
+                    .documents
+                    .staged_bytes(&job.staging_id)
+                    .await
+                    .map_err(storage)?
+                    .ok_or_else(|| {
+                        IngestError::Fetch(
+                            "the uploaded file expired before it was processed".into(),
+                        )
+                    })?;
+                Ok((bytes, content_type.clone()))
+            }
+            DocumentSource::Url { url } => {
+                // One byte over the limit tells "exactly the limit" from
+                // "more than the limit".
+                let response = self
+                    .egress
+                    .get(url, self.max_document_size.saturating_add(1))
+                    .await
+                    .map_err(|e| match e {
+                        EgressError::TooLarge { .. } => IngestError::TooLarge {
+                            limit: self.max_document_size,
+                        },
+                        other => {
+                            IngestError::Fetch(format!("fetching the document failed: {other}"))
+                        }
+                    })?;
+                if !response.is_success() {
+                    return Err(IngestError::Fetch(format!(
+                        "fetching the document failed: HTTP {}",
+                        response.status
+                    )));
+                }
+                let content_type = response
+                    .headers
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = response
+                    .into_complete_body()
+                    .map_err(|_| IngestError::TooLarge {
+                        limit: self.max_document_size,
+                    })?;
+                if body.len() > self.max_document_size {
+                    return Err(IngestError::TooLarge {
+                        limit: self.max_document_size,
+                    });
+                }
+                Ok((body, content_type))
+            }
+        }
+    }
+
+    async fn announce_indexed(
+        &self,
+        job: &IngestDocument,
+        ctx: &JobContext,
+        indexed: Indexed,
+    ) -> anyhow::Result<()> {
+        let record = &indexed.record;
+        let metadata = EventMetadata {
+            trace_id: ctx.trace_id.clone(),
+            correlation_id: job.correlation_id.clone(),
+        };
+        self.publisher
+            .publish(Event::new(
+                EventId::derived(&ctx.job_id, "indexed"),
+                EventType::KnowledgeDocumentIndexed,
+                json!({
+                    "document_id": record.document_id,
+                    "name": record.name,
+                    "external_document_id": record.external_document_id,
+                    "status": "indexed",
+                    "chunks_count": record.chunks_count,
+                    "total_size_bytes": record.total_size_bytes,
+                    "processing_time_ms": indexed.processing_time_ms,
+                    "metadata": record.metadata,
+                    "embeddings_model": record.embeddings_model,
+                    "vector_store": record.vector_store,
+                }),
+                metadata.clone(),
+            ))
+            .await?;
+        self.publisher
+            .publish(Event::new(
+                EventId::derived(&ctx.job_id, "classified"),
+                EventType::AnalysisClassificationCompleted,
+                json!({
+                    "document_id": record.document_id,
+                    "classifications": record.classifications,
+                    "processing_time_ms": indexed.classification_time_ms,
+                }),
+                metadata,
+            ))
+            .await?;
+        if matches!(job.source, DocumentSource::Upload { .. })
+            && let Err(e) = self.documents.drop_staged_bytes(&job.staging_id).await
+        {
+            // They expire on their own; a leftover costs memory for a while.
+            warn!(error = %e, "could not drop the staged upload");
+        }
+        info!(
+            document_id = %record.document_id,
+            chunks = record.chunks_count,
+            processing_time_ms = indexed.processing_time_ms,
+            "document indexed"
+        );
+        Ok(())
+    }
+
+    /// Records and announces a failed attempt, and tells the runtime when
+    /// to try again.
+    async fn fail(
+        &self,
+        job: &IngestDocument,
+        ctx: &JobContext,
+        mut record: DocumentRecord,
+        error: IngestError,
+    ) -> Outcome {
+        let plan = ctx.plan_failure(None);
+        let next_retry = match plan {
+            RetryPlan::After(delay) => {
+                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+            }
+            RetryPlan::Exhausted => None,
+        };
+        let failure = DocumentFailure {
+            error_code: error.code().to_owned(),
+            error_message: error.to_string(),
+            retry_count: ctx.overall_attempt(),
+            max_retries: self.max_retries,
+            next_retry,
+        };
+        warn!(
+            document_id = %job.document_id,
+            error_code = %failure.error_code,
+            error = %failure.error_message,
+            retry_count = failure.retry_count,
+            "document ingestion failed"
+        );
+        record.status = DocumentStatus::Failed;
+        record.error = Some(failure.clone());
+        record.updated_at = Utc::now();
+        if let Err(e) = self.documents.save(&record).await {
+            warn!(error = %e, "could not record the failed ingestion");
+        }
+        let event = Event::new(
+            EventId::derived(&ctx.job_id, &format!("failed_{}", failure.retry_count)),
+            EventType::KnowledgeDocumentFailed,
+            json!({
+                "document_id": record.document_id,
+                "name": record.name,
+                "external_document_id": record.external_document_id,
+                "status": "failed",
+                "error_code": failure.error_code,
+                "error_message": failure.error_message,
+                "retry_count": failure.retry_count,
+                "max_retries": failure.max_retries,
+                "next_retry": failure.next_retry.map(shared::time::rfc3339),
+            }),
+            EventMetadata {
+                trace_id: ctx.trace_id.clone(),
+                correlation_id: job.correlation_id.clone(),
+            },
+        );
+        if let Err(e) = self.publisher.publish(event).await {
+            warn!(error = %e, "could not announce the failed ingestion");
+        }
+        Outcome::Failed {
+            error: format!("{}: {}", failure.error_code, failure.error_message),
+            plan,
+        }
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The title and the first blocks of text, up to the classifier's budget.
+fn classification_text(doc: &ParsedDocument) -> String {
+    let mut text = doc.title.clone().unwrap_or_default();
+    for block in &doc.blocks {
+        if text.len() >= CLASSIFY_CHARS {
+            break;
+        }
+        if block.kind != BlockKind::PageBreak {
+            text.push('\n');
+            text.push_str(&block.text);
+        }
+    }
+    text.chars().take(CLASSIFY_CHARS).collect()
+}
+
+fn excerpt(text: &str) -> String {
+    if text.chars().count() <= PREVIEW_CHARS {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(PREVIEW_CHARS).collect();
+    format!("{}…", cut.trim_end())
+}

@@ -1,0 +1,212 @@
+//! The parse sandbox: results, crashes, limits and timeouts of a real child process.
+use testkit::documents as common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rag::parse::sandbox::{SandboxLimits, parse_isolated};
+use rag::parse::{ParseError, ParseLimits};
+use rag::types::Format;
+
+const CHILD: &str = env!("CARGO_BIN_EXE_supportrag-worker");
+const CHILD_ARGS: &[&str] = &["parse-document"];
+
+fn limits(memory_mib: u64) -> SandboxLimits {
+    SandboxLimits {
+        memory_bytes: memory_mib << 20,
+        timeout: Duration::from_secs(10),
+        parse: ParseLimits::default(),
+    }
+}
+
+async fn isolated(
+    declared: Option<Format>,
+    bytes: &[u8],
+    limits: &SandboxLimits,
+) -> Result<rag::types::ParsedDocument, ParseError> {
+    parse_isolated(Path::new(CHILD), CHILD_ARGS, declared, None, bytes, limits).await
+}
+
+#[tokio::test]
+async fn parses_a_pdf_in_the_child() {
+    let pdf = common::text_pdf(
+        Some("Guide"),
+        &[&["Hello from page one."], &["And page two."]],
+    );
+    let doc = isolated(None, &pdf, &limits(1024)).await.unwrap();
+    assert_eq!(doc.format, Format::Pdf);
+    assert_eq!(doc.title.as_deref(), Some("Guide"));
+    assert!(doc.blocks.iter().any(|b| b.text.contains("And page two.")));
+}
+
+#[tokio::test]
+async fn child_errors_come_back_as_they_are() {
+    let err = isolated(Some(Format::Text), b"  \n\n ", &limits(1024))
+        .await
+        .unwrap_err();
+    assert_eq!(err, ParseError::Empty);
+    let err = isolated(None, &common::random_bytes(4096, 7), &limits(1024))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ParseError::UnsupportedFormat(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn flate_bomb_is_invalid_pdf_in_the_child() {
+    // 256 MiB of address space: an unbounded inflate of 300 MiB could not fit.
+    let err = isolated(None, &common::flate_bomb_pdf(300), &limits(256))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ParseError::InvalidPdf(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn deeply_nested_pdf_is_an_error_and_the_parent_survives() {
+    let pdf = common::deeply_nested_pdf(100_000);
+    let err = isolated(None, &pdf, &limits(256)).await.unwrap_err();
+    assert!(
+        matches!(err, ParseError::InvalidPdf(_) | ParseError::Empty),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_declared_as_pdf_is_invalid_pdf() {
+    let garbage = common::random_bytes(64 * 1024, 42);
+    let err = isolated(Some(Format::Pdf), &garbage, &limits(256))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ParseError::InvalidPdf(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn memory_limit_kills_the_child_not_the_parent() {
+    // A legal 40 MB text document (the text budget is raised to admit it)
+    // whose blocks cannot be built within 64 MiB of address space.
+    let paragraph = "Перевод денег занимает до трёх рабочих дней. ".repeat(20);
+    let mut text = String::new();
+    while text.len() < 40 << 20 {
+        text.push_str(&paragraph);
+        text.push_str("\n\n");
+    }
+    let limits = SandboxLimits {
+        memory_bytes: 64 << 20,
+        timeout: Duration::from_secs(10),
+        parse: ParseLimits {
+            max_text_chars: 100_000_000,
+            ..ParseLimits::default()
+        },
+    };
+    let err = isolated(Some(Format::Text), text.as_bytes(), &limits)
+        .await
+        .unwrap_err();
+    match err {
+        ParseError::Failed(msg) => assert!(msg.contains("memory"), "{msg}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Same document, enough memory: it was the limit, not the document.
+    let roomy = SandboxLimits {
+        memory_bytes: 2 << 30,
+        ..limits
+    };
+    assert!(
+        isolated(Some(Format::Text), text.as_bytes(), &roomy)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn timeout_kills_the_child() {
+    let limits = SandboxLimits {
+        memory_bytes: 1 << 30,
+        timeout: Duration::from_millis(500),
+        parse: ParseLimits::default(),
+    };
+    let err = parse_isolated(
+        Path::new("/bin/sleep"),
+        &["10"],
+        Some(Format::Text),
+        None,
+        b"hello",
+        &limits,
+    )
+    .await
+    .unwrap_err();
+    match err {
+        ParseError::Failed(msg) => assert!(msg.contains("timed out after 500ms"), "{msg}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(
+        sleep_children().is_empty(),
+        "left behind: {:?}",
+        sleep_children()
+    );
+}
+
+#[tokio::test]
+async fn garbage_output_and_bad_exit_are_failures() {
+    // /bin/echo ignores the request and prints something that is not a result.
+    let err = parse_isolated(
+        Path::new("/bin/echo"),
+        &["hi"],
+        Some(Format::Text),
+        None,
+        b"x",
+        &limits(256),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::Failed("parser produced an unreadable result".into())
+    );
+    let err = parse_isolated(
+        Path::new("/bin/false"),
+        &[],
+        Some(Format::Pdf),
+        None,
+        b"x",
+        &limits(256),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::InvalidPdf("parser exited with status 1".into())
+    );
+    let err = parse_isolated(
+        Path::new("/bin/sh"),
+        &["-c", "kill -SEGV $$"],
+        Some(Format::Html),
+        None,
+        b"x",
+        &limits(256),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ParseError::Failed(m) if m.contains("segmentation fault")),
+        "{err:?}"
+    );
+}
+
+/// Live (not zombie) `sleep` processes whose parent is this test process.
+fn sleep_children() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if stat.contains("(sleep)") && fields.get(1) == Some(&me.as_str()) {
+            found.push(stat);
+        }
+    }
+    found
+}
