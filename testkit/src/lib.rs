@@ -13,10 +13,13 @@
 //! - [`spawn_worker`]: the worker in-process (same `startup::run` as the
 //!   binary); [`WorkerProcess`]: the binary itself, for kill and signal
 //!   tests.
+//! - [`spawn_file_server`]: documents to ingest, fine and hostile;
+//!   [`documents`]: builders for real PDFs, DOCX files and bombs.
 //! - [`wait_until`]: bounded polling with a clear failure message, because
 //!   tests here never assert on wall-clock durations.
 
 pub mod documents;
+mod file_server;
 mod files;
 pub mod processes;
 pub mod receiver;
@@ -31,6 +34,7 @@ use shared::services::Services;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use file_server::{FileServer, Served, spawn_file_server};
 pub use processes::{WorkerProcess, settings_env};
 pub use receiver::{Behaviour, Receiver, Recorded, spawn_receiver};
 pub use redis::TestRedis;
@@ -48,14 +52,47 @@ pub struct WorkerHandle {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Runs `worker::startup::run` (what the binary runs) in a Tokio task.
+/// Runs the worker (what the binary runs) in a Tokio task; documents are
+/// parsed by the worker binary's `parse-document` command, as in
+/// production.
 pub async fn spawn_worker(services: Services) -> WorkerHandle {
     let stop = CancellationToken::new();
-    let task = tokio::spawn(worker::startup::run(services, stop.clone()));
+    let parser = worker::ingest::ParserCommand {
+        program: worker_binary(),
+        args: vec![worker::startup::PARSE_COMMAND.to_owned()],
+    };
+    let task = tokio::spawn(worker::startup::run_with_parser(
+        services,
+        stop.clone(),
+        parser,
+    ));
     WorkerHandle {
         stop,
         task: Some(task),
     }
+}
+
+/// The `supportrag-worker` binary cargo built next to this test binary
+/// (`target/<profile>/`, one level above `deps/`): tests of other crates
+/// cannot name it with `env!("CARGO_BIN_EXE_…")`.
+pub fn worker_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("testkit: current_exe");
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("supportrag-worker"))
+        .collect::<Vec<_>>();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "testkit: supportrag-worker not built (looked at {candidates:?}); \
+                 run the tests with `cargo nextest run --workspace`"
+            )
+        })
 }
 
 impl WorkerHandle {

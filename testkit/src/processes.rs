@@ -20,7 +20,8 @@ use crate::files::{create_log, tail};
 /// The environment that makes a worker process use `settings`' key fields:
 /// Redis URL and prefix, SSRF allow-list, retry schedule and jitter,
 /// timeouts, visibility timeout, poll interval, shutdown timeout,
-/// concurrency and log level (JSON logs).
+/// concurrency, the ingestion and chat settings tests change, and log
+/// level (JSON logs).
 pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
     let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
     let list = |items: Vec<String>| items.join(",");
@@ -70,6 +71,38 @@ pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
         (
             "QUEUE__SHUTDOWN_TIMEOUT",
             duration(settings.queue.shutdown_timeout),
+        ),
+        (
+            "INGEST__RETRY_SCHEDULE",
+            list(
+                settings
+                    .ingest
+                    .retry_schedule
+                    .iter()
+                    .copied()
+                    .map(duration)
+                    .collect(),
+            ),
+        ),
+        (
+            "INGEST__FETCH_TIMEOUT",
+            duration(settings.ingest.fetch_timeout),
+        ),
+        (
+            "INGEST__PARSE_TIMEOUT",
+            duration(settings.ingest.parse_timeout),
+        ),
+        (
+            "INGEST__MAX_DOCUMENT_SIZE",
+            settings.ingest.max_document_size.0.to_string(),
+        ),
+        (
+            "CHAT__ESCALATION_THRESHOLD",
+            settings.chat.escalation_threshold.to_string(),
+        ),
+        (
+            "CHAT__SESSION_IDLE_TIMEOUT",
+            duration(settings.chat.session_idle_timeout),
         ),
         ("AUTH__ADMIN_KEYS", list(settings.auth.admin_keys.clone())),
         ("LOG__LEVEL", settings.log.level.clone()),

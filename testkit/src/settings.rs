@@ -30,6 +30,10 @@ pub fn test_settings(redis_url: &str) -> Settings {
     settings.queue.visibility_timeout = Duration::from_secs(2);
     settings.queue.poll_interval = Duration::from_millis(20);
     settings.queue.shutdown_timeout = Duration::from_secs(5);
+    settings.ingest.retry_schedule = vec![Duration::from_millis(50), Duration::from_millis(100)];
+    settings.ingest.fetch_timeout = Duration::from_secs(3);
+    settings.ingest.parse_timeout = Duration::from_secs(10);
+    settings.chat.completion_wait = Duration::from_secs(10);
     settings.auth.admin_keys = vec![TEST_ADMIN_KEY.to_owned()];
     settings.log.level = "warn".to_owned();
     settings

@@ -1,0 +1,204 @@
+//! Hostile documents never take a worker down (issue 3, SPEC §11): each
+//! ends as `knowledge.document.failed` with the precise code, retried on
+//! the ingestion schedule, then dead-lettered with `error.occurred`, while
+//! the same worker process keeps indexing good documents.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::events::EventFilter;
+use shared::ids::DocumentId;
+use shared::incoming::{DocumentDraft, IncomingDocument};
+use shared::jobs::DocumentSource;
+use shared::services::Services;
+use testkit::documents::{
+    deeply_nested_pdf, docx_bomb, encrypted_pdf, flate_bomb_pdf, random_bytes,
+};
+use testkit::{
+    Behaviour, PATIENCE, Receiver, Served, TestRedis, WorkerProcess, settings_env,
+    spawn_file_server, spawn_receiver, test_settings, wait_until,
+};
+
+const SECRET: &str = "ingest_secret_0123456789";
+
+fn draft(name: &str, format: Option<&str>) -> DocumentDraft {
+    DocumentDraft {
+        name: name.to_owned(),
+        external_document_id: Some(format!("ext_{name}")),
+        source: DocumentSource::Upload { content_type: None },
+        format: format.map(|f| f.parse().unwrap()),
+        metadata: serde_json::Map::new(),
+        correlation_id: None,
+    }
+}
+
+/// Events of `event_type` the receiver got for `document_id`.
+fn events_for(receiver: &Receiver, event_type: &str, document_id: &str) -> Vec<Value> {
+    receiver
+        .requests()
+        .iter()
+        .map(|r| r.json())
+        .filter(|e| e["event_type"] == event_type && e["data"]["document_id"] == document_id)
+        .collect()
+}
+
+async fn wait_failed(receiver: &Receiver, document_id: &str, count: usize) -> Vec<Value> {
+    wait_until(
+        &format!("{count} knowledge.document.failed for {document_id}"),
+        PATIENCE,
+        || async {
+            let failed = events_for(receiver, "knowledge.document.failed", document_id);
+            (failed.len() >= count).then_some(failed)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() {
+    let redis = TestRedis::start();
+    let mut settings = test_settings(&redis.url());
+    settings.ingest.max_document_size = shared::config::ByteSize(2 << 20);
+    settings.ingest.fetch_timeout = Duration::from_secs(2);
+    let services = Services::connect(settings.clone()).expect("services");
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let webhook =
+        testkit::register_webhook(&services, &receiver.url(), vec![EventFilter::All], SECRET).await;
+    let mut worker = WorkerProcess::spawn(
+        env!("CARGO_BIN_EXE_supportrag-worker"),
+        &settings_env(&settings),
+    );
+
+    let uploads: Vec<(&str, Option<&str>, Vec<u8>, &[&str])> = vec![
+        (
+            "flate-bomb",
+            Some("pdf"),
+            flate_bomb_pdf(300),
+            &["INVALID_PDF_FORMAT"],
+        ),
+        (
+            "encrypted",
+            Some("pdf"),
+            encrypted_pdf(),
+            &["INVALID_PDF_FORMAT"],
+        ),
+        // lopdf caps nesting, so the file parses to a page without text.
+        (
+            "nested",
+            Some("pdf"),
+            deeply_nested_pdf(100_000),
+            &["INVALID_PDF_FORMAT", "EMPTY_DOCUMENT"],
+        ),
+        (
+            "garbage",
+            None,
+            random_bytes(64 * 1024, 7),
+            &["UNSUPPORTED_FORMAT"],
+        ),
+        (
+            "zip-bomb",
+            Some("docx"),
+            docx_bomb(1024, 1000),
+            &["PARSE_FAILED"],
+        ),
+        (
+            "blank",
+            Some("text"),
+            b" \n\n \t ".to_vec(),
+            &["EMPTY_DOCUMENT"],
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (name, format, bytes, codes) in uploads {
+        let accepted = services
+            .intake
+            .upload(draft(name, format), &bytes, "trace_hostile".into())
+            .await
+            .expect("upload staged");
+        expected.push((accepted.document_id.to_string(), codes));
+    }
+
+    let files = spawn_file_server(vec![
+        ("endless.pdf", Served::Endless),
+        ("trickle.txt", Served::Trickle),
+        ("missing.pdf", Served::Status(404)),
+    ])
+    .await;
+    for (file, codes) in [
+        ("endless.pdf", &["TOO_LARGE"][..]),
+        ("trickle.txt", &["FETCH_FAILED"][..]),
+        ("missing.pdf", &["FETCH_FAILED"][..]),
+    ] {
+        let doc: IncomingDocument = serde_json::from_value(json!({
+            "event_type": "document.upload",
+            "data": {"document_url": files.url(file), "external_document_id": file},
+        }))
+        .unwrap();
+        let accepted = services
+            .intake
+            .document(&webhook, doc, file.as_bytes(), "trace_hostile".into())
+            .await
+            .expect("document accepted");
+        expected.push((accepted.document_id.to_string(), codes));
+    }
+
+    // A good document after the hostile ones is still indexed.
+    let good = services
+        .intake
+        .upload(
+            draft("good", Some("markdown")),
+            "# Refunds\n\nRefunds are paid back to the original card within 5 days.".as_bytes(),
+            "trace_good".into(),
+        )
+        .await
+        .unwrap();
+    wait_until("the good document to be indexed", PATIENCE, || async {
+        let indexed = events_for(
+            &receiver,
+            "knowledge.document.indexed",
+            good.document_id.as_str(),
+        );
+        (!indexed.is_empty()).then_some(())
+    })
+    .await;
+
+    // Every hostile one fails on each of its 3 attempts (2 retries), with
+    // its code, then is dead-lettered with error.occurred.
+    for (document_id, codes) in &expected {
+        let failed = wait_failed(&receiver, document_id, 3).await;
+        for (n, event) in failed.iter().enumerate() {
+            let data = &event["data"];
+            let code = data["error_code"].as_str().unwrap();
+            assert!(
+                codes.contains(&code),
+                "{document_id}: {code} not in {codes:?}: {data}"
+            );
+            assert_eq!(data["status"], "failed");
+            assert_eq!(data["retry_count"], n as u64 + 1, "{data}");
+            assert_eq!(data["max_retries"], 2, "{data}");
+            assert_eq!(data["next_retry"].is_null(), n == 2, "{data}");
+            assert!(!data["error_message"].as_str().unwrap().is_empty());
+        }
+        let record = services
+            .documents
+            .get(&DocumentId::parse(document_id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, shared::documents::DocumentStatus::Failed);
+    }
+    wait_until(
+        "an error.occurred per hostile document",
+        PATIENCE,
+        || async {
+            let dead = receiver
+                .requests()
+                .iter()
+                .filter(|r| r.json()["event_type"] == "error.occurred")
+                .count();
+            (dead >= expected.len()).then_some(())
+        },
+    )
+    .await;
+    assert!(worker.is_running(), "{}", worker.log_tail(40));
+}
