@@ -21,6 +21,9 @@ use testkit::{
 
 const SECRET: &str = "ingest_secret_0123456789";
 
+/// Name, declared format, bytes, and the codes its failure may carry.
+type Hostile = (&'static str, Option<&'static str>, Vec<u8>, &'static [&'static str]);
+
 fn draft(name: &str, format: Option<&str>) -> DocumentDraft {
     DocumentDraft {
         name: name.to_owned(),
@@ -69,7 +72,7 @@ async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() 
         &settings_env(&settings),
     );
 
-    let uploads: Vec<(&str, Option<&str>, Vec<u8>, &[&str])> = vec![
+    let uploads: Vec<Hostile> = vec![
         (
             "flate-bomb",
             Some("pdf"),
