@@ -22,7 +22,12 @@ use testkit::{
 const SECRET: &str = "ingest_secret_0123456789";
 
 /// Name, declared format, bytes, and the codes its failure may carry.
-type Hostile = (&'static str, Option<&'static str>, Vec<u8>, &'static [&'static str]);
+type Hostile = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    &'static [&'static str],
+);
 
 fn draft(name: &str, format: Option<&str>) -> DocumentDraft {
     DocumentDraft {
