@@ -1,17 +1,15 @@
 //! The providers against fake OpenAI-compatible and Qdrant servers over
 //! real HTTP on 127.0.0.1.
 
-mod fakes;
-
 use std::time::Duration;
 
-use fakes::{DIM, FakeOpenAi, FakeQdrant, StoredPoint, embedding};
 use rag::providers::ProviderError;
 use rag::providers::openai::{OpenAiClient, OpenAiSettings};
 use rag::providers::qdrant::{Point, QdrantSettings, QdrantStore, point_id};
 use rag::providers::semantic::SemanticIndex;
 use rag::types::{Chunk, DocumentMeta, Hit};
 use serde_json::{Map, Value, json};
+use testkit::fakes::{DIM, FakeOpenAi, FakeQdrant, StoredPoint, embedding};
 
 const KEY: &str = "sk-test-secret-0123456789";
 
@@ -469,7 +467,7 @@ async fn a_collection_with_another_distance_is_a_protocol_error() {
     let fake = FakeQdrant::start().await;
     fake.state().collections.insert(
         "chunks".into(),
-        fakes::Collection {
+        testkit::fakes::Collection {
             size: DIM,
             distance: "Dot".into(),
             indexes: Vec::new(),

@@ -15,10 +15,13 @@
 //!   tests.
 //! - [`spawn_file_server`]: documents to ingest, fine and hostile;
 //!   [`documents`]: builders for real PDFs, DOCX files and bombs.
+//! - [`fakes`]: an OpenAI-compatible server and a Qdrant that speak just
+//!   enough of those protocols for the pluggable providers.
 //! - [`wait_until`]: bounded polling with a clear failure message, because
 //!   tests here never assert on wall-clock durations.
 
 pub mod documents;
+pub mod fakes;
 mod file_server;
 mod files;
 pub mod processes;
