@@ -7,17 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rag::chunk::{self, ChunkOptions};
 use rag::classify::Classifier;
 use rag::confidence::Features;
 use rag::glossary::Glossary;
 use rag::lexical::{IndexOptions, LexicalIndex};
+use rag::parse::{ParseLimits, parse};
 use rag::text::Analyzer;
-use rag::types::{Chunk, DocumentMeta};
+use rag::types::{Chunk, DocumentMeta, Format};
 use serde::Deserialize;
 use testkit::TestRedis;
 
 const THRESHOLD: f64 = 0.35;
-const CHUNK_CHARS: usize = 800;
 
 #[derive(Deserialize)]
 struct Questions {
@@ -45,42 +46,18 @@ fn is_russian(text: &str) -> bool {
     cyrillic * 2 > letters
 }
 
-/// The test's own chunker (the real one lives elsewhere): sections by
-/// markdown heading, paragraphs packed up to ~800 chars.
+/// The production pipeline: the Markdown parser and the structural
+/// chunker with the shipped defaults (`ingest.chunk_size` 1200, overlap 200).
 fn chunk(markdown: &str) -> (String, Vec<Chunk>) {
-    let mut title = String::new();
-    let mut heading: Option<String> = None;
-    let mut chunks: Vec<Chunk> = Vec::new();
-    let mut current = String::new();
-    let flush = |current: &mut String, heading: &Option<String>, chunks: &mut Vec<Chunk>| {
-        if !current.trim().is_empty() {
-            chunks.push(Chunk {
-                index: chunks.len(),
-                heading: heading.clone(),
-                text: current.trim().to_owned(),
-            });
-        }
-        current.clear();
-    };
-    for block in markdown.split("\n\n") {
-        let block = block.trim();
-        if let Some(h) = block.strip_prefix("# ") {
-            title = h.trim().to_owned();
-            continue;
-        }
-        if let Some(h) = block.strip_prefix("## ") {
-            flush(&mut current, &heading, &mut chunks);
-            heading = Some(format!("{title} > {}", h.trim()));
-            continue;
-        }
-        if current.chars().count() + block.chars().count() > CHUNK_CHARS {
-            flush(&mut current, &heading, &mut chunks);
-        }
-        current.push_str(block);
-        current.push_str("\n\n");
-    }
-    flush(&mut current, &heading, &mut chunks);
-    (title, chunks)
+    let doc = parse(
+        Format::Markdown,
+        None,
+        markdown.as_bytes(),
+        &ParseLimits::default(),
+    )
+    .expect("corpus documents parse");
+    let chunks = chunk::chunk(&doc, &ChunkOptions::default());
+    (doc.title.unwrap_or_default(), chunks)
 }
 
 struct Row {

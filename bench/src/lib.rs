@@ -1,0 +1,147 @@
+//! What the benchmarks share: a private Redis and the way figures are
+//! summarised.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+
+/// A private `redis-server`, killed when dropped (error and panic included).
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> anyhow::Result<Self> {
+        let mut last_log = String::new();
+        // The port is free when we look, but may be taken before redis binds
+        // it: then redis exits and we try another.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            if port == 6379 {
+                continue;
+            }
+            let dir = tempfile::tempdir()?;
+            let log = dir.path().join("redis.log");
+            let mut command = std::process::Command::new("redis-server");
+            command
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            // Drop covers errors and panics; this covers the parent being
+            // killed outright (it fires when the spawning thread dies, and
+            // the parent runs on one thread).
+            // SAFETY: prctl is async-signal-safe and touches no parent memory.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command
+                .spawn()
+                .context("starting redis-server (is it installed?)")?;
+            let mut server = RedisServer {
+                child,
+                port,
+                _dir: dir,
+            };
+            if server.wait_ready()? {
+                return Ok(server);
+            }
+            last_log = read_log(&log);
+        }
+        bail!("redis-server did not start; last log:\n{last_log}")
+    }
+
+    /// Whether the server answers PING; false if it exited (port taken).
+    fn wait_ready(&mut self) -> anyhow::Result<bool> {
+        let client = redis::Client::open(self.url())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(false);
+            }
+            let pong = client
+                .get_connection()
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "redis-server on port {} did not answer PING within 10 s",
+            self.port
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
+}
+
+/// (median, min, max).
+pub fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    (median, v[0], v[v.len() - 1])
+}
+
+pub fn show_spread((median, min, max): (f64, f64, f64)) -> String {
+    format!(
+        "{} ({}–{})",
+        thousands(median),
+        thousands(min),
+        thousands(max)
+    )
+}
+
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
