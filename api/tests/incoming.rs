@@ -373,6 +373,58 @@ async fn a_repeated_message_is_a_duplicate_with_the_first_event_id() {
     assert_eq!(queued(&app, "chat").await, 1);
 }
 
+/// Sessions the API keeps open (waiting for messages or the idle sweep).
+async fn active_sessions(app: &TestApp) -> usize {
+    let keys = shared::keys::SessionKeys::new(&app.services.settings.redis.key_prefix);
+    let mut conn = app.services.queue.connection();
+    redis::cmd("ZCARD")
+        .arg(keys.active())
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD")
+}
+
+#[tokio::test]
+async fn a_repeat_after_its_session_ended_opens_no_new_session() {
+    let app = spawn_app().await;
+    let slack = Integrator::register(&app).await;
+    let first = slack.send(&app, MESSAGE, SEED_MESSAGE).await;
+    assert_accepted_message(&first);
+    let session_id = first.data()["session_id"].as_str().unwrap();
+    let ended = app
+        .send(app.admin(
+            Method::POST,
+            &format!("/api/v1/chat/sessions/{session_id}/end"),
+        ))
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
+    assert_eq!(active_sessions(&app).await, 0);
+
+    let again = slack.send(&app, MESSAGE, SEED_MESSAGE).await;
+
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.data()["status"], "duplicate");
+    assert_eq!(again.data()["session_id"], session_id);
+    assert_eq!(
+        active_sessions(&app).await,
+        0,
+        "a repeat must not open an empty session (its idle end would be announced)"
+    );
+    assert_eq!(queued(&app, "chat").await, 1);
+
+    // A new message in the thread starts a new session.
+    let next = slack
+        .send(
+            &app,
+            MESSAGE,
+            &message_body("1234567890.123456", "m2", "Ещё вопрос"),
+        )
+        .await;
+    assert_accepted_message(&next);
+    assert_ne!(next.data()["session_id"], session_id);
+    assert_eq!(active_sessions(&app).await, 1);
+}
+
 #[tokio::test]
 async fn the_same_external_message_id_from_another_integration_is_not_a_duplicate() {
     let app = spawn_app().await;
@@ -451,7 +503,10 @@ async fn assert_nothing_queued(app: &TestApp, case: &str) {
     }
 }
 
-fn without(headers: &[(&'static str, String)], name: &str) -> Vec<(&'static str, String)> {
+/// Header name and value pairs, as sent.
+type Headers = Vec<(&'static str, String)>;
+
+fn without(headers: &[(&'static str, String)], name: &str) -> Headers {
     headers
         .iter()
         .filter(|(n, _)| *n != name)
@@ -487,7 +542,7 @@ async fn each_broken_authentication_rule_answers_401_with_its_code() {
         sign_incoming_timestamped(&slack.secret, now, b"{\"event_type\":\"other\"}");
     let other_secret = Secret::parse("another_secret_key_6789").unwrap();
 
-    let cases: Vec<(&str, Vec<(&'static str, String)>, &str)> = vec![
+    let cases: Vec<(&str, Headers, &str)> = vec![
         (
             "unknown webhook id",
             with(&good, "X-Webhook-ID", "webhook_nobody".into()),
@@ -947,4 +1002,47 @@ async fn redis_down_means_503_with_retry_after_and_no_hang() {
         assert_eq!(reply.error_code(), "SERVICE_UNAVAILABLE");
         assert!(reply.retry_after.is_some(), "{path}: no Retry-After");
     }
+}
+
+#[tokio::test]
+async fn an_accepted_message_is_answered_to_the_integration_with_its_trace_and_correlation() {
+    let app = spawn_app().await;
+    let receiver = testkit::spawn_receiver(testkit::Behaviour::AlwaysOk).await;
+    let webhook = testkit::register_webhook(
+        &app.services,
+        &receiver.url(),
+        vec![EventFilter::Only(
+            shared::events::EventType::ChatResponseGenerated,
+        )],
+        SECRET,
+    )
+    .await;
+    let slack = Integrator {
+        id: webhook.webhook_id.to_string(),
+        secret: Secret::parse(SECRET).unwrap(),
+    };
+    let worker = testkit::spawn_worker(app.services.clone()).await;
+
+    let mut headers = slack.headers(SEED_MESSAGE.as_bytes());
+    headers.push(("X-Trace-Id", "trace_req_123".into()));
+    let reply = post(&app, MESSAGE, &headers, SEED_MESSAGE).await;
+
+    assert_accepted_message(&reply);
+    assert_eq!(reply.body["meta"]["trace_id"], "trace_req_123");
+    assert_eq!(reply.trace_id.as_deref(), Some("trace_req_123"));
+    let delivered = receiver.wait_for(1, testkit::PATIENCE).await;
+    let event = delivered[0].json();
+    assert_eq!(event["event_type"], "chat.response.generated");
+    assert_eq!(event["webhook_id"], slack.id.as_str());
+    assert_eq!(event["data"]["session_id"], reply.data()["session_id"]);
+    assert_eq!(event["data"]["user_id"], "U123456789");
+    assert_eq!(event["data"]["message"], "Как работает документирование?");
+    assert!(
+        event["data"]["answer"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty())
+    );
+    assert_eq!(event["metadata"]["trace_id"], "trace_req_123");
+    assert_eq!(event["metadata"]["correlation_id"], "corr_abc123");
+    worker.shutdown().await;
 }

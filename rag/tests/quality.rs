@@ -24,6 +24,8 @@ const THRESHOLD: f64 = 0.35;
 struct Questions {
     answerable: Vec<Answerable>,
     off_topic: Vec<OffTopic>,
+    holdout_answerable: Vec<Answerable>,
+    holdout_off_topic: Vec<OffTopic>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +263,63 @@ async fn retrieval_quality_on_the_labelled_corpus() {
     );
     println!(
         "answerable > {THRESHOLD}: {above:.2}   off-topic < {THRESHOLD}: {below:.2}   AUC: {auc:.3}"
+    );
+
+    // Held-out questions: never used to fit or tune anything.
+    let distinct_docs = |outcome: &rag::lexical::SearchOutcome| {
+        outcome.hits.iter().map(|h| h.document_id.clone()).fold(
+            Vec::<String>::new(),
+            |mut acc, d| {
+                if !acc.contains(&d) {
+                    acc.push(d);
+                }
+                acc
+            },
+        )
+    };
+    let (mut held_top1, mut held_top3, mut held_conf) = (0, 0, Vec::new());
+    for a in &questions.holdout_answerable {
+        let outcome = index.search(&a.q, 5).await.expect("search");
+        let docs = distinct_docs(&outcome);
+        held_top1 += usize::from(docs.first() == Some(&a.doc));
+        held_top3 += usize::from(docs.iter().take(3).any(|d| *d == a.doc));
+        held_conf.push(outcome.confidence);
+        println!(
+            "held-out {:.2} @1={} {}",
+            outcome.confidence,
+            u8::from(docs.first() == Some(&a.doc)),
+            a.q
+        );
+    }
+    let mut held_off = Vec::new();
+    for o in &questions.holdout_off_topic {
+        let outcome = index.search(&o.q, 5).await.expect("search");
+        held_off.push(outcome.confidence);
+        println!("held-out off {:.2} {}", outcome.confidence, o.q);
+    }
+    let n = questions.holdout_answerable.len() as f64;
+    let held_t1 = held_top1 as f64 / n;
+    let held_t3 = held_top3 as f64 / n;
+    let held_above = held_conf.iter().filter(|c| **c > THRESHOLD).count() as f64 / n;
+    let held_below =
+        held_off.iter().filter(|c| **c < THRESHOLD).count() as f64 / held_off.len() as f64;
+    println!(
+        "held-out: {} answerable top-1 {held_t1:.2} top-3 {held_t3:.2}, above {THRESHOLD}: {held_above:.2}; \
+         {} off-topic below {THRESHOLD}: {held_below:.2}",
+        questions.holdout_answerable.len(),
+        held_off.len()
+    );
+    // Reached: top-1 0.92, top-3 1.00, 0.75 of answerable above the
+    // threshold, every off-topic one below it.
+    assert!(held_t1 >= 0.8, "held-out top-1 {held_t1:.2}");
+    assert!(held_t3 >= 0.9, "held-out top-3 {held_t3:.2}");
+    assert!(
+        held_above >= 0.6,
+        "held-out answerable above: {held_above:.2}"
+    );
+    assert!(
+        held_below >= 0.85,
+        "held-out off-topic below: {held_below:.2}"
     );
 
     let classifier = Classifier::builtin(analyzer.clone());

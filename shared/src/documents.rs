@@ -169,9 +169,13 @@ impl DocumentStore {
 
     /// Records a new upload: a new document appears as staged; an existing
     /// one keeps its status (its old version stays searchable) and learns
-    /// the staging id of the version on its way.
+    /// the staging id of the version on its way. An upload older than the
+    /// one the record already names changes nothing: the worker skips only
+    /// uploads older than the record's, so moving the record back would let
+    /// an older text be indexed over a newer one.
     pub async fn stage(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
         let updated = match self.get(&record.document_id).await? {
+            Some(existing) if existing.staging_id >= record.staging_id => return Ok(()),
             Some(mut existing) => {
                 existing.staging_id = record.staging_id.clone();
                 existing.name = record.name.clone();

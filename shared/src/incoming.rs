@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rag::types::Format;
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -230,6 +231,19 @@ impl Intake {
             msg.metadata.and_then(|m| m.correlation_id),
         )?;
 
+        let once = external_message_id
+            .as_deref()
+            .map(|external| once_key(&webhook.webhook_id, "msg", external.as_bytes()));
+        // A repeat is answered before the thread is looked at: opening it
+        // would start a new, empty session if the first one has ended.
+        // (`push_once` below still decides races between two copies.)
+        if let Some(key) = &once
+            && let Some(first) = self
+                .first_acceptance::<ProcessMessage, MessageAccepted>(key)
+                .await?
+        {
+            return Ok(first);
+        }
         let thread = ThreadKey::new(&webhook.webhook_id, thread_id.as_deref(), &user_id);
         let session_id = self
             .sessions
@@ -251,17 +265,16 @@ impl Intake {
                 webhook_event_id: Some(accepted.webhook_event_id.clone()),
                 correlation_id,
                 channel,
-                external_message_id: external_message_id.clone(),
+                external_message_id,
                 received_at: Utc::now(),
                 reply_expected: false,
             },
             trace_id,
         );
-        let Some(external) = external_message_id else {
+        let Some(key) = once else {
             self.queue.push(&[job]).await?;
             return Ok(accepted);
         };
-        let key = once_key(&webhook.webhook_id, "msg", external.as_bytes());
         self.push_once(&job, &key, accepted).await
     }
 
@@ -406,6 +419,26 @@ impl Intake {
                 .map(Duplicate::duplicate)
                 .map_err(|e| IntakeError::Queue(QueueError::Reply(e.to_string()))),
         }
+    }
+}
+
+impl Intake {
+    /// The first acceptance of a request already queued once under `key`.
+    async fn first_acceptance<J: Job, A>(&self, key: &str) -> Result<Option<A>, IntakeError>
+    where
+        A: for<'de> Deserialize<'de> + Duplicate,
+    {
+        let once = self.queue.keys(J::QUEUE).once(key);
+        let first: Option<String> = self
+            .queue
+            .connection()
+            .get(&once)
+            .await
+            .map_err(QueueError::Redis)?;
+        first
+            .map(|f| serde_json::from_str::<A>(&f).map(Duplicate::duplicate))
+            .transpose()
+            .map_err(|e| IntakeError::Queue(QueueError::Reply(e.to_string())))
     }
 }
 

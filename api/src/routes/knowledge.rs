@@ -86,12 +86,24 @@ fn from_json(req: UploadRequest) -> Result<Upload, ApiError> {
         .transpose()?;
     let bytes = match (req.text, req.content_base64) {
         (Some(text), None) => {
+            // Nothing to index: refused now rather than failed later.
+            if text.trim().is_empty() {
+                return Err(ApiError::validation("text", "must not be empty"));
+            }
             format.get_or_insert(rag::types::Format::Text);
             text.into_bytes()
         }
-        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| ApiError::validation("content_base64", format!("is not base64: {e}")))?,
+        (None, Some(encoded)) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|e| {
+                    ApiError::validation("content_base64", format!("is not base64: {e}"))
+                })?;
+            if bytes.is_empty() {
+                return Err(ApiError::validation("content_base64", "must not be empty"));
+            }
+            bytes
+        }
         _ => {
             return Err(ApiError::validation(
                 "text",
