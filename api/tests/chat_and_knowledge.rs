@@ -823,7 +823,6 @@ async fn chat_and_knowledge_routes_need_the_admin_key() {
 }
 
 #[tokio::test]
-#[ignore = "worker bug (worker/src/ingest.rs): a document deleted while its ingestion runs is indexed and its record written back"]
 async fn a_document_deleted_while_it_is_being_fetched_stays_deleted() {
     let app = spawn_app().await;
     let source = spawn_receiver(Behaviour::Delay(Duration::from_secs(1))).await;

@@ -4,8 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use rag::types::Format;
-use redis::AsyncCommands;
+use std::sync::LazyLock;
+
 use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -17,6 +19,36 @@ use crate::time::serde_rfc3339;
 /// How long uploaded bytes wait in staging for their ingestion (which
 /// retries for about half an hour by default).
 const STAGING_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Raises the latest staging id (KEYS[1]) to ARGV[1] unless it is newer,
+/// and writes a new document's record (KEYS[2], ARGV[2]; indexed in
+/// KEYS[3] at ARGV[3] as ARGV[4]) if there is none.
+static STAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local latest = redis.call('GET', KEYS[1])
+if (not latest) or ARGV[1] > latest then redis.call('SET', KEYS[1], ARGV[1]) end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+end
+return 1
+",
+    )
+});
+
+/// Writes a record (KEYS[2], ARGV[1]; indexed in KEYS[3] at ARGV[2] as
+/// ARGV[3]) unless the document's tombstone (KEYS[1]) exists.
+static SAVE_UNLESS_DELETED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return 1
+",
+    )
+});
 
 /// Chunks shown in a document's record (the rest are counted only).
 pub const CHUNK_PREVIEWS: usize = 20;
@@ -167,44 +199,55 @@ impl DocumentStore {
         Ok(DocumentId::parse(&id).unwrap_or(fresh))
     }
 
-    /// Records a new upload: a new document appears as staged; an existing
-    /// one keeps its status (its old version stays searchable) and learns
-    /// the staging id of the version on its way. An upload older than the
-    /// one the record already names changes nothing: the worker skips only
-    /// uploads older than the record's, so moving the record back would let
-    /// an older text be indexed over a newer one.
+    /// Records a new upload: its staging id becomes the document's latest
+    /// unless a newer one already is (staging ids sort by time), and a new
+    /// document appears as staged. An existing record is left alone (its
+    /// old version stays searchable): the worker updates it when it runs
+    /// the upload, so the API never writes over what a worker just wrote.
     pub async fn stage(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
-        let updated = match self.get(&record.document_id).await? {
-            Some(existing) if existing.staging_id >= record.staging_id => return Ok(()),
-            Some(mut existing) => {
-                existing.staging_id = record.staging_id.clone();
-                existing.name = record.name.clone();
-                existing.metadata = record.metadata.clone();
-                existing.updated_at = Utc::now();
-                existing
-            }
-            None => record.clone(),
-        };
-        self.save(&updated).await
-    }
-
-    pub async fn save(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
         let id = record.document_id.as_str();
-        let _: () = redis::pipe()
-            .set(
-                keys::document(&self.prefix, id),
-                serde_json::to_string(record)?,
-            )
-            .ignore()
-            .zadd(
-                keys::documents(&self.prefix),
-                id,
-                record.created_at.timestamp_millis(),
-            )
-            .ignore()
-            .query_async(&mut self.conn.clone())
+        let _: () = STAGE
+            .key(keys::document_staging(&self.prefix, id))
+            .key(keys::document(&self.prefix, id))
+            .key(keys::documents(&self.prefix))
+            .arg(record.staging_id.as_str())
+            .arg(serde_json::to_string(record)?)
+            .arg(record.created_at.timestamp_millis())
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+
+    /// The newest upload of a document; an ingestion of an older one is
+    /// stale and does nothing.
+    pub async fn latest_staging(
+        &self,
+        id: &DocumentId,
+    ) -> Result<Option<StagingId>, DocumentError> {
+        let raw: Option<String> = self
+            .conn
+            .clone()
+            .get(keys::document_staging(&self.prefix, id.as_str()))
+            .await?;
+        Ok(raw.and_then(|r| StagingId::parse(&r).ok()))
+    }
+
+    /// Writes the record unless the document was deleted (then false): a
+    /// worker that was mid-ingestion when the delete came must not bring
+    /// it back.
+    pub async fn save(&self, record: &DocumentRecord) -> Result<bool, DocumentError> {
+        let id = record.document_id.as_str();
+        let saved: i64 = SAVE_UNLESS_DELETED
+            .key(keys::document_deleted(&self.prefix, id))
+            .key(keys::document(&self.prefix, id))
+            .key(keys::documents(&self.prefix))
+            .arg(serde_json::to_string(record)?)
+            .arg(record.created_at.timestamp_millis())
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(saved == 1)
     }
 
     pub async fn get(&self, id: &DocumentId) -> Result<Option<DocumentRecord>, DocumentError> {
@@ -244,20 +287,31 @@ impl DocumentStore {
         Ok((records, total))
     }
 
-    /// Forgets the record and its external id, and leaves a tombstone so
-    /// an ingestion already queued for it does not bring it back; the
-    /// caller removes the chunks from retrieval first.
+    /// First step of a delete: from now on no worker saves the document
+    /// or keeps its chunks (see [`Self::save`]). Then the caller removes
+    /// the chunks from retrieval and calls [`Self::delete`]; a delete that
+    /// fails halfway can be repeated, since the record stays until the end.
+    pub async fn mark_deleted(&self, id: &DocumentId) -> Result<(), DocumentError> {
+        let _: () = self
+            .conn
+            .clone()
+            .set_ex(
+                keys::document_deleted(&self.prefix, id.as_str()),
+                1,
+                STAGING_TTL_SECS,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the record, its external id and its uploads.
     pub async fn delete(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
         let id = record.document_id.as_str();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .del(keys::document(&self.prefix, id))
             .ignore()
-            .set_ex(
-                keys::document_deleted(&self.prefix, id),
-                1,
-                STAGING_TTL_SECS,
-            )
+            .del(keys::document_staging(&self.prefix, id))
             .ignore()
             .zrem(keys::documents(&self.prefix), id)
             .ignore()

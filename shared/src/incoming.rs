@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rag::types::Format;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -428,14 +427,9 @@ impl Intake {
     where
         A: for<'de> Deserialize<'de> + Duplicate,
     {
-        let once = self.queue.keys(J::QUEUE).once(key);
-        let first: Option<String> = self
-            .queue
-            .connection()
-            .get(&once)
-            .await
-            .map_err(QueueError::Redis)?;
-        first
+        self.queue
+            .remembered(J::QUEUE, key)
+            .await?
             .map(|f| serde_json::from_str::<A>(&f).map(Duplicate::duplicate))
             .transpose()
             .map_err(|e| IntakeError::Queue(QueueError::Reply(e.to_string())))

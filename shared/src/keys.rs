@@ -59,6 +59,8 @@
 //!   P:doc:D             STRING  document record D (JSON: status, format,
 //!                               sizes, chunk previews, classifications,
 //!                               last error).
+//!   P:doc:D:staging     STRING  the newest upload's staging id (ids sort
+//!                               by time); older uploads are skipped.
 //!   P:doc:D:deleted     STRING  tombstone of a deleted document, so a
 //!                               queued ingestion does not revive it;
 //!                               expires after 7 days.
@@ -67,6 +69,9 @@
 //!                               from source W (a webhook id, or "api").
 //!   P:staging:S         STRING  bytes of a direct upload until its
 //!                               ingestion ends; expires after 7 days.
+//!   Document keys are written by scripts that span a document's keys and
+//!   the P:docs index, so this part of the layout is for a standalone
+//!   Redis (as the client is).
 //!   The search index itself is laid out in rag's lexical module
 //!   (tag {P:kb}).
 //!
@@ -217,6 +222,10 @@ impl SessionKeys {
 
 pub fn document(prefix: &KeyPrefix, id: &str) -> String {
     format!("{prefix}:doc:{id}")
+}
+
+pub fn document_staging(prefix: &KeyPrefix, id: &str) -> String {
+    format!("{prefix}:doc:{id}:staging")
 }
 
 pub fn document_deleted(prefix: &KeyPrefix, id: &str) -> String {

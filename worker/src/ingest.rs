@@ -113,7 +113,8 @@ impl Handler for IngestHandler {
             }
         };
         match self.ingest(&job, &mut record, started).await {
-            Ok(indexed) => match self.announce_indexed(&job, ctx, indexed).await {
+            Ok(None) => Outcome::Done,
+            Ok(Some(indexed)) => match self.announce_indexed(&job, ctx, indexed).await {
                 Ok(()) => Outcome::Done,
                 Err(e) => Outcome::Failed {
                     error: format!("announcing the indexed document: {e:#}"),
@@ -148,7 +149,8 @@ impl Handler for IngestHandler {
 
 impl IngestHandler {
     /// The document's record if this job is still wanted: not deleted, and
-    /// not superseded by a newer upload (staging ids sort by time).
+    /// not superseded by a newer upload (staging ids sort by time). The
+    /// job is the newest upload, so its name and metadata win.
     async fn current_record(
         &self,
         job: &IngestDocument,
@@ -162,37 +164,44 @@ impl IngestHandler {
             info!(document_id = %job.document_id, "document was deleted; ingestion skipped");
             return Ok(None);
         }
+        let latest = self
+            .documents
+            .latest_staging(&job.document_id)
+            .await
+            .map_err(storage)?;
+        if let Some(newer) = latest.filter(|l| *l > job.staging_id) {
+            info!(
+                document_id = %job.document_id,
+                staging_id = %job.staging_id,
+                newer = %newer,
+                "a newer upload supersedes this one; skipped"
+            );
+            return Ok(None);
+        }
         let record = self
             .documents
             .get(&job.document_id)
             .await
             .map_err(storage)?;
-        match record {
-            Some(record) if record.staging_id > job.staging_id => {
-                info!(
-                    document_id = %job.document_id,
-                    staging_id = %job.staging_id,
-                    newer = %record.staging_id,
-                    "a newer upload supersedes this one; skipped"
-                );
-                Ok(None)
-            }
+        Ok(Some(match record {
             Some(mut record) => {
                 record.staging_id = job.staging_id.clone();
-                Ok(Some(record))
+                record.name = job.name.clone();
+                record.metadata = job.metadata.clone();
+                record
             }
             // The API writes the record after queueing the job; if that
             // write was lost (or has not landed yet) the job has all it
             // takes to write it.
-            None => Ok(Some(DocumentRecord::staged(
+            None => DocumentRecord::staged(
                 job.document_id.clone(),
                 job.staging_id.clone(),
                 job.name.clone(),
                 job.external_document_id.clone(),
                 job.webhook_id.clone(),
                 job.metadata.clone(),
-            ))),
-        }
+            ),
+        }))
     }
 
     async fn ingest(
@@ -200,10 +209,12 @@ impl IngestHandler {
         job: &IngestDocument,
         record: &mut DocumentRecord,
         started: Instant,
-    ) -> Result<Indexed, IngestError> {
+    ) -> Result<Option<Indexed>, IngestError> {
         record.status = DocumentStatus::Processing;
         record.updated_at = Utc::now();
-        self.documents.save(record).await.map_err(storage)?;
+        if !self.documents.save(record).await.map_err(storage)? {
+            return Ok(None);
+        }
 
         let (bytes, content_type) = self.fetch(job).await?;
         let parsed = parse_isolated(
@@ -269,12 +280,21 @@ impl IngestHandler {
         record.error = None;
         record.updated_at = now;
         record.indexed_at = Some(now);
-        self.documents.save(record).await.map_err(storage)?;
-        Ok(Indexed {
+        if !self.documents.save(record).await.map_err(storage)? {
+            // Deleted while we worked: the delete may have removed the
+            // chunks before we indexed them, so remove them again.
+            info!(document_id = %job.document_id, "document deleted during ingestion; chunks removed");
+            self.knowledge
+                .remove(job.document_id.as_str())
+                .await
+                .map_err(|e| IngestError::Index(e.to_string()))?;
+            return Ok(None);
+        }
+        Ok(Some(Indexed {
             record: record.clone(),
             processing_time_ms,
             classification_time_ms,
-        })
+        }))
     }
 
     async fn fetch(&self, job: &IngestDocument) -> Result<(Vec<u8>, Option<String>), IngestError> {
@@ -423,8 +443,11 @@ impl IngestHandler {
         record.status = DocumentStatus::Failed;
         record.error = Some(failure.clone());
         record.updated_at = Utc::now();
-        if let Err(e) = self.documents.save(&record).await {
-            warn!(error = %e, "could not record the failed ingestion");
+        match self.documents.save(&record).await {
+            Ok(true) => {}
+            // Deleted meanwhile: nobody is waiting for this document.
+            Ok(false) => return Outcome::Done,
+            Err(e) => warn!(error = %e, "could not record the failed ingestion"),
         }
         let event = Event::new(
             EventId::derived(&ctx.job_id, &format!("failed_{}", failure.retry_count)),

@@ -294,6 +294,13 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Data<DocumentDeleted>, ApiError> {
     let record = load(&state, &id).await?;
+    // Tombstone first, so a worker mid-ingestion neither saves the record
+    // nor keeps chunks it indexes after the removal below.
+    state
+        .services
+        .documents
+        .mark_deleted(&record.document_id)
+        .await?;
     state
         .services
         .knowledge

@@ -140,6 +140,20 @@ impl QueueClient {
         })
     }
 
+    /// What the first [`Self::push_once`] with `once_key` stored, if it
+    /// is still remembered.
+    pub async fn remembered(
+        &self,
+        queue: &str,
+        once_key: &str,
+    ) -> Result<Option<String>, QueueError> {
+        Ok(self
+            .conn
+            .clone()
+            .get(self.keys(queue).once(once_key))
+            .await?)
+    }
+
     /// Adds raw bytes as a job entry; for tests and tools that need to put
     /// something a worker cannot decode in front of it.
     pub async fn push_raw(&self, queue: &str, raw: &[u8]) -> Result<(), QueueError> {
