@@ -58,29 +58,10 @@ pub async fn run_with_parser(
     let settings = services.settings.clone();
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
-    let user_agent = format!("SupportRAG/{}", env!("CARGO_PKG_VERSION"));
-    let egress = EgressClient::new(
-        services.policy.clone(),
-        services.resolver.clone(),
-        EgressOptions {
-            timeout: settings.delivery.timeout,
-            connect_timeout: settings.delivery.timeout.min(Duration::from_secs(10)),
-            user_agent: user_agent.clone(),
-            pool_max_idle_per_host: 32,
-        },
-    )
-    .context("building the HTTP client")?;
-    let fetcher = EgressClient::new(
-        services.policy.clone(),
-        services.resolver.clone(),
-        EgressOptions {
-            timeout: settings.ingest.fetch_timeout,
-            connect_timeout: settings.ingest.fetch_timeout.min(Duration::from_secs(10)),
-            user_agent,
-            pool_max_idle_per_host: 4,
-        },
-    )
-    .context("building the document HTTP client")?;
+    let egress = egress_client(&services, settings.delivery.timeout, 32)
+        .context("building the delivery HTTP client")?;
+    let fetcher = egress_client(&services, settings.ingest.fetch_timeout, 4)
+        .context("building the document HTTP client")?;
 
     let delivery = runner(
         &services,
@@ -161,6 +142,24 @@ pub async fn run_with_parser(
     );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+/// An SSRF-checked HTTP client with this whole-exchange timeout.
+fn egress_client(
+    services: &Services,
+    timeout: Duration,
+    pool_max_idle_per_host: usize,
+) -> Result<EgressClient, shared::egress::EgressError> {
+    EgressClient::new(
+        services.policy.clone(),
+        services.resolver.clone(),
+        EgressOptions {
+            timeout,
+            connect_timeout: timeout.min(Duration::from_secs(10)),
+            user_agent: format!("SupportRAG/{}", env!("CARGO_PKG_VERSION")),
+            pool_max_idle_per_host,
+        },
+    )
 }
 
 fn runner<H: Handler>(

@@ -106,7 +106,7 @@ fn walk(root: &NodeRef<'_>, limits: &ParseLimits) -> Result<Vec<Block>, ParseErr
     while let Some(step) = stack.pop() {
         match step {
             Step::Exit => {
-                flush(&mut sink, &mut buf, kinds.pop())?;
+                sink.flush(&mut buf, kinds.pop())?;
             }
             Step::Enter(node) => {
                 if node.is_text() {
@@ -128,7 +128,7 @@ fn walk(root: &NodeRef<'_>, limits: &ParseLimits) -> Result<Vec<Block>, ParseErr
                         continue;
                     }
                     if let Some(kind) = block_kind(name, kinds.last().copied()) {
-                        flush(&mut sink, &mut buf, kinds.last().copied())?;
+                        sink.flush(&mut buf, kinds.last().copied())?;
                         kinds.push(kind);
                         stack.push(Step::Exit);
                     } else if !is_inline(name) {
@@ -136,7 +136,7 @@ fn walk(root: &NodeRef<'_>, limits: &ParseLimits) -> Result<Vec<Block>, ParseErr
                         // (<b>un</b>done); anything else (div, table, unknown tags) separates it.
                         buf.push(' ');
                         if !buf.trim().is_empty() && is_container(name) {
-                            flush(&mut sink, &mut buf, kinds.last().copied())?;
+                            sink.flush(&mut buf, kinds.last().copied())?;
                         }
                     }
                 } else if !(node.is_document() || node.is_fragment()) {
@@ -148,7 +148,7 @@ fn walk(root: &NodeRef<'_>, limits: &ParseLimits) -> Result<Vec<Block>, ParseErr
             }
         }
     }
-    flush(&mut sink, &mut buf, kinds.last().copied())?;
+    sink.flush(&mut buf, kinds.last().copied())?;
     Ok(sink.finish())
 }
 
@@ -228,17 +228,6 @@ fn is_inline(name: &str) -> bool {
     )
 }
 
-fn flush(
-    sink: &mut BlockSink,
-    buf: &mut String,
-    kind: Option<BlockKind>,
-) -> Result<(), ParseError> {
-    if !buf.trim().is_empty() {
-        sink.push(kind.unwrap_or(BlockKind::Paragraph), buf)?;
-    }
-    buf.clear();
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

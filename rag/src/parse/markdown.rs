@@ -2,7 +2,7 @@
 
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
-use super::{BlockSink, ParseError, ParseLimits, charset, check_input_size, content_type_charset};
+use super::{BlockSink, ParseError, ParseLimits, decode_text};
 use crate::types::{Block, BlockKind};
 
 pub(super) fn parse(
@@ -10,9 +10,7 @@ pub(super) fn parse(
     content_type: Option<&str>,
     limits: &ParseLimits,
 ) -> Result<(Option<String>, Vec<Block>), ParseError> {
-    check_input_size(bytes.len(), limits.max_text_chars, 4)?;
-    let declared = content_type_charset(content_type);
-    let text = charset::decode(bytes, declared.as_deref());
+    let text = decode_text(bytes, content_type, limits)?;
     let mut sink = BlockSink::new(limits);
     let mut title = None;
     // Text of the block being read, and what kind of block it is. Nested
@@ -41,7 +39,7 @@ pub(super) fn parse(
                     _ => None,
                 };
                 if let Some(kind) = kind {
-                    flush(&mut sink, &mut buf, kinds.last().copied())?;
+                    sink.flush(&mut buf, kinds.last().copied())?;
                     kinds.push(kind);
                 }
             }
@@ -63,7 +61,7 @@ pub(super) fn parse(
                             title = Some(heading);
                         }
                     }
-                    flush(&mut sink, &mut buf, kind)?;
+                    sink.flush(&mut buf, kind)?;
                 }
             }
             Event::Text(t) | Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => {
@@ -74,21 +72,10 @@ pub(super) fn parse(
             _ => {}
         }
     }
-    flush(&mut sink, &mut buf, kinds.last().copied())?;
+    sink.flush(&mut buf, kinds.last().copied())?;
     Ok((title, sink.finish()))
 }
 
-fn flush(
-    sink: &mut BlockSink,
-    buf: &mut String,
-    kind: Option<BlockKind>,
-) -> Result<(), ParseError> {
-    if !buf.trim().is_empty() {
-        sink.push(kind.unwrap_or(BlockKind::Paragraph), buf)?;
-    }
-    buf.clear();
-    Ok(())
-}
 
 fn heading_level(level: HeadingLevel) -> u8 {
     match level {

@@ -220,6 +220,17 @@ impl BlockSink {
         }
     }
 
+    /// Appends the text gathered in `buf` as one block (a paragraph unless
+    /// `kind` says otherwise) and empties `buf`: how the streaming parsers
+    /// end a block.
+    fn flush(&mut self, buf: &mut String, kind: Option<BlockKind>) -> Result<(), ParseError> {
+        if !buf.trim().is_empty() {
+            self.push(kind.unwrap_or(BlockKind::Paragraph), buf)?;
+        }
+        buf.clear();
+        Ok(())
+    }
+
     /// Normalises and appends a block; blank text is dropped.
     fn push(&mut self, kind: BlockKind, raw: &str) -> Result<(), ParseError> {
         let text = match kind {
@@ -269,6 +280,18 @@ fn text_limit_error(max_chars: usize) -> ParseError {
 
 /// Rejects inputs whose size alone shows the text budget will be blown, before
 /// decoding them into even larger in-memory structures.
+/// The text of a plain-text-like document (text, Markdown): refused when
+/// it cannot fit the character budget, decoded from its charset.
+fn decode_text(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    limits: &ParseLimits,
+) -> Result<String, ParseError> {
+    check_input_size(bytes.len(), limits.max_text_chars, 4)?;
+    let declared = content_type_charset(content_type);
+    Ok(charset::decode(bytes, declared.as_deref()).into_owned())
+}
+
 fn check_input_size(len: usize, max_chars: usize, bytes_per_char: usize) -> Result<(), ParseError> {
     if len > max_chars.saturating_mul(bytes_per_char) {
         return Err(ParseError::Failed(format!(

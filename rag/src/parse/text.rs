@@ -1,7 +1,7 @@
 //! Plain text: paragraphs separated by blank lines, with a few conservative
 //! heading heuristics.
 
-use super::{BlockSink, ParseError, ParseLimits, charset, check_input_size, content_type_charset};
+use super::{BlockSink, ParseError, ParseLimits, decode_text};
 use crate::types::{Block, BlockKind};
 
 /// A heading is a short line; anything longer is a sentence that happens to
@@ -13,9 +13,7 @@ pub(super) fn parse(
     content_type: Option<&str>,
     limits: &ParseLimits,
 ) -> Result<(Option<String>, Vec<Block>), ParseError> {
-    check_input_size(bytes.len(), limits.max_text_chars, 4)?;
-    let declared = content_type_charset(content_type);
-    let text = charset::decode(bytes, declared.as_deref());
+    let text = decode_text(bytes, content_type, limits)?;
     let mut sink = BlockSink::new(limits);
     for paragraph in split_paragraphs(&text) {
         push_paragraph(&mut sink, &paragraph)?;
