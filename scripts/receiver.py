@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A webhook receiver for trying Support RAG by hand.
 
-Prints every delivery with its headers, verifies the X-Webhook-Signature
+Prints every delivery (type, id, attempt, the start of its data), verifies the X-Webhook-Signature
 over the raw body, and answers 200 — or 500 while the file named by --fail-flag
 exists, so a failure can be switched on and off from another terminal:
 
@@ -22,6 +22,7 @@ def main():
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--secret", default="")
     parser.add_argument("--fail-flag", default="/tmp/receiver-fail")
+    parser.add_argument("--show", type=int, default=400, help="characters of each event's data to print")
     args = parser.parse_args()
 
     class Handler(BaseHTTPRequestHandler):
@@ -40,6 +41,8 @@ def main():
                 f"signature={'ok' if verified else 'BAD'} -> {500 if failing else 200}",
                 flush=True,
             )
+            data = json.dumps(event.get("data", {}), ensure_ascii=False)
+            print(f"    data: {data[:args.show] + ('…' if len(data) > args.show else '')}", flush=True)
             self.send_response(500 if failing else 200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
