@@ -1,6 +1,6 @@
 //! The knowledge base as the service uses it: one type over the retrieval
-//! backend chosen in configuration, so job handlers and the API never
-//! branch on it.
+//! backend ([`Retriever`]) chosen in configuration, so job handlers and the
+//! API never branch on it.
 //!
 //! - **Embedded** (the default): BM25 in Redis ([`crate::lexical`]), an
 //!   extractive answer, a confidence from retrieval features.
@@ -10,6 +10,8 @@
 //!
 //! Classification always runs locally ([`crate::classify`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::answer::{self, Source};
@@ -42,12 +44,131 @@ impl KnowledgeError {
     }
 }
 
-#[derive(Clone)]
-enum Backend {
-    Embedded(LexicalIndex),
-    // Boxed: its HTTP clients and settings are much larger than the
-    // embedded index's handle.
-    Semantic(Box<SemanticIndex>),
+/// A boxed future, so [`Retriever`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A retrieval backend: where chunks are indexed and searched. The
+/// configuration picks one; the embedded BM25 index and the semantic index
+/// (OpenAI-compatible embeddings + Qdrant) implement it, and another
+/// provider only needs an implementation and a line in the service wiring.
+pub trait Retriever: Send + Sync {
+    /// Replaces the document's chunks with these; returns how many.
+    fn index<'a>(
+        &'a self,
+        doc: &'a DocumentMeta,
+        chunks: &'a [Chunk],
+    ) -> BoxFuture<'a, Result<usize, KnowledgeError>>;
+
+    /// Takes the document out of retrieval.
+    fn remove<'a>(&'a self, document_id: &'a str) -> BoxFuture<'a, Result<(), KnowledgeError>>;
+
+    /// The best `limit` chunks for `query`, and how sure retrieval is.
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Retrieved, KnowledgeError>>;
+
+    /// An answer written from the hits by a generative model, if this
+    /// backend has one; `None` means the answer stays extractive.
+    fn generate<'a>(
+        &'a self,
+        _question: &'a str,
+        _hits: &'a [Hit],
+    ) -> BoxFuture<'a, Option<Result<String, KnowledgeError>>> {
+        Box::pin(async { None })
+    }
+
+    /// What `knowledge.document.indexed` reports as `embeddings_model`.
+    fn embeddings_model(&self) -> String;
+
+    /// What `knowledge.document.indexed` reports as `vector_store`.
+    fn vector_store(&self) -> &'static str;
+}
+
+impl Retriever for LexicalIndex {
+    fn index<'a>(
+        &'a self,
+        doc: &'a DocumentMeta,
+        chunks: &'a [Chunk],
+    ) -> BoxFuture<'a, Result<usize, KnowledgeError>> {
+        Box::pin(async move { Ok(self.replace_document(doc, chunks).await?) })
+    }
+
+    fn remove<'a>(&'a self, document_id: &'a str) -> BoxFuture<'a, Result<(), KnowledgeError>> {
+        Box::pin(async move {
+            self.delete_document(document_id).await?;
+            Ok(())
+        })
+    }
+
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Retrieved, KnowledgeError>> {
+        Box::pin(async move {
+            let outcome = LexicalIndex::search(self, query, limit).await?;
+            Ok(Retrieved {
+                hits: outcome.hits,
+                confidence: outcome.confidence,
+            })
+        })
+    }
+
+    fn embeddings_model(&self) -> String {
+        self.model_name().to_owned()
+    }
+
+    fn vector_store(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl Retriever for SemanticIndex {
+    fn index<'a>(
+        &'a self,
+        doc: &'a DocumentMeta,
+        chunks: &'a [Chunk],
+    ) -> BoxFuture<'a, Result<usize, KnowledgeError>> {
+        Box::pin(async move { Ok(self.replace_document(doc, chunks).await?) })
+    }
+
+    fn remove<'a>(&'a self, document_id: &'a str) -> BoxFuture<'a, Result<(), KnowledgeError>> {
+        Box::pin(async move { Ok(self.delete_document(document_id).await?) })
+    }
+
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Retrieved, KnowledgeError>> {
+        Box::pin(async move {
+            let hits = SemanticIndex::search(self, query, limit).await?;
+            let confidence = SemanticIndex::confidence(&hits);
+            Ok(Retrieved { hits, confidence })
+        })
+    }
+
+    fn generate<'a>(
+        &'a self,
+        question: &'a str,
+        hits: &'a [Hit],
+    ) -> BoxFuture<'a, Option<Result<String, KnowledgeError>>> {
+        Box::pin(async move {
+            SemanticIndex::generate(self, question, hits)
+                .await
+                .map(|r| r.map_err(KnowledgeError::from))
+        })
+    }
+
+    fn embeddings_model(&self) -> String {
+        SemanticIndex::embeddings_model(self)
+    }
+
+    fn vector_store(&self) -> &'static str {
+        SemanticIndex::vector_store(self)
+    }
 }
 
 /// What retrieval found for a query.
@@ -67,35 +188,21 @@ pub struct Reply {
 
 #[derive(Clone)]
 pub struct Knowledge {
-    backend: Backend,
+    retriever: Arc<dyn Retriever>,
     analyzer: Arc<Analyzer>,
     classifier: Arc<Classifier>,
     top_k: usize,
 }
 
 impl Knowledge {
-    pub fn embedded(
-        index: LexicalIndex,
+    pub fn new(
+        retriever: Arc<dyn Retriever>,
         analyzer: Arc<Analyzer>,
         classifier: Classifier,
         top_k: usize,
     ) -> Self {
         Self {
-            backend: Backend::Embedded(index),
-            analyzer,
-            classifier: Arc::new(classifier),
-            top_k,
-        }
-    }
-
-    pub fn semantic(
-        index: SemanticIndex,
-        analyzer: Arc<Analyzer>,
-        classifier: Classifier,
-        top_k: usize,
-    ) -> Self {
-        Self {
-            backend: Backend::Semantic(Box::new(index)),
+            retriever,
             analyzer,
             classifier: Arc::new(classifier),
             top_k,
@@ -108,53 +215,33 @@ impl Knowledge {
         doc: &DocumentMeta,
         chunks: &[Chunk],
     ) -> Result<usize, KnowledgeError> {
-        Ok(match &self.backend {
-            Backend::Embedded(index) => index.replace_document(doc, chunks).await?,
-            Backend::Semantic(index) => index.replace_document(doc, chunks).await?,
-        })
+        self.retriever.index(doc, chunks).await
     }
 
     /// Takes the document out of retrieval at once.
     pub async fn remove(&self, document_id: &str) -> Result<(), KnowledgeError> {
-        match &self.backend {
-            Backend::Embedded(index) => {
-                index.delete_document(document_id).await?;
-            }
-            Backend::Semantic(index) => index.delete_document(document_id).await?,
-        }
-        Ok(())
+        self.retriever.remove(document_id).await
     }
 
     pub async fn search(&self, query: &str, limit: usize) -> Result<Retrieved, KnowledgeError> {
-        match &self.backend {
-            Backend::Embedded(index) => {
-                let outcome = index.search(query, limit).await?;
-                Ok(Retrieved {
-                    hits: outcome.hits,
-                    confidence: outcome.confidence,
-                })
-            }
-            Backend::Semantic(index) => {
-                let hits = index.search(query, limit).await?;
-                let confidence = SemanticIndex::confidence(&hits);
-                Ok(Retrieved { hits, confidence })
-            }
-        }
+        self.retriever.search(query, limit).await
     }
 
-    /// Retrieves for `question` and answers it from what was found.
+    /// Retrieves for `question` and answers it from what was found: in the
+    /// backend's generative model's words if it has one, else with the
+    /// best-matching sentences.
     pub async fn reply(&self, question: &str) -> Result<Reply, KnowledgeError> {
         let found = self.search(question, self.top_k).await?;
         let query = self.analyzer.query(question);
         let extractive = answer::extract(&self.analyzer, &query, &found.hits, ANSWER_CHARS);
-        let text = match &self.backend {
-            Backend::Semantic(index) if !found.hits.is_empty() => {
-                match index.generate(question, &found.hits).await {
-                    Some(generated) => generated?,
-                    None => extractive.text,
-                }
-            }
-            _ => extractive.text,
+        let generated = if found.hits.is_empty() {
+            None
+        } else {
+            self.retriever.generate(question, &found.hits).await
+        };
+        let text = match generated {
+            Some(generated) => generated?,
+            None => extractive.text,
         };
         Ok(Reply {
             answer: text,
@@ -169,17 +256,11 @@ impl Knowledge {
 
     /// What `knowledge.document.indexed` reports as `embeddings_model`.
     pub fn embeddings_model(&self) -> String {
-        match &self.backend {
-            Backend::Embedded(index) => index.model_name().to_owned(),
-            Backend::Semantic(index) => index.embeddings_model(),
-        }
+        self.retriever.embeddings_model()
     }
 
     /// What `knowledge.document.indexed` reports as `vector_store`.
     pub fn vector_store(&self) -> &'static str {
-        match &self.backend {
-            Backend::Embedded(_) => "redis",
-            Backend::Semantic(index) => index.vector_store(),
-        }
+        self.retriever.vector_store()
     }
 }

@@ -20,7 +20,7 @@ use crate::documents::DocumentStore;
 use crate::escalation::Escalator;
 use crate::incoming::Intake;
 use crate::publish::Publisher;
-use crate::queue::QueueClient;
+use crate::queue::{Durability, QueueClient};
 use crate::sessions::SessionStore;
 use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
 use crate::webhooks::WebhookStore;
@@ -91,7 +91,7 @@ fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, 
                     ..IndexOptions::default()
                 },
             );
-            Knowledge::embedded(index, analyzer, classifier, retrieval.top_k)
+            Knowledge::new(Arc::new(index), analyzer, classifier, retrieval.top_k)
         }
         RetrievalProvider::Openai => {
             let openai = &settings.openai;
@@ -111,8 +111,8 @@ fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, 
                 timeout: qdrant.timeout,
             })
             .map_err(|e| setting("qdrant")(e.to_string()))?;
-            Knowledge::semantic(
-                SemanticIndex::new(embedder, store),
+            Knowledge::new(
+                Arc::new(SemanticIndex::new(embedder, store)),
                 analyzer,
                 classifier,
                 retrieval.top_k,
@@ -135,7 +135,10 @@ impl Services {
     ) -> Result<Self, ServicesError> {
         let conn = crate::redis_conn::connect(&settings.redis)?;
         let prefix = settings.redis.key_prefix.clone();
-        let queue = QueueClient::new(conn.clone(), prefix.clone());
+        let queue = QueueClient::new(conn.clone(), prefix.clone()).with_durability(Durability {
+            replicas: settings.redis.wait_replicas,
+            timeout: settings.redis.wait_timeout,
+        });
         let webhooks = WebhookStore::new(conn.clone(), &prefix);
         let sessions = SessionStore::new(
             conn.clone(),
