@@ -35,7 +35,7 @@ else
   fi
   mkdir -p .data/redis
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$PWD/.data/redis" \
-    --appendonly yes --appendfsync everysec --save "" --daemonize no \
+    --appendonly yes --appendfsync always --save "" --daemonize no \
     --logfile "$PWD/.data/redis/redis.log" &
   pids+=($!)
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
