@@ -50,6 +50,16 @@ return 1
     )
 });
 
+/// Deletes a lock (KEYS[1]) only if it still holds the caller's token.
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
 /// Chunks shown in a document's record (the rest are counted only).
 pub const CHUNK_PREVIEWS: usize = 20;
 
@@ -335,6 +345,36 @@ impl DocumentStore {
             .clone()
             .exists(keys::document_deleted(&self.prefix, id.as_str()))
             .await?)
+    }
+
+    /// Takes the document's ingestion lock for `token` unless another
+    /// holds it; it expires after `ttl` so a dead holder cannot keep it.
+    pub async fn lock(
+        &self,
+        id: &DocumentId,
+        token: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, DocumentError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(keys::document_lock(&self.prefix, id.as_str()))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Releases the lock if `token` still holds it.
+    pub async fn unlock(&self, id: &DocumentId, token: &str) -> Result<(), DocumentError> {
+        let _: i64 = UNLOCK
+            .key(keys::document_lock(&self.prefix, id.as_str()))
+            .arg(token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Keeps uploaded bytes until the ingestion job takes them.

@@ -61,6 +61,8 @@
 //!                               last error).
 //!   P:doc:D:staging     STRING  the newest upload's staging id (ids sort
 //!                               by time); older uploads are skipped.
+//!   P:doc:D:lock        STRING  the ingestion job working on D (one at a
+//!                               time); expires if its worker dies.
 //!   P:doc:D:deleted     STRING  tombstone of a deleted document, so a
 //!                               queued ingestion does not revive it;
 //!                               expires after 7 days.
@@ -226,6 +228,10 @@ pub fn document(prefix: &KeyPrefix, id: &str) -> String {
 
 pub fn document_staging(prefix: &KeyPrefix, id: &str) -> String {
     format!("{prefix}:doc:{id}:staging")
+}
+
+pub fn document_lock(prefix: &KeyPrefix, id: &str) -> String {
+    format!("{prefix}:doc:{id}:lock")
 }
 
 pub fn document_deleted(prefix: &KeyPrefix, id: &str) -> String {

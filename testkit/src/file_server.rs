@@ -30,6 +30,12 @@ pub enum Served {
     Trickle,
     /// This status, empty body.
     Status(u16),
+    /// 200 with this body, after a pause (a slow origin).
+    Slow {
+        delay: Duration,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
 }
 
 /// Serves `files` by path (without the leading `/docs/`) until dropped.
@@ -78,6 +84,14 @@ async fn serve(
     match files.get(&name) {
         None => StatusCode::NOT_FOUND.into_response(),
         Some(Served::File { content_type, body }) => {
+            ([(header::CONTENT_TYPE, *content_type)], body.clone()).into_response()
+        }
+        Some(Served::Slow {
+            delay,
+            content_type,
+            body,
+        }) => {
+            tokio::time::sleep(*delay).await;
             ([(header::CONTENT_TYPE, *content_type)], body.clone()).into_response()
         }
         Some(Served::Status(code)) => StatusCode::from_u16(*code)

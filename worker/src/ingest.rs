@@ -8,7 +8,7 @@
 //! a flate bomb or a stack-busting PDF kills a child, not the worker.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rag::chunk::{ChunkOptions, chunk};
@@ -57,7 +57,13 @@ pub struct IngestHandler {
     pub chunking: ChunkOptions,
     pub max_document_size: usize,
     pub max_retries: u32,
+    /// How long a document's ingestion lock outlives a worker that died
+    /// holding it: longer than any one ingestion can take.
+    pub lock_ttl: Duration,
 }
+
+/// When a job whose document is being ingested by another job looks again.
+const LOCKED_RETRY: Duration = Duration::from_secs(1);
 
 /// Why an attempt failed, with the code SPEC §11 names.
 #[derive(Debug, thiserror::Error)]
@@ -101,28 +107,30 @@ impl Handler for IngestHandler {
     type Job = IngestDocument;
 
     async fn handle(&self, job: IngestDocument, ctx: &JobContext) -> Outcome {
-        let started = Instant::now();
-        let mut record = match self.current_record(&job).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return Outcome::Done,
+        // One ingestion per document at a time: two uploads of one document
+        // run in parallel could finish out of order and leave the older
+        // text indexed. The other waits (no attempt counted).
+        let token = ctx.job_id.as_str();
+        match self
+            .documents
+            .lock(&job.document_id, token, self.lock_ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Later(LOCKED_RETRY),
             Err(e) => {
                 return Outcome::Failed {
-                    error: e.to_string(),
+                    error: format!("storage: {e}"),
                     plan: ctx.plan_failure(None),
                 };
             }
-        };
-        match self.ingest(&job, &mut record, started).await {
-            Ok(None) => Outcome::Done,
-            Ok(Some(indexed)) => match self.announce_indexed(&job, ctx, indexed).await {
-                Ok(()) => Outcome::Done,
-                Err(e) => Outcome::Failed {
-                    error: format!("announcing the indexed document: {e:#}"),
-                    plan: ctx.plan_failure(None),
-                },
-            },
-            Err(error) => self.fail(&job, ctx, record, error).await,
         }
+        let outcome = self.handle_locked(job.clone(), ctx).await;
+        if let Err(e) = self.documents.unlock(&job.document_id, token).await {
+            // It expires after lock_ttl; until then the next upload waits.
+            warn!(error = %e, "could not release the document's ingestion lock");
+        }
+        outcome
     }
 
     async fn on_dead(
@@ -148,6 +156,31 @@ impl Handler for IngestHandler {
 }
 
 impl IngestHandler {
+    async fn handle_locked(&self, job: IngestDocument, ctx: &JobContext) -> Outcome {
+        let started = Instant::now();
+        let mut record = match self.current_record(&job).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Outcome::Done,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                    plan: ctx.plan_failure(None),
+                };
+            }
+        };
+        match self.ingest(&job, &mut record, started).await {
+            Ok(None) => Outcome::Done,
+            Ok(Some(indexed)) => match self.announce_indexed(&job, ctx, indexed).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed {
+                    error: format!("announcing the indexed document: {e:#}"),
+                    plan: ctx.plan_failure(None),
+                },
+            },
+            Err(error) => self.fail(&job, ctx, record, error).await,
+        }
+    }
+
     /// The document's record if this job is still wanted: not deleted, and
     /// not superseded by a newer upload (staging ids sort by time). The
     /// job is the newest upload, so its name and metadata win.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::ChatHandler;
 use crate::delivery::DeliveryHandler;
 use crate::ingest::{IngestHandler, ParserCommand};
+use crate::lanes::{Lanes, WebhookCache};
 use crate::runtime::{Handler, QueueRunner, RunnerSettings};
 use crate::session::{SessionHandler, sweep_idle};
 
@@ -71,6 +72,8 @@ pub async fn run_with_parser(
             deliveries: services.deliveries.clone(),
             publisher: services.publisher.clone(),
             egress,
+            lanes: Lanes::new(settings.delivery.per_webhook_concurrency),
+            webhook_cache: WebhookCache::new(settings.delivery.webhook_cache_ttl),
         },
         RetryPolicy::new(
             settings.delivery.retry_schedule.clone(),
@@ -112,6 +115,9 @@ pub async fn run_with_parser(
             },
             max_document_size: settings.ingest.max_document_size.0,
             max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
+            lock_ttl: settings.ingest.fetch_timeout
+                + settings.ingest.parse_timeout
+                + Duration::from_secs(60),
         },
         RetryPolicy::new(
             settings.ingest.retry_schedule.clone(),

@@ -210,3 +210,84 @@ async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() 
     .await;
     assert!(worker.is_running(), "{}", worker.log_tail(40));
 }
+
+#[tokio::test]
+async fn two_uploads_of_one_document_end_with_the_newer_text() {
+    let redis = TestRedis::start();
+    let settings = test_settings(&redis.url());
+    let services = Services::connect(settings.clone()).expect("services");
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let webhook =
+        testkit::register_webhook(&services, &receiver.url(), vec![EventFilter::All], SECRET).await;
+    // The older version comes from a slow origin; the newer one from a
+    // fast one, so it would be indexed first if both ran at once.
+    let files = spawn_file_server(vec![
+        (
+            "old.md",
+            Served::Slow {
+                delay: Duration::from_millis(1500),
+                content_type: "text/markdown",
+                body: b"# Policy\n\nThe old refund window was fourteen days.".to_vec(),
+            },
+        ),
+        (
+            "new.md",
+            Served::File {
+                content_type: "text/markdown",
+                body: b"# Policy\n\nThe new refund window is thirty days.".to_vec(),
+            },
+        ),
+    ])
+    .await;
+    let old: IncomingDocument = serde_json::from_value(json!({
+        "event_type": "document.upload",
+        "data": {"document_url": files.url("old.md"), "external_document_id": "policy"},
+    }))
+    .unwrap();
+    let first = services
+        .intake
+        .document(&webhook, old, b"old", "trace_old".into())
+        .await
+        .unwrap();
+    let worker = testkit::spawn_worker(services.clone()).await;
+    // Let the worker start on the slow one before the newer one arrives.
+    wait_until("the first ingestion to start", PATIENCE, || async {
+        let record = services.documents.get(&first.document_id).await.unwrap();
+        record
+            .filter(|r| r.status == shared::documents::DocumentStatus::Processing)
+            .map(|_| ())
+    })
+    .await;
+    let new: IncomingDocument = serde_json::from_value(json!({
+        "event_type": "document.upload",
+        "data": {"document_url": files.url("new.md"), "external_document_id": "policy"},
+    }))
+    .unwrap();
+    let second = services
+        .intake
+        .document(&webhook, new, b"new", "trace_new".into())
+        .await
+        .unwrap();
+    assert_eq!(first.document_id, second.document_id);
+    assert_ne!(first.staging_id, second.staging_id);
+    wait_until("both ingestions to finish", PATIENCE, || async {
+        let indexed = receiver
+            .requests()
+            .iter()
+            .filter(|r| r.json()["event_type"] == "knowledge.document.indexed")
+            .count();
+        (indexed >= 1
+            && services.queue.depth("ingest").await.unwrap().in_flight == 0
+            && services.queue.depth("ingest").await.unwrap().ready == 0
+            && services.queue.depth("ingest").await.unwrap().scheduled == 0)
+            .then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    let found = services.knowledge.search("refund window", 5).await.unwrap();
+    let texts: Vec<&str> = found.hits.iter().map(|h| h.text.as_str()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("thirty")) && !texts.iter().any(|t| t.contains("fourteen")),
+        "{texts:?}"
+    );
+}
