@@ -328,6 +328,16 @@ async fn the_openapi_document_covers_every_route() {
         "/api/v1/dead-letters/{dead_letter_id}",
         "/api/v1/dead-letters/{dead_letter_id}/replay",
         "/api/v1/admin/queues",
+        "/api/v1/webhooks/incoming/message",
+        "/api/v1/webhooks/incoming/document",
+        "/api/v1/chat/completions",
+        "/api/v1/chat/jobs/{job_id}",
+        "/api/v1/chat/sessions/{session_id}",
+        "/api/v1/chat/sessions/{session_id}/escalate",
+        "/api/v1/chat/sessions/{session_id}/end",
+        "/api/v1/knowledge/documents",
+        "/api/v1/knowledge/documents/{document_id}",
+        "/api/v1/knowledge/search",
         "/healthz",
         "/readyz",
     ] {
@@ -336,6 +346,11 @@ async fn the_openapi_document_covers_every_route() {
             "{path} missing from the OpenAPI document"
         );
     }
+    // Incoming webhooks authenticate by signature, not by the admin key.
+    let incoming = &paths["/api/v1/webhooks/incoming/message"]["post"];
+    assert!(incoming.get("security").is_none(), "{incoming}");
+    let admin = &paths["/api/v1/chat/completions"]["post"];
+    assert_eq!(admin["security"][0]["admin_key"], serde_json::json!([]));
 }
 
 #[tokio::test]
