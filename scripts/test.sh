@@ -4,7 +4,10 @@
 # Tests start their own redis-server processes (random ports, temp dirs) and
 # never touch a Redis already running on 6379. They need redis-server and
 # node on PATH, and express for the seed's JavaScript verifier, which this
-# script installs under ~/.cache/supportrag-node when missing.
+# script installs under ~/.cache/supportrag-node when missing. Then the API
+# is fuzzed against its OpenAPI document with Schemathesis (a bounded run,
+# scripts/schemathesis.sh), installed under ~/.cache/supportrag-py when
+# missing. SKIP_SCHEMATHESIS=1 leaves that step out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +28,13 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
   cargo test --workspace --no-fail-fast "$@"
+fi
+
+if [ -z "${SKIP_SCHEMATHESIS:-}" ]; then
+  if ! command -v st >/dev/null && ! python3 -c 'import schemathesis' 2>/dev/null; then
+    venv="$HOME/.cache/supportrag-py"
+    [ -x "$venv/bin/st" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'schemathesis>=4,<5'; }
+    export PATH="$venv/bin:$PATH"
+  fi
+  scripts/schemathesis.sh
 fi

@@ -2,15 +2,22 @@
 //! go through [`Application::build`], so tests exercise what ships.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::Registry;
 use shared::services::Services;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -27,6 +34,7 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     router: Router,
     metrics_router: Option<Router>,
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -85,19 +93,17 @@ impl Application {
                 // Room for base64 (4/3) and the JSON or multipart around it.
                 limit_bytes: settings.ingest.max_document_size.0.saturating_mul(4) / 3 + 64 * 1024,
             }),
+            read_timeout: settings.server.body_read_timeout,
             ..BodyPolicy::default()
         };
         let router = with_common_layers(router, http_metrics, body).with_state(state);
 
-        let listener = TcpListener::bind(settings.server.bind)
-            .await
+        let listener = bind(settings.server.bind)
             .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
         let metrics_listener = match settings.metrics.bind {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding metrics.bind = {addr}"))?,
-            ),
+            Some(addr) => {
+                Some(bind(addr).with_context(|| format!("binding metrics.bind = {addr}"))?)
+            }
             None => None,
         };
         Ok(Self {
@@ -105,6 +111,7 @@ impl Application {
             metrics_listener,
             router,
             metrics_router,
+            header_read_timeout: settings.server.header_read_timeout,
         })
     }
 
@@ -120,26 +127,97 @@ impl Application {
 
     /// Serves until `stop` is cancelled, then finishes in-flight requests.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let header_read_timeout = self.header_read_timeout;
         if let (Some(listener), Some(router)) = (self.metrics_listener, self.metrics_router) {
             let stop = stop.clone();
-            tokio::spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
+            tokio::spawn(serve(listener, router, header_read_timeout, stop));
         }
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .context("serving HTTP")
+        serve(self.listener, self.router, header_read_timeout, stop).await;
+        Ok(())
     }
+}
+
+/// Pending connections the kernel may queue for `accept`. Tokio's
+/// `TcpListener::bind` uses 128, the standard library's value: a burst of
+/// more simultaneous connects than that overflows the queue, and the
+/// overflow is dropped and retried by the clients a whole second later
+/// (or, for a handshake the kernel completes but cannot queue, left half
+/// open on the client's side). Linux caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// `axum::serve`, plus what it lacks: a deadline for the request head.
+///
+/// axum's server sets no timer, so a client that connects and sends nothing
+/// (or one header byte a minute: slowloris) holds a connection and a file
+/// descriptor forever. Here every connection is served by hyper's HTTP/1
+/// builder with `header_read_timeout`: the head of each request (the first
+/// one right after connecting, and each later one on a kept-alive
+/// connection) must be complete within it, or hyper closes the connection.
+/// The body has its own deadline in [`crate::http::body::buffer_body`].
+///
+/// HTTP/1 only: detecting HTTP/2 would mean reading a preface with no
+/// deadline at all, which is the hole this function closes.
+///
+/// On `stop`: stop accepting, close idle connections, let requests in
+/// flight finish.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // we took it: neither is fatal to the listener. Back off
+                    // a moment so EMFILE does not become a busy loop.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(ConnectInfo(remote));
+                router.clone().oneshot(req)
+            });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Header timeouts, resets, malformed requests: the client's
+                // problem, and frequent under abuse, so not a warning.
+                tracing::debug!(error = %e, peer = %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The admin keys from settings, or a fresh random key printed once when

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
+pub mod queue;
+
 /// A private `redis-server`, killed when dropped (error and panic included).
 pub struct RedisServer {
     child: std::process::Child,
@@ -112,9 +114,12 @@ fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
 }
 
-/// (median, min, max).
+/// (median, min, max); NaN for no values.
 pub fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
     let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
     let median = if v.len() % 2 == 1 {
@@ -144,4 +149,79 @@ pub fn thousands(value: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// `INFO <section>` as field → value.
+pub async fn info(
+    conn: &mut redis::aio::ConnectionManager,
+    section: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let text: String = redis::cmd("INFO").arg(section).query_async(conn).await?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+/// Calls per command so far, from `INFO commandstats`, without INFO itself
+/// (that is us measuring).
+pub async fn command_counts(
+    conn: &mut redis::aio::ConnectionManager,
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    let mut counts = std::collections::HashMap::new();
+    for (key, value) in info(conn, "commandstats").await? {
+        let Some(name) = key.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let calls = value
+            .split(',')
+            .find_map(|field| field.strip_prefix("calls="))
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("unreadable commandstats line {key}:{value}"))?;
+        if name != "info" {
+            counts.insert(name.to_owned(), calls);
+        }
+    }
+    Ok(counts)
+}
+
+/// Commands run between two `command_counts` snapshots.
+pub fn total_delta(
+    after: &std::collections::HashMap<String, u64>,
+    before: &std::collections::HashMap<String, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(name, n)| n.saturating_sub(before.get(name).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// `used_memory` from `INFO memory`, in bytes.
+pub async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<f64> {
+    info(conn, "memory")
+        .await?
+        .get("used_memory")
+        .and_then(|v| v.parse().ok())
+        .context("INFO memory has no used_memory")
+}
+
+/// Resident set size of a process in KiB (`VmRSS` in /proc), if it runs.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The `q`-quantile (0..=1) of `values` (sorted in place), nearest rank.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
 }

@@ -190,8 +190,8 @@ async fn one_run(
         None => None,
     };
 
-    let knowledge = Knowledge::embedded(
-        index.clone(),
+    let knowledge = Knowledge::new(
+        Arc::new(index.clone()),
         analyzer.clone(),
         Classifier::builtin(analyzer),
         5,

@@ -54,6 +54,14 @@ pub struct Settings {
 pub struct ServerSettings {
     pub bind: SocketAddr,
     pub body_limit: ByteSize,
+    /// A connection must deliver a request's complete header block within
+    /// this long of starting it (or of connecting), else it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this long of its headers,
+    /// else 408 and the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -63,6 +71,12 @@ pub struct RedisSettings {
     pub key_prefix: KeyPrefix,
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Replicas that must confirm an enqueue (`WAIT`) before it is
+    /// acknowledged (202); 0 = do not wait (see docs/RELIABILITY.md).
+    pub wait_replicas: u32,
+    /// How long an enqueue waits for those replicas before failing (503).
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -97,6 +111,13 @@ pub struct DeliverySettings {
     #[serde(with = "humantime_serde")]
     pub max_retry_after: Duration,
     pub concurrency: usize,
+    /// In-flight deliveries per webhook per worker process: a slow or
+    /// hanging endpoint holds at most this many of `concurrency`.
+    pub per_webhook_concurrency: usize,
+    /// How long a worker reuses a webhook it read (URL, secret, active);
+    /// changes reach deliveries within this long. 0 = read every time.
+    #[serde(with = "humantime_serde")]
+    pub webhook_cache_ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
     pub history_max_per_webhook: u64,
@@ -120,6 +141,8 @@ pub struct QueueSettings {
 pub struct IncomingSettings {
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub webhook_cache_ttl: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -314,6 +337,16 @@ impl Settings {
             "must be greater than zero",
         )?;
         rule(
+            !self.server.header_read_timeout.is_zero(),
+            "server.header_read_timeout",
+            "must be greater than zero",
+        )?;
+        rule(
+            !self.server.body_read_timeout.is_zero(),
+            "server.body_read_timeout",
+            "must be greater than zero",
+        )?;
+        rule(
             !self.delivery.timeout.is_zero(),
             "delivery.timeout",
             "must be greater than zero",
@@ -327,6 +360,11 @@ impl Settings {
             self.delivery.concurrency > 0,
             "delivery.concurrency",
             "must be at least 1",
+        )?;
+        rule(
+            self.delivery.per_webhook_concurrency > 0,
+            "delivery.per_webhook_concurrency",
+            "must be greater than zero",
         )?;
         rule(
             self.delivery.history_max_per_webhook > 0,
@@ -648,6 +686,8 @@ mod tests {
         let s = Settings::defaults().unwrap();
         assert_eq!(s.server.bind, "0.0.0.0:8000".parse().unwrap());
         assert_eq!(s.server.body_limit, ByteSize(1 << 20));
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.server.body_read_timeout, Duration::from_secs(30));
         assert_eq!(s.redis.url.as_str(), "redis://127.0.0.1:6379");
         assert_eq!(s.redis.key_prefix.as_str(), "supportrag");
         assert!(s.auth.admin_keys.is_empty());

@@ -2,12 +2,11 @@
 //! with every attempt, kept for `delivery.history_ttl` and at most
 //! `delivery.history_max_per_webhook` per webhook, plus per-webhook stats.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KeyPrefix;
@@ -187,9 +186,9 @@ pub struct DeliveryFilter {
 /// Adds a delivery to its webhook's index and trims the index by age and
 /// count in one step; returns the ids trimmed so their records go too.
 /// KEYS: index. ARGV: delivery id, created ms, max kept, oldest ms kept.
-static INDEX_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// Sent as `EVAL` inside a pipeline (Redis caches it by its hash), so that
+/// every record of a publish goes in one round trip.
+const INDEX_ADD_LUA: &str = r"
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local trimmed = redis.call('ZRANGE', KEYS[1], '-inf', '(' .. ARGV[4], 'BYSCORE')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
@@ -201,9 +200,7 @@ if excess > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
 end
 return trimmed
-",
-    )
-});
+";
 
 #[derive(Clone)]
 pub struct DeliveryStore {
@@ -228,27 +225,38 @@ impl DeliveryStore {
         }
     }
 
-    /// Stores new records and indexes them under their webhooks.
+    /// Stores new records and indexes them under their webhooks: one
+    /// pipeline for all of them (each record is written before it is
+    /// indexed), plus a `DEL` of trimmed records when there are any.
     pub async fn create(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn.clone();
         let oldest_kept =
             Utc::now().timestamp_millis() - i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
-        let mut trimmed_all: Vec<String> = Vec::new();
+        let mut pipe = redis::pipe();
         for record in records {
-            self.save(record).await?;
-            let trimmed: Vec<String> = INDEX_ADD
-                .key(keys::webhook_deliveries(
-                    &self.prefix,
-                    record.webhook_id.as_str(),
-                ))
-                .arg(record.delivery_id.as_str())
-                .arg(record.timestamp.timestamp_millis())
-                .arg(self.max_per_webhook)
-                .arg(oldest_kept)
-                .invoke_async(&mut conn)
-                .await?;
-            trimmed_all.extend(trimmed);
+            pipe.set_ex(
+                keys::delivery(&self.prefix, record.delivery_id.as_str()),
+                serde_json::to_vec(record)?,
+                self.ttl.as_secs().max(1),
+            )
+            .ignore()
+            .cmd("EVAL")
+            .arg(INDEX_ADD_LUA)
+            .arg(1)
+            .arg(keys::webhook_deliveries(
+                &self.prefix,
+                record.webhook_id.as_str(),
+            ))
+            .arg(record.delivery_id.as_str())
+            .arg(record.timestamp.timestamp_millis())
+            .arg(self.max_per_webhook)
+            .arg(oldest_kept);
         }
+        let trimmed: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let trimmed_all: Vec<String> = trimmed.into_iter().flatten().collect();
         if !trimmed_all.is_empty() {
             let keys: Vec<String> = trimmed_all
                 .iter()
@@ -288,10 +296,11 @@ impl DeliveryStore {
         .ignore()
         .hincr(&stats, "attempts", 1)
         .ignore()
-        .hincr(&stats, "failures", i64::from(!success))
-        .ignore()
         .hset(&stats, "last_delivery", crate::time::rfc3339(Utc::now()))
         .ignore();
+        if !success {
+            pipe.hincr(&stats, "failures", 1).ignore();
+        }
         if let Some(ms) = record.attempts.last().map(|a| a.response_time_ms) {
             let latency = keys::delivery_latency(&self.prefix);
             let seconds = ms as f64 / 1000.0;

@@ -20,7 +20,7 @@ use crate::queue::{Envelope, Job, PushOnce, QueueClient, QueueError};
 use crate::sessions::{SessionError, SessionStore, ThreadKey};
 use crate::signing::{self, IncomingSignatureError};
 use crate::ssrf::{NameResolver, SsrfPolicy};
-use crate::webhooks::{FieldError, Rules, StoreError, Webhook, WebhookStore};
+use crate::webhooks::{FieldError, Rules, StoreError, Webhook, WebhookCache, WebhookStore};
 
 /// Longest chat message accepted (characters).
 const MAX_MESSAGE_CHARS: usize = 16_000;
@@ -137,6 +137,50 @@ pub struct DocumentData {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The fields of an incoming message once every field rule has passed:
+/// trimmed, bounded, free of NUL. Pure (no I/O), so the rules can be fuzzed
+/// on their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFields {
+    pub user_id: String,
+    pub message: String,
+    pub thread_id: Option<String>,
+    pub external_message_id: Option<String>,
+    pub channel: Option<String>,
+    pub user_name: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl MessageFields {
+    /// The field rules of `POST /webhooks/incoming/message`, in the order
+    /// their errors are reported.
+    pub fn check(msg: IncomingMessage) -> Result<Self, FieldError> {
+        expect_event_type(&msg.event_type, "message.received")?;
+        check_timestamp(msg.timestamp.as_deref())?;
+        let data = msg.data;
+        let user_id = id_field("data.user_id", &data.user_id)?;
+        let message = text_field("data.message", &data.message, MAX_MESSAGE_CHARS)?;
+        let thread_id = optional_id("data.thread_id", data.thread_id)?;
+        let external_message_id =
+            optional_id("data.external_message_id", data.external_message_id)?;
+        let channel = optional_id("data.channel", data.channel)?;
+        let user_name = optional_text("data.user_name", data.user_name, MAX_NAME_CHARS)?;
+        let correlation_id = optional_id(
+            "metadata.correlation_id",
+            msg.metadata.and_then(|m| m.correlation_id),
+        )?;
+        Ok(Self {
+            user_id,
+            message,
+            thread_id,
+            external_message_id,
+            channel,
+            user_name,
+            correlation_id,
+        })
+    }
+}
+
 /// What the API answers for an accepted (or repeated) message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MessageAccepted {
@@ -176,6 +220,9 @@ pub struct Intake {
     pub resolver: std::sync::Arc<dyn NameResolver>,
     pub timestamp_tolerance: Duration,
     pub idempotency_ttl: Duration,
+    /// Webhooks looked up recently (`incoming.webhook_cache_ttl`): a burst
+    /// from one integration does not read the registry per request.
+    pub webhook_cache: std::sync::Arc<WebhookCache>,
 }
 
 impl Intake {
@@ -190,12 +237,17 @@ impl Intake {
             .ok_or_else(|| IntakeError::UnknownWebhook("X-Webhook-ID header is missing".into()))?;
         let unknown = || IntakeError::UnknownWebhook(format!("no active webhook '{raw_id}'"));
         let id = WebhookId::parse(raw_id).map_err(|_| unknown())?;
-        let webhook = self
-            .webhooks
-            .get(&id)
-            .await?
-            .filter(|w| w.active)
-            .ok_or_else(unknown)?;
+        let webhook = match self.webhook_cache.get(&id) {
+            Some(webhook) => Some(webhook),
+            None => {
+                let found = self.webhooks.get(&id).await?;
+                if let Some(webhook) = &found {
+                    self.webhook_cache.put(webhook);
+                }
+                found
+            }
+        };
+        let webhook = webhook.filter(|w| w.active).ok_or_else(unknown)?;
         signing::verify_incoming(
             &webhook.secret,
             req.signature,
@@ -215,20 +267,15 @@ impl Intake {
         msg: IncomingMessage,
         trace_id: String,
     ) -> Result<MessageAccepted, IntakeError> {
-        expect_event_type(&msg.event_type, "message.received")?;
-        check_timestamp(msg.timestamp.as_deref())?;
-        let data = msg.data;
-        let user_id = id_field("data.user_id", &data.user_id)?;
-        let message = text_field("data.message", &data.message, MAX_MESSAGE_CHARS)?;
-        let thread_id = optional_id("data.thread_id", data.thread_id)?;
-        let external_message_id =
-            optional_id("data.external_message_id", data.external_message_id)?;
-        let channel = optional_id("data.channel", data.channel)?;
-        let user_name = optional_text("data.user_name", data.user_name, MAX_NAME_CHARS)?;
-        let correlation_id = optional_id(
-            "metadata.correlation_id",
-            msg.metadata.and_then(|m| m.correlation_id),
-        )?;
+        let MessageFields {
+            user_id,
+            message,
+            thread_id,
+            external_message_id,
+            channel,
+            user_name,
+            correlation_id,
+        } = MessageFields::check(msg)?;
 
         let once = external_message_id
             .as_deref()

@@ -23,7 +23,7 @@ use crate::publish::Publisher;
 use crate::queue::{Durability, QueueClient};
 use crate::sessions::SessionStore;
 use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
-use crate::webhooks::WebhookStore;
+use crate::webhooks::{WebhookCache, WebhookStore};
 
 #[derive(Clone)]
 pub struct Services {
@@ -170,6 +170,7 @@ impl Services {
             resolver: resolver.clone(),
             timestamp_tolerance: settings.signing.timestamp_tolerance,
             idempotency_ttl: settings.incoming.idempotency_ttl,
+            webhook_cache: Arc::new(WebhookCache::new(settings.incoming.webhook_cache_ttl)),
         };
         let escalator = Escalator {
             sessions: sessions.clone(),

@@ -6,6 +6,10 @@
 //! [`Webhook`] is always valid (URL allowed by the SSRF policy, known events,
 //! a long enough secret).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -297,6 +301,53 @@ impl WebhookStore {
     }
 }
 
+/// Stale entries are dropped once the cache holds more than this many.
+const CACHE_SWEEP_ABOVE: usize = 1024;
+
+/// Webhooks read from the registry, reused for a short while so that a
+/// delivery or an incoming request does not cost a registry read (a burst
+/// comes from, or goes to, the same few webhooks). An edit reaches users of
+/// the cache within its TTL; a TTL of zero turns it off.
+pub struct WebhookCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<WebhookId, (tokio::time::Instant, Webhook)>>,
+}
+
+impl WebhookCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The webhook as read less than the TTL ago, if it was.
+    pub fn get(&self, id: &WebhookId) -> Option<Webhook> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().ok()?;
+        let (at, webhook) = entries.get(id)?;
+        (at.elapsed() < self.ttl).then(|| webhook.clone())
+    }
+
+    pub fn put(&self, webhook: &Webhook) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > CACHE_SWEEP_ABOVE {
+                let ttl = self.ttl;
+                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+            entries.insert(
+                webhook.webhook_id.clone(),
+                (tokio::time::Instant::now(), webhook.clone()),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
@@ -351,5 +402,35 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    fn webhook(id: &str) -> Webhook {
+        Webhook {
+            webhook_id: WebhookId::parse(id).unwrap(),
+            name: "n".into(),
+            url: "https://example.com/hook".into(),
+            events: vec![EventFilter::All],
+            secret: Secret::generate(),
+            active: true,
+            metadata: Metadata::default(),
+            strict_signatures: false,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_webhooks_for_its_ttl_and_zero_turns_it_off() {
+        let cache = WebhookCache::new(Duration::from_secs(60));
+        let hook = webhook("webhook_a");
+        assert!(cache.get(&hook.webhook_id).is_none());
+        cache.put(&hook);
+        assert_eq!(
+            cache.get(&hook.webhook_id).unwrap().webhook_id,
+            hook.webhook_id
+        );
+        let off = WebhookCache::new(Duration::ZERO);
+        off.put(&hook);
+        assert!(off.get(&hook.webhook_id).is_none());
     }
 }

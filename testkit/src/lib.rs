@@ -27,6 +27,7 @@ mod files;
 pub mod processes;
 pub mod receiver;
 pub mod redis;
+pub mod replica;
 pub mod settings;
 pub mod verifier;
 
@@ -41,6 +42,7 @@ pub use file_server::{FileServer, Served, spawn_file_server};
 pub use processes::{WorkerProcess, settings_env};
 pub use receiver::{Behaviour, Receiver, Recorded, spawn_receiver};
 pub use redis::TestRedis;
+pub use replica::TestReplica;
 pub use settings::{TEST_ADMIN_KEY, test_settings};
 pub use verifier::{JsVerifier, spawn_js_verifier, spawn_js_verifier_failing_first};
 

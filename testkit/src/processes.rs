@@ -61,6 +61,10 @@ pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
             settings.delivery.concurrency.to_string(),
         ),
         (
+            "DELIVERY__PER_WEBHOOK_CONCURRENCY",
+            settings.delivery.per_webhook_concurrency.to_string(),
+        ),
+        (
             "QUEUE__VISIBILITY_TIMEOUT",
             duration(settings.queue.visibility_timeout),
         ),

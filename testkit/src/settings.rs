@@ -34,6 +34,9 @@ pub fn test_settings(redis_url: &str) -> Settings {
     settings.ingest.fetch_timeout = Duration::from_secs(3);
     settings.ingest.parse_timeout = Duration::from_secs(10);
     settings.chat.completion_wait = Duration::from_secs(10);
+    // Tests change webhooks and send at once; the cache's only effect
+    // would be to delay that by its TTL.
+    settings.incoming.webhook_cache_ttl = Duration::ZERO;
     settings.auth.admin_keys = vec![TEST_ADMIN_KEY.to_owned()];
     settings.log.level = "warn".to_owned();
     settings

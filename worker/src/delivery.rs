@@ -20,13 +20,19 @@ use shared::signing;
 use shared::webhooks::{Webhook, WebhookStore};
 use tracing::{info, warn};
 
+use crate::lanes::{Lanes, defer_delay};
 use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+use shared::webhooks::WebhookCache;
 
 pub struct DeliveryHandler {
     pub webhooks: WebhookStore,
     pub deliveries: DeliveryStore,
     pub publisher: Publisher,
     pub egress: EgressClient,
+    /// Per-webhook concurrency caps (`delivery.per_webhook_concurrency`).
+    pub lanes: Lanes,
+    /// Webhooks read recently (`delivery.webhook_cache_ttl`).
+    pub webhook_cache: WebhookCache,
 }
 
 /// The headers of one attempt, exactly as SPEC §6 names them, plus the
@@ -67,14 +73,7 @@ impl DeliveryHandler {
     async fn load_record(&self, job: &DeliverEvent, attempt: u32) -> DeliveryRecord {
         match self.deliveries.get(&job.delivery_id).await {
             Ok(Some(record)) => record,
-            // Expired or never written: rebuild it from the job, which
-            // carries everything the record needs.
-            _ => DeliveryRecord::queued(
-                job.delivery_id.clone(),
-                job.webhook_id.clone(),
-                job.event.clone(),
-                attempt,
-            ),
+            _ => rebuilt_record(job, attempt),
         }
     }
 
@@ -95,7 +94,21 @@ impl Handler for DeliveryHandler {
     type Job = DeliverEvent;
 
     async fn handle(&self, job: DeliverEvent, ctx: &JobContext) -> Outcome {
-        let webhook = match self.webhooks.get(&job.webhook_id).await {
+        // The webhook (cached briefly) and the record are read at once.
+        let cached = self.webhook_cache.get(&job.webhook_id);
+        let (webhook, record) = match cached {
+            Some(webhook) => (
+                Ok(Some(webhook)),
+                self.deliveries.get(&job.delivery_id).await,
+            ),
+            None => {
+                tokio::join!(
+                    self.webhooks.get(&job.webhook_id),
+                    self.deliveries.get(&job.delivery_id)
+                )
+            }
+        };
+        let webhook = match webhook {
             Ok(Some(webhook)) => webhook,
             Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
             Err(e) => {
@@ -105,6 +118,7 @@ impl Handler for DeliveryHandler {
                 };
             }
         };
+        self.webhook_cache.put(&webhook);
         if !webhook.active {
             // Parked in the dead-letter set rather than dropped, so the
             // events can be replayed once the webhook is active again.
@@ -123,19 +137,41 @@ impl Handler for DeliveryHandler {
                 };
             }
         };
-        let mut record = self.load_record(&job, attempt_number).await;
+        let mut record = match record {
+            Ok(Some(record)) => record,
+            Ok(None) => rebuilt_record(&job, attempt_number),
+            // Redis is out of reach: no request now, try again later.
+            Err(e) => {
+                return Outcome::Failed {
+                    error: format!("loading the delivery record: {e}"),
+                    plan: ctx.plan_failure(None),
+                };
+            }
+        };
         record.attempt = attempt_number;
         record.set_status(DeliveryStatus::InProgress, None);
-        if let Err(e) = self.deliveries.save(&record).await {
-            return Outcome::Failed {
-                error: format!("recording the attempt: {e}"),
-                plan: ctx.plan_failure(None),
-            };
-        }
+        // At most `per_webhook_concurrency` requests to one webhook are out
+        // from this process at once; over that the job goes back for a
+        // moment, so a hanging endpoint cannot take every slot (see
+        // `lanes`). The permit covers the request only, not the Redis work
+        // around it, so a fast endpoint is not slowed by the cap.
+        let Some(lane) = self.lanes.enter(&job.webhook_id).await else {
+            return Outcome::Later(defer_delay());
+        };
         let headers = headers(&webhook, &job.event.event_id, attempt_number, &body);
+        // "in progress" is written while the request is out rather than
+        // before it: one Redis round trip less per delivery. The attempt's
+        // own record below is written after both.
         let started = std::time::Instant::now();
-        let result = self.egress.post(&webhook.url, headers, body).await;
+        let (saved, result) = tokio::join!(
+            self.deliveries.save(&record),
+            self.egress.post(&webhook.url, headers, body)
+        );
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        drop(lane);
+        if let Err(e) = saved {
+            warn!(error = %e, "could not mark a delivery in progress");
+        }
 
         let (attempt, plan) = match &result {
             Ok(response) if response.is_success() => (
@@ -234,6 +270,17 @@ impl Handler for DeliveryHandler {
         self.publisher.publish(event).await?;
         Ok(())
     }
+}
+
+/// A record expired or never written, rebuilt from the job, which carries
+/// everything the record needs.
+fn rebuilt_record(job: &DeliverEvent, attempt: u32) -> DeliveryRecord {
+    DeliveryRecord::queued(
+        job.delivery_id.clone(),
+        job.webhook_id.clone(),
+        job.event.clone(),
+        attempt,
+    )
 }
 
 fn kept_body(response: &EgressResponse) -> String {

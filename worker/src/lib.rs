@@ -2,11 +2,12 @@
 //! shutdown. `startup` wires it from settings; `runtime` is the queue
 //! consumer; one module per job: `chat` (the RAG step), `ingest` (the
 //! indexing step), `session` (session ends and the idle sweep) and
-//! `delivery` (outbound webhooks).
+//! `delivery` (outbound webhooks, with per-webhook `lanes` for fairness).
 
 pub mod chat;
 pub mod delivery;
 pub mod ingest;
+pub mod lanes;
 pub mod runtime;
 pub mod session;
 pub mod startup;

@@ -4,7 +4,8 @@
 //! Per queue it runs four loops:
 //! - **fetch**: waits for a free slot, then reads as many jobs as there are
 //!   free slots in one `XREADGROUP` (and, now and then, reclaims jobs of dead
-//!   workers the same way), and runs each in its own task;
+//!   workers the same way, taking at most one *suspect* — a job in flight in
+//!   two crashes or more — at a time), and runs each in its own task;
 //! - **ack**: finished jobs are acknowledged in batches, one `XACK` + `XDEL`
 //!   per batch, which is what makes the hot path cheap;
 //! - **promote**: moves due retries from the delayed set into the stream;
@@ -19,6 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,7 +64,13 @@ impl JobContext {
 #[derive(Debug)]
 pub enum Outcome {
     Done,
-    Failed { error: String, plan: RetryPlan },
+    Failed {
+        error: String,
+        plan: RetryPlan,
+    },
+    /// Not attempted (e.g. the destination is at its concurrency cap): run
+    /// again after this delay, counting no attempt and no failure.
+    Later(Duration),
 }
 
 /// What a handler is told when one of its jobs is dead-lettered.
@@ -236,6 +244,10 @@ impl<H: Handler> QueueRunner<H> {
         let reclaim_every = (self.settings.visibility_timeout / 4)
             .clamp(self.settings.poll_interval, Duration::from_secs(5));
         let mut last_reclaim = tokio::time::Instant::now();
+        // Whether a suspect (a job in flight in two crashes or more) runs
+        // here: only one at a time, so a job that aborts the process cannot
+        // keep taking the same other jobs down with it.
+        let suspect_running = Arc::new(AtomicBool::new(false));
         if let Err(e) = self.client.ensure_group(queue).await {
             warn!(queue, error = %e, "could not create the consumer group yet; will retry");
         }
@@ -266,6 +278,7 @@ impl<H: Handler> QueueRunner<H> {
                         &self.consumer,
                         self.settings.visibility_timeout,
                         permits.len(),
+                        usize::from(!suspect_running.load(Ordering::Acquire)),
                     )
                     .await
             } else {
@@ -298,9 +311,17 @@ impl<H: Handler> QueueRunner<H> {
                 if let Ok(mut map) = shared.in_flight.lock() {
                     map.insert(job.entry_id.clone(), job.raw.clone());
                 }
+                let suspect = job.is_suspect();
+                if suspect {
+                    suspect_running.store(true, Ordering::Release);
+                }
+                let suspect_running = suspect_running.clone();
                 let shared = shared.clone();
                 tasks.spawn(async move {
                     run_one(&shared, job).await;
+                    if suspect {
+                        suspect_running.store(false, Ordering::Release);
+                    }
                     drop(permit);
                 });
             }
@@ -357,6 +378,12 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
                     map.remove(&fetched.entry_id);
                 }
                 let _ = shared.acks.send(fetched.entry_id);
+            }
+            Outcome::Later(delay) => {
+                // Crashes before this run still count; this run does not.
+                let mut envelope = envelope;
+                envelope.attempt = attempt - 1;
+                settle_later(shared, &fetched.entry_id, &envelope, delay).await;
             }
             Outcome::Failed { error, plan } => {
                 // The envelope's count is of attempts before this one, so
@@ -471,6 +498,28 @@ async fn settle_retry<H: Handler>(
     let queue = H::Job::QUEUE;
     if persist(&shared.stop, "scheduling a retry", || {
         shared.client.retry_later(queue, entry_id, &bytes, due)
+    })
+    .await
+    {
+        forget(shared, entry_id);
+    }
+}
+
+async fn settle_later<H: Handler>(
+    shared: &Shared<H>,
+    entry_id: &str,
+    envelope: &Envelope<H::Job>,
+    delay: Duration,
+) {
+    let Ok(bytes) = serde_json::to_vec(envelope) else {
+        error!("could not encode a deferred job; it stays pending and will be reclaimed");
+        return;
+    };
+    let due =
+        shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let queue = H::Job::QUEUE;
+    if persist(&shared.stop, "deferring a job", || {
+        shared.client.defer(queue, entry_id, &bytes, due)
     })
     .await
     {

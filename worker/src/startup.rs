@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::ChatHandler;
 use crate::delivery::DeliveryHandler;
 use crate::ingest::{IngestHandler, ParserCommand};
-use crate::lanes::{Lanes, WebhookCache};
+use crate::lanes::Lanes;
 use crate::runtime::{Handler, QueueRunner, RunnerSettings};
 use crate::session::{SessionHandler, sweep_idle};
+use shared::webhooks::WebhookCache;
 
 /// How long a blocking read waits for a job before the loop looks around
 /// (shutdown, reclaim); bounds how late a stop is noticed.

@@ -8,12 +8,14 @@
 //! extractor, i.e. only after auth let the request through. Buffering here
 //! also caps memory per request before any other code touches the body.
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, Method};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -23,6 +25,9 @@ use crate::http::error::ApiError;
 
 /// Default cap on a request body: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Default time a client has to send a whole body once its headers are in.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Media types accepted by default. `type/*+suffix` entries match any
 /// structured-syntax type with that suffix (RFC 6839), e.g.
@@ -42,6 +47,9 @@ pub struct BodyPolicy {
     /// The one route that takes files rather than messages, with its own
     /// limit and media types.
     pub upload: Option<UploadRoute>,
+    /// The whole body must arrive within this long (slow-body clients get
+    /// 408 and a closed connection instead of holding a task forever).
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +64,7 @@ impl Default for BodyPolicy {
             limit_bytes: DEFAULT_BODY_LIMIT,
             media_types: JSON_MEDIA_TYPES,
             upload: None,
+            read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }
@@ -76,9 +85,10 @@ impl BodyPolicy {
 #[derive(Debug, Clone, Copy)]
 struct BodyLimit(usize);
 
-/// Middleware: buffers the body up to the limit (413 beyond it), checks the
-/// media type of non-empty POST/PUT/PATCH bodies (415), then hands the
-/// buffered request on. Install it outside the auth layer.
+/// Middleware: buffers the body up to the limit (413 beyond it) and within
+/// the read timeout (408 beyond it), checks the media type of non-empty
+/// POST/PUT/PATCH bodies (415), then hands the buffered request on. Install
+/// it outside the auth layer.
 pub async fn buffer_body(
     State(policy): State<BodyPolicy>,
     req: Request,
@@ -87,7 +97,10 @@ pub async fn buffer_body(
     let (limit, media_types) = policy.for_request(req.method(), req.uri().path());
     reject_declared_oversize(req.headers(), limit)?;
     let (mut parts, body) = req.into_parts();
-    let bytes = read_limited(body, limit).await?;
+    let bytes = match tokio::time::timeout(policy.read_timeout, read_limited(body, limit)).await {
+        Ok(read) => read?,
+        Err(_) => return Ok(body_timeout(policy.read_timeout)),
+    };
     if !bytes.is_empty() && carries_content(&parts.method) {
         check_media_type(&parts.headers, media_types)?;
     }
@@ -95,6 +108,24 @@ pub async fn buffer_body(
     Ok(next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await)
+}
+
+/// 408 for a body that did not arrive in time. The rest of that body may
+/// still be on its way, so the connection cannot be reused: close it.
+fn body_timeout(after: Duration) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+        format!(
+            "request body was not received within {} s",
+            after.as_secs_f64()
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// A declared Content-Length lets us refuse without reading a single byte.

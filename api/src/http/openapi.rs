@@ -14,12 +14,15 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::auth::{AdminKeys, require_admin};
+use crate::http::envelope::{Meta, PageMeta};
 use crate::http::error::{ErrorBody, ErrorEnvelope, ErrorMeta};
 
 /// Name of the security scheme admin operations refer to.
@@ -49,7 +52,7 @@ impl Modify for AdminKeySecurity {
 #[openapi(
     info(title = "Support RAG API"),
     modifiers(&AdminKeySecurity),
-    components(schemas(ErrorEnvelope, ErrorBody, ErrorMeta))
+    components(schemas(ErrorEnvelope, ErrorBody, ErrorMeta, Meta, PageMeta))
 )]
 pub struct ApiDoc;
 
@@ -128,10 +131,106 @@ pub fn finish<S>(
 where
     S: Clone + Send + Sync + 'static,
 {
-    let (router, doc) = router.split_for_parts();
+    let (router, mut doc) = router.split_for_parts();
+    document_envelopes(&mut doc);
+    document_common_errors(&mut doc);
     let json = OpenApiJson::new(&doc)?;
     let docs = Router::new()
         .route(OPENAPI_PATH, get(serve_openapi))
         .with_state(json);
     Ok((router.merge(docs), doc))
+}
+
+/// Handlers document what they return (`body = Thing`), but every 2xx JSON
+/// answer goes out wrapped as `{"data": Thing, "meta": {...}}` (see
+/// [`crate::http::envelope`]). Wrap the documented schemas the same way, in
+/// one place, so the document describes the bytes on the wire.
+fn document_envelopes(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            for (status, response) in &mut operation.responses.responses {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if !status.starts_with('2') {
+                    continue;
+                }
+                if let Some(content) = response.content.get_mut("application/json")
+                    && let Some(data) = content.schema.take()
+                {
+                    content.schema = Some(enveloped(data));
+                }
+            }
+        }
+    }
+}
+
+fn enveloped(data: RefOr<Schema>) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .property("data", data)
+            .required("data")
+            .property("meta", Ref::from_schema_name("Meta"))
+            .required("meta")
+            .build(),
+    ))
+}
+
+/// Answers the shared layers give whatever the handler: the body layer's
+/// 400/408/413/415 and the JSON extractor's 400/422 for operations with a
+/// request body, 400 for a bad query string, 401 behind the admin key.
+/// Added where a handler's annotation does not list them already.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            let mut codes: Vec<(&str, &str)> = Vec::new();
+            if operation.request_body.is_some() {
+                codes.extend([
+                    ("400", "malformed JSON"),
+                    (
+                        "408",
+                        "the body did not arrive within server.body_read_timeout",
+                    ),
+                    ("413", "body larger than the limit"),
+                    ("415", "unsupported Content-Type"),
+                    (
+                        "422",
+                        "well-formed JSON that breaks a rule; details.field names it",
+                    ),
+                ]);
+            }
+            let has_query = operation
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| p.parameter_in == ParameterIn::Query);
+            if has_query {
+                codes.push(("400", "bad query parameter"));
+            }
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                codes.push(("401", "missing or wrong admin key"));
+            }
+            for (code, description) in codes {
+                operation
+                    .responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error_response(description));
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                    .build(),
+            )
+            .build(),
+    )
 }

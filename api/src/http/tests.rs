@@ -126,6 +126,7 @@ fn app() -> App {
         limit_bytes: LIMIT,
         media_types: JSON_MEDIA_TYPES,
         upload: None,
+        ..BodyPolicy::default()
     };
     App {
         router: with_common_layers(router, metrics, policy),

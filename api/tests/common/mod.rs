@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use api::http::auth::AdminKeys;
 use api::startup::Application;
@@ -11,6 +12,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 use shared::config::Settings;
 use shared::services::Services;
+use shared::ssrf::{NameResolver, SystemResolver};
 use testkit::{TEST_ADMIN_KEY, TestRedis, test_settings};
 use tokio_util::sync::CancellationToken;
 
@@ -28,13 +30,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_resolving(adjust, Arc::new(SystemResolver)).await
+}
+
+/// As [`spawn_app_with`], with the DNS the SSRF checks see (a
+/// `StaticResolver` to script private answers and rebinding); the worker
+/// spawned from `TestApp::services` uses the same one.
+pub async fn spawn_app_resolving(
+    adjust: impl FnOnce(&mut Settings),
+    resolver: Arc<dyn NameResolver>,
+) -> TestApp {
     let redis = TestRedis::start();
     let mut settings = test_settings(&redis.url());
     settings.server.bind = "127.0.0.1:0".parse().expect("literal address");
     settings.server.body_limit = shared::config::ByteSize(64 * 1024);
     adjust(&mut settings);
     let keys = AdminKeys::new(settings.auth.admin_keys.iter().cloned());
-    let services = Services::connect(settings).expect("services");
+    let services = Services::with_resolver(settings, resolver).expect("services");
     let app = Application::build(services.clone(), keys)
         .await
         .expect("API builds");

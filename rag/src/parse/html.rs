@@ -228,7 +228,6 @@ fn is_inline(name: &str) -> bool {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

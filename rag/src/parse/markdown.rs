@@ -76,7 +76,6 @@ pub(super) fn parse(
     Ok((title, sink.finish()))
 }
 
-
 fn heading_level(level: HeadingLevel) -> u8 {
     match level {
         HeadingLevel::H1 => 1,

@@ -27,6 +27,15 @@ pub struct Fetched {
     pub times_delivered: u32,
 }
 
+impl Fetched {
+    /// Handed out three times or more: in flight in two crashes at least,
+    /// so possibly the job that kills its workers. The runtime runs such
+    /// jobs one at a time (see [`QueueClient::reclaim`]).
+    pub fn is_suspect(&self) -> bool {
+        self.times_delivered >= 3
+    }
+}
+
 /// How many jobs a queue holds, by state, and how fast it moves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueDepth {
@@ -56,15 +65,63 @@ pub enum PushOnce {
     Duplicate(String),
 }
 
+/// How many replicas must confirm an enqueue before it counts as done
+/// (`redis.wait_replicas`, `redis.wait_timeout`). With `replicas` 0 (the
+/// default) an enqueue is as durable as the primary's own persistence
+/// (`appendfsync`); above 0 the write is followed by `WAIT replicas
+/// timeout` in the same pipeline, and fewer confirmations is an error
+/// ([`QueueError::NotReplicated`], which callers answer with 503).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durability {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
 #[derive(Clone)]
 pub struct QueueClient {
     conn: ConnectionManager,
     prefix: KeyPrefix,
+    durability: Durability,
 }
 
 impl QueueClient {
     pub fn new(conn: ConnectionManager, prefix: KeyPrefix) -> Self {
-        Self { conn, prefix }
+        Self {
+            conn,
+            prefix,
+            durability: Durability::default(),
+        }
+    }
+
+    /// The same client, its enqueues waiting for replicas as `durability`
+    /// says.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Appends `WAIT` to a pipeline whose writes must reach replicas, when
+    /// that is asked for; returns whether it did.
+    fn add_wait(&self, pipe: &mut redis::Pipeline) -> bool {
+        if self.durability.replicas == 0 {
+            return false;
+        }
+        pipe.cmd("WAIT").arg(self.durability.replicas).arg(
+            u64::try_from(self.durability.timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        true
+    }
+
+    fn check_replicated(&self, acked: u64) -> Result<(), QueueError> {
+        if acked < u64::from(self.durability.replicas) {
+            return Err(QueueError::NotReplicated {
+                acked,
+                wanted: self.durability.replicas,
+            });
+        }
+        Ok(())
     }
 
     pub fn keys(&self, queue: &str) -> QueueKeys {
@@ -109,6 +166,10 @@ impl QueueClient {
                 .arg(serde_json::to_vec(job)?)
                 .ignore();
         }
+        if self.add_wait(&mut pipe) {
+            let (acked,): (u64,) = pipe.query_async(&mut self.conn.clone()).await?;
+            return self.check_replicated(acked);
+        }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
@@ -124,15 +185,40 @@ impl QueueClient {
     ) -> Result<PushOnce, QueueError> {
         let keys = self.keys(J::QUEUE);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let (pushed, stored): (i64, String) = scripts::PUSH_ONCE
-            .key(keys.once(once_key))
-            .key(&keys.stream)
-            .arg(ttl_ms)
-            .arg(value)
-            .arg(serde_json::to_vec(job)?)
-            .arg(JOB_FIELD)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let bytes = serde_json::to_vec(job)?;
+        let (pushed, stored): (i64, String) = if self.durability.replicas == 0 {
+            scripts::PUSH_ONCE
+                .key(keys.once(once_key))
+                .key(&keys.stream)
+                .arg(ttl_ms)
+                .arg(value)
+                .arg(bytes)
+                .arg(JOB_FIELD)
+                .invoke_async(&mut self.conn.clone())
+                .await?
+        } else {
+            // The script and WAIT in one pipeline on one connection: WAIT
+            // covers the writes made before it on the same connection, so
+            // they must not be split by a reconnect. (A pipeline cannot
+            // carry EVALSHA's NOSCRIPT fallback, hence EVAL.)
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVAL")
+                .arg(scripts::PUSH_ONCE_SOURCE)
+                .arg(2)
+                .arg(keys.once(once_key))
+                .arg(&keys.stream)
+                .arg(ttl_ms)
+                .arg(value)
+                .arg(bytes)
+                .arg(JOB_FIELD);
+            self.add_wait(&mut pipe);
+            let (reply, acked): ((i64, String), u64) =
+                pipe.query_async(&mut self.conn.clone()).await?;
+            // A repeat wrote nothing, but the first caller's write may not
+            // have reached the replicas either: the same rule applies.
+            self.check_replicated(acked)?;
+            reply
+        };
         Ok(if pushed == 1 {
             PushOnce::Pushed
         } else {
@@ -212,14 +298,19 @@ impl QueueClient {
     }
 
     /// Takes over up to `count` jobs whose worker has not touched them for
-    /// `min_idle` (it died). Each comes with its delivery counter.
+    /// `min_idle` (it died). Each comes with its delivery counter. Of the
+    /// jobs already in flight in two crashes or more (suspects, see
+    /// [`Fetched::is_suspect`]) at most `suspects` are taken.
     pub async fn reclaim(
         &self,
         queue: &str,
         consumer: &str,
         min_idle: Duration,
         count: usize,
+        suspects: usize,
     ) -> Result<Vec<Fetched>, QueueError> {
+        /// Pending entries looked at per call: bounds the script's work.
+        const SCAN: usize = 1000;
         let keys = self.keys(queue);
         let reply: Value = scripts::RECLAIM
             .key(&keys.stream)
@@ -227,6 +318,8 @@ impl QueueClient {
             .arg(consumer)
             .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
             .arg(count)
+            .arg(SCAN.max(count))
+            .arg(suspects)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let Value::Array(items) = reply else {
@@ -308,6 +401,27 @@ impl QueueClient {
             .ignore();
         count(&mut pipe, &keys, "failed", 1);
         count(&mut pipe, &keys, "retried", 1);
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Moves a job that was taken but not attempted (its endpoint is at its
+    /// concurrency cap) into the delayed set, due at `due_ms`, counting
+    /// neither a failure nor a retry.
+    pub async fn defer(
+        &self,
+        queue: &str,
+        entry_id: &str,
+        envelope: &[u8],
+        due_ms: i64,
+    ) -> Result<(), QueueError> {
+        let keys = self.keys(queue);
+        let mut pipe = settle(&keys, entry_id);
+        pipe.cmd("ZADD")
+            .arg(&keys.delayed)
+            .arg(due_ms)
+            .arg(envelope)
+            .ignore();
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }

@@ -15,7 +15,9 @@
 //!    after the visibility timeout) hands them to a live worker together
 //!    with the entry's delivery counter, so every crash counts as an
 //!    attempt and a job that keeps killing its worker ends dead-lettered
-//!    instead of looping. Live workers `touch` their running jobs so a long
+//!    instead of looping. Jobs already in flight in two crashes are
+//!    reclaimed one at a time, so the jobs reclaimed next to a killer are
+//!    not dead-lettered with it. Live workers `touch` their running jobs so a long
 //!    job is not taken from them.
 //! 5. `promote` moves due delayed jobs into the stream in bounded batches
 //!    (any backlog drains; no reply ever holds more than one batch).
@@ -29,7 +31,7 @@ mod dead_letter;
 mod envelope;
 mod scripts;
 
-pub use client::{Fetched, PushOnce, QueueClient, QueueDepth};
+pub use client::{Durability, Fetched, PushOnce, QueueClient, QueueDepth};
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterSummary};
 pub use envelope::{AttemptError, ENVELOPE_VERSION, Envelope};
 
@@ -68,6 +70,12 @@ pub enum QueueError {
     Encode(#[from] serde_json::Error),
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
+    /// `redis.wait_replicas` is set and fewer replicas confirmed the write
+    /// within `redis.wait_timeout`: the job is in the primary but may not
+    /// survive its loss, so the caller must not promise it (answer 503;
+    /// a retry of an idempotent enqueue is then answered as a duplicate).
+    #[error("only {acked} of {wanted} replica(s) confirmed the write in time")]
+    NotReplicated { acked: u64, wanted: u32 },
 }
 
 impl QueueError {
@@ -76,6 +84,7 @@ impl QueueError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             QueueError::Redis(e) => is_unavailable(e),
+            QueueError::NotReplicated { .. } => true,
             _ => false,
         }
     }

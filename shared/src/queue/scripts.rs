@@ -23,20 +23,39 @@ return #due
 });
 
 /// Claims up to ARGV[4] jobs idle for ARGV[3] ms for consumer ARGV[2] and
-/// returns each with its delivery counter (XAUTOCLAIM does not report it,
-/// and the counter is what tells a crash loop apart).
+/// returns each with its delivery counter (the counter is what tells a
+/// crash loop apart).
+///
+/// Jobs whose counter is already 2 or more were in flight in at least two
+/// crashes: one of them may be what kills its workers. At most ARGV[6] of
+/// those *suspects* are claimed per call (the runner asks for one, and only
+/// when it runs no other suspect), so a job that aborts the process can only
+/// take fresh bystanders down with it, never the other suspects, and no
+/// innocent job is dead-lettered for having been reclaimed next to it time
+/// after time. Scans at most ARGV[5] pending entries.
 /// Reply: { {id, {field, value, ...}, times_delivered}, ... }
 pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local res = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', ARGV[5])
+local want = tonumber(ARGV[4])
+local suspects_left = tonumber(ARGV[6])
 local out = {}
-for _, entry in ipairs(res[2]) do
-  if entry and entry[2] then
-    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
-    local times = 1
-    if pending[1] then times = pending[1][4] end
-    out[#out + 1] = {entry[1], entry[2], times}
+for _, p in ipairs(pending) do
+  if #out >= want then break end
+  local times = tonumber(p[4])
+  local suspect = times >= 2
+  if (not suspect) or suspects_left > 0 then
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
+    local entry = claimed[1]
+    if entry and entry[2] then
+      out[#out + 1] = {entry[1], entry[2], times + 1}
+      if suspect then suspects_left = suspects_left - 1 end
+    elseif not entry then
+      -- Deleted from the stream while pending (older Redis keep it in
+      -- the pending list): nothing to run, forget it.
+      redis.call('XACK', KEYS[1], ARGV[1], p[1])
+    end
   end
 end
 return out
@@ -102,14 +121,14 @@ return 1
 /// the client's retry into a "duplicate" of nothing.
 /// ARGV: ttl ms, the value to remember (what a repeat is answered with),
 /// the envelope. Reply: {1, value} when enqueued, {0, first value} if not.
-pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub static PUSH_ONCE: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_ONCE_SOURCE));
+
+/// The source of [`PUSH_ONCE`], for the durable path that sends it as
+/// `EVAL` in one pipeline with `WAIT` (see `QueueClient::push_once`).
+pub const PUSH_ONCE_SOURCE: &str = r"
 local first = redis.call('GET', KEYS[1])
 if first then return {0, first} end
 redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 return {1, ARGV[2]}
-",
-    )
-});
+";

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    supportrag_fuzz::parse_document(rag::types::Format::Text, data)
+});
