@@ -59,7 +59,12 @@ pub async fn spawn_app_resolving(
         metrics_addr,
         services,
         redis,
-        http: reqwest::Client::new(),
+        // Idle pooled connections are dropped before the server's header
+        // read timeout (10 s) would close them under a request in flight.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(4))
+            .build()
+            .expect("HTTP client"),
         stop,
     }
 }
