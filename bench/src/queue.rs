@@ -177,9 +177,9 @@ pub async fn measure(
 
     let mut children = Workers::start(workers, url, args.concurrency).await?;
     poller.depth(NoopJob::QUEUE).await?; // connects the poller, outside the counts
-    let before_poll = command_counts(queue).await?;
+    let before_poll = crate::command_counts(&mut queue.connection()).await?;
     poller.depth(NoopJob::QUEUE).await?;
-    let before = command_counts(queue).await?;
+    let before = crate::command_counts(&mut queue.connection()).await?;
     let poll_cost = delta(&before, &before_poll);
     let cpu_before = redis_cpu_seconds(queue).await?;
 
@@ -197,7 +197,7 @@ pub async fn measure(
         tokio::time::sleep(POLL_EVERY).await;
     };
     let elapsed = started.elapsed();
-    let after = command_counts(queue).await?;
+    let after = crate::command_counts(&mut queue.connection()).await?;
     let cpu = redis_cpu_seconds(queue).await? - cpu_before;
     children.stop().await?;
     ensure!(
@@ -328,42 +328,9 @@ pub async fn redis_benchmark(port: u16, pipeline: u32) -> Option<f64> {
         })
 }
 
-/// `INFO <section>` as field → value.
-pub async fn info(queue: &QueueClient, section: &str) -> anyhow::Result<HashMap<String, String>> {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query_async(&mut queue.connection())
-        .await?;
-    Ok(text
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
-}
-
-/// Calls per command so far, from `INFO commandstats`, without INFO itself
-/// (that is us measuring).
-pub async fn command_counts(queue: &QueueClient) -> anyhow::Result<HashMap<String, u64>> {
-    let mut counts = HashMap::new();
-    for (key, value) in info(queue, "commandstats").await? {
-        let Some(name) = key.strip_prefix("cmdstat_") else {
-            continue;
-        };
-        let calls = value
-            .split(',')
-            .find_map(|field| field.strip_prefix("calls="))
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("unreadable commandstats line {key}:{value}"))?;
-        if name != "info" {
-            counts.insert(name.to_owned(), calls);
-        }
-    }
-    Ok(counts)
-}
-
 /// Redis' CPU time so far (user + sys, main and background threads).
 pub async fn redis_cpu_seconds(queue: &QueueClient) -> anyhow::Result<f64> {
-    let cpu = info(queue, "cpu").await?;
+    let cpu = crate::info(&mut queue.connection(), "cpu").await?;
     let seconds = |field: &str| -> anyhow::Result<f64> {
         cpu.get(field)
             .and_then(|v| v.parse().ok())

@@ -32,8 +32,8 @@ use clap::{Parser, Subcommand};
 use shared::queue::QueueClient;
 use shared::redis_conn;
 use supportrag_bench::queue::{
-    BenchArgs, POLL_EVERY, PREFIX, Sample, WorkerArgs, info, measure, redis_benchmark,
-    redis_settings, worker_process,
+    BenchArgs, POLL_EVERY, PREFIX, Sample, WorkerArgs, measure, redis_benchmark, redis_settings,
+    worker_process,
 };
 use supportrag_bench::{RedisServer, show_spread, spread, thousands};
 
@@ -92,7 +92,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         redis_conn::connect(&settings.redis)?,
         settings.redis.key_prefix.clone(),
     );
-    let version = info(&queue, "server")
+    let version = supportrag_bench::info(&mut queue.connection(), "server")
         .await?
         .get("redis_version")
         .cloned()

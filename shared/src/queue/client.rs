@@ -392,17 +392,8 @@ impl QueueClient {
         envelope: &[u8],
         due_ms: i64,
     ) -> Result<(), QueueError> {
-        let keys = self.keys(queue);
-        let mut pipe = settle(&keys, entry_id);
-        pipe.cmd("ZADD")
-            .arg(&keys.delayed)
-            .arg(due_ms)
-            .arg(envelope)
-            .ignore();
-        count(&mut pipe, &keys, "failed", 1);
-        count(&mut pipe, &keys, "retried", 1);
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
+        self.delay(queue, entry_id, envelope, due_ms, &["failed", "retried"])
+            .await
     }
 
     /// Moves a job that was taken but not attempted (its endpoint is at its
@@ -415,6 +406,19 @@ impl QueueClient {
         envelope: &[u8],
         due_ms: i64,
     ) -> Result<(), QueueError> {
+        self.delay(queue, entry_id, envelope, due_ms, &[]).await
+    }
+
+    /// Takes an entry off the stream and into the delayed set in one
+    /// transaction, adding one to each of `counters`.
+    async fn delay(
+        &self,
+        queue: &str,
+        entry_id: &str,
+        envelope: &[u8],
+        due_ms: i64,
+        counters: &[&str],
+    ) -> Result<(), QueueError> {
         let keys = self.keys(queue);
         let mut pipe = settle(&keys, entry_id);
         pipe.cmd("ZADD")
@@ -422,6 +426,9 @@ impl QueueClient {
             .arg(due_ms)
             .arg(envelope)
             .ignore();
+        for counter in counters {
+            count(&mut pipe, &keys, counter, 1);
+        }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
     }
