@@ -17,12 +17,11 @@ use shared::publish::Publisher;
 use shared::queue::Job;
 use shared::retry::RetryPlan;
 use shared::signing;
-use shared::webhooks::{Webhook, WebhookStore};
+use shared::webhooks::{Webhook, WebhookCache, WebhookStore};
 use tracing::{info, warn};
 
 use crate::lanes::{Lanes, defer_delay};
 use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
-use shared::webhooks::WebhookCache;
 
 pub struct DeliveryHandler {
     pub webhooks: WebhookStore,

@@ -13,6 +13,7 @@ use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::retry::RetryPolicy;
 use shared::services::Services;
+use shared::webhooks::WebhookCache;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatHandler;
@@ -21,7 +22,6 @@ use crate::ingest::{IngestHandler, ParserCommand};
 use crate::lanes::Lanes;
 use crate::runtime::{Handler, QueueRunner, RunnerSettings};
 use crate::session::{SessionHandler, sweep_idle};
-use shared::webhooks::WebhookCache;
 
 /// How long a blocking read waits for a job before the loop looks around
 /// (shutdown, reclaim); bounds how late a stop is noticed.
