@@ -196,9 +196,7 @@ impl DocumentStore {
         let Some(external) = external_id else {
             return Ok(fresh);
         };
-        let source = source.map_or("api", WebhookId::as_str);
-        let hash = hex::encode(&Sha256::digest(external.as_bytes())[..16]);
-        let key = keys::document_external(&self.prefix, source, &hash);
+        let key = self.external_key(source, external);
         let mut conn = self.conn.clone();
         let (_, id): (bool, String) = redis::pipe()
             .atomic()
@@ -207,6 +205,14 @@ impl DocumentStore {
             .query_async(&mut conn)
             .await?;
         Ok(DocumentId::parse(&id).unwrap_or(fresh))
+    }
+
+    /// Where an external id from one source (a webhook, or the API's
+    /// direct uploads) maps to its document; hashed so any id fits a key.
+    fn external_key(&self, source: Option<&WebhookId>, external: &str) -> String {
+        let source = source.map_or("api", WebhookId::as_str);
+        let hash = hex::encode(&Sha256::digest(external.as_bytes())[..16]);
+        keys::document_external(&self.prefix, source, &hash)
     }
 
     /// Records a new upload: its staging id becomes the document's latest
@@ -328,9 +334,7 @@ impl DocumentStore {
             .del(keys::staging(&self.prefix, record.staging_id.as_str()))
             .ignore();
         if let Some(external) = &record.external_document_id {
-            let source = record.webhook_id.as_ref().map_or("api", WebhookId::as_str);
-            let hash = hex::encode(&Sha256::digest(external.as_bytes())[..16]);
-            pipe.del(keys::document_external(&self.prefix, source, &hash))
+            pipe.del(self.external_key(record.webhook_id.as_ref(), external))
                 .ignore();
         }
         let _: () = pipe.query_async(&mut self.conn.clone()).await?;

@@ -15,6 +15,12 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// Whole milliseconds since `since` (what events report as
+/// `processing_time_ms`, and attempts as `response_time_ms`).
+pub fn elapsed_ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }

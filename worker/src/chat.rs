@@ -116,7 +116,7 @@ impl ChatHandler {
             }
         };
         let confidence = round2(reply.confidence);
-        let processing_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let processing_time_ms = shared::time::elapsed_ms(started);
 
         self.sessions
             .record_turn(

@@ -166,7 +166,7 @@ impl Handler for DeliveryHandler {
             self.deliveries.save(&record),
             self.egress.post(&webhook.url, headers, body)
         );
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed_ms = shared::time::elapsed_ms(started);
         drop(lane);
         if let Err(e) = saved {
             warn!(error = %e, "could not mark a delivery in progress");

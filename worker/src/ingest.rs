@@ -28,6 +28,7 @@ use shared::jobs::{DocumentSource, IngestDocument};
 use shared::publish::Publisher;
 use shared::queue::Job;
 use shared::retry::RetryPlan;
+use shared::time::elapsed_ms;
 use tracing::{info, warn};
 
 use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
@@ -509,10 +510,6 @@ impl IngestHandler {
             plan,
         }
     }
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The title and the first blocks of text, up to the classifier's budget.

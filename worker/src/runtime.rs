@@ -383,7 +383,7 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
                 // Crashes before this run still count; this run does not.
                 let mut envelope = envelope;
                 envelope.attempt = attempt - 1;
-                settle_later(shared, &fetched.entry_id, &envelope, delay).await;
+                settle_delayed(shared, &fetched.entry_id, &envelope, delay, Delayed::Deferred).await;
             }
             Outcome::Failed { error, plan } => {
                 // The envelope's count is of attempts before this one, so
@@ -394,7 +394,8 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
                 match plan {
                     RetryPlan::After(delay) => {
                         warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
-                        settle_retry(shared, &fetched.entry_id, &envelope, delay).await;
+                        settle_delayed(shared, &fetched.entry_id, &envelope, delay, Delayed::Retry)
+                            .await;
                     }
                     RetryPlan::Exhausted => {
                         let dead = dead_letter_for(queue, Some(&envelope), &fetched.raw, error, attempt);
@@ -483,43 +484,43 @@ where
     }
 }
 
-async fn settle_retry<H: Handler>(
-    shared: &Shared<H>,
-    entry_id: &str,
-    envelope: &Envelope<H::Job>,
-    delay: Duration,
-) {
-    let Ok(bytes) = serde_json::to_vec(envelope) else {
-        error!("could not encode a job for retry; it stays pending and will be reclaimed");
-        return;
-    };
-    let due =
-        shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-    let queue = H::Job::QUEUE;
-    if persist(&shared.stop, "scheduling a retry", || {
-        shared.client.retry_later(queue, entry_id, &bytes, due)
-    })
-    .await
-    {
-        forget(shared, entry_id);
-    }
+/// Why a job goes back to the delayed set.
+#[derive(Clone, Copy)]
+enum Delayed {
+    /// An attempt failed; counted as a failure and a retry.
+    Retry,
+    /// Not attempted (its endpoint is at its cap); counted as nothing.
+    Deferred,
 }
 
-async fn settle_later<H: Handler>(
+async fn settle_delayed<H: Handler>(
     shared: &Shared<H>,
     entry_id: &str,
     envelope: &Envelope<H::Job>,
     delay: Duration,
+    why: Delayed,
 ) {
     let Ok(bytes) = serde_json::to_vec(envelope) else {
-        error!("could not encode a deferred job; it stays pending and will be reclaimed");
+        error!("could not encode a job to run later; it stays pending and will be reclaimed");
         return;
     };
     let due =
         shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     let queue = H::Job::QUEUE;
-    if persist(&shared.stop, "deferring a job", || {
-        shared.client.defer(queue, entry_id, &bytes, due)
+    let what = match why {
+        Delayed::Retry => "scheduling a retry",
+        Delayed::Deferred => "deferring a job",
+    };
+    if persist(&shared.stop, what, || async {
+        match why {
+            Delayed::Retry => {
+                shared
+                    .client
+                    .retry_later(queue, entry_id, &bytes, due)
+                    .await
+            }
+            Delayed::Deferred => shared.client.defer(queue, entry_id, &bytes, due).await,
+        }
     })
     .await
     {

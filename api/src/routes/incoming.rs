@@ -64,6 +64,11 @@ fn signed<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> SignedRequest<'a> {
     }
 }
 
+/// The receipt's `status`.
+fn status(duplicate: bool) -> &'static str {
+    if duplicate { "duplicate" } else { "accepted" }
+}
+
 /// Answer a repeat with 200 and the first acceptance, a new one with 202.
 fn receipt<T: Serialize>(duplicate: bool, body: T) -> Response {
     if duplicate {
@@ -105,11 +110,7 @@ pub async fn message(
         accepted.duplicate,
         MessageReceipt {
             webhook_event_id: accepted.webhook_event_id.to_string(),
-            status: if accepted.duplicate {
-                "duplicate"
-            } else {
-                "accepted"
-            },
+            status: status(accepted.duplicate),
             session_id: accepted.session_id.to_string(),
             message: if accepted.duplicate {
                 "Message already accepted; not queued again"
@@ -155,11 +156,7 @@ pub async fn document(
         accepted.duplicate,
         DocumentReceipt {
             webhook_event_id: accepted.webhook_event_id.to_string(),
-            status: if accepted.duplicate {
-                "duplicate"
-            } else {
-                "accepted"
-            },
+            status: status(accepted.duplicate),
             message: if accepted.duplicate {
                 "Document already accepted; not queued again"
             } else {
