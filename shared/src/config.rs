@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
+pub use queue::KeyPrefix;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
@@ -77,6 +78,9 @@ pub struct RedisSettings {
     /// How long an enqueue waits for those replicas before failing (503).
     #[serde(with = "humantime_serde")]
     pub wait_timeout: Duration,
+    /// Start even when Redis' `maxmemory-policy` may evict keys (queued
+    /// jobs among them). Off: such a Redis is refused at start.
+    pub allow_eviction: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -121,6 +125,22 @@ pub struct DeliverySettings {
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
     pub history_max_per_webhook: u64,
+}
+
+impl QueueSettings {
+    /// The consumer runtime's settings for one queue: these, with the
+    /// queue's concurrency and how long one blocking read may wait.
+    pub fn runner(&self, concurrency: usize, block: Duration) -> queue::runtime::RunnerSettings {
+        queue::runtime::RunnerSettings {
+            concurrency,
+            batch_size: self.batch_size,
+            block,
+            visibility_timeout: self.visibility_timeout,
+            poll_interval: self.poll_interval,
+            promote_batch: self.promote_batch,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -525,44 +545,6 @@ impl RedisUrl {
 impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         RedisUrl::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
-    }
-}
-
-/// The namespace under which every key lives. Braces are refused because
-/// they would break the per-queue Redis Cluster hash tags.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyPrefix(String);
-
-impl KeyPrefix {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let valid = !text.is_empty()
-            && text.len() <= 64
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-        if valid {
-            Ok(KeyPrefix(text.to_owned()))
-        } else {
-            Err(format!(
-                "{text:?} must be 1-64 characters of letters, digits, '_', '-', '.', ':'"
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KeyPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyPrefix {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        KeyPrefix::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
     }
 }
 

@@ -73,7 +73,7 @@ pub enum DocumentError {
 
 impl DocumentError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DocumentError::Redis(e) if crate::queue::is_unavailable(e))
+        matches!(self, DocumentError::Redis(e) if queue::is_unavailable(e))
     }
 }
 

@@ -19,9 +19,11 @@ use sha2::{Digest, Sha256};
 use crate::config::{KeyPrefix, Operator, OperatorAssignment};
 use crate::ids::{JobId, SessionId, WebhookId};
 use crate::jobs::{EndReason, EndSession};
-use crate::keys::{JOB_FIELD, QueueKeys, SessionKeys};
-use crate::queue::{Envelope, Job, QueueError};
+use queue::keys::{JOB_FIELD, QueueKeys};
+
+use crate::keys::SessionKeys;
 use crate::time::{from_ms, now_ms, serde_rfc3339};
+use queue::{Envelope, Job, QueueError};
 
 /// Finds the active session of a thread or starts one. KEYS: thread key,
 /// active set, the new session's hash. ARGV: now ms, new id, user id,
@@ -233,6 +235,7 @@ pub struct Turn {
     #[serde(with = "serde_rfc3339")]
     pub at: DateTime<Utc>,
     /// The chat job that produced it (so a redone job adds it once).
+    #[schema(value_type = String)]
     pub job_id: JobId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,

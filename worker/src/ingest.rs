@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use queue::Job;
+use queue::RetryPlan;
 use rag::chunk::{ChunkOptions, chunk};
 use rag::knowledge::Knowledge;
 use rag::parse::ParseError;
@@ -26,12 +28,12 @@ use shared::events::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::jobs::{DocumentSource, IngestDocument};
 use shared::publish::Publisher;
-use shared::queue::Job;
-use shared::retry::RetryPlan;
 use shared::time::elapsed_ms;
 use tracing::{info, warn};
 
-use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
+
+use crate::dead::dead_job_event;
 
 /// Text handed to the classifier: the start of a document says what it
 /// is about, and the cost stays bounded.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use queue::RetryPolicy;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
 use rag::parse::sandbox::SandboxLimits;
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
-use shared::retry::RetryPolicy;
 use shared::services::Services;
 use shared::webhooks::WebhookCache;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,8 @@ use crate::chat::ChatHandler;
 use crate::delivery::DeliveryHandler;
 use crate::ingest::{IngestHandler, ParserCommand};
 use crate::lanes::Lanes;
-use crate::runtime::{Handler, QueueRunner, RunnerSettings};
 use crate::session::{SessionHandler, sweep_idle};
+use queue::runtime::{Handler, QueueRunner};
 
 /// How long a blocking read waits for a job before the loop looks around
 /// (shutdown, reclaim); bounds how late a stop is noticed.
@@ -60,6 +60,7 @@ pub async fn run_with_parser(
     let settings = services.settings.clone();
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
+    services.check_eviction_policy().await?;
     let egress = egress_client(&services, settings.delivery.timeout, 32)
         .context("building the delivery HTTP client")?;
     let fetcher = egress_client(&services, settings.ingest.fetch_timeout, 4)
@@ -183,7 +184,7 @@ fn runner<H: Handler>(
         read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)?,
         consumer: consumer.to_owned(),
         policy: Arc::new(policy),
-        settings: RunnerSettings::new(&settings.queue, concurrency, READ_BLOCK),
+        settings: settings.queue.runner(concurrency, READ_BLOCK),
     })
 }
 

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use queue::{Envelope, Job};
 use serde_json::Value;
 use shared::config::{Operator, OperatorAssignment};
 use shared::events::{EventFilter, EventType};
 use shared::ids::WebhookId;
 use shared::jobs::ProcessMessage;
-use shared::queue::{Envelope, Job};
 use shared::services::Services;
 use shared::sessions::{SessionStatus, ThreadKey};
 use testkit::{

@@ -209,7 +209,7 @@ macro_rules! storage_errors {
 
 storage_errors!(
     shared::webhooks::StoreError,
-    shared::queue::QueueError,
+    queue::QueueError,
     shared::publish::PublishError,
     shared::sessions::SessionError,
     shared::documents::DocumentError,
