@@ -1,8 +1,6 @@
 //! What can go wrong talking to the queue, and which of it is worth a
 //! retry.
 
-use redis::{ErrorKind, ServerErrorKind};
-
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis: {0}")]
@@ -32,31 +30,32 @@ impl QueueError {
     }
 }
 
+/// Server error codes that mean "not now": still loading its data
+/// (`LOADING`), busy with a script (`BUSY`), out of memory (`OOM`), a
+/// replica or a master being failed over (`READONLY`, `MASTERDOWN`,
+/// `NOREPLICAS`), a cluster resharding or down (`TRYAGAIN`, `CLUSTERDOWN`),
+/// or unable to persist (`MISCONF`).
+const PASSING: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MISCONF",
+];
+
 /// Failures that pass: the connection is refused, reset or timed out, or
-/// the server answers that it cannot serve right now — still loading its
-/// data (`LOADING`), busy with a script (`BUSY`), out of memory (`OOM`),
-/// a replica or a master being failed over (`READONLY`, `MASTERDOWN`), or
-/// a cluster resharding or down (`TRYAGAIN`, `CLUSTERDOWN`, `MOVED`/`ASK`
-/// surfacing after the client's own redirects).
+/// the server answers one of [`PASSING`] (alone, or for a command of a
+/// pipeline or transaction).
 pub fn is_unavailable(e: &redis::RedisError) -> bool {
-    if e.is_io_error()
+    e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || e.is_cluster_error()
-    {
-        return true;
-    }
-    if matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::ReadOnly
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-        )
-    ) {
-        return true;
-    }
-    matches!(e.code(), Some("BUSY" | "OOM" | "NOREPLICAS" | "MISCONF"))
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, err)| PASSING.contains(&err.code())))
 }
