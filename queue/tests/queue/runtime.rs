@@ -1,4 +1,4 @@
-//! The queue runtime against a real Redis: backlogs, several consumers,
+//! The consumer runtime against a real Redis: backlogs, several consumers,
 //! poison jobs, panicking handlers, dead workers and shutdown.
 //!
 //! Each test starts its own `redis-server` and drives a
@@ -19,8 +19,7 @@ use testkit::{PATIENCE, TestRedis, wait_until};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-mod common;
-use common::{READ_BLOCK, TestQueue};
+use crate::common::{READ_BLOCK, TestQueue};
 
 /// A job that does nothing but say which one it is.
 #[derive(Clone, Debug, Serialize, Deserialize)]

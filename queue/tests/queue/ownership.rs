@@ -15,8 +15,7 @@ use queue::{
 use serde::{Deserialize, Serialize};
 use testkit::TestRedis;
 
-mod common;
-use common::{READ_BLOCK, TestQueue};
+use crate::common::{READ_BLOCK, TestQueue};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Task {
