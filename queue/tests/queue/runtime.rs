@@ -444,7 +444,7 @@ async fn taken_by_dead_worker(
 }
 
 /// Another worker takes the entry over and dies too: the stream's delivery
-/// counter goes up by one, as with a real `XAUTOCLAIM` by a worker that
+/// counter goes up by one, as with a real reclaim (`XCLAIM`) by a worker that
 /// then crashes.
 async fn taken_over_and_abandoned_again(redis: &TestRedis, client: &QueueClient, entry_id: &str) {
     let keys = client.keys(NoopJob::QUEUE);
