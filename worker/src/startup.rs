@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
-use rag::parse::sandbox::SandboxLimits;
+use rag::parse::sandbox::{NetworkIsolation, SandboxLimits, network_isolation};
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::retry::RetryPolicy;
@@ -60,6 +60,7 @@ pub async fn run_with_parser(
     let settings = services.settings.clone();
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
+    log_parser_isolation().await;
     let egress = egress_client(&services, settings.delivery.timeout, 32)
         .context("building the delivery HTTP client")?;
     let fetcher = egress_client(&services, settings.ingest.fetch_timeout, 4)
@@ -149,6 +150,25 @@ pub async fn run_with_parser(
     );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+/// Says once, at start, whether parser children will be cut off from the
+/// network (the probe behind it runs once per process).
+async fn log_parser_isolation() {
+    match tokio::task::spawn_blocking(network_isolation).await {
+        Ok(NetworkIsolation::None) => tracing::warn!(
+            "the document parser runs WITH network access: the kernel refused new user and \
+             network namespaces (user namespaces disabled, or a seccomp profile forbidding \
+             unshare); it still gets no environment, no capabilities and its resource limits"
+        ),
+        Ok(isolation) => {
+            tracing::info!(
+                ?isolation,
+                "the document parser runs without network access"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not probe the parser's network isolation"),
+    }
 }
 
 /// An SSRF-checked HTTP client with this whole-exchange timeout.
