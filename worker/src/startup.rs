@@ -117,9 +117,7 @@ pub async fn run_with_parser(
             },
             max_document_size: settings.ingest.max_document_size.0,
             max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
-            lock_ttl: settings.ingest.fetch_timeout
-                + settings.ingest.parse_timeout
-                + Duration::from_secs(60),
+            lock_ttl: settings.ingest.lock_ttl,
         },
         RetryPolicy::new(
             settings.ingest.retry_schedule.clone(),
