@@ -177,6 +177,10 @@ pub struct IngestSettings {
     #[serde(with = "humantime_serde")]
     pub parse_timeout: Duration,
     pub parse_memory_limit: ByteSize,
+    /// How long a document's ingestion lock outlives a worker that died
+    /// holding it; a live worker renews it every third of this.
+    #[serde(with = "humantime_serde")]
+    pub lock_ttl: Duration,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
 }
@@ -452,6 +456,11 @@ impl Settings {
             "must be at least 64MiB",
         )?;
         rule(
+            self.ingest.lock_ttl >= Duration::from_millis(100),
+            "ingest.lock_ttl",
+            "must be at least 100ms",
+        )?;
+        rule(
             self.ingest.chunk_size >= 200,
             "ingest.chunk_size",
             "must be at least 200 characters",
@@ -695,6 +704,7 @@ mod tests {
         assert_eq!(s.chat.escalation_threshold, 0.35);
         assert_eq!(s.ingest.max_document_size, ByteSize(20 << 20));
         assert_eq!(s.ingest.fetch_timeout, Duration::from_secs(30));
+        assert_eq!(s.ingest.lock_ttl, Duration::from_secs(30));
         assert_eq!(s.incoming.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.retrieval.provider, RetrievalProvider::Embedded);
         assert!(!s.chat.operators.is_empty());

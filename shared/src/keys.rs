@@ -39,7 +39,8 @@
 //!   P:doc:D:staging     STRING  the newest upload's staging id (ids sort
 //!                               by time); older uploads are skipped.
 //!   P:doc:D:lock        STRING  the ingestion job working on D (one at a
-//!                               time); expires if its worker dies.
+//!                               time); renewed while it runs, expires
+//!                               if its worker dies.
 //!   P:doc:D:deleted     STRING  tombstone of a deleted document, so a
 //!                               queued ingestion does not revive it;
 //!                               expires after 7 days.

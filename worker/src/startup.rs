@@ -9,7 +9,7 @@ use anyhow::Context;
 use queue::RetryPolicy;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
-use rag::parse::sandbox::SandboxLimits;
+use rag::parse::sandbox::{NetworkIsolation, SandboxLimits, network_isolation};
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::services::Services;
@@ -61,6 +61,7 @@ pub async fn run_with_parser(
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
     services.check_eviction_policy().await?;
+    log_parser_isolation().await;
     let egress = egress_client(&services, settings.delivery.timeout, 32)
         .context("building the delivery HTTP client")?;
     let fetcher = egress_client(&services, settings.ingest.fetch_timeout, 4)
@@ -117,9 +118,7 @@ pub async fn run_with_parser(
             },
             max_document_size: settings.ingest.max_document_size.0,
             max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
-            lock_ttl: settings.ingest.fetch_timeout
-                + settings.ingest.parse_timeout
-                + Duration::from_secs(60),
+            lock_ttl: settings.ingest.lock_ttl,
         },
         RetryPolicy::new(
             settings.ingest.retry_schedule.clone(),
@@ -150,6 +149,25 @@ pub async fn run_with_parser(
     );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+/// Says once, at start, whether parser children will be cut off from the
+/// network (the probe behind it runs once per process).
+async fn log_parser_isolation() {
+    match tokio::task::spawn_blocking(network_isolation).await {
+        Ok(NetworkIsolation::None) => tracing::warn!(
+            "the document parser runs WITH network access: the kernel refused new user and \
+             network namespaces (user namespaces disabled, or a seccomp profile forbidding \
+             unshare); it still gets no environment, no capabilities and its resource limits"
+        ),
+        Ok(isolation) => {
+            tracing::info!(
+                ?isolation,
+                "the document parser runs without network access"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not probe the parser's network isolation"),
+    }
 }
 
 /// An SSRF-checked HTTP client with this whole-exchange timeout.
