@@ -338,6 +338,7 @@ impl QueueClient {
         let keys = self.keys(queue);
         let reply: Value = scripts::RECLAIM
             .key(&keys.stream)
+            .key(&keys.stats)
             .arg(CONSUMER_GROUP)
             .arg(consumer)
             .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))

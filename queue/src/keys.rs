@@ -35,7 +35,9 @@
 //!                               the whole set.
 //!   P:{P:q:Q}:stats     HASH    counters: processed, failed, retried, dead,
 //!                               lost (settles refused: the entry had been
-//!                               reclaimed by another consumer).
+//!                               reclaimed by another consumer), reclaimed
+//!                               (entries taken over after the visibility
+//!                               timeout: what bounds duplicate runs).
 //!   P:{P:q:Q}:rate:M    HASH    processed, failed during unix minute M (for
 //!                               rates); expires after two hours.
 //!   P:{P:q:Q}:once:K    STRING  idempotency key K: the first caller's

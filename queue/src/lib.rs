@@ -59,8 +59,9 @@
 //!   going (the first consumer stalled past the visibility timeout, or its
 //!   result was lost with its connection). Both runs see the same job id;
 //!   only one of them settles. The number of duplicate runs is bounded by
-//!   the number of reclaims; handlers that have side effects make them
-//!   idempotent on the job id (or an id derived from it).
+//!   the number of reclaims (`reclaimed` in the queue's stats); handlers
+//!   that have side effects make them idempotent on the job id (or an id
+//!   derived from it).
 //! - **Bounded work.** No script or reply grows with a backlog: promotion,
 //!   reclaim and listing work in pages.
 

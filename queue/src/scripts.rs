@@ -30,7 +30,9 @@ return #due
 /// of those *suspects* are claimed per call (the runner asks for one, and
 /// only when it runs no other suspect), so a job that aborts the process
 /// can only take fresh bystanders down with it, never the other suspects.
-/// Scans at most ARGV[5] pending entries.
+/// Scans at most ARGV[5] pending entries. Counts the entries taken over as
+/// `reclaimed` in the stats hash (KEYS[2]): each is a run that may be
+/// repeated, so the count bounds the duplicate runs.
 /// Reply: { {id, {field, value, ...}, times_delivered}, ... }
 pub static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -56,6 +58,7 @@ for _, p in ipairs(pending) do
     end
   end
 end
+if #out > 0 then redis.call('HINCRBY', KEYS[2], 'reclaimed', #out) end
 return out
 ",
     )

@@ -502,6 +502,13 @@ async fn a_job_held_by_a_dead_worker_is_reclaimed_after_the_visibility_timeout()
         "run once, as attempt 2 (the dead worker's run was attempt 1)"
     );
     assert!(dead_letters(&client).await.is_empty());
+    let reclaimed: Option<u64> = redis::cmd("HGET")
+        .arg(client.keys(NoopJob::QUEUE).stats)
+        .arg("reclaimed")
+        .query_async(&mut client.connection())
+        .await
+        .expect("stats");
+    assert_eq!(reclaimed, Some(1), "the takeover is counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
