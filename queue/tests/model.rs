@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use testkit::{PATIENCE, TestRedis};
 use tokio_util::sync::CancellationToken;
 
+#[path = "queue/common.rs"]
 mod common;
 use common::TestQueue;
 
