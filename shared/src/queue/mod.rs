@@ -90,15 +90,29 @@ impl QueueError {
     }
 }
 
-/// Connection-level failures: refused, reset, timed out, or Redis still
-/// loading its data after a restart.
+/// Connection-level failures: refused, reset, timed out; or a server that
+/// answers but cannot take commands right now (loading, a script running,
+/// out of memory, a replica or failover in the way).
 pub fn is_unavailable(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
-        || matches!(
-            e.kind(),
-            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
-        )
+        // A pipeline or transaction reports the failing commands inside.
+        || e.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, error)| TRANSIENT_SERVER_ERRORS.contains(&error.code()))
+        })
 }
+
+/// Server error codes that mean "not now" rather than "never".
+const TRANSIENT_SERVER_ERRORS: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+];
