@@ -14,8 +14,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -178,8 +179,10 @@ fn enveloped(data: RefOr<Schema>) -> RefOr<Schema> {
 
 /// Answers the shared layers give whatever the handler: the body layer's
 /// 400/408/413/415 and the JSON extractor's 400/422 for operations with a
-/// request body, 400 for a bad query string, 401 behind the admin key.
-/// Added where a handler's annotation does not list them already.
+/// request body, 400 for a bad query string, 401 behind the admin key, and
+/// 503 with `Retry-After` from every admin operation, since each one reads
+/// or writes Redis. Added where a handler's annotation does not list them
+/// already.
 fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for operation in operations_mut(item) {
@@ -209,28 +212,35 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             }
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 codes.push(("401", "missing or wrong admin key"));
+                codes.push((
+                    "503",
+                    "Redis is unreachable or refusing commands for now; retry after Retry-After",
+                ));
             }
             for (code, description) in codes {
                 operation
                     .responses
                     .responses
                     .entry(code.to_owned())
-                    .or_insert_with(|| error_response(description));
+                    .or_insert_with(|| error_response(code, description));
             }
         }
     }
 }
 
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-                    .build(),
-            )
+fn error_response(code: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
             .build(),
-    )
+    );
+    if matches!(code, "429" | "503") {
+        let seconds = HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some("seconds to wait before trying again"))
+            .build();
+        response = response.header("Retry-After", seconds);
+    }
+    RefOr::T(response.build())
 }

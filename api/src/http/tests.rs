@@ -616,6 +616,13 @@ async fn openapi_document_lists_routes_and_admin_security() {
         json!([{"admin_key": []}])
     );
     assert!(paths["/health"]["get"].get("security").is_none());
+    // Every admin operation touches Redis, so each may answer 503.
+    let unavailable = &paths["/admin/webhooks"]["post"]["responses"]["503"];
+    assert_eq!(
+        unavailable["headers"]["Retry-After"]["schema"]["type"], "integer",
+        "{unavailable}"
+    );
+    assert!(paths["/health"]["get"]["responses"].get("503").is_none());
     assert_eq!(
         doc["components"]["securitySchemes"]["admin_key"],
         json!({"type": "http", "scheme": "bearer", "description": "Admin API key, sent as `Authorization: Bearer <key>`"})
