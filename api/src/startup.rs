@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::auth::{AdminKeys, require_admin};
-use crate::http::body::{BodyPolicy, UploadRoute};
+use crate::http::body::{BodyBudget, BodyPolicy, UploadRoute, buffered};
 use crate::http::openapi::{admin_only, api_router, finish};
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
@@ -66,9 +66,12 @@ impl Application {
             .routes(routes!(knowledge::upload, knowledge::list))
             .routes(routes!(knowledge::get, knowledge::delete))
             .routes(routes!(knowledge::search));
-        let incoming = OpenApiRouter::new()
-            .routes(routes!(incoming::message))
-            .routes(routes!(incoming::document));
+        // Signed by their body: it must be read before they can be judged.
+        let incoming = buffered(
+            OpenApiRouter::new()
+                .routes(routes!(incoming::message))
+                .routes(routes!(incoming::document)),
+        );
         let documented = api_router()
             .nest(
                 "/api/v1",
@@ -90,10 +93,10 @@ impl Application {
             limit_bytes: settings.server.body_limit.0,
             upload: Some(UploadRoute {
                 path: "/api/v1/knowledge/documents",
-                // Room for base64 (4/3) and the JSON or multipart around it.
-                limit_bytes: settings.ingest.max_document_size.0.saturating_mul(4) / 3 + 64 * 1024,
+                limit_bytes: settings.ingest.upload_body_limit(),
             }),
             read_timeout: settings.server.body_read_timeout,
+            budget: BodyBudget::new(settings.server.body_budget.0),
             ..BodyPolicy::default()
         };
         let router = with_common_layers(router, http_metrics, body).with_state(state);

@@ -62,6 +62,9 @@ pub struct ServerSettings {
     /// else 408 and the connection is closed.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Bytes of request bodies held in memory at once, all requests
+    /// together; a body that would go beyond gets 503 and `Retry-After`.
+    pub body_budget: ByteSize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -159,6 +162,14 @@ pub struct IngestSettings {
     pub parse_memory_limit: ByteSize,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
+}
+
+impl IngestSettings {
+    /// Largest body of a direct upload: the largest document as base64
+    /// (4/3), with room for the JSON or multipart around it.
+    pub fn upload_body_limit(&self) -> usize {
+        self.max_document_size.0.saturating_mul(4) / 3 + 64 * 1024
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -345,6 +356,14 @@ impl Settings {
             !self.server.body_read_timeout.is_zero(),
             "server.body_read_timeout",
             "must be greater than zero",
+        )?;
+        // Else the largest allowed body could never be accepted.
+        rule(
+            self.server.body_budget.0 >= self.server.body_limit.0
+                && self.server.body_budget.0 >= self.ingest.upload_body_limit(),
+            "server.body_budget",
+            "must be at least server.body_limit and the largest upload \
+             (ingest.max_document_size as base64, about 4/3 of it, plus 64KiB)",
         )?;
         rule(
             !self.delivery.timeout.is_zero(),
@@ -688,6 +707,7 @@ mod tests {
         assert_eq!(s.server.body_limit, ByteSize(1 << 20));
         assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(s.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.body_budget, ByteSize(128 << 20));
         assert_eq!(s.redis.url.as_str(), "redis://127.0.0.1:6379");
         assert_eq!(s.redis.key_prefix.as_str(), "supportrag");
         assert!(s.auth.admin_keys.is_empty());
@@ -758,6 +778,7 @@ mod tests {
             ("[chat]\noperators = \"nobody\"", "chat.operators"),
             ("[retrieval]\nprovider = \"magic\"", "retrieval.provider"),
             ("[openai]\nbase_url = \"not a url\"", "openai.base_url"),
+            ("[server]\nbody_budget = \"20MiB\"", "server.body_budget"),
         ];
         for (toml, key) in cases {
             let err = load_toml(toml).unwrap_err().to_string();

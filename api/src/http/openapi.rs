@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::auth::{AdminKeys, require_admin};
+use crate::http::body::buffered;
 use crate::http::envelope::{Meta, PageMeta};
 use crate::http::error::{ErrorBody, ErrorEnvelope, ErrorMeta};
 
@@ -68,12 +69,15 @@ where
 /// Puts every route registered so far on `router` behind admin bearer auth
 /// and documents them as requiring `admin_key`. Routes added afterwards are
 /// neither protected nor marked, exactly like axum's `route_layer`.
+///
+/// Bodies are read ([`buffered`]) inside the auth layer, so a caller without
+/// a valid key is answered before a byte of its body is read.
 pub fn admin_only<S>(mut router: OpenApiRouter<S>, keys: AdminKeys) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     require_security(router.get_openapi_mut(), ADMIN_SECURITY_SCHEME);
-    router.route_layer(from_fn_with_state(keys, require_admin))
+    buffered(router).route_layer(from_fn_with_state(keys, require_admin))
 }
 
 fn require_security(doc: &mut utoipa::openapi::OpenApi, scheme: &str) {
@@ -178,9 +182,9 @@ fn enveloped(data: RefOr<Schema>) -> RefOr<Schema> {
 }
 
 /// Answers the shared layers give whatever the handler: the body layer's
-/// 400/408/413/415 and the JSON extractor's 400/422 for operations with a
-/// request body, 400 for a bad query string, 401 behind the admin key, and
-/// 503 with `Retry-After` from every admin operation, since each one reads
+/// 400/408/413/415/503 (budget spent) and the JSON extractor's 400/422 for
+/// operations with a request body, 400 for a bad query string, 401 behind
+/// the admin key, and 503 from every admin operation, since each one reads
 /// or writes Redis. Added where a handler's annotation does not list them
 /// already.
 fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
@@ -199,6 +203,11 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                     (
                         "422",
                         "well-formed JSON that breaks a rule; details.field names it",
+                    ),
+                    (
+                        "503",
+                        "too many request bodies in flight (server.body_budget), or Redis \
+                         unavailable; retry after Retry-After",
                     ),
                 ]);
             }

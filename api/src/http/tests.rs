@@ -286,6 +286,26 @@ async fn declared_oversize_is_refused_without_reading() {
 }
 
 #[tokio::test]
+async fn no_body_is_read_before_the_key_is_checked() {
+    let app = app();
+    for declared in [Some(LIMIT), None] {
+        // The sender is kept alive and never sends: reading would hang.
+        let (_sender, body) = Channel::<Bytes>::new(1);
+        let mut req = Request::post("/admin/webhooks")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, "Bearer not-the-key");
+        if let Some(length) = declared {
+            req = req.header(header::CONTENT_LENGTH, length.to_string());
+        }
+        let req = req.body(Body::new(body)).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), send(&app, req))
+            .await
+            .expect("401 must not wait for the body");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{declared:?}");
+    }
+}
+
+#[tokio::test]
 async fn chunked_body_growing_past_limit_is_refused() {
     let app = app();
     let (mut sender, body) = Channel::<Bytes>::new(4);
