@@ -21,9 +21,10 @@ use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::auth::{AdminKeys, require_admin};
+use crate::http::auth::{AdminAuth, AdminKeys, require_admin};
 use crate::http::body::{BodyBudget, BodyPolicy, UploadRoute, buffered};
 use crate::http::openapi::{admin_only, api_router, finish};
+use crate::http::throttle::FailureLimiter;
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
 use crate::routes::{chat, dead_letters, deliveries, incoming, knowledge, ops, webhooks};
@@ -44,6 +45,13 @@ impl Application {
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
         let state = AppState { services, registry };
+        let admin = AdminAuth::new(
+            admin_keys,
+            FailureLimiter::new(
+                settings.auth.max_failed_attempts,
+                settings.auth.failed_attempts_window,
+            ),
+        );
 
         let management = OpenApiRouter::new()
             .routes(routes!(webhooks::register))
@@ -75,7 +83,7 @@ impl Application {
         let documented = api_router()
             .nest(
                 "/api/v1",
-                admin_only(management, admin_keys.clone()).merge(incoming),
+                admin_only(management, admin.clone()).merge(incoming),
             )
             .routes(routes!(ops::healthz))
             .routes(routes!(ops::readyz));
@@ -85,7 +93,7 @@ impl Application {
         let (router, metrics_router) = match settings.metrics.bind {
             Some(_) => (router, Some(metrics.with_state(state.clone()))),
             None => (
-                router.merge(metrics.route_layer(from_fn_with_state(admin_keys, require_admin))),
+                router.merge(metrics.route_layer(from_fn_with_state(admin, require_admin))),
                 None,
             ),
         };

@@ -228,3 +228,49 @@ async fn bodies_in_flight_beyond_the_budget_get_503_with_retry_after() {
     .await;
     drop(strangers);
 }
+
+#[tokio::test]
+async fn wrong_keys_past_the_limit_get_429_from_that_address_until_it_waits() {
+    let app = spawn_app_with(|s| {
+        s.auth.max_failed_attempts = 3;
+        s.auth.failed_attempts_window = Duration::from_secs(3);
+    })
+    .await;
+    let list = |client: &reqwest::Client, key: &str| {
+        client
+            .get(app.url("/api/v1/webhooks"))
+            .bearer_auth(key.to_owned())
+    };
+    let wrong = "wrong-key-0123456789";
+
+    for _ in 0..3 {
+        let reply = app.send(list(&app.http, wrong)).await;
+        assert_eq!(reply.error_code(), "INVALID_CREDENTIALS");
+    }
+    for key in [wrong, TEST_ADMIN_KEY] {
+        let reply = app.send(list(&app.http, key)).await;
+        assert_eq!(
+            reply.status,
+            reqwest::StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.error_code(), "TOO_MANY_AUTH_FAILURES");
+        assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    }
+
+    // Another address (loopback is a /8) is not held back.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let reply = app.send(list(&elsewhere, TEST_ADMIN_KEY)).await;
+    assert_eq!(reply.status, reqwest::StatusCode::OK, "{}", reply.body);
+    let reply = app.send(list(&elsewhere, wrong)).await;
+    assert_eq!(reply.error_code(), "INVALID_CREDENTIALS");
+
+    // After the Retry-After, one more try.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = app.send(list(&app.http, TEST_ADMIN_KEY)).await;
+    assert_eq!(reply.status, reqwest::StatusCode::OK, "{}", reply.body);
+}

@@ -12,6 +12,7 @@ pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod openapi;
+pub mod throttle;
 pub mod trace;
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::auth::{AdminKeys, require_admin};
+use crate::http::auth::{AdminAuth, require_admin};
 use crate::http::body::buffered;
 use crate::http::envelope::{Meta, PageMeta};
 use crate::http::error::{ErrorBody, ErrorEnvelope, ErrorMeta};
@@ -72,12 +72,12 @@ where
 ///
 /// Bodies are read ([`buffered`]) inside the auth layer, so a caller without
 /// a valid key is answered before a byte of its body is read.
-pub fn admin_only<S>(mut router: OpenApiRouter<S>, keys: AdminKeys) -> OpenApiRouter<S>
+pub fn admin_only<S>(mut router: OpenApiRouter<S>, auth: AdminAuth) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     require_security(router.get_openapi_mut(), ADMIN_SECURITY_SCHEME);
-    buffered(router).route_layer(from_fn_with_state(keys, require_admin))
+    buffered(router).route_layer(from_fn_with_state(auth, require_admin))
 }
 
 fn require_security(doc: &mut utoipa::openapi::OpenApi, scheme: &str) {
@@ -183,9 +183,9 @@ fn enveloped(data: RefOr<Schema>) -> RefOr<Schema> {
 
 /// Answers the shared layers give whatever the handler: the body layer's
 /// 400/408/413/415/503 (budget spent) and the JSON extractor's 400/422 for
-/// operations with a request body, 400 for a bad query string, 401 behind
-/// the admin key, and 503 from every admin operation, since each one reads
-/// or writes Redis. Added where a handler's annotation does not list them
+/// operations with a request body, 400 for a bad query string, 401 and 429
+/// (too many wrong keys) behind the admin key, and 503 from every admin
+/// operation, since each one reads or writes Redis. Added where a handler's annotation does not list them
 /// already.
 fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
@@ -221,6 +221,10 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             }
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 codes.push(("401", "missing or wrong admin key"));
+                codes.push((
+                    "429",
+                    "too many wrong admin keys from this address lately; retry after Retry-After",
+                ));
                 codes.push((
                     "503",
                     "Redis is unreachable or refusing commands for now; retry after Retry-After",
