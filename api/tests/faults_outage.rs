@@ -12,11 +12,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::spawn_app_with;
+use queue::DeadLetterFilter;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::events::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
-use shared::queue::DeadLetterFilter;
 use testkit::{Behaviour, PATIENCE, spawn_receiver, spawn_worker, wait_until};
 
 const SECRET: &str = "outage_secret_key_12345";
@@ -64,9 +64,10 @@ async fn a_receiver_down_for_the_whole_schedule_gets_every_event_after_one_bulk_
             let dead = app
                 .services
                 .queue
-                .dead_letters(&["deliver"], &DeadLetterFilter::default())
+                .dead_letters(&["deliver"], &DeadLetterFilter::default(), 0, EVENTS)
                 .await
-                .ok()?;
+                .ok()?
+                .items;
             (dead.len() == EVENTS).then_some(dead)
         },
     )
@@ -111,9 +112,10 @@ async fn a_receiver_down_for_the_whole_schedule_gets_every_event_after_one_bulk_
     let left = app
         .services
         .queue
-        .dead_letters(&["deliver"], &DeadLetterFilter::default())
+        .dead_letters(&["deliver"], &DeadLetterFilter::default(), 0, EVENTS)
         .await
-        .expect("dead letters");
+        .expect("dead letters")
+        .items;
     assert!(left.is_empty(), "{left:#?}");
     eprintln!(
         "long outage: {EVENTS} sent, {attempts_while_down} failed attempts while down, \

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
+use queue::RetryPolicy;
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner};
+use queue::{Envelope, Job, QueueClient};
 use serde::{Deserialize, Serialize};
 use shared::config::{KeyPrefix, RedisUrl, Settings};
-use shared::queue::{Envelope, Job, QueueClient};
 use shared::redis_conn;
-use shared::retry::RetryPolicy;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use worker::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner, RunnerSettings};
 
 pub const PREFIX: &str = "bench";
 pub const POLL_EVERY: Duration = Duration::from_millis(5);
@@ -85,8 +85,9 @@ pub fn redis_settings(url: &str, prefix: &str) -> anyhow::Result<Settings> {
 pub async fn worker_process(args: WorkerArgs) -> anyhow::Result<()> {
     let settings = redis_settings(&args.redis_url, &args.prefix)?;
     // The shipped queue settings, so the figures are what a deployment gets.
-    let runner_settings =
-        RunnerSettings::new(&settings.queue, args.concurrency, Duration::from_secs(1));
+    let runner_settings = settings
+        .queue
+        .runner(args.concurrency, Duration::from_secs(1));
     let client = QueueClient::new(
         redis_conn::connect(&settings.redis)?,
         settings.redis.key_prefix.clone(),

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use clap::{Parser, Subcommand};
-use shared::queue::QueueClient;
+use queue::QueueClient;
 use shared::redis_conn;
 use supportrag_bench::queue::{
     BenchArgs, POLL_EVERY, PREFIX, Sample, WorkerArgs, measure, redis_benchmark, redis_settings,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use ipnet::IpNet;
+pub use queue::KeyPrefix;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
@@ -80,6 +81,9 @@ pub struct RedisSettings {
     /// How long an enqueue waits for those replicas before failing (503).
     #[serde(with = "humantime_serde")]
     pub wait_timeout: Duration,
+    /// Start even when Redis' `maxmemory-policy` may evict keys (queued
+    /// jobs among them). Off: such a Redis is refused at start.
+    pub allow_eviction: bool,
 }
 
 /// Shortest admin key accepted: anything shorter is guessable offline or
@@ -149,6 +153,22 @@ pub struct DeliverySettings {
     pub history_max_per_webhook: u64,
 }
 
+impl QueueSettings {
+    /// The consumer runtime's settings for one queue: these, with the
+    /// queue's concurrency and how long one blocking read may wait.
+    pub fn runner(&self, concurrency: usize, block: Duration) -> queue::runtime::RunnerSettings {
+        queue::runtime::RunnerSettings {
+            concurrency,
+            batch_size: self.batch_size,
+            block,
+            visibility_timeout: self.visibility_timeout,
+            poll_interval: self.poll_interval,
+            promote_batch: self.promote_batch,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
@@ -183,6 +203,10 @@ pub struct IngestSettings {
     #[serde(with = "humantime_serde")]
     pub parse_timeout: Duration,
     pub parse_memory_limit: ByteSize,
+    /// How long a document's ingestion lock outlives a worker that died
+    /// holding it; a live worker renews it every third of this.
+    #[serde(with = "humantime_serde")]
+    pub lock_ttl: Duration,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
 }
@@ -496,6 +520,11 @@ impl Settings {
             "must be at least 64MiB",
         )?;
         rule(
+            self.ingest.lock_ttl >= Duration::from_millis(100),
+            "ingest.lock_ttl",
+            "must be at least 100ms",
+        )?;
+        rule(
             self.ingest.chunk_size >= 200,
             "ingest.chunk_size",
             "must be at least 200 characters",
@@ -589,44 +618,6 @@ impl RedisUrl {
 impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         RedisUrl::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
-    }
-}
-
-/// The namespace under which every key lives. Braces are refused because
-/// they would break the per-queue Redis Cluster hash tags.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyPrefix(String);
-
-impl KeyPrefix {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let valid = !text.is_empty()
-            && text.len() <= 64
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-        if valid {
-            Ok(KeyPrefix(text.to_owned()))
-        } else {
-            Err(format!(
-                "{text:?} must be 1-64 characters of letters, digits, '_', '-', '.', ':'"
-            ))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KeyPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyPrefix {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        KeyPrefix::parse(&String::deserialize(deserializer)?).map_err(de::Error::custom)
     }
 }
 
@@ -780,6 +771,7 @@ mod tests {
         assert_eq!(s.chat.escalation_threshold, 0.35);
         assert_eq!(s.ingest.max_document_size, ByteSize(20 << 20));
         assert_eq!(s.ingest.fetch_timeout, Duration::from_secs(30));
+        assert_eq!(s.ingest.lock_ttl, Duration::from_secs(30));
         assert_eq!(s.incoming.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.retrieval.provider, RetrievalProvider::Embedded);
         assert!(!s.chat.operators.is_empty());

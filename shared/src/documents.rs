@@ -37,15 +37,37 @@ return 1
     )
 });
 
-/// Writes a record (KEYS[2], ARGV[1]; indexed in KEYS[3] at ARGV[2] as
-/// ARGV[3]) unless the document's tombstone (KEYS[1]) exists.
-static SAVE_UNLESS_DELETED: LazyLock<Script> = LazyLock::new(|| {
+/// Writes the record of the ingestion that holds the document's lock
+/// (KEYS[4], ARGV[3]; indexed in KEYS[5] at ARGV[4] as ARGV[5]), or with
+/// ARGV[3] empty only tells whether it may. KEYS: tombstone, lock, latest
+/// staging id, record, index. ARGV[1]: the holder's lock token, ARGV[2]:
+/// its staging id. Reply: 0 written (may write), 1 deleted, 2 a newer
+/// upload is staged, 3 the lock is not the caller's. No staging id at
+/// all is not a refusal: the API stages after queueing, and that write
+/// may be late or lost.
+static SAVE_LOCKED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-return 1
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 3 end
+local latest = redis.call('GET', KEYS[3])
+if latest and latest > ARGV[2] then return 2 end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[3])
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+end
+return 0
+",
+    )
+});
+
+/// Extends a lock (KEYS[1]) to ARGV[2] ms only if it still holds the
+/// caller's token (ARGV[1]). Reply: 1 renewed, 0 not the caller's.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 ",
     )
 });
@@ -73,7 +95,32 @@ pub enum DocumentError {
 
 impl DocumentError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DocumentError::Redis(e) if crate::queue::is_unavailable(e))
+        matches!(self, DocumentError::Redis(e) if queue::is_unavailable(e))
+    }
+}
+
+/// Whether an ingestion may still write its document's record: see
+/// [`DocumentStore::save_locked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// It holds the lock and its upload is the newest: written (or may be).
+    Current,
+    /// The document was deleted.
+    Deleted,
+    /// A newer upload arrived; its own job will write the record.
+    Superseded,
+    /// Another job holds the document's lock, or nobody does (it expired).
+    LockLost,
+}
+
+impl Holder {
+    fn from_reply(reply: i64) -> Self {
+        match reply {
+            0 => Holder::Current,
+            1 => Holder::Deleted,
+            2 => Holder::Superseded,
+            _ => Holder::LockLost,
+        }
     }
 }
 
@@ -249,21 +296,62 @@ impl DocumentStore {
         Ok(raw.and_then(|r| StagingId::parse(&r).ok()))
     }
 
-    /// Writes the record unless the document was deleted (then false): a
-    /// worker that was mid-ingestion when the delete came must not bring
-    /// it back.
-    pub async fn save(&self, record: &DocumentRecord) -> Result<bool, DocumentError> {
-        let id = record.document_id.as_str();
-        let saved: i64 = SAVE_UNLESS_DELETED
+    /// Writes the record of the ingestion holding the document's lock
+    /// under `token`, unless the document was deleted (a worker that was
+    /// mid-ingestion when the delete came must not bring it back), a newer
+    /// upload than `record.staging_id` is staged (its job, not this one,
+    /// has the say), or the lock is no longer `token`'s (a job that
+    /// stalled past the lock's expiry may be racing another). All checked
+    /// in the same script as the write.
+    pub async fn save_locked(
+        &self,
+        record: &DocumentRecord,
+        token: &str,
+    ) -> Result<Holder, DocumentError> {
+        self.run_save_locked(&record.document_id, &record.staging_id, token, Some(record))
+            .await
+    }
+
+    /// What [`Self::save_locked`] would answer now, without writing: lets a
+    /// job stop before work that only a save could make count.
+    pub async fn check_locked(
+        &self,
+        id: &DocumentId,
+        staging: &StagingId,
+        token: &str,
+    ) -> Result<Holder, DocumentError> {
+        self.run_save_locked(id, staging, token, None).await
+    }
+
+    async fn run_save_locked(
+        &self,
+        id: &DocumentId,
+        staging: &StagingId,
+        token: &str,
+        record: Option<&DocumentRecord>,
+    ) -> Result<Holder, DocumentError> {
+        let (json, score) = match record {
+            Some(record) => (
+                serde_json::to_string(record)?,
+                record.created_at.timestamp_millis(),
+            ),
+            None => (String::new(), 0),
+        };
+        let id = id.as_str();
+        let reply: i64 = SAVE_LOCKED
             .key(keys::document_deleted(&self.prefix, id))
+            .key(keys::document_lock(&self.prefix, id))
+            .key(keys::document_staging(&self.prefix, id))
             .key(keys::document(&self.prefix, id))
             .key(keys::documents(&self.prefix))
-            .arg(serde_json::to_string(record)?)
-            .arg(record.created_at.timestamp_millis())
+            .arg(token)
+            .arg(staging.as_str())
+            .arg(json)
+            .arg(score)
             .arg(id)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(saved == 1)
+        Ok(Holder::from_reply(reply))
     }
 
     pub async fn get(&self, id: &DocumentId) -> Result<Option<DocumentRecord>, DocumentError> {
@@ -352,23 +440,41 @@ impl DocumentStore {
     }
 
     /// Takes the document's ingestion lock for `token` unless another
-    /// holds it; it expires after `ttl` so a dead holder cannot keep it.
+    /// holds it; it expires after `ttl` so a dead holder cannot keep it
+    /// (a live one renews it with [`Self::renew_lock`]).
     pub async fn lock(
         &self,
         id: &DocumentId,
         token: &str,
         ttl: std::time::Duration,
     ) -> Result<bool, DocumentError> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let taken: Option<String> = redis::cmd("SET")
             .arg(keys::document_lock(&self.prefix, id.as_str()))
             .arg(token)
             .arg("NX")
             .arg("PX")
-            .arg(ttl_ms)
+            .arg(lock_ms(ttl))
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(taken.is_some())
+    }
+
+    /// Extends the lock to `ttl` from now if `token` still holds it (then
+    /// true): a long ingestion renews it so that it outlives the job and
+    /// not a stalled or dead worker.
+    pub async fn renew_lock(
+        &self,
+        id: &DocumentId,
+        token: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, DocumentError> {
+        let renewed: i64 = RENEW
+            .key(keys::document_lock(&self.prefix, id.as_str()))
+            .arg(token)
+            .arg(lock_ms(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(renewed == 1)
     }
 
     /// Releases the lock if `token` still holds it.
@@ -428,4 +534,9 @@ impl DocumentStore {
         hasher.update(body);
         hex::encode(&hasher.finalize()[..16])
     }
+}
+
+/// A lock's TTL in Redis' unit; PX refuses 0.
+fn lock_ms(ttl: std::time::Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }

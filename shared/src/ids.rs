@@ -4,56 +4,13 @@
 //! where a webhook id is expected, and each is parsed once at the edge: a
 //! value of these types always has the right prefix and a sane body.
 
-use std::fmt;
+pub use queue::ids::InvalidId;
+use queue::prefixed_id;
+pub use queue::{DeadLetterId, JobId};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use ulid::Ulid;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{found:?} is not a valid {kind} id (expected {prefix}_…)")]
-pub struct InvalidId {
-    pub kind: &'static str,
-    pub prefix: &'static str,
-    pub found: String,
-}
-
-/// Whether `body` may follow a prefix: ids end up in Redis keys, URLs and
-/// headers, so only a conservative alphabet is allowed.
-fn valid_body(body: &str) -> bool {
-    !body.is_empty()
-        && body.len() <= 96
-        && body
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-macro_rules! prefixed_id {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl $name {
-            pub const PREFIX: &'static str = $prefix;
-
-            /// A new id whose body is a ULID, so ids sort by creation time.
-            pub fn generate() -> Self {
-                Self(format!(concat!($prefix, "_{}"), Ulid::generate().to_string().to_lowercase()))
-            }
-
-            pub fn parse(text: &str) -> Result<Self, InvalidId> {
-                match text.strip_prefix(concat!($prefix, "_")) {
-                    Some(body) if valid_body(body) => Ok(Self(text.to_owned())),
-                    _ => Err(InvalidId { kind: $kind, prefix: $prefix, found: text.chars().take(100).collect() }),
-                }
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        /// Shown in the OpenAPI document as the string it serializes to.
+/// Shown in the OpenAPI document as the string each id serializes to.
+macro_rules! string_schema {
+    ($($name:ident),*) => {$(
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 <String as utoipa::PartialSchema>::schema()
@@ -61,32 +18,7 @@ macro_rules! prefixed_id {
         }
 
         impl utoipa::ToSchema for $name {}
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                Self::parse(&text).map_err(serde::de::Error::custom)
-            }
-        }
-    };
+    )*};
 }
 
 prefixed_id!(
@@ -102,14 +34,6 @@ prefixed_id!(
     DeliveryId, "dlv", "delivery"
 );
 prefixed_id!(
-    /// One queued job.
-    JobId, "job", "job"
-);
-prefixed_id!(
-    /// One entry of the dead-letter set.
-    DeadLetterId, "dead", "dead letter"
-);
-prefixed_id!(
     /// One chat conversation: stable per (webhook, thread).
     SessionId, "sess", "session"
 );
@@ -122,6 +46,10 @@ prefixed_id!(
     StagingId, "staging", "staging"
 );
 
+string_schema!(
+    WebhookId, EventId, DeliveryId, SessionId, DocumentId, StagingId
+);
+
 impl EventId {
     /// The id of an event caused by a job, derived from the job's id so a
     /// job that is run again after a crash emits the same event id and
@@ -129,6 +57,15 @@ impl EventId {
     pub fn derived(job: &JobId, purpose: &str) -> Self {
         let body = job.as_str().trim_start_matches("job_");
         Self(format!("evt_{body}_{purpose}"))
+    }
+}
+
+impl EventId {
+    /// The `error.occurred` event of one dead-lettering: the same however
+    /// often its notice is redone, new when a replayed job dies again.
+    pub fn for_dead_letter(dead: &DeadLetterId) -> Self {
+        let body = dead.as_str().trim_start_matches("dead_");
+        Self(format!("evt_{body}_dead"))
     }
 }
 

@@ -16,11 +16,11 @@ use sha2::{Digest, Sha256};
 use crate::documents::{DocumentError, DocumentRecord, DocumentStore};
 use crate::ids::{DocumentId, EventId, SessionId, StagingId, WebhookId};
 use crate::jobs::{DocumentSource, IngestDocument, ProcessMessage};
-use crate::queue::{Envelope, Job, PushOnce, QueueClient, QueueError};
 use crate::sessions::{SessionError, SessionStore, ThreadKey};
 use crate::signing::{self, IncomingSignatureError};
 use crate::ssrf::{NameResolver, SsrfPolicy};
 use crate::webhooks::{FieldError, Rules, StoreError, Webhook, WebhookCache, WebhookStore};
+use queue::{Envelope, Job, PushOnce, QueueClient, QueueError};
 
 /// Longest chat message accepted (characters).
 const MAX_MESSAGE_CHARS: usize = 16_000;

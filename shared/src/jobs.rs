@@ -8,8 +8,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::Event;
 use crate::ids::{DeliveryId, DocumentId, EventId, SessionId, StagingId, WebhookId};
-use crate::queue::{Job, JobLabels};
 use crate::time::serde_rfc3339;
+use queue::{Job, Labels};
+
+/// The labels jobs carry into the dead-letter set, which the API lists
+/// and filters dead letters by.
+pub mod label {
+    pub const WEBHOOK_ID: &str = "webhook_id";
+    pub const DELIVERY_ID: &str = "delivery_id";
+    pub const EVENT_ID: &str = "event_id";
+    pub const EVENT_TYPE: &str = "event_type";
+}
 
 /// Send one event to one webhook (one per event × subscribed webhook).
 /// The event travels inside the job so that a dead-lettered delivery can
@@ -24,13 +33,16 @@ pub struct DeliverEvent {
 impl Job for DeliverEvent {
     const QUEUE: &'static str = "deliver";
 
-    fn labels(&self) -> JobLabels {
-        JobLabels {
-            webhook_id: Some(self.webhook_id.to_string()),
-            delivery_id: Some(self.delivery_id.to_string()),
-            event_id: Some(self.event.event_id.to_string()),
-            event_type: Some(self.event.event_type.to_string()),
-        }
+    fn labels(&self) -> Labels {
+        Labels::from([
+            (label::WEBHOOK_ID.to_owned(), self.webhook_id.to_string()),
+            (label::DELIVERY_ID.to_owned(), self.delivery_id.to_string()),
+            (label::EVENT_ID.to_owned(), self.event.event_id.to_string()),
+            (
+                label::EVENT_TYPE.to_owned(),
+                self.event.event_type.to_string(),
+            ),
+        ])
     }
 }
 

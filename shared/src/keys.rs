@@ -6,31 +6,8 @@
 //! in one slot. Each queue is one tag; each webhook's history is one tag.
 //!
 //! ```text
-//! Queues (one per job type Q: "deliver", …; tag {P:q:Q})
-//!   P:{P:q:Q}:stream    STREAM  ready and in-flight jobs, field "j" = job
-//!                               envelope (JSON). Consumer group "workers":
-//!                               XREADGROUP hands a job to one worker; it
-//!                               stays in the group's pending list until
-//!                               XACK+XDEL; XAUTOCLAIM gives jobs of dead
-//!                               workers to live ones after the visibility
-//!                               timeout, and the entry's delivery counter
-//!                               counts those crashes.
-//!   P:{P:q:Q}:delayed   ZSET    jobs waiting for a retry or a run time:
-//!                               member = envelope, score = due (unix ms).
-//!                               Promoted into the stream by a script in
-//!                               bounded batches.
-//!   P:{P:q:Q}:dead      HASH    dead-letter id -> dead-letter record (JSON:
-//!                               the job, its last error, its history).
-//!   P:{P:q:Q}:dead:idx  ZSET    dead-letter ids by failure time (unix ms),
-//!                               for listing newest first and time filters.
-//!   P:{P:q:Q}:stats     HASH    counters: processed, failed, retried, dead.
-//!   P:{P:q:Q}:rate:M    HASH    processed, failed during unix minute M (for
-//!                               rates); expires after two hours.
-//!   P:{P:q:Q}:once:K    STRING  idempotency key K of an incoming webhook
-//!                               (webhook id + a hash of its message or
-//!                               document id): the first answer (JSON),
-//!                               expires after incoming.idempotency_ttl.
-//!                               Set in the same script as the XADD.
+//! Queues: the layout of each job type's queue is written in the queue
+//! crate (`queue::keys`); the session queue's tag is reused below.
 //!
 //! Chat sessions (tag {P:q:session}, the session queue's, so ending a
 //! session and queueing its EndSession job is one script)
@@ -62,7 +39,8 @@
 //!   P:doc:D:staging     STRING  the newest upload's staging id (ids sort
 //!                               by time); older uploads are skipped.
 //!   P:doc:D:lock        STRING  the ingestion job working on D (one at a
-//!                               time); expires if its worker dies.
+//!                               time); renewed while it runs, expires
+//!                               if its worker dies.
 //!   P:doc:D:deleted     STRING  tombstone of a deleted document, so a
 //!                               queued ingestion does not revive it;
 //!                               expires after 7 days.
@@ -98,55 +76,7 @@
 //!                               `D_retry_n` ids); same expiry.
 //! ```
 
-use crate::config::KeyPrefix;
-
-/// Keys of one queue.
-#[derive(Clone, Debug)]
-pub struct QueueKeys {
-    pub stream: String,
-    pub delayed: String,
-    pub dead: String,
-    pub dead_index: String,
-    pub stats: String,
-    rate_prefix: String,
-    once_prefix: String,
-}
-
-impl QueueKeys {
-    pub fn new(prefix: &KeyPrefix, queue: &str) -> Self {
-        let base = format!("{prefix}:{{{prefix}:q:{queue}}}");
-        Self {
-            stream: format!("{base}:stream"),
-            delayed: format!("{base}:delayed"),
-            dead: format!("{base}:dead"),
-            dead_index: format!("{base}:dead:idx"),
-            stats: format!("{base}:stats"),
-            rate_prefix: format!("{base}:rate:"),
-            once_prefix: format!("{base}:once:"),
-        }
-    }
-
-    /// Counts of one unix minute (`unix ms / 60 000`).
-    pub fn rate(&self, minute: i64) -> String {
-        format!("{}{minute}", self.rate_prefix)
-    }
-}
-
-impl QueueKeys {
-    /// An idempotency key of this queue.
-    pub fn once(&self, key: &str) -> String {
-        format!("{}{key}", self.once_prefix)
-    }
-}
-
-/// How long per-minute rate counters are kept.
-pub const RATE_TTL_SECS: i64 = 7200;
-
-/// The consumer group every worker joins.
-pub const CONSUMER_GROUP: &str = "workers";
-
-/// The stream field that carries the job envelope.
-pub const JOB_FIELD: &str = "j";
+use queue::KeyPrefix;
 
 pub fn webhooks(prefix: &KeyPrefix) -> String {
     format!("{prefix}:webhooks")
@@ -248,19 +178,4 @@ pub fn document_external(prefix: &KeyPrefix, source: &str, hash: &str) -> String
 
 pub fn staging(prefix: &KeyPrefix, id: &str) -> String {
     format!("{prefix}:staging:{id}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queue_keys_share_one_hash_tag() {
-        let prefix = KeyPrefix::parse("sr").unwrap();
-        let keys = QueueKeys::new(&prefix, "deliver");
-        assert_eq!(keys.stream, "sr:{sr:q:deliver}:stream");
-        for key in [&keys.delayed, &keys.dead, &keys.dead_index, &keys.stats] {
-            assert!(key.starts_with("sr:{sr:q:deliver}:"), "{key}");
-        }
-    }
 }

@@ -12,8 +12,8 @@ use crate::deliveries::{DeliveryRecord, DeliveryStatus, DeliveryStore};
 use crate::events::Event;
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
-use crate::queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 use crate::webhooks::{StoreError, Webhook, WebhookStore};
+use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -157,8 +157,7 @@ impl Publisher {
         }
         let delivery = dead
             .labels
-            .delivery_id
-            .as_deref()
+            .get(crate::jobs::label::DELIVERY_ID)
             .and_then(|id| DeliveryId::parse(id).ok());
         if let Some(id) = delivery
             && let Some(mut record) = self.deliveries.get(&id).await?

@@ -20,10 +20,10 @@ use crate::documents::DocumentStore;
 use crate::escalation::Escalator;
 use crate::incoming::Intake;
 use crate::publish::Publisher;
-use crate::queue::{Durability, QueueClient};
 use crate::sessions::SessionStore;
 use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
 use crate::webhooks::{WebhookCache, WebhookStore};
+use queue::{Durability, QueueClient};
 
 #[derive(Clone)]
 pub struct Services {
@@ -122,6 +122,37 @@ fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, 
 }
 
 impl Services {
+    /// Refuses a Redis that may evict keys (queued jobs among them) unless
+    /// `redis.allow_eviction` says otherwise. A Redis out of reach passes
+    /// with a warning: processes start during an outage and wait for it.
+    pub async fn check_eviction_policy(&self) -> Result<(), ServicesError> {
+        let policy = match self.queue.eviction_policy().await {
+            Ok(policy) => policy,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read Redis' maxmemory-policy; not checked");
+                return Ok(());
+            }
+        };
+        if policy == "noeviction" {
+            return Ok(());
+        }
+        if self.settings.redis.allow_eviction {
+            tracing::warn!(
+                policy,
+                "Redis may evict keys (redis.allow_eviction = true): queued jobs can be lost under memory pressure"
+            );
+            return Ok(());
+        }
+        Err(ServicesError::Setting {
+            key: "redis.allow_eviction",
+            message: format!(
+                "Redis runs with maxmemory-policy {policy}, which can drop queued jobs; \
+                 set it to noeviction (CONFIG SET maxmemory-policy noeviction, and in \
+                 redis.conf) or set redis.allow_eviction = true to accept the risk"
+            ),
+        })
+    }
+
     /// Connects lazily: this succeeds while Redis is down.
     pub fn connect(settings: Settings) -> Result<Self, ServicesError> {
         Self::with_resolver(settings, Arc::new(SystemResolver))

@@ -19,9 +19,11 @@ use sha2::{Digest, Sha256};
 use crate::config::{KeyPrefix, Operator, OperatorAssignment};
 use crate::ids::{JobId, SessionId, WebhookId};
 use crate::jobs::{EndReason, EndSession};
-use crate::keys::{JOB_FIELD, QueueKeys, SessionKeys};
-use crate::queue::{Envelope, Job, QueueError};
+use queue::keys::{JOB_FIELD, QueueKeys};
+
+use crate::keys::SessionKeys;
 use crate::time::{from_ms, now_ms, serde_rfc3339};
+use queue::{Envelope, Job, QueueError};
 
 /// Finds the active session of a thread or starts one. KEYS: thread key,
 /// active set, the new session's hash. ARGV: now ms, new id, user id,
@@ -97,7 +99,12 @@ return 1
 
 /// Appends a turn unless a turn of the same job is among the last few (a
 /// job redone after a crash), counts user turns, and trims the history.
-/// KEYS: turns list, session hash. ARGV: turn JSON, job id, keep, is user.
+/// A turn recorded once the session is no longer active (a chat job that
+/// ran after the end) gives the list the ended-session expiry: the end
+/// already set it on the list if there was one, and would otherwise leave
+/// a list that never expires.
+/// KEYS: turns list, session hash. ARGV: turn JSON, job id, keep, is user,
+/// the turn's role as it appears in its JSON, ended-session TTL ms.
 static RECORD_TURN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -108,7 +115,11 @@ for _, turn in ipairs(recent) do
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[3]), -1)
-if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'messages_count', 1) end
+local status = redis.call('HGET', KEYS[2], 'status')
+-- Only an existing session is counted: HINCRBY on an expired one would
+-- bring back a hash without status or expiry.
+if ARGV[4] == '1' and status then redis.call('HINCRBY', KEYS[2], 'messages_count', 1) end
+if status ~= 'active' then redis.call('PEXPIRE', KEYS[1], ARGV[6]) end
 return 1
 "#,
     )
@@ -233,6 +244,7 @@ pub struct Turn {
     #[serde(with = "serde_rfc3339")]
     pub at: DateTime<Utc>,
     /// The chat job that produced it (so a redone job adds it once).
+    #[schema(value_type = String)]
     pub job_id: JobId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
@@ -354,8 +366,8 @@ impl SessionStore {
             .collect())
     }
 
-    /// Adds a turn (once per job and role) and refreshes the session's
-    /// activity.
+    /// Adds a turn (once per job and role); on a session that is no longer
+    /// active the history expires as an ended session's does.
     pub async fn record_turn(&self, id: &SessionId, turn: &Turn) -> Result<(), SessionError> {
         let role = match turn.role {
             Role::User => "\"role\":\"user\"",
@@ -369,6 +381,7 @@ impl SessionStore {
             .arg(self.history_turns)
             .arg(if turn.role == Role::User { "1" } else { "0" })
             .arg(role)
+            .arg(millis(self.ended_ttl))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())

@@ -228,7 +228,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Redis(e) if crate::queue::is_unavailable(e))
+        matches!(self, StoreError::Redis(e) if queue::is_unavailable(e))
     }
 }
 

@@ -96,6 +96,7 @@ pub fn settings_env(settings: &Settings) -> Vec<(String, String)> {
             "INGEST__PARSE_TIMEOUT",
             duration(settings.ingest.parse_timeout),
         ),
+        ("INGEST__LOCK_TTL", duration(settings.ingest.lock_ttl)),
         (
             "INGEST__MAX_DOCUMENT_SIZE",
             settings.ingest.max_document_size.0.to_string(),

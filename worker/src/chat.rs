@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use chrono::Utc;
+use queue::Job;
 use rag::handover::asks_for_human;
 use rag::knowledge::{Knowledge, Reply};
 use serde_json::{Value, json};
@@ -16,11 +17,12 @@ use shared::events::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::jobs::ProcessMessage;
 use shared::publish::Publisher;
-use shared::queue::Job;
 use shared::sessions::{Priority, Role, SessionStore, Turn};
 use tracing::info;
 
-use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
+
+use crate::dead::dead_job_event;
 
 pub struct ChatHandler {
     pub sessions: SessionStore,

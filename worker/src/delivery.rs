@@ -4,6 +4,8 @@
 use std::time::SystemTime;
 
 use chrono::Utc;
+use queue::Job;
+use queue::RetryPlan;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 use shared::deliveries::{
@@ -14,14 +16,14 @@ use shared::events::{Event, EventType};
 use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
 use shared::publish::Publisher;
-use shared::queue::Job;
-use shared::retry::RetryPlan;
 use shared::signing;
 use shared::webhooks::{Webhook, WebhookCache, WebhookStore};
 use tracing::{info, warn};
 
 use crate::lanes::{Lanes, defer_delay};
-use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
+
+use crate::dead::dead_job_event;
 
 pub struct DeliveryHandler {
     pub webhooks: WebhookStore,

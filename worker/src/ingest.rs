@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use queue::Job;
+use queue::RetryPlan;
 use rag::chunk::{ChunkOptions, chunk};
 use rag::knowledge::Knowledge;
 use rag::parse::ParseError;
@@ -19,19 +21,19 @@ use rag::types::{BlockKind, DocumentMeta, ParsedDocument};
 use serde_json::json;
 use shared::documents::{
     CHUNK_PREVIEWS, ChunkPreview, ClassificationView, DocumentFailure, DocumentRecord,
-    DocumentStatus, DocumentStore,
+    DocumentStatus, DocumentStore, Holder,
 };
 use shared::egress::{EgressClient, EgressError};
 use shared::events::{Event, EventMetadata, EventType};
-use shared::ids::EventId;
+use shared::ids::{DocumentId, EventId};
 use shared::jobs::{DocumentSource, IngestDocument};
 use shared::publish::Publisher;
-use shared::queue::Job;
-use shared::retry::RetryPlan;
 use shared::time::elapsed_ms;
 use tracing::{info, warn};
 
-use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
+
+use crate::dead::dead_job_event;
 
 /// Text handed to the classifier: the start of a document says what it
 /// is about, and the cost stays bounded.
@@ -59,7 +61,7 @@ pub struct IngestHandler {
     pub max_document_size: usize,
     pub max_retries: u32,
     /// How long a document's ingestion lock outlives a worker that died
-    /// holding it: longer than any one ingestion can take.
+    /// holding it; renewed every third of it while the job runs.
     pub lock_ttl: Duration,
 }
 
@@ -126,7 +128,15 @@ impl Handler for IngestHandler {
                 };
             }
         }
-        let outcome = self.handle_locked(job.clone(), ctx).await;
+        let outcome = {
+            let work = self.handle_locked(job.clone(), ctx);
+            tokio::pin!(work);
+            tokio::select! {
+                outcome = &mut work => outcome,
+                // Lost: the job goes on, but its saves are refused.
+                () = self.keep_lock(&job.document_id, token) => work.await,
+            }
+        };
         if let Err(e) = self.documents.unlock(&job.document_id, token).await {
             // It expires after lock_ttl; until then the next upload waits.
             warn!(error = %e, "could not release the document's ingestion lock");
@@ -157,6 +167,28 @@ impl Handler for IngestHandler {
 }
 
 impl IngestHandler {
+    /// Renews the document's lock every third of its TTL, so an ingestion
+    /// longer than the TTL keeps it; returns only once the lock is no
+    /// longer `token`'s (renewals failed for a whole TTL, and it expired).
+    async fn keep_lock(&self, id: &DocumentId, token: &str) {
+        let every = self.lock_ttl / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self.documents.renew_lock(id, token, self.lock_ttl).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(document_id = %id, "lost the document's ingestion lock");
+                    return;
+                }
+                Err(e) => warn!(
+                    document_id = %id,
+                    error = %e,
+                    "could not renew the document's ingestion lock; will try again"
+                ),
+            }
+        }
+    }
+
     async fn handle_locked(&self, job: IngestDocument, ctx: &JobContext) -> Outcome {
         let started = Instant::now();
         let mut record = match self.current_record(&job).await {
@@ -169,7 +201,10 @@ impl IngestHandler {
                 };
             }
         };
-        match self.ingest(&job, &mut record, started).await {
+        match self
+            .ingest(&job, &mut record, ctx.job_id.as_str(), started)
+            .await
+        {
             Ok(None) => Outcome::Done,
             Ok(Some(indexed)) => match self.announce_indexed(&job, ctx, indexed).await {
                 Ok(()) => Outcome::Done,
@@ -238,15 +273,23 @@ impl IngestHandler {
         }))
     }
 
+    /// One attempt, as the holder of the document's lock under `token`.
     async fn ingest(
         &self,
         job: &IngestDocument,
         record: &mut DocumentRecord,
+        token: &str,
         started: Instant,
     ) -> Result<Option<Indexed>, IngestError> {
         record.status = DocumentStatus::Processing;
         record.updated_at = Utc::now();
-        if !self.documents.save(record).await.map_err(storage)? {
+        let holder = self
+            .documents
+            .save_locked(record, token)
+            .await
+            .map_err(storage)?;
+        if holder != Holder::Current {
+            log_refused(job, holder);
             return Ok(None);
         }
 
@@ -268,6 +311,17 @@ impl IngestHandler {
         let chunks = chunk(&parsed, &self.chunking);
         if chunks.is_empty() {
             return Err(ParseError::Empty.into());
+        }
+        // Indexing replaces the document's chunks, which the final save's
+        // checks cannot take back: the last look before it.
+        let holder = self
+            .documents
+            .check_locked(&job.document_id, &job.staging_id, token)
+            .await
+            .map_err(storage)?;
+        if holder != Holder::Current {
+            log_refused(job, holder);
+            return Ok(None);
         }
         let meta = DocumentMeta {
             document_id: job.document_id.to_string(),
@@ -314,15 +368,29 @@ impl IngestHandler {
         record.error = None;
         record.updated_at = now;
         record.indexed_at = Some(now);
-        if !self.documents.save(record).await.map_err(storage)? {
-            // Deleted while we worked: the delete may have removed the
-            // chunks before we indexed them, so remove them again.
-            info!(document_id = %job.document_id, "document deleted during ingestion; chunks removed");
-            self.knowledge
-                .remove(job.document_id.as_str())
-                .await
-                .map_err(|e| IngestError::Index(e.to_string()))?;
-            return Ok(None);
+        match self
+            .documents
+            .save_locked(record, token)
+            .await
+            .map_err(storage)?
+        {
+            Holder::Current => {}
+            Holder::Deleted => {
+                // The delete may have removed the chunks before we
+                // indexed them, so remove them again.
+                log_refused(job, Holder::Deleted);
+                self.knowledge
+                    .remove(job.document_id.as_str())
+                    .await
+                    .map_err(|e| IngestError::Index(e.to_string()))?;
+                return Ok(None);
+            }
+            // Superseded: the newer upload's job waits for this lock and
+            // indexes its own text after these chunks.
+            refused => {
+                log_refused(job, refused);
+                return Ok(None);
+            }
         }
         Ok(Some(Indexed {
             record: record.clone(),
@@ -477,10 +545,26 @@ impl IngestHandler {
         record.status = DocumentStatus::Failed;
         record.error = Some(failure.clone());
         record.updated_at = Utc::now();
-        match self.documents.save(&record).await {
-            Ok(true) => {}
-            // Deleted meanwhile: nobody is waiting for this document.
-            Ok(false) => return Outcome::Done,
+        match self
+            .documents
+            .save_locked(&record, ctx.job_id.as_str())
+            .await
+        {
+            Ok(Holder::Current) => {}
+            // Nobody waits for this upload any more.
+            Ok(refused @ (Holder::Deleted | Holder::Superseded)) => {
+                log_refused(job, refused);
+                return Outcome::Done;
+            }
+            // Another job may be ingesting the document: announcing a
+            // failure would be about its work. Tried again, quietly.
+            Ok(Holder::LockLost) => {
+                log_refused(job, Holder::LockLost);
+                return Outcome::Failed {
+                    error: format!("{}: {}", failure.error_code, failure.error_message),
+                    plan,
+                };
+            }
             Err(e) => warn!(error = %e, "could not record the failed ingestion"),
         }
         let event = Event::new(
@@ -509,6 +593,27 @@ impl IngestHandler {
             error: format!("{}: {}", failure.error_code, failure.error_message),
             plan,
         }
+    }
+}
+
+/// Why an attempt stops without writing its document's record.
+fn log_refused(job: &IngestDocument, holder: Holder) {
+    let (document_id, staging_id) = (&job.document_id, &job.staging_id);
+    match holder {
+        Holder::Current => {}
+        Holder::Deleted => {
+            info!(%document_id, %staging_id, "document deleted during ingestion; not saved");
+        }
+        Holder::Superseded => info!(
+            %document_id,
+            %staging_id,
+            "a newer upload arrived during ingestion; not saved (its own job indexes it)"
+        ),
+        Holder::LockLost => warn!(
+            %document_id,
+            %staging_id,
+            "the document's ingestion lock is no longer this job's; not saved"
+        ),
     }
 }
 

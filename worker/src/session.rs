@@ -4,17 +4,19 @@
 
 use std::time::Duration;
 
+use queue::Job;
 use serde_json::json;
 use shared::events::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::jobs::EndSession;
 use shared::publish::Publisher;
-use shared::queue::Job;
 use shared::sessions::SessionStore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
+
+use crate::dead::dead_job_event;
 
 /// Sessions ended per sweep step; a larger backlog drains over a few steps.
 const SWEEP_BATCH: usize = 200;

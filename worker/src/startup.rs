@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use queue::RetryPolicy;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
-use rag::parse::sandbox::SandboxLimits;
+use rag::parse::sandbox::{NetworkIsolation, SandboxLimits, network_isolation};
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
-use shared::retry::RetryPolicy;
 use shared::services::Services;
 use shared::webhooks::WebhookCache;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,8 @@ use crate::chat::ChatHandler;
 use crate::delivery::DeliveryHandler;
 use crate::ingest::{IngestHandler, ParserCommand};
 use crate::lanes::Lanes;
-use crate::runtime::{Handler, QueueRunner, RunnerSettings};
 use crate::session::{SessionHandler, sweep_idle};
+use queue::runtime::{Handler, QueueRunner};
 
 /// How long a blocking read waits for a job before the loop looks around
 /// (shutdown, reclaim); bounds how late a stop is noticed.
@@ -60,6 +60,8 @@ pub async fn run_with_parser(
     let settings = services.settings.clone();
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
+    services.check_eviction_policy().await?;
+    log_parser_isolation().await;
     let egress = egress_client(&services, settings.delivery.timeout, 32)
         .context("building the delivery HTTP client")?;
     let fetcher = egress_client(&services, settings.ingest.fetch_timeout, 4)
@@ -116,9 +118,7 @@ pub async fn run_with_parser(
             },
             max_document_size: settings.ingest.max_document_size.0,
             max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
-            lock_ttl: settings.ingest.fetch_timeout
-                + settings.ingest.parse_timeout
-                + Duration::from_secs(60),
+            lock_ttl: settings.ingest.lock_ttl,
         },
         RetryPolicy::new(
             settings.ingest.retry_schedule.clone(),
@@ -149,6 +149,25 @@ pub async fn run_with_parser(
     );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+/// Says once, at start, whether parser children will be cut off from the
+/// network (the probe behind it runs once per process).
+async fn log_parser_isolation() {
+    match tokio::task::spawn_blocking(network_isolation).await {
+        Ok(NetworkIsolation::None) => tracing::warn!(
+            "the document parser runs WITH network access: the kernel refused new user and \
+             network namespaces (user namespaces disabled, or a seccomp profile forbidding \
+             unshare); it still gets no environment, no capabilities and its resource limits"
+        ),
+        Ok(isolation) => {
+            tracing::info!(
+                ?isolation,
+                "the document parser runs without network access"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not probe the parser's network isolation"),
+    }
 }
 
 /// An SSRF-checked HTTP client with this whole-exchange timeout.
@@ -183,7 +202,7 @@ fn runner<H: Handler>(
         read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)?,
         consumer: consumer.to_owned(),
         policy: Arc::new(policy),
-        settings: RunnerSettings::new(&settings.queue, concurrency, READ_BLOCK),
+        settings: settings.queue.runner(concurrency, READ_BLOCK),
     })
 }
 

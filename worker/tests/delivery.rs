@@ -4,12 +4,12 @@
 //! recording receivers that fail on demand — with retries, dead letters,
 //! `error.occurred`, replay and cancellation checked in Redis.
 
+use queue::{DeadLetter, DeadLetterFilter, Job};
 use serde_json::{Value, json};
 use shared::deliveries::{DeliveryRecord, DeliveryStatus};
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::jobs::DeliverEvent;
-use shared::queue::{DeadLetter, DeadLetterFilter, Job};
 use shared::services::Services;
 use shared::signing::{self, Secret};
 use shared::webhooks::Webhook;
@@ -88,14 +88,19 @@ async fn wait_for_status(
 
 async fn dead_letters_of(services: &Services, webhook: &Webhook) -> Vec<DeadLetter> {
     let filter = DeadLetterFilter {
-        webhook_id: Some(webhook.webhook_id.to_string()),
+        labels: [(
+            shared::jobs::label::WEBHOOK_ID.to_owned(),
+            webhook.webhook_id.to_string(),
+        )]
+        .into(),
         ..DeadLetterFilter::default()
     };
     services
         .queue
-        .dead_letters(&[DeliverEvent::QUEUE], &filter)
+        .dead_letters(&[DeliverEvent::QUEUE], &filter, 0, 100)
         .await
         .expect("list dead letters")
+        .items
 }
 
 fn header<'a>(request: &'a Recorded, name: &str) -> &'a str {
@@ -388,18 +393,21 @@ async fn a_dead_delivery_announces_error_occurred_and_replays_with_the_same_even
     assert_eq!(dead.job_type, DeliverEvent::QUEUE);
     assert_eq!(dead.attempts, 3);
     assert_eq!(
-        dead.labels.delivery_id.as_deref(),
+        dead.labels.get("delivery_id").map(String::as_str),
         Some(delivery_id.as_str())
     );
     assert_eq!(
-        dead.labels.webhook_id.as_deref(),
+        dead.labels.get("webhook_id").map(String::as_str),
         Some(webhook.webhook_id.as_str())
     );
     assert_eq!(
-        dead.labels.event_id.as_deref(),
+        dead.labels.get("event_id").map(String::as_str),
         Some(event.event_id.as_str())
     );
-    assert_eq!(dead.labels.event_type.as_deref(), Some("chat.escalated"));
+    assert_eq!(
+        dead.labels.get("event_type").map(String::as_str),
+        Some("chat.escalated")
+    );
     assert!(dead.last_error.contains("500"), "{}", dead.last_error);
     // ... and error.occurred reached the other webhook
     let alert = alerts.wait_for(1, PATIENCE).await[0].json();

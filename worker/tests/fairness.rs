@@ -12,12 +12,12 @@
 
 use std::time::{Duration, Instant};
 
+use queue::Job;
 use serde_json::json;
 use shared::config::Settings;
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
-use shared::queue::Job;
 use shared::services::Services;
 use shared::webhooks::Webhook;
 use testkit::{

@@ -22,13 +22,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use queue::RetryPolicy;
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner};
+use queue::{DeadLetter, DeadLetterFilter, Envelope, Job, QueueClient};
 use serde::{Deserialize, Serialize};
 use shared::config::{KeyPrefix, Settings};
-use shared::queue::{DeadLetter, DeadLetterFilter, Envelope, Job, QueueClient};
-use shared::retry::RetryPolicy;
 use testkit::{PATIENCE, TestRedis, test_settings, wait_until};
 use tokio_util::sync::CancellationToken;
-use worker::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner, RunnerSettings};
 
 const CHILD_REDIS: &str = "FAULTS_CHILD_REDIS";
 const CHILD_PREFIX: &str = "FAULTS_CHILD_PREFIX";
@@ -116,7 +116,7 @@ async fn child_worker() {
             0.0,
             Duration::from_secs(1),
         )),
-        settings: RunnerSettings::new(&settings.queue, 16, block),
+        settings: settings.queue.runner(16, block),
     };
     let stop = CancellationToken::new();
     let on_term = stop.clone();
@@ -154,9 +154,10 @@ fn spawn_child(url: &str, prefix: &str, dir: &std::path::Path, n: usize) -> Supe
 
 async fn dead_letters(client: &QueueClient) -> Vec<DeadLetter> {
     client
-        .dead_letters(&[PoisonJob::QUEUE], &DeadLetterFilter::default())
+        .dead_letters(&[PoisonJob::QUEUE], &DeadLetterFilter::default(), 0, 100)
         .await
         .expect("list dead letters")
+        .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use queue::DeadLetterFilter;
 use serde_json::json;
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
-use shared::queue::DeadLetterFilter;
 use shared::services::Services;
 use testkit::{
     Behaviour, PATIENCE, TestRedis, WorkerProcess, settings_env, spawn_receiver, wait_until,
@@ -107,9 +107,10 @@ async fn sigterm_with_thousands_in_flight_exits_zero_in_time_and_loses_nothing()
     );
     let dead = services
         .queue
-        .dead_letters(&["deliver"], &DeadLetterFilter::default())
+        .dead_letters(&["deliver"], &DeadLetterFilter::default(), 0, EVENTS)
         .await
-        .expect("dead letters");
+        .expect("dead letters")
+        .items;
     assert!(dead.is_empty(), "{dead:#?}");
     eprintln!(
         "shutdown under load: exit 0 after {took:?} (deadline {:?}); {in_flight_at_signal} in flight, \

@@ -291,3 +291,197 @@ async fn two_uploads_of_one_document_end_with_the_newer_text() {
         "{texts:?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_ingestion_keeps_its_lock_past_the_lock_ttl() {
+    let redis = TestRedis::start();
+    let mut settings = test_settings(&redis.url());
+    let lock_ttl = Duration::from_millis(300);
+    settings.ingest.lock_ttl = lock_ttl;
+    settings.ingest.fetch_timeout = Duration::from_secs(10);
+    let services = Services::connect(settings.clone()).expect("services");
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let webhook =
+        testkit::register_webhook(&services, &receiver.url(), vec![EventFilter::All], SECRET).await;
+    // The fetch alone outlasts the lock's TTL many times over.
+    let files = spawn_file_server(vec![
+        (
+            "slow.md",
+            Served::Slow {
+                delay: Duration::from_millis(2500),
+                content_type: "text/markdown",
+                body: b"# Policy\n\nThe old refund window was fourteen days.".to_vec(),
+            },
+        ),
+        (
+            "new.md",
+            Served::File {
+                content_type: "text/markdown",
+                body: b"# Policy\n\nThe new refund window is thirty days.".to_vec(),
+            },
+        ),
+    ])
+    .await;
+    let upload = |file: &str| -> IncomingDocument {
+        serde_json::from_value(json!({
+            "event_type": "document.upload",
+            "data": {"document_url": files.url(file), "external_document_id": "policy"},
+        }))
+        .unwrap()
+    };
+    let first = services
+        .intake
+        .document(&webhook, upload("slow.md"), b"slow", "trace_slow".into())
+        .await
+        .unwrap();
+    let worker = testkit::spawn_worker(services.clone()).await;
+    wait_until("the first ingestion to start", PATIENCE, || async {
+        let record = services.documents.get(&first.document_id).await.unwrap();
+        record
+            .filter(|r| r.status == shared::documents::DocumentStatus::Processing)
+            .map(|_| ())
+    })
+    .await;
+    let lock_key =
+        shared::keys::document_lock(&settings.redis.key_prefix, first.document_id.as_str());
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let holder: Option<String> = redis::AsyncCommands::get(&mut conn, &lock_key)
+        .await
+        .unwrap();
+    let holder = holder.expect("the ingestion holds the document's lock");
+
+    // A second upload now wants the lock; without renewals it would take
+    // it once the first holder's TTL ran out.
+    let second = services
+        .intake
+        .document(&webhook, upload("new.md"), b"new", "trace_new".into())
+        .await
+        .unwrap();
+    assert_eq!(first.document_id, second.document_id);
+    tokio::time::sleep(lock_ttl * 3).await;
+    let still: Option<String> = redis::AsyncCommands::get(&mut conn, &lock_key)
+        .await
+        .unwrap();
+    assert_eq!(still.as_deref(), Some(holder.as_str()));
+    let pttl: i64 = redis::AsyncCommands::pttl(&mut conn, &lock_key)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 300,
+        "the lock is renewed to its TTL, not held longer: {pttl} ms"
+    );
+    let record = services.documents.get(&first.document_id).await.unwrap();
+    assert_eq!(
+        record.map(|r| r.status),
+        Some(shared::documents::DocumentStatus::Processing)
+    );
+
+    // The first job's save is refused (a newer upload is staged); the
+    // second then indexes the newer text.
+    wait_until("the newer upload to be indexed", PATIENCE, || async {
+        let record = services.documents.get(&first.document_id).await.unwrap()?;
+        (record.status == shared::documents::DocumentStatus::Indexed
+            && record.staging_id == second.staging_id)
+            .then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    let found = services.knowledge.search("refund window", 5).await.unwrap();
+    let texts: Vec<&str> = found.hits.iter().map(|h| h.text.as_str()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains("thirty")) && !texts.iter().any(|t| t.contains("fourteen")),
+        "{texts:?}"
+    );
+    let indexed = events_for(
+        &receiver,
+        "knowledge.document.indexed",
+        first.document_id.as_str(),
+    );
+    assert_eq!(indexed.len(), 1, "{indexed:?}");
+    let left: Option<String> = redis::AsyncCommands::get(&mut conn, &lock_key)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the lock is released at the end");
+}
+
+#[tokio::test]
+async fn an_ingestion_cannot_save_after_a_newer_upload_or_without_its_lock() {
+    use shared::documents::{DocumentRecord, DocumentStatus, Holder};
+    use shared::ids::StagingId;
+
+    let redis = TestRedis::start();
+    let services = Services::connect(test_settings(&redis.url())).expect("services");
+    let documents = &services.documents;
+    let id = DocumentId::generate();
+    // Staging ids order by time; two of the same millisecond need sorting.
+    let mut ids = [StagingId::generate(), StagingId::generate()];
+    ids.sort();
+    let [older, newer] = ids;
+    let staged = |staging: &StagingId| {
+        DocumentRecord::staged(
+            id.clone(),
+            staging.clone(),
+            "policy.md".into(),
+            None,
+            None,
+            serde_json::Map::new(),
+        )
+    };
+    let mut record = staged(&older);
+    documents.stage(&record).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    assert!(documents.lock(&id, "job_a", ttl).await.unwrap());
+
+    record.status = DocumentStatus::Processing;
+    assert_eq!(
+        documents.save_locked(&record, "job_a").await.unwrap(),
+        Holder::Current
+    );
+    // Only the holder renews, and only the holder saves.
+    assert!(documents.renew_lock(&id, "job_a", ttl).await.unwrap());
+    assert!(!documents.renew_lock(&id, "job_b", ttl).await.unwrap());
+    let mut intruder = record.clone();
+    intruder.status = DocumentStatus::Indexed;
+    assert_eq!(
+        documents.save_locked(&intruder, "job_b").await.unwrap(),
+        Holder::LockLost
+    );
+
+    // A newer upload arrives while job_a works.
+    documents.stage(&staged(&newer)).await.unwrap();
+    record.status = DocumentStatus::Indexed;
+    assert_eq!(
+        documents.check_locked(&id, &older, "job_a").await.unwrap(),
+        Holder::Superseded
+    );
+    assert_eq!(
+        documents.save_locked(&record, "job_a").await.unwrap(),
+        Holder::Superseded
+    );
+    let stored = documents.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, &stored.staging_id),
+        (DocumentStatus::Processing, &older),
+        "the refused save wrote nothing"
+    );
+
+    // The newer upload's job, once it has the lock, saves.
+    documents.unlock(&id, "job_a").await.unwrap();
+    assert!(documents.lock(&id, "job_b", ttl).await.unwrap());
+    let mut newest = staged(&newer);
+    newest.status = DocumentStatus::Indexed;
+    assert_eq!(
+        documents.save_locked(&newest, "job_b").await.unwrap(),
+        Holder::Current
+    );
+    // A delete wins over everything.
+    documents.mark_deleted(&id).await.unwrap();
+    assert_eq!(
+        documents.save_locked(&newest, "job_b").await.unwrap(),
+        Holder::Deleted
+    );
+}

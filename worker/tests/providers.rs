@@ -5,13 +5,13 @@
 //! in-test servers that speak those protocols.
 
 use chrono::Utc;
+use queue::{Envelope, Job};
 use serde_json::Value;
 use shared::config::RetrievalProvider;
 use shared::events::EventFilter;
 use shared::ids::WebhookId;
 use shared::incoming::DocumentDraft;
 use shared::jobs::{DocumentSource, ProcessMessage};
-use shared::queue::{Envelope, Job};
 use shared::services::Services;
 use shared::sessions::ThreadKey;
 use testkit::fakes::{FakeOpenAi, FakeQdrant};

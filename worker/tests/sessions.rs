@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use queue::{Envelope, Job};
 use serde_json::Value;
 use shared::config::{Operator, OperatorAssignment};
 use shared::events::{EventFilter, EventType};
 use shared::ids::WebhookId;
 use shared::jobs::ProcessMessage;
-use shared::queue::{Envelope, Job};
 use shared::services::Services;
 use shared::sessions::{SessionStatus, ThreadKey};
 use testkit::{
@@ -196,4 +196,80 @@ async fn operators_are_assigned_round_robin_or_least_loaded() {
     }
     picked.sort();
     assert_eq!(picked, ["op_a", "op_a", "op_b", "op_b", "op_c", "op_c"]);
+}
+
+#[tokio::test]
+async fn turns_recorded_after_the_end_expire_with_the_session() {
+    use shared::ids::{JobId, SessionId};
+    use shared::jobs::EndReason;
+    use shared::keys::SessionKeys;
+    use shared::sessions::{Role, Turn};
+
+    let redis = TestRedis::start();
+    let settings = test_settings(&redis.url());
+    let ended_ttl = settings.delivery.history_ttl;
+    let keys = SessionKeys::new(&settings.redis.key_prefix);
+    let services = Services::connect(settings).expect("services");
+    let sessions = &services.sessions;
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let turn = |role| Turn {
+        role,
+        text: "Где мой заказ?".into(),
+        at: Utc::now(),
+        job_id: JobId::generate(),
+        confidence: None,
+    };
+    let ttl_of = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::AsyncCommands::pttl::<_, i64>(&mut conn, key)
+                .await
+                .unwrap()
+        }
+    };
+    let max_ms = i64::try_from(ended_ttl.as_millis()).unwrap();
+
+    // Active: the history lives as long as the session does.
+    let active = SessionId::generate();
+    sessions.open_id(&active, "U1").await.unwrap();
+    sessions
+        .record_turn(&active, &turn(Role::User))
+        .await
+        .unwrap();
+    assert_eq!(ttl_of(keys.turns(active.as_str())).await, -1);
+
+    // Ended before its first turn was written (a chat job that ran late):
+    // the list it creates gets the ended-session expiry.
+    let ended = SessionId::generate();
+    sessions.open_id(&ended, "U2").await.unwrap();
+    assert!(
+        sessions
+            .end(&ended, EndReason::Requested, "trace_end".into())
+            .await
+            .unwrap()
+    );
+    sessions
+        .record_turn(&ended, &turn(Role::Assistant))
+        .await
+        .unwrap();
+    let ttl = ttl_of(keys.turns(ended.as_str())).await;
+    assert!(ttl > 0 && ttl <= max_ms, "{ttl}");
+
+    // Gone altogether (expired): the turn expires too, and no session
+    // hash is brought back by counting it.
+    let gone = SessionId::generate();
+    sessions
+        .record_turn(&gone, &turn(Role::User))
+        .await
+        .unwrap();
+    let ttl = ttl_of(keys.turns(gone.as_str())).await;
+    assert!(ttl > 0 && ttl <= max_ms, "{ttl}");
+    let exists: bool = redis::AsyncCommands::exists(&mut conn, keys.session(gone.as_str()))
+        .await
+        .unwrap();
+    assert!(!exists);
 }

@@ -196,7 +196,7 @@ impl IntoResponse for ApiError {
 /// for now (loading, busy with a script, out of memory, read-only during a
 /// failover) is the client's cue to retry (503 with Retry-After), anything
 /// else is our bug (500). Each type's `is_unavailable` defers to
-/// `shared::queue::is_unavailable`, so every route judges Redis alike.
+/// `queue::is_unavailable`, so every route judges Redis alike.
 macro_rules! storage_errors {
     ($($error:ty),*) => {$(
         impl From<$error> for ApiError {
@@ -214,7 +214,7 @@ macro_rules! storage_errors {
 
 storage_errors!(
     shared::webhooks::StoreError,
-    shared::queue::QueueError,
+    queue::QueueError,
     shared::publish::PublishError,
     shared::sessions::SessionError,
     shared::documents::DocumentError,
@@ -223,12 +223,12 @@ storage_errors!(
 
 /// Retrieval failures. The embedded index lives in the same Redis, so its
 /// Redis errors are judged by the same rule as the stores' above (rag
-/// cannot call it: shared depends on rag); an external provider
+/// does not depend on the queue crate); an external provider
 /// (embeddings API, Qdrant) tells itself whether a retry may help.
 impl From<KnowledgeError> for ApiError {
     fn from(e: KnowledgeError) -> Self {
         let unavailable = match &e {
-            KnowledgeError::Index(IndexError::Redis(redis)) => shared::queue::is_unavailable(redis),
+            KnowledgeError::Index(IndexError::Redis(redis)) => queue::is_unavailable(redis),
             KnowledgeError::Index(IndexError::Corrupt(_)) => false,
             KnowledgeError::Provider(provider) => provider.is_retryable(),
         };
@@ -253,9 +253,9 @@ const REDIS_RETRY_AFTER_SECS: u64 = 2;
 
 #[cfg(test)]
 mod tests {
+    use queue::QueueError;
     use shared::documents::DocumentError;
     use shared::publish::PublishError;
-    use shared::queue::QueueError;
     use shared::sessions::SessionError;
     use shared::webhooks::StoreError;
 

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use queue::{Envelope, Job};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::escalation::Request;
 use shared::events::EventMetadata;
 use shared::ids::{EventId, JobId, SessionId};
 use shared::jobs::{EndReason, ProcessMessage};
-use shared::queue::{Envelope, Job};
 use shared::sessions::{Escalation, Priority, Session, SessionError, SessionStatus, Turn};
 use utoipa::ToSchema;
 

@@ -3,10 +3,10 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use queue::{AttemptError, DeadLetter, DeadLetterFilter, Labels};
 use serde::{Deserialize, Serialize};
 use shared::ids::DeadLetterId;
-use shared::jobs::ALL_QUEUES;
-use shared::queue::{AttemptError, DeadLetter, DeadLetterFilter, DeadLetterSummary};
+use shared::jobs::{ALL_QUEUES, label};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;
@@ -42,11 +42,17 @@ impl DeadLetterQuery {
                 })
                 .transpose()
         };
+        let labels: Labels = [
+            (label::WEBHOOK_ID, self.webhook_id),
+            (label::EVENT_TYPE, self.event_type),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+        .collect();
         Ok(DeadLetterFilter {
             since: time("since", self.since)?,
             until: time("until", self.until)?,
-            webhook_id: self.webhook_id,
-            event_type: self.event_type,
+            labels,
             job_type: self.job_type,
         })
     }
@@ -59,6 +65,43 @@ impl DeadLetterQuery {
             job_type: body.job_type.or(self.job_type),
             since: body.since.or(self.since),
             until: body.until.or(self.until),
+        }
+    }
+}
+
+/// What the list endpoint shows of one dead letter.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DeadLetterSummary {
+    pub dead_letter_id: String,
+    pub job_type: String,
+    pub job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: String,
+}
+
+impl From<&DeadLetter> for DeadLetterSummary {
+    fn from(d: &DeadLetter) -> Self {
+        let label = |name: &str| d.labels.get(name).cloned();
+        Self {
+            dead_letter_id: d.dead_letter_id.to_string(),
+            job_type: d.job_type.clone(),
+            job_id: d.job_id.as_ref().map(ToString::to_string),
+            delivery_id: label(label::DELIVERY_ID),
+            webhook_id: label(label::WEBHOOK_ID),
+            event_id: label(label::EVENT_ID),
+            event_type: label(label::EVENT_TYPE),
+            attempts: d.attempts,
+            last_error: d.last_error.clone(),
+            failed_at: shared::time::rfc3339(d.failed_at),
         }
     }
 }
@@ -95,19 +138,18 @@ pub async fn list(
     page: Pagination,
 ) -> Result<Paged<DeadLetterSummary>, ApiError> {
     let filter = query.parse()?;
-    let all = state
+    let found = state
         .services
         .queue
-        .dead_letters(ALL_QUEUES, &filter)
+        .dead_letters(
+            ALL_QUEUES,
+            &filter,
+            usize::try_from(page.offset).unwrap_or(usize::MAX),
+            page.limit as usize,
+        )
         .await?;
-    let total = all.len() as u64;
-    let items = all
-        .iter()
-        .skip(usize::try_from(page.offset).unwrap_or(usize::MAX))
-        .take(page.limit as usize)
-        .map(DeadLetterSummary::from)
-        .collect();
-    Ok(Paged::new(items, page, total))
+    let items = found.items.iter().map(DeadLetterSummary::from).collect();
+    Ok(Paged::new(items, page, found.total))
 }
 
 /// One dead letter with its payload and attempt history.
@@ -152,6 +194,10 @@ pub async fn replay(
     }))
 }
 
+/// Dead letters read per round of a bulk replay: its memory stays bounded
+/// however large the set.
+const REPLAY_PAGE: usize = 100;
+
 /// Re-enqueue every dead letter matching the filters (query string or JSON
 /// body). Safe to call twice: an entry is replayed once.
 #[utoipa::path(post, path = "/dead-letters/replay", tag = "dead-letters",
@@ -168,23 +214,33 @@ pub async fn replay_many(
     } else {
         decode_json(&body)?
     };
-    let filter = query.merged(body).parse()?;
-    let matching = state
-        .services
-        .queue
-        .dead_letters(ALL_QUEUES, &filter)
-        .await?;
-    let mut replayed = 0;
-    for dead in &matching {
-        if state.services.publisher.replay(dead).await? {
-            replayed += 1;
+    let mut filter = query.merged(body).parse()?;
+    // Only what was dead when the call came: a replayed job that dies
+    // again at once is not replayed again in the same call.
+    let now = Utc::now();
+    filter.until = Some(filter.until.map_or(now, |until| until.min(now)));
+    let (mut replayed, mut skipped) = (0, 0);
+    loop {
+        // Replayed entries leave the set, so the next page starts after
+        // the ones that were not (gone meanwhile).
+        let page = state
+            .services
+            .queue
+            .dead_letters(ALL_QUEUES, &filter, skipped, REPLAY_PAGE)
+            .await?;
+        if page.items.is_empty() {
+            break;
+        }
+        for dead in &page.items {
+            if state.services.publisher.replay(dead).await? {
+                replayed += 1;
+            } else {
+                skipped += 1;
+            }
         }
     }
-    tracing::info!(replayed, matching = matching.len(), "bulk replay");
-    Ok(Data(BulkReplayed {
-        replayed,
-        skipped: matching.len() - replayed,
-    }))
+    tracing::info!(replayed, skipped, "bulk replay");
+    Ok(Data(BulkReplayed { replayed, skipped }))
 }
 
 /// Discard one dead letter, on purpose.

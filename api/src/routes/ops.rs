@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use queue::QueueDepth;
 use serde::Serialize;
 use shared::jobs::ALL_QUEUES;
-use shared::queue::QueueDepth;
 use utoipa::ToSchema;
 
 use crate::http::envelope::Data;
@@ -38,7 +38,45 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Data<Health>, ApiEr
 
 #[derive(Serialize, ToSchema)]
 pub struct QueuesView {
-    pub queues: Vec<QueueDepth>,
+    pub queues: Vec<QueueStats>,
+}
+
+/// How many jobs a queue holds, by state, and how fast it moves.
+#[derive(Serialize, ToSchema)]
+pub struct QueueStats {
+    pub queue: String,
+    /// In the stream, not yet handed to a worker.
+    pub ready: u64,
+    /// Waiting for a retry or a run time.
+    pub scheduled: u64,
+    /// Handed to a worker, not yet acknowledged.
+    pub in_flight: u64,
+    pub dead: u64,
+    pub processed_total: u64,
+    pub failed_total: u64,
+    /// Jobs finished per second over about the last minute.
+    pub processed_per_second: f64,
+    /// Failed attempts per second over about the last minute.
+    pub failed_per_second: f64,
+    /// Age of the oldest job waiting for a worker.
+    pub oldest_ready_age_ms: Option<u64>,
+}
+
+impl From<QueueDepth> for QueueStats {
+    fn from(d: QueueDepth) -> Self {
+        Self {
+            queue: d.queue,
+            ready: d.ready,
+            scheduled: d.scheduled,
+            in_flight: d.in_flight,
+            dead: d.dead,
+            processed_total: d.processed_total,
+            failed_total: d.failed_total,
+            processed_per_second: d.processed_per_second,
+            failed_per_second: d.failed_per_second,
+            oldest_ready_age_ms: d.oldest_ready_age_ms,
+        }
+    }
 }
 
 /// Depths and totals per queue, with the age of the oldest job.
@@ -47,7 +85,11 @@ pub struct QueuesView {
         (status = 503, body = ErrorEnvelope)))]
 pub async fn queues(State(state): State<AppState>) -> Result<Data<QueuesView>, ApiError> {
     Ok(Data(QueuesView {
-        queues: depths(&state).await?,
+        queues: depths(&state)
+            .await?
+            .into_iter()
+            .map(QueueStats::from)
+            .collect(),
     }))
 }
 

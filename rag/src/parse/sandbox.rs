@@ -1,20 +1,22 @@
 //! Runs a parser in a child process under memory and CPU limits, so a
 //! document that crashes, overflows the stack or eats memory only kills
-//! the child.
+//! the child; and without the worker's environment or network, so one that
+//! takes over the parser finds no secrets and reaches nothing.
 //!
 //! Protocol: the parent writes one JSON header line ([`Request`]) followed by
 //! exactly `len` raw document bytes to the child's stdin; the child writes
 //! one JSON `Result<ParsedDocument, ParseError>` to stdout and exits 0.
 
 use std::io::{BufRead, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::{ParseError, ParseLimits, detect, parse};
 use crate::types::{Format, ParsedDocument};
@@ -44,10 +46,10 @@ const MAX_STDERR_BYTES: u64 = 64 * 1024;
 /// [`child_main`]), feeding the request on stdin and reading a JSON result
 /// from stdout.
 ///
-/// The child gets RLIMIT_AS = `memory_bytes`, an RLIMIT_CPU derived from the
-/// timeout and no core dumps; it is killed on timeout. A child that dies by
-/// signal, exits non-zero or writes garbage gives [`ParseError::Failed`] (or
-/// [`ParseError::InvalidPdf`] when the format is pdf) saying what happened.
+/// The child is confined by [`spawn_confined`] and killed on timeout. A
+/// child that dies by signal, exits non-zero or writes garbage gives
+/// [`ParseError::Failed`] (or [`ParseError::InvalidPdf`] when the format is
+/// pdf) saying what happened.
 /// Detection runs in the parent too (it is byte sniffing only), so an
 /// unsupported format is reported without spawning anything.
 pub async fn parse_isolated(
@@ -84,29 +86,7 @@ async fn run_child(
         .map_err(|e| ParseError::Failed(format!("cannot encode the parse request: {e}")))?;
     header.push(b'\n');
 
-    let memory = limits.memory_bytes;
-    // RLIMIT_CPU is a backstop for the wall-clock timeout (which is what
-    // normally fires); it catches a child that outlives a dropped parent future.
-    let cpu_secs = limits.timeout.as_secs().saturating_add(1);
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: the closure runs between fork and exec and calls only setrlimit,
-    // which is async-signal-safe; it touches no locks or allocations.
-    unsafe {
-        command.pre_exec(move || {
-            set_rlimit(libc::RLIMIT_AS, memory, memory)?;
-            set_rlimit(libc::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1))?;
-            set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
+    let mut child = spawn_confined(program, args, limits)
         .map_err(|e| ParseError::Failed(format!("cannot start the parser process: {e}")))?;
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -174,6 +154,183 @@ async fn run_child(
     }
     serde_json::from_slice::<Result<ParsedDocument, ParseError>>(&out)
         .map_err(|_| ParseError::Failed("parser produced an unreadable result".into()))?
+}
+
+/// Open files the child may hold: its three pipes and the few the runtime
+/// opens at start. A parser has no business opening more.
+const MAX_OPEN_FILES: u64 = 16;
+
+/// How the parser child is cut off from the network, decided once per
+/// process by [`network_isolation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkIsolation {
+    /// A new user namespace owning a new network namespace: the child has
+    /// only a loopback interface that is down, and whatever capabilities it
+    /// has exist in that namespace only, so it cannot rejoin the host's.
+    UserAndNetworkNamespace,
+    /// A new network namespace alone: a privileged worker on a kernel that
+    /// refuses user namespaces. The child's capabilities are dropped before
+    /// exec, so it cannot rejoin the host's network namespace either.
+    NetworkNamespace,
+    /// The kernel refused both (user namespaces disabled, or a seccomp
+    /// profile that forbids `unshare`, as Docker's default does): the child
+    /// shares the worker's network.
+    None,
+}
+
+impl NetworkIsolation {
+    fn unshare_flags(self) -> Option<libc::c_int> {
+        match self {
+            NetworkIsolation::UserAndNetworkNamespace => {
+                Some(libc::CLONE_NEWUSER | libc::CLONE_NEWNET)
+            }
+            NetworkIsolation::NetworkNamespace => Some(libc::CLONE_NEWNET),
+            NetworkIsolation::None => None,
+        }
+    }
+}
+
+static NETWORK_ISOLATION: OnceLock<NetworkIsolation> = OnceLock::new();
+
+/// The network isolation every parser child of this process gets: the
+/// strongest that the kernel allows, probed on first use (a child that
+/// exits right after `unshare`). Blocks for that probe the first time.
+pub fn network_isolation() -> NetworkIsolation {
+    *NETWORK_ISOLATION.get_or_init(|| {
+        // The user namespace first even for root: in it the child's
+        // capabilities stop at its own namespace.
+        [
+            NetworkIsolation::UserAndNetworkNamespace,
+            NetworkIsolation::NetworkNamespace,
+        ]
+        .into_iter()
+        .find(|mode| mode.unshare_flags().is_some_and(unshare_allowed))
+        .unwrap_or(NetworkIsolation::None)
+    })
+}
+
+fn unshare_allowed(flags: libc::c_int) -> bool {
+    // Never executed: the child exits in pre_exec, and the path only has
+    // to be absolute so that nothing is looked up on PATH.
+    let mut probe = std::process::Command::new("/proc/self/exe");
+    probe
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec the closure calls only unshare and
+    // _exit, both async-signal-safe; it touches no locks or allocations.
+    unsafe {
+        probe.pre_exec(move || {
+            if libc::unshare(flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::_exit(0)
+        });
+    }
+    // A refusal comes back as the spawn's error.
+    probe
+        .spawn()
+        .and_then(|mut child| child.wait())
+        .is_ok_and(|status| status.success())
+}
+
+/// Starts `program args` confined as the parser child is: an empty
+/// environment (the worker's holds API keys, admin keys and the Redis URL),
+/// no network (see [`network_isolation`]), RLIMIT_AS = `memory_bytes`, an
+/// RLIMIT_CPU derived from the timeout, no core dumps, few open files,
+/// no new privileges and no capabilities. Its stdin, stdout and stderr are
+/// pipes, and it is killed when dropped.
+///
+/// Should the kernel refuse, at spawn time, an isolation that it allowed
+/// when probed, the spawn fails rather than run the child with network.
+pub fn spawn_confined(
+    program: &Path,
+    args: &[&str],
+    limits: &SandboxLimits,
+) -> std::io::Result<Child> {
+    let memory = limits.memory_bytes;
+    // RLIMIT_CPU is a backstop for the wall-clock timeout (which is what
+    // normally fires); it catches a child that outlives a dropped parent future.
+    let cpu_secs = limits.timeout.as_secs().saturating_add(1);
+    let unshare = network_isolation().unshare_flags();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: the closure runs between fork and exec and makes only raw
+    // system calls (setrlimit, prctl, unshare, capset), which are
+    // async-signal-safe; it touches no locks or allocations.
+    unsafe {
+        command.pre_exec(move || {
+            set_rlimit(libc::RLIMIT_AS, memory, memory)?;
+            set_rlimit(libc::RLIMIT_CPU, cpu_secs, cpu_secs.saturating_add(1))?;
+            set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
+            set_rlimit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES)?;
+            // Without it, exec could hand back what is dropped below (a
+            // set-uid program, or root's capabilities).
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            if let Some(flags) = unshare {
+                check(libc::unshare(flags))?;
+            }
+            // After unshare, which as root without a user namespace needs
+            // CAP_SYS_ADMIN; a root child that kept it could rejoin the
+            // host's network namespace through /proc/1/ns/net.
+            drop_capabilities()
+        });
+    }
+    command.spawn()
+}
+
+fn check(result: libc::c_int) -> std::io::Result<()> {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Empties the effective, permitted and inheritable sets (and with them the
+/// ambient set). A no-op for an unprivileged process outside a namespace.
+fn drop_capabilities() -> std::io::Result<()> {
+    // The kernel's capset ABI (linux/capability.h), which libc does not wrap.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    };
+    // Version 3 takes two data words (capabilities 0–31 and 32–63).
+    let data = [none; 2];
+    // SAFETY: both pointers are to initialised structs of the layout the
+    // kernel expects for version 3, alive for the call.
+    let result =
+        unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {

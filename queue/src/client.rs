@@ -8,19 +8,31 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 use serde::Serialize;
 
-use super::dead_letter::DeadLetter;
-use super::scripts;
-use super::{Envelope, Job, QueueError};
-use crate::config::KeyPrefix;
-use crate::keys::{CONSUMER_GROUP, JOB_FIELD, QueueKeys, RATE_TTL_SECS};
+use crate::dead_letter::DeadLetter;
+use crate::keys::{
+    CONSUMER_GROUP, DEAD_NOTICE_FIELD, JOB_FIELD, KeyPrefix, QueueKeys, RATE_TTL_SECS,
+};
+use crate::scripts;
 use crate::time::now_ms;
+use crate::{Envelope, Job, QueueError};
 
-/// One job handed to this worker, still in raw form: decoding happens in the
-/// runtime so that an undecodable job can be dead-lettered with its bytes.
+/// What a stream entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchedKind {
+    /// A job envelope to run.
+    Job,
+    /// A dead-letter record whose `on_dead` is still to run.
+    DeadNotice,
+}
+
+/// One entry handed to this consumer, still in raw form: decoding happens
+/// in the runtime so that an undecodable job can be dead-lettered with its
+/// bytes.
 #[derive(Clone, Debug)]
 pub struct Fetched {
-    /// The stream entry id, what `ack` and friends take.
+    /// The stream entry id, what `ack` and the settles take.
     pub entry_id: String,
+    pub kind: FetchedKind,
     pub raw: Vec<u8>,
     /// How many times the stream has handed this entry out (1 on the first
     /// read; more after each crash of a worker that held it).
@@ -37,7 +49,7 @@ impl Fetched {
 }
 
 /// How many jobs a queue holds, by state, and how fast it moves.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct QueueDepth {
     pub queue: String,
     /// In the stream, not yet handed to a worker.
@@ -55,6 +67,18 @@ pub struct QueueDepth {
     pub failed_per_second: f64,
     /// Age of the oldest job waiting for a worker.
     pub oldest_ready_age_ms: Option<u64>,
+}
+
+/// What a settle did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Settled {
+    /// The entry was this consumer's and went where it was sent.
+    Moved,
+    /// The entry was no longer pending for this consumer (another one
+    /// reclaimed it after the visibility timeout, or it was settled
+    /// already): nothing was written.
+    NotOwned,
 }
 
 /// What [`QueueClient::push_once`] did.
@@ -332,13 +356,14 @@ impl QueueClient {
                 .map_err(|p| QueueError::Reply(format!("reclaim entry {p:?}")))?;
             let entry_id = String::from_utf8(value_bytes(&id))
                 .map_err(|_| QueueError::Reply("non-UTF-8 stream id".into()))?;
-            let raw = field_value(&fields, JOB_FIELD).unwrap_or_default();
+            let (kind, raw) = entry_body(&fields);
             let times_delivered = match times {
                 Value::Int(n) => u32::try_from(n).unwrap_or(u32::MAX),
                 _ => 1,
             };
             out.push(Fetched {
                 entry_id,
+                kind,
                 raw,
                 times_delivered,
             });
@@ -366,34 +391,44 @@ impl QueueClient {
         Ok(())
     }
 
-    /// Acknowledges finished jobs: one XACK and one XDEL for the whole batch.
-    pub async fn ack(&self, queue: &str, entry_ids: &[String]) -> Result<(), QueueError> {
+    /// Acknowledges finished entries still owned by `consumer`, all in
+    /// one script. Returns the ids that were not (reclaimed by another
+    /// consumer meanwhile): their jobs run again there.
+    pub async fn ack(
+        &self,
+        queue: &str,
+        consumer: &str,
+        entry_ids: &[String],
+    ) -> Result<Vec<String>, QueueError> {
         if entry_ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let keys = self.keys(queue);
-        let mut pipe = redis::pipe();
-        pipe.cmd("XACK")
-            .arg(&keys.stream)
+        let mut invocation = scripts::ACK.key(&keys.stream);
+        invocation
+            .key(&keys.stats)
+            .key(keys.rate(now_ms() / 60_000))
             .arg(CONSUMER_GROUP)
-            .arg(entry_ids)
-            .ignore();
-        pipe.cmd("XDEL").arg(&keys.stream).arg(entry_ids).ignore();
-        count(&mut pipe, &keys, "processed", entry_ids.len());
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
+            .arg(consumer)
+            .arg(RATE_TTL_SECS)
+            .arg(entry_ids);
+        Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
     }
 
-    /// Moves a failed job into the delayed set, due at `due_ms`.
+    /// Moves a failed job owned by `consumer` into the delayed set, due at
+    /// `due_ms`, counting a failure and a retry.
     pub async fn retry_later(
         &self,
         queue: &str,
+        consumer: &str,
         entry_id: &str,
         envelope: &[u8],
         due_ms: i64,
-    ) -> Result<(), QueueError> {
-        self.delay(queue, entry_id, envelope, due_ms, &["failed", "retried"])
-            .await
+    ) -> Result<Settled, QueueError> {
+        let keys = self.keys(queue);
+        let mut invocation = self.settle(&keys, consumer, entry_id, "failed,retried", "delay");
+        invocation.key(&keys.delayed).arg(due_ms).arg(envelope);
+        self.run_settle(invocation).await
     }
 
     /// Moves a job that was taken but not attempted (its endpoint is at its
@@ -402,80 +437,93 @@ impl QueueClient {
     pub async fn defer(
         &self,
         queue: &str,
+        consumer: &str,
         entry_id: &str,
         envelope: &[u8],
         due_ms: i64,
-    ) -> Result<(), QueueError> {
-        self.delay(queue, entry_id, envelope, due_ms, &[]).await
-    }
-
-    /// Takes an entry off the stream and into the delayed set in one
-    /// transaction, adding one to each of `counters`.
-    async fn delay(
-        &self,
-        queue: &str,
-        entry_id: &str,
-        envelope: &[u8],
-        due_ms: i64,
-        counters: &[&str],
-    ) -> Result<(), QueueError> {
+    ) -> Result<Settled, QueueError> {
         let keys = self.keys(queue);
-        let mut pipe = settle(&keys, entry_id);
-        pipe.cmd("ZADD")
-            .arg(&keys.delayed)
-            .arg(due_ms)
-            .arg(envelope)
-            .ignore();
-        for counter in counters {
-            count(&mut pipe, &keys, counter, 1);
-        }
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
+        let mut invocation = self.settle(&keys, consumer, entry_id, "", "delay");
+        invocation.key(&keys.delayed).arg(due_ms).arg(envelope);
+        self.run_settle(invocation).await
     }
 
-    /// Puts a job that was taken but not run (shutdown deadline) back at the
-    /// end of the stream without counting an attempt.
+    /// Puts an entry that was taken but not run (shutdown deadline) back at
+    /// the end of the stream without counting an attempt.
     pub async fn hand_back(
         &self,
         queue: &str,
+        consumer: &str,
         entry_id: &str,
-        envelope: &[u8],
-    ) -> Result<(), QueueError> {
+        kind: FetchedKind,
+        raw: &[u8],
+    ) -> Result<Settled, QueueError> {
         let keys = self.keys(queue);
-        let _: i64 = scripts::HAND_BACK
-            .key(&keys.stream)
-            .arg(CONSUMER_GROUP)
-            .arg(entry_id)
-            .arg(JOB_FIELD)
-            .arg(envelope)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        let field = match kind {
+            FetchedKind::Job => JOB_FIELD,
+            FetchedKind::DeadNotice => DEAD_NOTICE_FIELD,
+        };
+        let mut invocation = self.settle(&keys, consumer, entry_id, "", "back");
+        invocation.arg(field).arg(raw);
+        self.run_settle(invocation).await
     }
 
-    /// Moves a job out of attempts into the dead-letter set.
+    /// Moves a job out of attempts into the dead-letter set (and indexes it
+    /// by its labels), and puts a notice on the stream that makes a
+    /// consumer run the handler's `on_dead` for it.
     pub async fn dead_letter(
         &self,
         queue: &str,
+        consumer: &str,
         entry_id: &str,
         record: &DeadLetter,
-    ) -> Result<(), QueueError> {
+    ) -> Result<Settled, QueueError> {
         let keys = self.keys(queue);
-        let mut pipe = settle(&keys, entry_id);
-        pipe.cmd("HSET")
-            .arg(&keys.dead)
+        let mut invocation = self.settle(&keys, consumer, entry_id, "failed,dead", "dead");
+        invocation.key(&keys.dead);
+        for index in record.index_keys(&keys) {
+            invocation.key(index);
+        }
+        invocation
             .arg(record.dead_letter_id.as_str())
             .arg(serde_json::to_vec(record)?)
-            .ignore()
-            .cmd("ZADD")
-            .arg(&keys.dead_index)
             .arg(record.failed_at.timestamp_millis())
-            .arg(record.dead_letter_id.as_str())
-            .ignore();
-        count(&mut pipe, &keys, "failed", 1);
-        count(&mut pipe, &keys, "dead", 1);
-        pipe.query_async::<()>(&mut self.conn.clone()).await?;
-        Ok(())
+            .arg(DEAD_NOTICE_FIELD);
+        self.run_settle(invocation).await
+    }
+
+    /// The common keys and arguments of [`scripts::SETTLE`].
+    fn settle<'a>(
+        &self,
+        keys: &QueueKeys,
+        consumer: &str,
+        entry_id: &str,
+        counters: &str,
+        mode: &str,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = scripts::SETTLE.key(&keys.stream);
+        invocation
+            .key(&keys.stats)
+            .key(keys.rate(now_ms() / 60_000))
+            .arg(CONSUMER_GROUP)
+            .arg(consumer)
+            .arg(entry_id)
+            .arg(RATE_TTL_SECS)
+            .arg(counters)
+            .arg(mode);
+        invocation
+    }
+
+    async fn run_settle(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Settled, QueueError> {
+        let moved: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(if moved == 1 {
+            Settled::Moved
+        } else {
+            Settled::NotOwned
+        })
     }
 
     /// Moves due delayed jobs into the stream, at most `batch` per call.
@@ -568,33 +616,27 @@ impl QueueClient {
         idle: Duration,
     ) -> Result<usize, QueueError> {
         let keys = self.keys(queue);
-        let mut conn = self.conn.clone();
-        let consumers: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(&keys.stream)
+        Ok(scripts::FORGET_CONSUMERS
+            .key(&keys.stream)
             .arg(CONSUMER_GROUP)
-            .query_async(&mut conn)
+            .arg(me)
+            .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Redis' `maxmemory-policy`. Any policy but `noeviction` lets Redis
+    /// drop keys under memory pressure — queued jobs among them — so
+    /// callers refuse to start on one unless told to accept it.
+    pub async fn eviction_policy(&self) -> Result<String, QueueError> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.conn.clone())
             .await?;
-        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
-        let mut removed = 0;
-        for consumer in consumers {
-            let int = |name: &str| match consumer.get(name) {
-                Some(Value::Int(n)) => *n,
-                _ => 0,
-            };
-            let name = consumer.get("name").map(value_bytes).unwrap_or_default();
-            if int("pending") == 0 && int("idle") > idle_ms && name != me.as_bytes() {
-                let _: i64 = redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(&keys.stream)
-                    .arg(CONSUMER_GROUP)
-                    .arg(name)
-                    .query_async(&mut conn)
-                    .await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        info.lines()
+            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+            .map(|policy| policy.trim().to_owned())
+            .ok_or_else(|| QueueError::Reply("INFO memory has no maxmemory_policy".into()))
     }
 
     /// A cheap round trip to tell whether Redis answers.
@@ -604,24 +646,6 @@ impl QueueClient {
             .await?;
         Ok(())
     }
-}
-
-/// A transaction that takes a job out of the stream (ack and delete), for
-/// the caller to add where it goes next; one MULTI, so the job is never in
-/// two places or none.
-fn settle(keys: &QueueKeys, entry_id: &str) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("XACK")
-        .arg(&keys.stream)
-        .arg(CONSUMER_GROUP)
-        .arg(entry_id)
-        .ignore()
-        .cmd("XDEL")
-        .arg(&keys.stream)
-        .arg(entry_id)
-        .ignore();
-    pipe
 }
 
 /// XLEN, ZCARD delayed, HLEN dead, HGETALL stats, this minute's and the
@@ -667,13 +691,28 @@ fn stream_entries(reply: Value) -> Vec<Fetched> {
             };
             let fields = parts.pop()?;
             let entry_id = String::from_utf8(value_bytes(parts.first()?)).ok()?;
+            let (kind, raw) = entry_body(&fields);
             Some(Fetched {
                 entry_id,
-                raw: field_value(&fields, JOB_FIELD).unwrap_or_default(),
+                kind,
+                raw,
                 times_delivered: 1,
             })
         })
         .collect()
+}
+
+/// What an entry carries: a dead-letter notice, or else a job (an entry
+/// with neither field is a job of no bytes, which the runtime
+/// dead-letters as undecodable).
+fn entry_body(fields: &Value) -> (FetchedKind, Vec<u8>) {
+    match field_value(fields, DEAD_NOTICE_FIELD) {
+        Some(record) => (FetchedKind::DeadNotice, record),
+        None => (
+            FetchedKind::Job,
+            field_value(fields, JOB_FIELD).unwrap_or_default(),
+        ),
+    }
 }
 
 /// The value of `name` in a flat `[field, value, …]` array.
@@ -730,18 +769,6 @@ fn our_group(groups: &Value) -> Option<GroupState> {
             last_delivered: String::from_utf8(get("last-delivered-id").map(value_bytes)?).ok()?,
         })
     })
-}
-
-/// Adds `n` to a queue counter, in the totals and in this minute's rate.
-fn count(pipe: &mut redis::Pipeline, keys: &QueueKeys, name: &str, n: usize) {
-    let rate = keys.rate(now_ms() / 60_000);
-    pipe.cmd("HINCRBY")
-        .arg(&keys.stats)
-        .arg(name)
-        .arg(n)
-        .ignore();
-    pipe.cmd("HINCRBY").arg(&rate).arg(name).arg(n).ignore();
-    pipe.cmd("EXPIRE").arg(&rate).arg(RATE_TTL_SECS).ignore();
 }
 
 /// Stream ids start with the unix ms at which the entry was added.

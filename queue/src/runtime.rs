@@ -1,13 +1,13 @@
-//! The worker runtime: runs one queue's jobs with bounded concurrency until
-//! told to stop.
+//! The consumer runtime: runs one queue's jobs with bounded concurrency
+//! until told to stop.
 //!
 //! Per queue it runs four loops:
 //! - **fetch**: waits for a free slot, then reads as many jobs as there are
 //!   free slots in one `XREADGROUP` (and, now and then, reclaims jobs of dead
 //!   workers the same way, taking at most one *suspect* — a job in flight in
 //!   two crashes or more — at a time), and runs each in its own task;
-//! - **ack**: finished jobs are acknowledged in batches, one `XACK` + `XDEL`
-//!   per batch, which is what makes the hot path cheap;
+//! - **ack**: finished jobs are acknowledged in batches, one owner-checked
+//!   script per batch, which is what makes the hot path cheap;
 //! - **promote**: moves due retries from the delayed set into the stream;
 //! - **heartbeat**: keeps the visibility timeout from expiring on jobs that
 //!   are still running here.
@@ -16,6 +16,11 @@
 //! so a worker outlives a Redis restart. On shutdown the fetch loop stops,
 //! running jobs get `shutdown_timeout` to finish, and whatever is still
 //! running then is handed back to the queue for another worker.
+//!
+//! Every settle (ack, retry, defer, dead-letter, hand-back) is refused by
+//! Redis when the entry is no longer this consumer's; the runtime then logs
+//! that it lost the job to another consumer and moves on (see the crate's
+//! guarantees).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,15 +30,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use shared::config::QueueSettings;
-use shared::events::{Event, EventMetadata, EventType};
-use shared::ids::{DeadLetterId, EventId, JobId};
-use shared::queue::{DeadLetter, ENVELOPE_VERSION, Envelope, Fetched, Job, QueueClient};
-use shared::retry::{RetryPlan, RetryPolicy};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::client::{Fetched, FetchedKind, QueueClient, Settled};
+use crate::dead_letter::DeadLetter;
+use crate::ids::{DeadLetterId, JobId};
+use crate::retry::{RetryPlan, RetryPolicy};
+use crate::{ENVELOPE_VERSION, Envelope, Job, Labels, QueueError};
 
 /// What a handler knows about the run it is in.
 #[derive(Clone, Debug)]
@@ -76,43 +82,35 @@ pub enum Outcome {
 /// What a handler is told when one of its jobs is dead-lettered.
 #[derive(Debug)]
 pub struct DeadContext {
+    /// New for each dead-lettering: what a notice about it is keyed by.
     pub dead_letter_id: DeadLetterId,
     pub job_id: Option<JobId>,
     pub trace_id: String,
     pub error: String,
+    /// Attempts of the run that ended here.
     pub attempts: u32,
+    /// Attempts of the job in all, earlier runs (before replays) included.
+    pub overall_attempts: u32,
+    pub labels: Labels,
 }
 
-/// `error.occurred` for a job that ended in the dead-letter set (SPEC §5).
-/// Its id derives from the job's, so a redo after a crash announces the
-/// same event; `related` holds the ids an integrator looks the job up by.
-pub fn dead_job_event(
-    job_type: &str,
-    error_code: &str,
-    ctx: &DeadContext,
-    related: serde_json::Value,
-    correlation_id: Option<String>,
-) -> Event {
-    let event_id = ctx
-        .job_id
-        .as_ref()
-        .map_or_else(EventId::generate, |id| EventId::derived(id, "dead"));
-    let mut data = serde_json::json!({
-        "error_code": error_code,
-        "error_message": ctx.error,
-        "job_type": job_type,
-        "job_id": ctx.job_id,
-        "dead_letter_id": ctx.dead_letter_id,
-        "attempts": ctx.attempts,
-    });
-    if let (Some(data), serde_json::Value::Object(related)) = (data.as_object_mut(), related) {
-        data.extend(related);
+impl DeadContext {
+    fn of(dead: &DeadLetter) -> Self {
+        Self {
+            dead_letter_id: dead.dead_letter_id.clone(),
+            job_id: dead.job_id.clone(),
+            trace_id: dead
+                .job
+                .get("trace_id")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            error: dead.last_error.clone(),
+            attempts: dead.attempts,
+            overall_attempts: dead.prior_attempts.saturating_add(dead.attempts),
+            labels: dead.labels.clone(),
+        }
     }
-    let metadata = EventMetadata {
-        trace_id: ctx.trace_id.clone(),
-        correlation_id,
-    };
-    Event::new(event_id, EventType::ErrorOccurred, data, metadata)
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -120,8 +118,9 @@ pub trait Handler: Send + Sync + 'static {
 
     fn handle(&self, job: Self::Job, ctx: &JobContext) -> impl Future<Output = Outcome> + Send;
 
-    /// Runs before a job moves into the dead-letter set (and again if the
-    /// worker dies in between), so it must be idempotent. `job` is absent
+    /// Runs once a job is in the dead-letter set, at least once per
+    /// dead-lettering (again if a worker dies while it runs), so what it
+    /// does must be idempotent on `ctx.dead_letter_id`. `job` is absent
     /// when the stored job could not be decoded.
     fn on_dead(
         &self,
@@ -141,25 +140,9 @@ pub struct RunnerSettings {
     pub shutdown_timeout: Duration,
 }
 
-impl RunnerSettings {
-    /// The queue settings of the configuration, with this queue's
-    /// concurrency and how long one blocking read may wait.
-    pub fn new(queue: &QueueSettings, concurrency: usize, block: Duration) -> Self {
-        Self {
-            concurrency,
-            batch_size: queue.batch_size,
-            block,
-            visibility_timeout: queue.visibility_timeout,
-            poll_interval: queue.poll_interval,
-            promote_batch: queue.promote_batch,
-            shutdown_timeout: queue.shutdown_timeout,
-        }
-    }
-}
-
-/// Jobs running in this process, by stream entry id, with their raw bytes
-/// (what a hand-back on shutdown re-enqueues).
-type InFlight = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+/// Entries running in this process, by stream entry id, with what a
+/// hand-back on shutdown re-enqueues.
+type InFlight = Arc<Mutex<HashMap<String, (FetchedKind, Vec<u8>)>>>;
 
 pub struct QueueRunner<H: Handler> {
     pub handler: Arc<H>,
@@ -174,6 +157,7 @@ pub struct QueueRunner<H: Handler> {
 struct Shared<H: Handler> {
     handler: Arc<H>,
     client: QueueClient,
+    consumer: String,
     policy: Arc<RetryPolicy>,
     in_flight: InFlight,
     acks: mpsc::UnboundedSender<String>,
@@ -190,12 +174,18 @@ impl<H: Handler> QueueRunner<H> {
         let shared = Arc::new(Shared {
             handler: self.handler.clone(),
             client: self.client.clone(),
+            consumer: self.consumer.clone(),
             policy: self.policy.clone(),
             in_flight: in_flight.clone(),
             acks: ack_tx,
             stop: stop.clone(),
         });
-        let acker = tokio::spawn(ack_loop(self.client.clone(), queue, ack_rx));
+        let acker = tokio::spawn(ack_loop(
+            self.client.clone(),
+            queue,
+            self.consumer.clone(),
+            ack_rx,
+        ));
         let background = CancellationToken::new();
         let promoter = tokio::spawn(promote_loop(
             self.client.clone(),
@@ -228,7 +218,7 @@ impl<H: Handler> QueueRunner<H> {
         if drained.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            hand_back_all(&self.client, queue, &in_flight).await;
+            hand_back_all(&self.client, queue, &self.consumer, &in_flight).await;
         }
         drop(shared);
         background.cancel();
@@ -309,7 +299,7 @@ impl<H: Handler> QueueRunner<H> {
             };
             for (job, permit) in fetched.into_iter().zip(permits) {
                 if let Ok(mut map) = shared.in_flight.lock() {
-                    map.insert(job.entry_id.clone(), job.raw.clone());
+                    map.insert(job.entry_id.clone(), (job.kind, job.raw.clone()));
                 }
                 let suspect = job.is_suspect();
                 if suspect {
@@ -329,14 +319,18 @@ impl<H: Handler> QueueRunner<H> {
     }
 }
 
-/// Decodes, runs and settles one fetched job.
+/// Decodes, runs and settles one fetched entry.
 async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
+    if fetched.kind == FetchedKind::DeadNotice {
+        run_notice(shared, fetched).await;
+        return;
+    }
     let queue = H::Job::QUEUE;
     let envelope = match decode::<H::Job>(&fetched.raw) {
         Ok(envelope) => envelope,
         Err(reason) => {
             let dead = dead_letter_for::<H::Job>(queue, None, &fetched.raw, reason, 0);
-            settle_dead(shared, &fetched.entry_id, None, dead).await;
+            settle_dead(shared, &fetched.entry_id, dead).await;
             return;
         }
     };
@@ -355,7 +349,7 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
             envelope.attempt = attempt.saturating_sub(2);
             let envelope = envelope.failed(error.clone());
             let dead = dead_letter_for(queue, Some(&envelope), &fetched.raw, error, attempt - 1);
-            settle_dead(shared, &fetched.entry_id, Some(&envelope.payload), dead).await;
+            settle_dead(shared, &fetched.entry_id, dead).await;
             return;
         }
         let ctx = JobContext {
@@ -373,12 +367,7 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
                 plan: ctx.plan_failure(None),
             });
         match outcome {
-            Outcome::Done => {
-                if let Ok(mut map) = shared.in_flight.lock() {
-                    map.remove(&fetched.entry_id);
-                }
-                let _ = shared.acks.send(fetched.entry_id);
-            }
+            Outcome::Done => done(shared, fetched.entry_id),
             Outcome::Later(delay) => {
                 // Crashes before this run still count; this run does not.
                 let mut envelope = envelope;
@@ -399,7 +388,7 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
                     }
                     RetryPlan::Exhausted => {
                         let dead = dead_letter_for(queue, Some(&envelope), &fetched.raw, error, attempt);
-                        settle_dead(shared, &fetched.entry_id, Some(&envelope.payload), dead).await;
+                        settle_dead(shared, &fetched.entry_id, dead).await;
                     }
                 }
             }
@@ -453,6 +442,7 @@ fn dead_letter_for<J: Job>(
         job_id: envelope.map(|e| e.id.clone()),
         labels: envelope.map(|e| e.payload.labels()).unwrap_or_default(),
         attempts,
+        prior_attempts: envelope.map_or(0, |e| e.prior_attempts),
         last_error: error,
         failed_at: chrono::Utc::now(),
         history: envelope.map(|e| e.errors.clone()).unwrap_or_default(),
@@ -460,28 +450,45 @@ fn dead_letter_for<J: Job>(
     }
 }
 
-/// Retries a Redis write until it lands or the worker is told to stop; a
+/// Retries a settle until Redis answers or the worker is told to stop; a
 /// job not settled stays pending and is reclaimed later, so giving up on
-/// stop loses nothing.
-async fn persist<F, Fut>(stop: &CancellationToken, what: &str, mut op: F) -> bool
+/// stop loses nothing. Whatever Redis answered, the entry is no longer
+/// this worker's to track.
+async fn settle<H, F, Fut>(shared: &Shared<H>, entry_id: &str, what: &str, mut op: F)
 where
+    H: Handler,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), shared::queue::QueueError>>,
+    Fut: Future<Output = Result<Settled, QueueError>>,
 {
     let mut backoff = Backoff::default();
-    loop {
+    let settled = loop {
         match op().await {
-            Ok(()) => return true,
+            Ok(settled) => break settled,
             Err(e) => {
                 let delay = backoff.next();
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed");
                 tokio::select! {
-                    () = stop.cancelled() => return false,
+                    () = shared.stop.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
                 }
             }
         }
+    };
+    if settled == Settled::NotOwned {
+        lost(H::Job::QUEUE, entry_id, what);
     }
+    forget(shared, entry_id);
+}
+
+/// Says that a settle was refused: another consumer reclaimed the entry
+/// while it ran here (this worker stalled past the visibility timeout), so
+/// the job is theirs now and this run's result is dropped.
+fn lost(queue: &str, entry_id: &str, what: &str) {
+    warn!(
+        queue,
+        entry_id,
+        "lost the job to another worker (held past the visibility timeout); {what} dropped"
+    );
 }
 
 /// Why a job goes back to the delayed set.
@@ -505,67 +512,86 @@ async fn settle_delayed<H: Handler>(
         return;
     };
     let due =
-        shared::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-    let queue = H::Job::QUEUE;
-    let what = match why {
-        Delayed::Retry => "scheduling a retry",
-        Delayed::Deferred => "deferring a job",
-    };
-    if persist(&shared.stop, what, || async {
-        match why {
-            Delayed::Retry => {
+        crate::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    let (queue, consumer) = (H::Job::QUEUE, shared.consumer.as_str());
+    match why {
+        Delayed::Retry => {
+            settle(shared, entry_id, "scheduling a retry", || {
                 shared
                     .client
-                    .retry_later(queue, entry_id, &bytes, due)
-                    .await
-            }
-            Delayed::Deferred => shared.client.defer(queue, entry_id, &bytes, due).await,
+                    .retry_later(queue, consumer, entry_id, &bytes, due)
+            })
+            .await;
         }
-    })
-    .await
-    {
-        forget(shared, entry_id);
+        Delayed::Deferred => {
+            settle(shared, entry_id, "deferring a job", || {
+                shared.client.defer(queue, consumer, entry_id, &bytes, due)
+            })
+            .await;
+        }
     }
 }
 
-async fn settle_dead<H: Handler>(
-    shared: &Shared<H>,
-    entry_id: &str,
-    job: Option<&H::Job>,
-    dead: DeadLetter,
-) {
+/// Moves a job into the dead-letter set; the notice written with it makes
+/// some consumer run the handler's `on_dead` afterwards.
+async fn settle_dead<H: Handler>(shared: &Shared<H>, entry_id: &str, dead: DeadLetter) {
     warn!(dead_letter_id = %dead.dead_letter_id, error = %dead.last_error, "job dead-lettered");
-    let ctx = DeadContext {
-        dead_letter_id: dead.dead_letter_id.clone(),
-        job_id: dead.job_id.clone(),
-        trace_id: dead
-            .job
-            .get("trace_id")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        error: dead.last_error.clone(),
-        attempts: dead.attempts,
+    let (queue, consumer) = (H::Job::QUEUE, shared.consumer.as_str());
+    settle(shared, entry_id, "dead-lettering", || {
+        shared.client.dead_letter(queue, consumer, entry_id, &dead)
+    })
+    .await;
+}
+
+/// Runs `on_dead` for a dead-letter notice, then acknowledges the notice.
+/// A hook that keeps failing is retried until shutdown (the notice stays
+/// pending and another worker runs it); one whose notice was handed out
+/// [`NOTICE_MAX_DELIVERIES`] times (its workers keep dying) is given up,
+/// so it cannot loop for ever.
+async fn run_notice<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
+    /// A notice is redone after each crash of the worker running it, up to
+    /// this many times.
+    const NOTICE_MAX_DELIVERIES: u32 = 5;
+    let queue = H::Job::QUEUE;
+    let dead: DeadLetter = match serde_json::from_slice(&fetched.raw) {
+        Ok(dead) => dead,
+        Err(e) => {
+            error!(queue, entry_id = fetched.entry_id, error = %e, "unreadable dead-letter notice dropped");
+            return done(shared, fetched.entry_id);
+        }
     };
-    // The hook runs first: if the worker dies after it, the job is still
-    // pending and the hook runs again; the other way round it could be lost.
+    if fetched.times_delivered > NOTICE_MAX_DELIVERIES {
+        error!(queue, dead_letter_id = %dead.dead_letter_id, times = fetched.times_delivered,
+            "giving up the dead-letter hook: its workers stopped while running it");
+        return done(shared, fetched.entry_id);
+    }
+    let ctx = DeadContext::of(&dead);
+    let job = serde_json::from_value::<Envelope<H::Job>>(dead.job)
+        .ok()
+        .map(|e| e.payload);
     let mut backoff = Backoff::default();
-    while let Err(e) = shared.handler.on_dead(job, &ctx).await {
+    loop {
+        let run = AssertUnwindSafe(shared.handler.on_dead(job.as_ref(), &ctx))
+            .catch_unwind()
+            .await;
+        let error = match run {
+            Ok(Ok(())) => return done(shared, fetched.entry_id),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("panicked: {}", panic_message(&panic)),
+        };
         let delay = backoff.next();
-        warn!(error = %e, "dead-letter hook failed");
+        warn!(queue, dead_letter_id = %ctx.dead_letter_id, error, "dead-letter hook failed");
         tokio::select! {
             () = shared.stop.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
     }
-    let queue = H::Job::QUEUE;
-    if persist(&shared.stop, "dead-lettering", || {
-        shared.client.dead_letter(queue, entry_id, &dead)
-    })
-    .await
-    {
-        forget(shared, entry_id);
-    }
+}
+
+/// A finished entry: acknowledged with the next batch.
+fn done<H: Handler>(shared: &Shared<H>, entry_id: String) {
+    forget(shared, &entry_id);
+    let _ = shared.acks.send(entry_id);
 }
 
 fn forget<H: Handler>(shared: &Shared<H>, entry_id: &str) {
@@ -574,14 +600,18 @@ fn forget<H: Handler>(shared: &Shared<H>, entry_id: &str) {
     }
 }
 
-async fn hand_back_all(client: &QueueClient, queue: &str, in_flight: &InFlight) {
-    let jobs: Vec<(String, Vec<u8>)> = match in_flight.lock() {
+async fn hand_back_all(client: &QueueClient, queue: &str, consumer: &str, in_flight: &InFlight) {
+    let entries: Vec<(String, (FetchedKind, Vec<u8>))> = match in_flight.lock() {
         Ok(mut map) => map.drain().collect(),
         Err(_) => return,
     };
-    for (entry_id, raw) in jobs {
-        match client.hand_back(queue, &entry_id, &raw).await {
-            Ok(()) => info!(queue, entry_id, "handed back an unfinished job"),
+    for (entry_id, (kind, raw)) in entries {
+        match client
+            .hand_back(queue, consumer, &entry_id, kind, &raw)
+            .await
+        {
+            Ok(Settled::Moved) => info!(queue, entry_id, "handed back an unfinished job"),
+            Ok(Settled::NotOwned) => lost(queue, &entry_id, "hand-back"),
             // Still pending under our name: reclaimed after the timeout.
             Err(e) => warn!(queue, entry_id, error = %e, "could not hand back a job"),
         }
@@ -592,6 +622,7 @@ async fn hand_back_all(client: &QueueClient, queue: &str, in_flight: &InFlight) 
 async fn ack_loop(
     client: QueueClient,
     queue: &'static str,
+    consumer: String,
     mut rx: mpsc::UnboundedReceiver<String>,
 ) {
     const MAX_BATCH: usize = 1024;
@@ -610,8 +641,11 @@ async fn ack_loop(
                 Err(_) => break,
             }
         }
-        match client.ack(queue, &batch).await {
-            Ok(()) => {
+        match client.ack(queue, &consumer, &batch).await {
+            Ok(lost_ids) => {
+                for entry_id in &lost_ids {
+                    lost(queue, entry_id, "acknowledging");
+                }
                 batch.clear();
                 backoff.reset();
             }
@@ -652,7 +686,7 @@ async fn promote_loop(
                     .forget_idle_consumers(queue, &consumer, Duration::from_secs(3600))
                     .await?;
             }
-            Ok::<(), shared::queue::QueueError>(())
+            Ok::<(), QueueError>(())
         }
         .await;
         delay = match result {

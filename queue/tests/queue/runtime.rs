@@ -1,8 +1,8 @@
-//! The queue runtime against a real Redis: backlogs, several consumers,
+//! The consumer runtime against a real Redis: backlogs, several consumers,
 //! poison jobs, panicking handlers, dead workers and shutdown.
 //!
 //! Each test starts its own `redis-server` and drives a
-//! [`worker::runtime::QueueRunner`] directly with a test job type, so what
+//! [`queue::runtime::QueueRunner`] directly with a test job type, so what
 //! is checked is the runtime's contract (every job run, at least once and
 //! normally exactly once; nothing stuck; nothing lost) independent of what
 //! any real job does.
@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use queue::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner};
+use queue::{DeadLetter, DeadLetterFilter, Envelope, Job, QueueClient};
 use serde::{Deserialize, Serialize};
-use shared::config::Settings;
-use shared::queue::{DeadLetter, DeadLetterFilter, Envelope, Job, QueueClient};
-use shared::retry::RetryPolicy;
-use testkit::{PATIENCE, TestRedis, test_settings, wait_until};
+use testkit::{PATIENCE, TestRedis, wait_until};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use worker::runtime::{DeadContext, Handler, JobContext, Outcome, QueueRunner, RunnerSettings};
+
+use crate::common::{READ_BLOCK, TestQueue};
 
 /// A job that does nothing but say which one it is.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,31 +134,16 @@ impl Handler for TestHandler {
     }
 }
 
-const READ_BLOCK: Duration = Duration::from_millis(200);
-
-fn queue_client(settings: &Settings) -> QueueClient {
-    let conn = shared::redis_conn::connect(&settings.redis).expect("redis connection");
-    QueueClient::new(conn, settings.redis.key_prefix.clone())
+fn queue_client(settings: &TestQueue) -> QueueClient {
+    settings.client()
 }
 
 fn runner(
-    settings: &Settings,
+    settings: &TestQueue,
     consumer: &str,
     handler: Arc<TestHandler>,
 ) -> QueueRunner<TestHandler> {
-    QueueRunner {
-        handler,
-        client: queue_client(settings),
-        read_conn: shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)
-            .expect("redis connection"),
-        consumer: consumer.to_owned(),
-        policy: Arc::new(RetryPolicy::new(
-            settings.delivery.retry_schedule.clone(),
-            settings.delivery.retry_jitter,
-            Duration::from_secs(1),
-        )),
-        settings: RunnerSettings::new(&settings.queue, 64, READ_BLOCK),
-    }
+    settings.runner(consumer, handler)
 }
 
 /// A runner running in a task, stopped by its token.
@@ -197,9 +182,10 @@ async fn push_jobs(client: &QueueClient, numbers: impl Iterator<Item = u64>) {
 
 async fn dead_letters(client: &QueueClient) -> Vec<DeadLetter> {
     client
-        .dead_letters(&[NoopJob::QUEUE], &DeadLetterFilter::default())
+        .dead_letters(&[NoopJob::QUEUE], &DeadLetterFilter::default(), 0, 100)
         .await
         .expect("list dead letters")
+        .items
 }
 
 /// Waits until nothing is ready, scheduled or in flight (acks included).
@@ -233,9 +219,9 @@ async fn ten_thousand_jobs_due_at_once_are_promoted_and_each_runs_exactly_once()
     // Given 10,000 jobs in the delayed set, all already due (a backlog after
     // an outage: more than one promotion batch, more than Lua can unpack)
     let redis = TestRedis::start();
-    let settings = test_settings(&redis.url());
+    let settings = TestQueue::new(&redis);
     let client = queue_client(&settings);
-    let due = shared::time::now_ms() - 1_000;
+    let due = chrono::Utc::now().timestamp_millis() - 1_000;
     let jobs: Vec<Envelope<NoopJob>> = (0..10_000).map(job).collect();
     for chunk in jobs.chunks(500) {
         futures::future::try_join_all(chunk.iter().map(|j| client.schedule(j, due)))
@@ -272,7 +258,7 @@ async fn ten_thousand_jobs_due_at_once_are_promoted_and_each_runs_exactly_once()
 async fn two_runners_share_a_backlog_and_run_each_job_once_in_total() {
     // Given a backlog of 5,000 jobs
     let redis = TestRedis::start();
-    let settings = test_settings(&redis.url());
+    let settings = TestQueue::new(&redis);
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     push_jobs(&client, 0..5_000).await;
@@ -307,7 +293,7 @@ async fn poison_entries_are_dead_lettered_with_a_reason_and_do_not_block_the_que
     // Given, at the head of the queue, bytes that are not JSON, an envelope
     // of an unknown version, and an envelope whose payload is not this job
     let redis = TestRedis::start();
-    let settings = test_settings(&redis.url());
+    let settings = TestQueue::new(&redis);
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     client
@@ -396,7 +382,7 @@ async fn poison_entries_are_dead_lettered_with_a_reason_and_do_not_block_the_que
 async fn a_panicking_handler_is_retried_per_policy_then_dead_lettered_while_others_flow() {
     // Given a handler that panics on job 3 every time (policy: 3 attempts)
     let redis = TestRedis::start();
-    let settings = test_settings(&redis.url());
+    let settings = TestQueue::new(&redis);
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     let tally = Arc::new(Tally::default());
@@ -444,12 +430,11 @@ async fn a_panicking_handler_is_retried_per_policy_then_dead_lettered_while_othe
 /// Reads jobs as consumer `ghost` and never acknowledges them: a worker
 /// that took them and died.
 async fn taken_by_dead_worker(
-    settings: &Settings,
+    settings: &TestQueue,
     client: &QueueClient,
     count: usize,
 ) -> Vec<String> {
-    let mut conn = shared::redis_conn::connect_blocking(&settings.redis, READ_BLOCK)
-        .expect("redis connection");
+    let mut conn = settings.connection();
     let taken = client
         .read(&mut conn, NoopJob::QUEUE, "ghost", count, READ_BLOCK)
         .await
@@ -459,7 +444,7 @@ async fn taken_by_dead_worker(
 }
 
 /// Another worker takes the entry over and dies too: the stream's delivery
-/// counter goes up by one, as with a real `XAUTOCLAIM` by a worker that
+/// counter goes up by one, as with a real reclaim (`XCLAIM`) by a worker that
 /// then crashes.
 async fn taken_over_and_abandoned_again(redis: &TestRedis, client: &QueueClient, entry_id: &str) {
     let keys = client.keys(NoopJob::QUEUE);
@@ -470,7 +455,7 @@ async fn taken_over_and_abandoned_again(redis: &TestRedis, client: &QueueClient,
         .expect("redis connection");
     let claimed: redis::Value = redis::cmd("XCLAIM")
         .arg(&keys.stream)
-        .arg(shared::keys::CONSUMER_GROUP)
+        .arg(queue::keys::CONSUMER_GROUP)
         .arg("ghost")
         .arg(0)
         .arg(entry_id)
@@ -487,7 +472,7 @@ async fn taken_over_and_abandoned_again(redis: &TestRedis, client: &QueueClient,
 async fn a_job_held_by_a_dead_worker_is_reclaimed_after_the_visibility_timeout() {
     // Given a job taken by a worker that died without acknowledging it
     let redis = TestRedis::start();
-    let settings = test_settings(&redis.url());
+    let settings = TestQueue::new(&redis);
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     push_jobs(&client, [1].into_iter()).await;
@@ -524,7 +509,7 @@ async fn a_job_that_keeps_killing_its_workers_is_dead_lettered_without_running_a
     // Given (policy: 3 attempts) job 2, whose 3 deliveries all died with
     // their workers, and job 3, whose 2 deliveries did
     let redis = TestRedis::start();
-    let settings = test_settings(&redis.url());
+    let settings = TestQueue::new(&redis);
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     push_jobs(&client, [2, 3].into_iter()).await;
@@ -587,8 +572,8 @@ async fn shutdown_past_the_deadline_hands_the_running_job_back_for_another_worke
     // Given a runner whose shutdown deadline (300 ms) is shorter than its
     // job (60 s), busy with job 7
     let redis = TestRedis::start();
-    let mut settings = test_settings(&redis.url());
-    settings.queue.shutdown_timeout = Duration::from_millis(300);
+    let mut settings = TestQueue::new(&redis);
+    settings.runner.shutdown_timeout = Duration::from_millis(300);
     let client = queue_client(&settings);
     client.ensure_group(NoopJob::QUEUE).await.expect("group");
     let slow_tally = Arc::new(Tally::default());
