@@ -14,7 +14,7 @@ REDIS_PORT="${REDIS_PORT:-6379}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/supportrag-target}"
 export SUPPORTRAG__REDIS__URL="${SUPPORTRAG__REDIS__URL:-redis://127.0.0.1:$REDIS_PORT}"
 # Local development: a known admin key and loopback receivers allowed.
-export SUPPORTRAG__AUTH__ADMIN_KEYS="${SUPPORTRAG__AUTH__ADMIN_KEYS:-dev-admin-key}"
+export SUPPORTRAG__AUTH__ADMIN_KEYS="${SUPPORTRAG__AUTH__ADMIN_KEYS:-dev-admin-key-change-me}"
 export SUPPORTRAG__SECURITY__ALLOWED_CIDRS="${SUPPORTRAG__SECURITY__ALLOWED_CIDRS:-127.0.0.0/8,::1/128}"
 export SUPPORTRAG__LOG__FORMAT="${SUPPORTRAG__LOG__FORMAT:-pretty}"
 

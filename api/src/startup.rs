@@ -21,9 +21,10 @@ use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::auth::{AdminKeys, require_admin};
-use crate::http::body::{BodyPolicy, UploadRoute};
+use crate::http::auth::{AdminAuth, AdminKeys, require_admin};
+use crate::http::body::{BodyBudget, BodyPolicy, UploadRoute, buffered};
 use crate::http::openapi::{admin_only, api_router, finish};
+use crate::http::throttle::FailureLimiter;
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
 use crate::routes::{chat, dead_letters, deliveries, incoming, knowledge, ops, webhooks};
@@ -45,6 +46,13 @@ impl Application {
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
         let state = AppState { services, registry };
+        let admin = AdminAuth::new(
+            admin_keys,
+            FailureLimiter::new(
+                settings.auth.max_failed_attempts,
+                settings.auth.failed_attempts_window,
+            ),
+        );
 
         let management = OpenApiRouter::new()
             .routes(routes!(webhooks::register))
@@ -67,13 +75,16 @@ impl Application {
             .routes(routes!(knowledge::upload, knowledge::list))
             .routes(routes!(knowledge::get, knowledge::delete))
             .routes(routes!(knowledge::search));
-        let incoming = OpenApiRouter::new()
-            .routes(routes!(incoming::message))
-            .routes(routes!(incoming::document));
+        // Signed by their body: it must be read before they can be judged.
+        let incoming = buffered(
+            OpenApiRouter::new()
+                .routes(routes!(incoming::message))
+                .routes(routes!(incoming::document)),
+        );
         let documented = api_router()
             .nest(
                 "/api/v1",
-                admin_only(management, admin_keys.clone()).merge(incoming),
+                admin_only(management, admin.clone()).merge(incoming),
             )
             .routes(routes!(ops::healthz))
             .routes(routes!(ops::readyz));
@@ -83,7 +94,7 @@ impl Application {
         let (router, metrics_router) = match settings.metrics.bind {
             Some(_) => (router, Some(metrics.with_state(state.clone()))),
             None => (
-                router.merge(metrics.route_layer(from_fn_with_state(admin_keys, require_admin))),
+                router.merge(metrics.route_layer(from_fn_with_state(admin, require_admin))),
                 None,
             ),
         };
@@ -91,10 +102,10 @@ impl Application {
             limit_bytes: settings.server.body_limit.0,
             upload: Some(UploadRoute {
                 path: "/api/v1/knowledge/documents",
-                // Room for base64 (4/3) and the JSON or multipart around it.
-                limit_bytes: settings.ingest.max_document_size.0.saturating_mul(4) / 3 + 64 * 1024,
+                limit_bytes: settings.ingest.upload_body_limit(),
             }),
             read_timeout: settings.server.body_read_timeout,
+            budget: BodyBudget::new(settings.server.body_budget.0),
             ..BodyPolicy::default()
         };
         let router = with_common_layers(router, http_metrics, body).with_state(state);

@@ -63,6 +63,9 @@ pub struct ServerSettings {
     /// else 408 and the connection is closed.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Bytes of request bodies held in memory at once, all requests
+    /// together; a body that would go beyond gets 503 and `Retry-After`.
+    pub body_budget: ByteSize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -83,11 +86,34 @@ pub struct RedisSettings {
     pub allow_eviction: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// Shortest admin key accepted: anything shorter is guessable offline or
+/// by a patient client, whatever the rate limit.
+pub const MIN_ADMIN_KEY_CHARS: usize = 16;
+
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Each at least [`MIN_ADMIN_KEY_CHARS`] characters.
     #[serde(deserialize_with = "string_list")]
     pub admin_keys: Vec<String>,
+    /// Wrong admin keys a client address may present per
+    /// `failed_attempts_window` before it is answered 429; 0 = no limit.
+    pub max_failed_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub failed_attempts_window: Duration,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "admin_keys",
+                &format_args!("[{} redacted]", self.admin_keys.len()),
+            )
+            .field("max_failed_attempts", &self.max_failed_attempts)
+            .field("failed_attempts_window", &self.failed_attempts_window)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -183,6 +209,14 @@ pub struct IngestSettings {
     pub lock_ttl: Duration,
     pub chunk_size: usize,
     pub chunk_overlap: usize,
+}
+
+impl IngestSettings {
+    /// Largest body of a direct upload: the largest document as base64
+    /// (4/3), with room for the JSON or multipart around it.
+    pub fn upload_body_limit(&self) -> usize {
+        self.max_document_size.0.saturating_mul(4) / 3 + 64 * 1024
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -368,6 +402,36 @@ impl Settings {
         rule(
             !self.server.body_read_timeout.is_zero(),
             "server.body_read_timeout",
+            "must be greater than zero",
+        )?;
+        // Else the largest allowed body could never be accepted.
+        rule(
+            self.server.body_budget.0 >= self.server.body_limit.0
+                && self.server.body_budget.0 >= self.ingest.upload_body_limit(),
+            "server.body_budget",
+            "must be at least server.body_limit and the largest upload \
+             (ingest.max_document_size as base64, about 4/3 of it, plus 64KiB)",
+        )?;
+        if let Some(position) = self
+            .auth
+            .admin_keys
+            .iter()
+            .position(|key| key.chars().count() < MIN_ADMIN_KEY_CHARS)
+        {
+            // Which key, never the key: this message goes to logs.
+            return Err(ConfigError::Rule {
+                key: "auth.admin_keys",
+                message: format!(
+                    "key {} of {} is shorter than {MIN_ADMIN_KEY_CHARS} characters; \
+                     generate one with `openssl rand -hex 32`",
+                    position + 1,
+                    self.auth.admin_keys.len()
+                ),
+            });
+        }
+        rule(
+            !self.auth.failed_attempts_window.is_zero(),
+            "auth.failed_attempts_window",
             "must be greater than zero",
         )?;
         rule(
@@ -679,9 +743,12 @@ mod tests {
         assert_eq!(s.server.body_limit, ByteSize(1 << 20));
         assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(s.server.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.body_budget, ByteSize(128 << 20));
         assert_eq!(s.redis.url.as_str(), "redis://127.0.0.1:6379");
         assert_eq!(s.redis.key_prefix.as_str(), "supportrag");
         assert!(s.auth.admin_keys.is_empty());
+        assert_eq!(s.auth.max_failed_attempts, 20);
+        assert_eq!(s.auth.failed_attempts_window, Duration::from_secs(60));
         assert!(s.security.allowed_cidrs.is_empty());
         assert_eq!(s.signing.timestamp_tolerance, Duration::from_secs(300));
         assert_eq!(s.delivery.timeout, Duration::from_secs(15));
@@ -723,7 +790,8 @@ mod tests {
     #[test]
     fn lists_accept_a_comma_separated_string() {
         let s = load_toml(
-            "[delivery]\nretry_schedule = \"10ms, 20ms\"\n[auth]\nadmin_keys = \"a,b\"\n\
+            "[delivery]\nretry_schedule = \"10ms, 20ms\"\n\
+             [auth]\nadmin_keys = \"admin-key-one-0123, admin-key-two-0123\"\n\
              [security]\nallowed_cidrs = \"127.0.0.0/8,::1\"",
         )
         .unwrap();
@@ -731,7 +799,10 @@ mod tests {
             s.delivery.retry_schedule,
             [Duration::from_millis(10), Duration::from_millis(20)]
         );
-        assert_eq!(s.auth.admin_keys, ["a", "b"]);
+        assert_eq!(
+            s.auth.admin_keys,
+            ["admin-key-one-0123", "admin-key-two-0123"]
+        );
         assert_eq!(s.security.allowed_cidrs.len(), 2);
     }
 
@@ -750,6 +821,7 @@ mod tests {
             ("[chat]\noperators = \"nobody\"", "chat.operators"),
             ("[retrieval]\nprovider = \"magic\"", "retrieval.provider"),
             ("[openai]\nbase_url = \"not a url\"", "openai.base_url"),
+            ("[server]\nbody_budget = \"20MiB\"", "server.body_budget"),
         ];
         for (toml, key) in cases {
             let err = load_toml(toml).unwrap_err().to_string();
@@ -758,6 +830,21 @@ mod tests {
                 "{toml:?} gave {err:?}, expected it to name {key}"
             );
         }
+    }
+
+    #[test]
+    fn a_short_admin_key_stops_the_start_naming_the_setting_not_the_key() {
+        let err = load_toml("[auth]\nadmin_keys = \"long-enough-admin-key,s3cret-short\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("auth.admin_keys"), "{err}");
+        assert!(err.contains("key 2 of 2"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        // Sixteen characters are enough.
+        let s = load_toml("[auth]\nadmin_keys = \"0123456789abcdef\"").unwrap();
+        assert_eq!(s.auth.admin_keys.len(), 1);
+        assert!(!format!("{:?}", s.auth).contains("0123456789abcdef"));
     }
 
     #[test]

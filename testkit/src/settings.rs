@@ -10,7 +10,7 @@ use std::time::Duration;
 use shared::config::{KeyPrefix, RedisUrl, Settings};
 
 /// The admin key [`test_settings`] configures.
-pub const TEST_ADMIN_KEY: &str = "test-admin-key";
+pub const TEST_ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 pub fn test_settings(redis_url: &str) -> Settings {
     let mut settings =

@@ -4,19 +4,24 @@
 //! downtime: deploy with old and new, move clients over, drop the old one.
 //! Keys are compared in constant time against every configured key, so
 //! neither the response time nor which key matched tells an attacker how
-//! close a guess was; and the key holder never prints them in logs.
+//! close a guess was; and the key holder never prints them in logs. Wrong
+//! keys are counted per client address ([`FailureLimiter`]): past the
+//! limit, 429 until the address has waited.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use crate::http::error::ApiError;
+use crate::http::throttle::{ClientKey, FailureLimiter};
 
 /// The accepted admin keys. Cheap to clone (shared), so it can be the state
 /// of `axum::middleware::from_fn_with_state`.
@@ -70,6 +75,21 @@ impl fmt::Debug for AdminKeys {
     }
 }
 
+/// What [`require_admin`] checks a request against: the keys, and the
+/// failures counted so far. Cheap to clone (shared), so it can be the state
+/// of `axum::middleware::from_fn_with_state`.
+#[derive(Clone)]
+pub struct AdminAuth {
+    keys: AdminKeys,
+    failures: FailureLimiter,
+}
+
+impl AdminAuth {
+    pub fn new(keys: AdminKeys, failures: FailureLimiter) -> Self {
+        Self { keys, failures }
+    }
+}
+
 /// Request extension left by [`require_admin`]: which configured key was
 /// used (its position), so logs can show whether an old key is still in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,31 +99,76 @@ pub struct AdminIdentity {
 
 /// Middleware: lets the request through only with a valid
 /// `Authorization: Bearer <key>`; 401 `MISSING_CREDENTIALS` or
-/// `INVALID_CREDENTIALS` otherwise (with `WWW-Authenticate: Bearer`).
+/// `INVALID_CREDENTIALS` otherwise (with `WWW-Authenticate: Bearer`), and
+/// 429 `TOO_MANY_AUTH_FAILURES` with `Retry-After` to an address that has
+/// presented too many wrong keys lately (whatever it presents now).
 pub async fn require_admin(
-    State(keys): State<AdminKeys>,
+    State(auth): State<AdminAuth>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let identity = authenticate(&keys, req.headers()).inspect_err(|err| {
-        tracing::warn!(code = err.code(), "admin authentication failed");
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(ClientKey::unknown, |peer| ClientKey::of(peer.0.ip()));
+    let now = Instant::now();
+    if let Err(wait) = auth.failures.check(client, now) {
+        tracing::warn!(%client, "admin authentication refused: too many failures lately");
+        return Err(too_many_failures(wait));
+    }
+    let identity = authenticate(&auth.keys, req.headers()).map_err(|refusal| {
+        // A request without credentials guesses nothing.
+        if refusal == Refusal::Invalid {
+            auth.failures.failed(client, now);
+        }
+        let err = refusal.into_error();
+        tracing::warn!(code = err.code(), %client, "admin authentication failed");
+        err
     })?;
     req.extensions_mut().insert(identity);
     Ok(next.run(req).await)
 }
 
-fn authenticate(keys: &AdminKeys, headers: &HeaderMap) -> Result<AdminIdentity, ApiError> {
-    let header = headers.get(AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized("MISSING_CREDENTIALS", "missing Authorization header")
-    })?;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Missing,
+    /// A wrong scheme or a wrong key: one answer for both, since telling
+    /// them apart helps nobody but someone probing.
+    Invalid,
+}
+
+impl Refusal {
+    fn into_error(self) -> ApiError {
+        match self {
+            Refusal::Missing => {
+                ApiError::unauthorized("MISSING_CREDENTIALS", "missing Authorization header")
+            }
+            Refusal::Invalid => {
+                ApiError::unauthorized("INVALID_CREDENTIALS", "invalid credentials")
+            }
+        }
+    }
+}
+
+fn authenticate(keys: &AdminKeys, headers: &HeaderMap) -> Result<AdminIdentity, Refusal> {
+    let header = headers.get(AUTHORIZATION).ok_or(Refusal::Missing)?;
     let token = header
         .to_str()
         .ok()
         .and_then(bearer_token)
-        .ok_or_else(invalid_credentials)?;
+        .ok_or(Refusal::Invalid)?;
     keys.find(token.as_bytes())
         .map(|key_index| AdminIdentity { key_index })
-        .ok_or_else(invalid_credentials)
+        .ok_or(Refusal::Invalid)
+}
+
+fn too_many_failures(wait: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_AUTH_FAILURES",
+        "too many failed authentications from this address, retry later",
+    )
+    .with_retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
 }
 
 /// The token of a `Bearer` credential; the scheme is case-insensitive
@@ -112,12 +177,6 @@ fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// One message for a wrong scheme and a wrong key: telling them apart helps
-/// nobody but someone probing.
-fn invalid_credentials() -> ApiError {
-    ApiError::unauthorized("INVALID_CREDENTIALS", "invalid credentials")
 }
 
 #[cfg(test)]

@@ -1,25 +1,33 @@
-//! Request-body gatekeeping: size limit and media type (as a middleware that
-//! runs before authentication), and the `Json` extractor handlers use.
+//! Request-body gatekeeping: size limit, media type and memory budget, and
+//! the `Json` extractor handlers use.
 //!
 //! SPEC fixes the order in which a bad request is reported: 413 size,
-//! 415 content type, 401 credentials, 400 malformed JSON, 422 content. Size
-//! and media type can be judged without knowing who the caller is, so they
-//! are checked here, outside auth; JSON syntax and shape are checked by the
-//! extractor, i.e. only after auth let the request through. Buffering here
-//! also caps memory per request before any other code touches the body.
+//! 415 content type, 401 credentials, 400 malformed JSON, 422 content. What
+//! the headers tell (a declared Content-Length over the limit, a media type
+//! not accepted) is judged by [`screen_body`] outside auth, without reading
+//! a byte. The body itself is read by [`buffer_body`] only once the caller
+//! is authenticated: on admin routes it sits inside the auth layer (see
+//! [`crate::http::openapi::admin_only`]), so an unauthenticated client
+//! cannot make the server hold its upload. (A body without Content-Length
+//! can only be found too large by reading it, so on admin routes it gets
+//! 401 before 413.) Buffering also caps memory per request before any other
+//! code touches the body, and [`BodyBudget`] caps it over all requests.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::error::ApiError;
 
@@ -29,6 +37,13 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Default time a client has to send a whole body once its headers are in.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default total of request bodies held at once.
+pub const DEFAULT_BODY_BUDGET: usize = 128 * 1024 * 1024;
+
+/// What a client refused for lack of budget is told to wait: bodies in
+/// flight are answered within seconds, or cut off by the read timeout.
+const BUDGET_RETRY_AFTER_SECS: u64 = 1;
+
 /// Media types accepted by default. `type/*+suffix` entries match any
 /// structured-syntax type with that suffix (RFC 6839), e.g.
 /// `application/cloudevents+json`.
@@ -37,8 +52,9 @@ pub const JSON_MEDIA_TYPES: &[&str] = &["application/json", "application/*+json"
 /// Media types of document uploads: JSON, or a multipart form with a file.
 pub const UPLOAD_MEDIA_TYPES: &[&str] = &["application/json", "multipart/form-data"];
 
-/// What [`buffer_body`] enforces; passed as the middleware state.
-#[derive(Debug, Clone, Copy)]
+/// What [`screen_body`] and [`buffer_body`] enforce; the state of the
+/// former, which hands it on to the latter.
+#[derive(Debug, Clone)]
 pub struct BodyPolicy {
     pub limit_bytes: usize,
     /// Lowercase media types (without parameters) allowed for non-empty
@@ -50,6 +66,8 @@ pub struct BodyPolicy {
     /// The whole body must arrive within this long (slow-body clients get
     /// 408 and a closed connection instead of holding a task forever).
     pub read_timeout: Duration,
+    /// Shared by every request the policy is installed for.
+    pub budget: BodyBudget,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +83,7 @@ impl Default for BodyPolicy {
             media_types: JSON_MEDIA_TYPES,
             upload: None,
             read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
         }
     }
 }
@@ -79,35 +98,187 @@ impl BodyPolicy {
             _ => (self.limit_bytes, self.media_types),
         }
     }
+
+    /// The most any one request may send.
+    pub fn largest_limit(&self) -> usize {
+        self.upload
+            .map_or(self.limit_bytes, |u| u.limit_bytes.max(self.limit_bytes))
+    }
+}
+
+/// Bytes of request bodies held at once, over all requests: with only a
+/// per-request limit, N concurrent uploads hold N times that limit.
+/// Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct BodyBudget(Arc<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    capacity: usize,
+    in_use: AtomicUsize,
+}
+
+impl BodyBudget {
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(BudgetState {
+            capacity,
+            in_use: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Room for `bytes` more, held until the reservation is dropped; `None`
+    /// when that would go beyond the capacity. Never waits: a client told
+    /// to retry costs less than one queued with its socket open.
+    pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+        let capacity = self.0.capacity;
+        self.0
+            .in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= capacity)
+            })
+            .ok()
+            .map(|_| Reservation {
+                budget: self.clone(),
+                bytes,
+            })
+    }
+
+    /// Bytes reserved right now.
+    pub fn in_use(&self) -> usize {
+        self.0.in_use.load(Ordering::Acquire)
+    }
+}
+
+/// A share of a [`BodyBudget`], given back on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: BodyBudget,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Gives back what was reserved beyond `bytes` (a body without
+    /// Content-Length reserves its whole limit, and is usually smaller).
+    fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            self.budget
+                .0
+                .in_use
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.bytes = bytes;
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.0.in_use.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Lets [`Json`] honour the configured limit when it re-reads the body.
 #[derive(Debug, Clone, Copy)]
 struct BodyLimit(usize);
 
-/// Middleware: buffers the body up to the limit (413 beyond it) and within
-/// the read timeout (408 beyond it), checks the media type of non-empty
-/// POST/PUT/PATCH bodies (415), then hands the buffered request on. Install
-/// it outside the auth layer.
-pub async fn buffer_body(
+/// Left by [`screen_body`] for [`buffer_body`]: what applies to this body.
+#[derive(Debug, Clone)]
+struct PendingBody {
+    limit: usize,
+    media_types: &'static [&'static str],
+    /// From Content-Length (or the body's exact size); `None` for chunked.
+    declared: Option<usize>,
+    read_timeout: Duration,
+    budget: BodyBudget,
+}
+
+/// Middleware, outermost of the body checks: refuses what the headers
+/// already show is wrong, without reading the body: a declared length over
+/// the limit (413) and, for a non-empty POST/PUT/PATCH body, a media type
+/// not accepted (415). Install it outside the auth layer; [`buffer_body`]
+/// reads the body later.
+pub async fn screen_body(
     State(policy): State<BodyPolicy>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let (limit, media_types) = policy.for_request(req.method(), req.uri().path());
-    reject_declared_oversize(req.headers(), limit)?;
-    let (mut parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout(policy.read_timeout, read_limited(body, limit)).await {
-        Ok(read) => read?,
-        Err(_) => return Ok(body_timeout(policy.read_timeout)),
-    };
-    if !bytes.is_empty() && carries_content(&parts.method) {
-        check_media_type(&parts.headers, media_types)?;
+    let declared = declared_length(req.headers(), req.body());
+    if let Some(length) = declared
+        && length > limit as u64
+    {
+        return Err(ApiError::payload_too_large(limit as u64));
     }
-    parts.extensions.insert(BodyLimit(limit));
-    Ok(next
+    if declared.is_some_and(|length| length > 0) && carries_content(req.method()) {
+        check_media_type(req.headers(), media_types)?;
+    }
+    req.extensions_mut().insert(BodyLimit(limit));
+    req.extensions_mut().insert(PendingBody {
+        limit,
+        media_types,
+        // At most `limit`, checked above.
+        declared: declared.map(|length| length as usize),
+        read_timeout: policy.read_timeout,
+        budget: policy.budget,
+    });
+    Ok(next.run(req).await)
+}
+
+/// Has every route registered so far on `router` read its body through
+/// [`buffer_body`]. [`crate::http::openapi::admin_only`] does this inside
+/// its auth layer; routes that authenticate by the body itself (signed
+/// incoming webhooks) call it directly.
+pub fn buffered<S>(router: OpenApiRouter<S>) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route_layer(from_fn(buffer_body))
+}
+
+/// Middleware: reserves the body's size in the [`BodyBudget`] (503 and
+/// `Retry-After` when it is spent), buffers the body up to the limit (413
+/// beyond it) and within the read timeout (408 beyond it), checks the media
+/// type of a chunked body that turned out non-empty (415), then hands the
+/// buffered request on and holds the reservation until it is answered.
+/// Needs [`screen_body`] outside it; install it with [`buffered`].
+pub async fn buffer_body(req: Request, next: Next) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let Some(pending) = parts.extensions.remove::<PendingBody>() else {
+        return Err(ApiError::internal(
+            "buffer_body is installed on a route without screen_body around it",
+        ));
+    };
+    let wanted = pending.declared.unwrap_or(pending.limit);
+    let Some(mut reservation) = pending.budget.try_reserve(wanted) else {
+        tracing::warn!(
+            wanted,
+            in_use = pending.budget.in_use(),
+            "request body budget spent"
+        );
+        return Err(budget_spent());
+    };
+    let read = read_limited(body, pending.limit);
+    let bytes = match tokio::time::timeout(pending.read_timeout, read).await {
+        Ok(read) => read?,
+        Err(_) => return Ok(body_timeout(pending.read_timeout)),
+    };
+    reservation.shrink_to(bytes.len());
+    if pending.declared.is_none() && !bytes.is_empty() && carries_content(&parts.method) {
+        check_media_type(&parts.headers, pending.media_types)?;
+    }
+    let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
-        .await)
+        .await;
+    drop(reservation);
+    Ok(response)
+}
+
+fn budget_spent() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+        "too many request bodies in flight, retry later",
+    )
+    .with_retry_after(BUDGET_RETRY_AFTER_SECS)
 }
 
 /// 408 for a body that did not arrive in time. The rest of that body may
@@ -128,18 +299,15 @@ fn body_timeout(after: Duration) -> Response {
     response
 }
 
-/// A declared Content-Length lets us refuse without reading a single byte.
-/// An unparsable value is left to the streaming limit below rather than
-/// trusted.
-fn reject_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
-    let declared = headers
+/// The body's size before reading it: its Content-Length, or the exact
+/// size the body knows (0 for none; a body built in memory). An unparsable
+/// Content-Length is left to the streaming limit rather than trusted.
+fn declared_length(headers: &HeaderMap, body: &Body) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match declared {
-        Some(len) if len > limit as u64 => Err(ApiError::payload_too_large(limit as u64)),
-        _ => Ok(()),
-    }
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or_else(|| body.size_hint().exact())
 }
 
 /// Reads at most `limit` bytes, so chunked bodies without a Content-Length
@@ -352,6 +520,24 @@ mod tests {
             .map(|e| e.message().to_owned())
             .unwrap_or_default();
         assert!(message.contains("line 2 column"), "{message}");
+    }
+
+    #[test]
+    fn budget_refuses_beyond_capacity_and_takes_back_what_is_dropped() {
+        let budget = BodyBudget::new(100);
+        let first = budget.try_reserve(60).expect("fits");
+        assert!(budget.try_reserve(41).is_none());
+        let mut second = budget.try_reserve(40).expect("fits exactly");
+        assert_eq!(budget.in_use(), 100);
+        second.shrink_to(10);
+        second.shrink_to(50);
+        assert_eq!(budget.in_use(), 70);
+        drop(first);
+        assert_eq!(budget.in_use(), 10);
+        drop(second);
+        assert_eq!(budget.in_use(), 0);
+        assert!(budget.try_reserve(101).is_none());
+        assert!(budget.try_reserve(0).is_some());
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::fmt::Display;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rag::knowledge::KnowledgeError;
+use rag::lexical::IndexError;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -190,8 +192,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Storage failures, mapped once: Redis out of reach is the client's cue
-/// to retry (503 with Retry-After), anything else is our bug (500).
+/// Storage failures, mapped once: Redis out of reach or refusing commands
+/// for now (loading, busy with a script, out of memory, read-only during a
+/// failover) is the client's cue to retry (503 with Retry-After), anything
+/// else is our bug (500). Each type's `is_unavailable` defers to
+/// `queue::is_unavailable`, so every route judges Redis alike.
 macro_rules! storage_errors {
     ($($error:ty),*) => {$(
         impl From<$error> for ApiError {
@@ -216,6 +221,26 @@ storage_errors!(
     shared::escalation::EscalateError
 );
 
+/// Retrieval failures. The embedded index lives in the same Redis, so its
+/// Redis errors are judged by the same rule as the stores' above (rag
+/// does not depend on the queue crate); an external provider
+/// (embeddings API, Qdrant) tells itself whether a retry may help.
+impl From<KnowledgeError> for ApiError {
+    fn from(e: KnowledgeError) -> Self {
+        let unavailable = match &e {
+            KnowledgeError::Index(IndexError::Redis(redis)) => queue::is_unavailable(redis),
+            KnowledgeError::Index(IndexError::Corrupt(_)) => false,
+            KnowledgeError::Provider(provider) => provider.is_retryable(),
+        };
+        if unavailable {
+            tracing::warn!(error = %e, "retrieval backend unavailable");
+            ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}
+
 impl From<shared::webhooks::FieldError> for ApiError {
     fn from(e: shared::webhooks::FieldError) -> Self {
         ApiError::validation(&e.field, e.message)
@@ -225,3 +250,81 @@ impl From<shared::webhooks::FieldError> for ApiError {
 /// What a 503 tells clients to wait: reconnects are attempted continuously,
 /// so a short wait is right.
 const REDIS_RETRY_AFTER_SECS: u64 = 2;
+
+#[cfg(test)]
+mod tests {
+    use queue::QueueError;
+    use shared::documents::DocumentError;
+    use shared::publish::PublishError;
+    use shared::sessions::SessionError;
+    use shared::webhooks::StoreError;
+
+    use super::*;
+
+    /// What Redis sends while it cannot take a command right now.
+    const NOT_NOW: &[&str] = &[
+        "BUSY",
+        "OOM",
+        "LOADING",
+        "READONLY",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+    ];
+
+    fn reply(code: &str) -> redis::RedisError {
+        redis::make_extension_error(code.to_owned(), Some("from the test".to_owned()))
+    }
+
+    /// One of each error the handlers return, wrapping the same reply.
+    fn every_wrapping(code: &str) -> Vec<(&'static str, ApiError)> {
+        vec![
+            ("StoreError", StoreError::Redis(reply(code)).into()),
+            ("QueueError", QueueError::Redis(reply(code)).into()),
+            (
+                "PublishError",
+                PublishError::Queue(QueueError::Redis(reply(code))).into(),
+            ),
+            ("SessionError", SessionError::from(reply(code)).into()),
+            ("DocumentError", DocumentError::Redis(reply(code)).into()),
+            (
+                "EscalateError",
+                shared::escalation::EscalateError::Session(SessionError::from(reply(code))).into(),
+            ),
+            (
+                "KnowledgeError",
+                KnowledgeError::Index(IndexError::Redis(reply(code))).into(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn redis_refusing_commands_for_now_is_503_with_retry_after() {
+        for code in NOT_NOW {
+            for (what, err) in every_wrapping(code) {
+                assert_eq!(
+                    (err.status(), err.code(), err.retry_after),
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        Some(REDIS_RETRY_AFTER_SECS)
+                    ),
+                    "{what} with {code}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_redis_errors_are_still_500() {
+        for code in ["ERR", "WRONGTYPE", "NOSCRIPT"] {
+            for (what, err) in every_wrapping(code) {
+                assert_eq!(
+                    (err.status(), err.retry_after),
+                    (StatusCode::INTERNAL_SERVER_ERROR, None),
+                    "{what} with {code}"
+                );
+            }
+        }
+    }
+}

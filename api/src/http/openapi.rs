@@ -14,14 +14,16 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
-use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::http::auth::{AdminKeys, require_admin};
+use crate::http::auth::{AdminAuth, require_admin};
+use crate::http::body::buffered;
 use crate::http::envelope::{Meta, PageMeta};
 use crate::http::error::{ErrorBody, ErrorEnvelope, ErrorMeta};
 
@@ -67,12 +69,15 @@ where
 /// Puts every route registered so far on `router` behind admin bearer auth
 /// and documents them as requiring `admin_key`. Routes added afterwards are
 /// neither protected nor marked, exactly like axum's `route_layer`.
-pub fn admin_only<S>(mut router: OpenApiRouter<S>, keys: AdminKeys) -> OpenApiRouter<S>
+///
+/// Bodies are read ([`buffered`]) inside the auth layer, so a caller without
+/// a valid key is answered before a byte of its body is read.
+pub fn admin_only<S>(mut router: OpenApiRouter<S>, auth: AdminAuth) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     require_security(router.get_openapi_mut(), ADMIN_SECURITY_SCHEME);
-    router.route_layer(from_fn_with_state(keys, require_admin))
+    buffered(router).route_layer(from_fn_with_state(auth, require_admin))
 }
 
 fn require_security(doc: &mut utoipa::openapi::OpenApi, scheme: &str) {
@@ -177,9 +182,11 @@ fn enveloped(data: RefOr<Schema>) -> RefOr<Schema> {
 }
 
 /// Answers the shared layers give whatever the handler: the body layer's
-/// 400/408/413/415 and the JSON extractor's 400/422 for operations with a
-/// request body, 400 for a bad query string, 401 behind the admin key.
-/// Added where a handler's annotation does not list them already.
+/// 400/408/413/415/503 (budget spent) and the JSON extractor's 400/422 for
+/// operations with a request body, 400 for a bad query string, 401 and 429
+/// (too many wrong keys) behind the admin key, and 503 from every admin
+/// operation, since each one reads or writes Redis. Added where a handler's annotation does not list them
+/// already.
 fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for operation in operations_mut(item) {
@@ -197,6 +204,11 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                         "422",
                         "well-formed JSON that breaks a rule; details.field names it",
                     ),
+                    (
+                        "503",
+                        "too many request bodies in flight (server.body_budget), or Redis \
+                         unavailable; retry after Retry-After",
+                    ),
                 ]);
             }
             let has_query = operation
@@ -209,28 +221,39 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             }
             if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 codes.push(("401", "missing or wrong admin key"));
+                codes.push((
+                    "429",
+                    "too many wrong admin keys from this address lately; retry after Retry-After",
+                ));
+                codes.push((
+                    "503",
+                    "Redis is unreachable or refusing commands for now; retry after Retry-After",
+                ));
             }
             for (code, description) in codes {
                 operation
                     .responses
                     .responses
                     .entry(code.to_owned())
-                    .or_insert_with(|| error_response(description));
+                    .or_insert_with(|| error_response(code, description));
             }
         }
     }
 }
 
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-                    .build(),
-            )
+fn error_response(code: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
             .build(),
-    )
+    );
+    if matches!(code, "429" | "503") {
+        let seconds = HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some("seconds to wait before trying again"))
+            .build();
+        response = response.header("Retry-After", seconds);
+    }
+    RefOr::T(response.build())
 }

@@ -3,10 +3,12 @@
 //! behind [`admin_only`], and [`with_common_layers`] around everything.
 //! Requests go through `tower::ServiceExt::oneshot`; no sockets involved.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -19,17 +21,20 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::auth::{AdminIdentity, AdminKeys};
+use crate::http::auth::{AdminAuth, AdminIdentity, AdminKeys};
 use crate::http::body::{BodyPolicy, JSON_MEDIA_TYPES, Json};
 use crate::http::envelope::{Accepted, Data, Envelope, Paged, Pagination, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::openapi::{admin_only, api_router, finish};
+use crate::http::throttle::FailureLimiter;
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
 
 const OLD_KEY: &str = "old-admin-key-0123456789";
 const NEW_KEY: &str = "new-admin-key-9876543210";
 const LIMIT: usize = 1024;
+/// Wrong keys per minute per client address.
+const FAILURES_ALLOWED: u32 = 10;
 
 // ---- the example app -------------------------------------------------------
 
@@ -112,9 +117,12 @@ struct App {
 fn app() -> App {
     let registry = Registry::new();
     let metrics = HttpMetrics::register(&registry).unwrap();
-    let keys = AdminKeys::new([OLD_KEY, NEW_KEY]);
+    let auth = AdminAuth::new(
+        AdminKeys::new([OLD_KEY, NEW_KEY]),
+        FailureLimiter::new(FAILURES_ALLOWED, Duration::from_secs(60)),
+    );
 
-    let admin = admin_only(OpenApiRouter::new().routes(routes!(ingest_webhook)), keys);
+    let admin = admin_only(OpenApiRouter::new().routes(routes!(ingest_webhook)), auth);
     let documented = api_router()
         .routes(routes!(health))
         .routes(routes!(list_things))
@@ -283,6 +291,26 @@ async fn declared_oversize_is_refused_without_reading() {
     let body = json_of(res).await;
     assert_eq!(body["error"]["code"], "PAYLOAD_TOO_LARGE");
     assert_eq!(body["error"]["details"]["limit_bytes"], LIMIT);
+}
+
+#[tokio::test]
+async fn no_body_is_read_before_the_key_is_checked() {
+    let app = app();
+    for declared in [Some(LIMIT), None] {
+        // The sender is kept alive and never sends: reading would hang.
+        let (_sender, body) = Channel::<Bytes>::new(1);
+        let mut req = Request::post("/admin/webhooks")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, "Bearer not-the-key");
+        if let Some(length) = declared {
+            req = req.header(header::CONTENT_LENGTH, length.to_string());
+        }
+        let req = req.body(Body::new(body)).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), send(&app, req))
+            .await
+            .expect("401 must not wait for the body");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{declared:?}");
+    }
 }
 
 #[tokio::test]
@@ -532,6 +560,54 @@ async fn bad_credentials_are_401_with_challenge() {
     }
 }
 
+fn from_peer(peer: &str, authorization: Option<&str>) -> Request<Body> {
+    let mut req = post_webhook(Some("application/json"), authorization, GOOD_BODY);
+    let peer: SocketAddr = peer.parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer));
+    req
+}
+
+#[tokio::test]
+async fn wrong_keys_past_the_limit_get_429_from_that_address_only() {
+    let app = app();
+    let guesser = "203.0.113.7:40000";
+    // Neither successes nor requests without a key are counted.
+    for _ in 0..FAILURES_ALLOWED * 2 {
+        let res = send(&app, from_peer(guesser, Some(OLD_KEY))).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let res = send(&app, from_peer(guesser, None)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..FAILURES_ALLOWED {
+        let res = send(&app, from_peer(guesser, Some("wrong-key-0123456789"))).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // From another port of the same address too, and with the right key:
+    // answering that one would tell a guesser its guess was right.
+    for (peer, key) in [
+        (guesser, "wrong-key-0123456789"),
+        ("203.0.113.7:40001", OLD_KEY),
+    ] {
+        let res = send(&app, from_peer(peer, Some(key))).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{peer} {key}");
+        // One failure comes back every 6 s.
+        let wait: u64 = header_of(&res, "retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        assert!((1..=6).contains(&wait), "Retry-After {wait}");
+        let body = json_of(res).await;
+        assert_eq!(body["error"]["code"], "TOO_MANY_AUTH_FAILURES");
+        assert!(body["meta"]["trace_id"].is_string());
+    }
+
+    // Everyone else is served as before.
+    let res = send(&app, from_peer("203.0.113.8:40000", Some(NEW_KEY))).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = send(&app, from_peer("[2001:db8::1]:40000", Some("wrong"))).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
 // ---- metrics -----------------------------------------------------------------
 
 fn requests_total(registry: &Registry, route: &str, status: &str) -> u64 {
@@ -616,6 +692,13 @@ async fn openapi_document_lists_routes_and_admin_security() {
         json!([{"admin_key": []}])
     );
     assert!(paths["/health"]["get"].get("security").is_none());
+    // Every admin operation touches Redis, so each may answer 503.
+    let unavailable = &paths["/admin/webhooks"]["post"]["responses"]["503"];
+    assert_eq!(
+        unavailable["headers"]["Retry-After"]["schema"]["type"], "integer",
+        "{unavailable}"
+    );
+    assert!(paths["/health"]["get"]["responses"].get("503").is_none());
     assert_eq!(
         doc["components"]["securitySchemes"]["admin_key"],
         json!({"type": "http", "scheme": "bearer", "description": "Admin API key, sent as `Authorization: Bearer <key>`"})

@@ -305,23 +305,13 @@ pub async fn delete(
         .services
         .knowledge
         .remove(record.document_id.as_str())
-        .await
-        .map_err(knowledge_error)?;
+        .await?;
     state.services.documents.delete(&record).await?;
     tracing::info!(document_id = %record.document_id, "document deleted");
     Ok(Data(DocumentDeleted {
         document_id: record.document_id.to_string(),
         status: "deleted",
     }))
-}
-
-fn knowledge_error(e: rag::knowledge::KnowledgeError) -> ApiError {
-    if e.is_retryable() {
-        tracing::warn!(error = %e, "retrieval backend unavailable");
-        ApiError::unavailable(2)
-    } else {
-        ApiError::internal(e)
-    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -373,12 +363,7 @@ pub async fn search(
             format!("limit: must be between 1 and {MAX_SEARCH_LIMIT}"),
         ));
     }
-    let found = state
-        .services
-        .knowledge
-        .search(&q, limit)
-        .await
-        .map_err(knowledge_error)?;
+    let found = state.services.knowledge.search(&q, limit).await?;
     Ok(Data(SearchResults {
         query: q,
         confidence: (found.confidence * 100.0).round() / 100.0,
