@@ -29,7 +29,10 @@
 //!   P:{P:q:Q}:once:K    STRING  idempotency key K of an incoming webhook
 //!                               (webhook id + a hash of its message or
 //!                               document id): the first answer (JSON),
-//!                               expires after incoming.idempotency_ttl.
+//!                               expires after incoming.idempotency_ttl;
+//!                               or, on the deliver queue, "dlv:" + a
+//!                               delivery id whose job is queued (for
+//!                               publish::REPUBLISH_WINDOW).
 //!                               Set in the same script as the XADD.
 //!
 //! Chat sessions (tag {P:q:session}, the session queue's, so ending a

@@ -5,15 +5,29 @@
 //! record to update; a crash between the two leaves a record "queued" with
 //! no job, which the publishing job's redo (its ids are deterministic)
 //! repairs.
+//!
+//! Publishing the same event again (that redo, or any repeat) is
+//! idempotent per delivery id: a record is only ever created, never
+//! overwritten, and a job is queued for a delivery only while its record is
+//! still `queued`, at most once within [`REPUBLISH_WINDOW`] (the queue's
+//! once-key, set in the same script as the `XADD`).
+
+use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::deliveries::{DeliveryRecord, DeliveryStatus, DeliveryStore};
+use crate::deliveries::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
 use crate::events::Event;
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
 use crate::queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 use crate::webhooks::{StoreError, Webhook, WebhookStore};
+
+/// How long a delivery's job is remembered as queued. Repeats of a publish
+/// come from a publishing job redone after a crash or a failed attempt,
+/// within its own retry schedule (hours at most); later, a record past
+/// `queued` still keeps its delivery from being queued again.
+pub const REPUBLISH_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -91,32 +105,52 @@ impl Publisher {
         Ok(id)
     }
 
-    /// Writes the records, then queues one job per record.
+    /// Writes the records, then queues one job per record it created, or
+    /// found still `queued` (a publish cut short between the two).
     pub async fn enqueue(&self, planned: Vec<Planned>) -> Result<Vec<DeliveryId>, PublishError> {
         if planned.is_empty() {
             return Ok(Vec::new());
         }
         let records: Vec<DeliveryRecord> = planned.iter().map(|p| p.record.clone()).collect();
-        self.deliveries.create(&records).await?;
-        let jobs: Vec<Envelope<DeliverEvent>> = planned
+        let created = self.deliveries.create(&records).await?;
+        let ids = records.into_iter().map(|r| r.delivery_id).collect();
+        let pushes = planned
             .into_iter()
-            .map(|p| {
-                let trace_id = p.record.event.metadata.trace_id.clone();
-                let mut envelope = Envelope::new(
-                    DeliverEvent::QUEUE,
-                    DeliverEvent {
-                        delivery_id: p.record.delivery_id,
-                        webhook_id: p.record.webhook_id,
-                        event: p.record.event,
-                    },
-                    trace_id,
-                );
-                envelope.prior_attempts = p.prior_attempts;
-                envelope
+            .zip(created)
+            .filter(|(_, created)| match created {
+                Created::New => true,
+                // Unreadable: the worker rebuilds it from the job.
+                Created::Existing(status) => status.is_none_or(|s| s == DeliveryStatus::Queued),
             })
-            .collect();
-        self.queue.push(&jobs).await?;
-        Ok(jobs.into_iter().map(|j| j.payload.delivery_id).collect())
+            .map(|(p, _)| self.push_once(p));
+        futures::future::try_join_all(pushes).await?;
+        Ok(ids)
+    }
+
+    /// Queues the job of one delivery unless it was queued within
+    /// [`REPUBLISH_WINDOW`].
+    async fn push_once(&self, planned: Planned) -> Result<(), QueueError> {
+        let Planned {
+            record,
+            prior_attempts,
+        } = planned;
+        let once_key = format!("dlv:{}", record.delivery_id);
+        let trace_id = record.event.metadata.trace_id.clone();
+        let mut envelope = Envelope::new(
+            DeliverEvent::QUEUE,
+            DeliverEvent {
+                delivery_id: record.delivery_id,
+                webhook_id: record.webhook_id,
+                event: record.event,
+            },
+            trace_id,
+        );
+        envelope.prior_attempts = prior_attempts;
+        let id = envelope.payload.delivery_id.to_string();
+        self.queue
+            .push_once(&envelope, &once_key, REPUBLISH_WINDOW, &id)
+            .await?;
+        Ok(())
     }
 
     /// A manual retry (SPEC §9): a new delivery `<orig>_retry_<n>` of the
@@ -163,25 +197,31 @@ impl Publisher {
         if let Some(id) = delivery
             && let Some(mut record) = self.deliveries.get(&id).await?
         {
+            // Written after the job is queued, so a fast worker may have
+            // moved the record on already: then this write is refused.
             record.set_status(DeliveryStatus::Queued, None);
-            self.deliveries.save(&record).await?;
+            self.deliveries.transition(&record).await?;
         }
         Ok(true)
     }
 
     /// Cancels a deleted webhook's pending deliveries (the worker also
-    /// cancels any it meets) and drops its history index.
+    /// cancels any it meets) and drops its history index. Returns how many
+    /// were cancelled (one finishing meanwhile keeps its outcome).
     pub async fn cancel_pending(&self, webhook: &WebhookId) -> Result<usize, PublishError> {
         let pending = self.deliveries.pending_for(webhook).await?;
-        for mut record in pending.iter().cloned() {
+        let mut cancelled = 0;
+        for mut record in pending {
             record.set_status(
                 DeliveryStatus::Cancelled,
                 Some("webhook was deleted".into()),
             );
-            self.deliveries.save(&record).await?;
+            if self.deliveries.transition(&record).await? {
+                cancelled += 1;
+            }
         }
         self.deliveries.forget_webhook(webhook).await?;
-        Ok(pending.len())
+        Ok(cancelled)
     }
 }
 
