@@ -6,7 +6,9 @@ mod common;
 
 use common::spawn_app;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
+use shared::deliveries::{DeliveryRecord, DeliveryStatus};
+use shared::ids::DeliveryId;
 use testkit::{Behaviour, PATIENCE, spawn_js_verifier, spawn_receiver, spawn_worker, wait_until};
 
 const SECRET: &str = "my_secret_key_12345";
@@ -230,4 +232,98 @@ async fn last_delivery_id(app: &common::TestApp, webhook: &str) -> String {
         .as_str()
         .expect("a delivery")
         .to_owned()
+}
+
+async fn wait_for_delivery(app: &common::TestApp, id: &str, status: &str) -> Value {
+    wait_until(&format!("{id} to be {status}"), PATIENCE, || async {
+        let reply = app
+            .admin_get(&format!("/api/v1/webhooks/deliveries/{id}"))
+            .await;
+        (reply.data()["status"] == status).then(|| reply.data().clone())
+    })
+    .await
+}
+
+async fn retry(app: &common::TestApp, id: &str) -> Value {
+    let reply = app
+        .send(app.admin(
+            Method::POST,
+            &format!("/api/v1/webhooks/deliveries/{id}/retry"),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    reply.data().clone()
+}
+
+#[tokio::test]
+async fn a_retry_of_a_retry_is_a_new_delivery_numbered_on_the_first() {
+    // Given a delivered test event and a manual retry of it
+    let app = spawn_app().await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let id = app.register(&receiver.url(), &["*"], SECRET).await;
+    let queued = app
+        .send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+        .await;
+    let first = queued.data()["delivery_id"].as_str().unwrap().to_owned();
+    wait_for_delivery(&app, &first, "success").await;
+    let retry_1 = retry(&app, &first).await;
+    assert_eq!(retry_1["delivery_id"], format!("{first}_retry_1"));
+    let retried = wait_for_delivery(&app, &format!("{first}_retry_1"), "success").await;
+
+    // When the retry is retried
+    let retry_2 = retry(&app, &format!("{first}_retry_1")).await;
+
+    // Then that is a new delivery, numbered on the first one, counting on
+    assert_eq!(retry_2["delivery_id"], format!("{first}_retry_2"));
+    assert_eq!(retry_2["original_delivery_id"], first.as_str());
+    assert_eq!(retry_2["attempt"], 3);
+    let done = wait_for_delivery(&app, &format!("{first}_retry_2"), "success").await;
+    assert_eq!(done["attempts"][0]["attempt"], 3);
+    // ... and the retry it was made of keeps its own history
+    let kept = wait_for_delivery(&app, &format!("{first}_retry_1"), "success").await;
+    assert_eq!(kept["attempts"], retried["attempts"]);
+    assert_eq!(kept["attempts"].as_array().map(Vec::len), Some(1));
+    let attempts: Vec<Option<String>> = receiver
+        .wait_for(3, PATIENCE)
+        .await
+        .iter()
+        .map(|r| r.header("x-delivery-attempt").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        attempts,
+        [Some("1".into()), Some("2".into()), Some("3".into())]
+    );
+
+    // When the next retry id is taken already (a record outliving the
+    // retry counter)
+    let first_id = DeliveryId::parse(&first).unwrap();
+    let taken = DeliveryId::retry_of(&first_id, 3);
+    let original = app
+        .services
+        .deliveries
+        .get(&first_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut squatter = DeliveryRecord::queued(
+        taken.clone(),
+        original.webhook_id.clone(),
+        original.event.clone(),
+        7,
+    );
+    squatter.set_status(DeliveryStatus::Dead, Some("left from before".into()));
+    app.services
+        .deliveries
+        .create(&[squatter])
+        .await
+        .expect("an old record");
+    let retry_4 = retry(&app, &first).await;
+
+    // Then the retry takes the next free id and leaves that record alone
+    assert_eq!(retry_4["delivery_id"], format!("{first}_retry_4"));
+    let untouched = app.services.deliveries.get(&taken).await.unwrap().unwrap();
+    assert_eq!(untouched.status, DeliveryStatus::Dead);
+    assert_eq!(untouched.attempt, 7);
+    worker.shutdown().await;
 }

@@ -594,9 +594,10 @@ impl DeliveryStore {
         Ok(())
     }
 
-    /// The next manual-retry number for a delivery (1, 2, …).
-    pub async fn next_retry_number(&self, original: &DeliveryId) -> Result<u32, StoreError> {
-        let key = keys::delivery_retries(&self.prefix, original.as_str());
+    /// The next manual-retry number of a delivery (1, 2, …), counted on
+    /// the first delivery so retries of retries are numbered on with it.
+    pub async fn next_retry_number(&self, delivery: &DeliveryId) -> Result<u32, StoreError> {
+        let key = keys::delivery_retries(&self.prefix, delivery.root().as_str());
         let mut pipe = redis::pipe();
         pipe.incr(&key, 1)
             .expire(&key, i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX))

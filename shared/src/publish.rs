@@ -29,12 +29,18 @@ use crate::webhooks::{StoreError, Webhook, WebhookStore};
 /// `queued` still keeps its delivery from being queued again.
 pub const REPUBLISH_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// Manual retry numbers tried before giving up, should records with the
+/// next ids exist already (their counter expired before them).
+const RETRY_ID_TRIES: u32 = 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("no free manual retry id for {0}: the next ones exist already")]
+    RetryIdsTaken(DeliveryId),
 }
 
 impl PublishError {
@@ -42,6 +48,7 @@ impl PublishError {
         match self {
             PublishError::Store(e) => e.is_unavailable(),
             PublishError::Queue(e) => e.is_unavailable(),
+            PublishError::RetryIdsTaken(_) => false,
         }
     }
 }
@@ -154,30 +161,41 @@ impl Publisher {
     }
 
     /// A manual retry (SPEC §9): a new delivery `<orig>_retry_<n>` of the
-    /// same event, its attempt numbering continuing from the original.
+    /// same event, its attempt numbering continuing from the delivery
+    /// retried. A retry of a retry is numbered on the first delivery
+    /// (`dlv_X_retry_1` → `dlv_X_retry_2`), and an existing record is never
+    /// taken over: a number whose id exists is passed over.
     pub async fn retry_delivery(
         &self,
         original: &DeliveryRecord,
     ) -> Result<DeliveryRecord, PublishError> {
-        let n = self
-            .deliveries
-            .next_retry_number(&original.delivery_id)
-            .await?;
+        let root = original.delivery_id.root();
         let prior_attempts = last_attempt_made(original);
-        let mut record = DeliveryRecord::queued(
-            DeliveryId::retry_of(&original.delivery_id, n),
-            original.webhook_id.clone(),
-            original.event.clone(),
-            prior_attempts + 1,
-        );
-        record.original_delivery_id = Some(original.delivery_id.clone());
-        record.timestamp = Utc::now();
-        self.enqueue(vec![Planned {
-            record: record.clone(),
-            prior_attempts,
-        }])
-        .await?;
-        Ok(record)
+        for _ in 0..RETRY_ID_TRIES {
+            let n = self.deliveries.next_retry_number(&root).await?;
+            let mut record = DeliveryRecord::queued(
+                DeliveryId::retry_of(&root, n),
+                original.webhook_id.clone(),
+                original.event.clone(),
+                prior_attempts + 1,
+            );
+            record.original_delivery_id = Some(root.clone());
+            record.timestamp = Utc::now();
+            let created = self
+                .deliveries
+                .create(std::slice::from_ref(&record))
+                .await?;
+            if created.first() != Some(&Created::New) {
+                continue;
+            }
+            self.push_once(Planned {
+                record: record.clone(),
+                prior_attempts,
+            })
+            .await?;
+            return Ok(record);
+        }
+        Err(PublishError::RetryIdsTaken(root))
     }
 }
 

@@ -94,7 +94,9 @@ pub async fn get(
 }
 
 /// Send a delivery again now, as a new delivery `<id>_retry_<n>` of the
-/// same event.
+/// same event; a retry of a retry is numbered on the first delivery
+/// (`<id>_retry_2` after `<id>_retry_1`), which `original_delivery_id`
+/// names.
 #[utoipa::path(post, path = "/webhooks/deliveries/{delivery_id}/retry", tag = "deliveries",
     params(("delivery_id" = String, Path)),
     responses((status = 202, body = RetryQueued), (status = 401, body = ErrorEnvelope),
@@ -115,9 +117,13 @@ pub async fn retry(
     refuse_inactive(&webhook)?;
     let record = state.services.publisher.retry_delivery(&original).await?;
     tracing::info!(webhook_id = %webhook.webhook_id, delivery_id = %record.delivery_id, "manual retry queued");
+    let original_delivery_id = record
+        .original_delivery_id
+        .as_ref()
+        .unwrap_or(&original.delivery_id);
     Ok(Accepted(RetryQueued {
         delivery_id: record.delivery_id.to_string(),
-        original_delivery_id: original.delivery_id.to_string(),
+        original_delivery_id: original_delivery_id.to_string(),
         status: record.status,
         attempt: record.attempt,
         scheduled_for: shared::time::rfc3339(record.timestamp),
