@@ -4,11 +4,13 @@
 
 mod common;
 
+use chrono::{Duration, Utc};
 use common::spawn_app;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::deliveries::{DeliveryRecord, DeliveryStatus};
-use shared::ids::DeliveryId;
+use shared::events::{Event, EventMetadata, EventType};
+use shared::ids::{DeliveryId, EventId, WebhookId};
 use testkit::{Behaviour, PATIENCE, spawn_js_verifier, spawn_receiver, spawn_worker, wait_until};
 
 const SECRET: &str = "my_secret_key_12345";
@@ -326,4 +328,219 @@ async fn a_retry_of_a_retry_is_a_new_delivery_numbered_on_the_first() {
     assert_eq!(untouched.status, DeliveryStatus::Dead);
     assert_eq!(untouched.attempt, 7);
     worker.shutdown().await;
+}
+
+/// Stores `count` deliveries for `webhook` straight in the history (no
+/// worker), `per_ms` to a millisecond so that pages split ties; `status`
+/// and `event_type` by position, 0 the oldest. Returns (id, position)
+/// newest first.
+async fn fill_history(
+    app: &common::TestApp,
+    webhook: &str,
+    count: usize,
+    per_ms: usize,
+    status: impl Fn(usize) -> DeliveryStatus,
+    event_type: impl Fn(usize) -> EventType,
+) -> Vec<(String, usize)> {
+    let webhook_id = WebhookId::parse(webhook).unwrap();
+    let start = Utc::now() - Duration::hours(1);
+    let records: Vec<DeliveryRecord> = (0..count)
+        .map(|i| {
+            let event = Event::new(
+                EventId::generate(),
+                event_type(i),
+                json!({"n": i}),
+                EventMetadata {
+                    trace_id: format!("t{i}"),
+                    correlation_id: None,
+                },
+            );
+            let mut record =
+                DeliveryRecord::queued(DeliveryId::generate(), webhook_id.clone(), event, 1);
+            record.status = status(i);
+            record.timestamp = start + Duration::milliseconds((i / per_ms) as i64);
+            record
+        })
+        .collect();
+    app.services
+        .deliveries
+        .create(&records)
+        .await
+        .expect("history");
+    // Newest first; ties (same millisecond) by id, as Redis orders them.
+    let mut newest_first: Vec<(i64, String, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.timestamp.timestamp_millis(), r.delivery_id.to_string(), i))
+        .collect();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    newest_first.into_iter().map(|(_, id, i)| (id, i)).collect()
+}
+
+/// Every page from `path` (a query without cursor), following
+/// `next_cursor`: the ids in order, and each page's `total`.
+async fn follow_cursor(app: &common::TestApp, path: &str) -> (Vec<String>, Vec<u64>) {
+    let mut ids = Vec::new();
+    let mut totals = Vec::new();
+    let mut url = path.to_owned();
+    for _ in 0..100 {
+        let page = app.admin_get(&url).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        ids.extend(
+            page.data()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["delivery_id"].as_str().unwrap().to_owned()),
+        );
+        totals.push(page.body["meta"]["pagination"]["total"].as_u64().unwrap());
+        match page.body["meta"]["pagination"]["next_cursor"].as_str() {
+            Some(cursor) => url = format!("{path}&cursor={cursor}"),
+            None => return (ids, totals),
+        }
+    }
+    panic!("{path}: more than 100 pages");
+}
+
+#[tokio::test]
+async fn delivery_history_pages_by_offset_and_by_cursor_without_gaps_or_repeats() {
+    // Given 250 deliveries, three to a millisecond, every fifth failed,
+    // every other one a session.ended
+    let app = spawn_app().await;
+    let id = app
+        .register("http://127.0.0.1:9/unused", &["*"], SECRET)
+        .await;
+    let history = fill_history(
+        &app,
+        &id,
+        250,
+        3,
+        |i| {
+            if i % 5 == 0 {
+                DeliveryStatus::Failed
+            } else {
+                DeliveryStatus::Success
+            }
+        },
+        |i| {
+            if i % 2 == 0 {
+                EventType::SessionEnded
+            } else {
+                EventType::ChatEscalated
+            }
+        },
+    )
+    .await;
+    let expected: Vec<String> = history.iter().map(|(id, _)| id.clone()).collect();
+    let base = format!("/api/v1/webhooks/{id}/deliveries");
+
+    // When it is read 100 at a time by offset
+    let mut by_offset = Vec::new();
+    for offset in [0, 100, 200] {
+        let page = app
+            .admin_get(&format!("{base}?limit=100&offset={offset}"))
+            .await;
+        assert_eq!(page.body["meta"]["pagination"]["total"], 250);
+        by_offset.extend(
+            page.data()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["delivery_id"].as_str().unwrap().to_owned()),
+        );
+    }
+    // ... and by cursor
+    let (by_cursor, totals) = follow_cursor(&app, &format!("{base}?limit=100")).await;
+
+    // Then both give every delivery once, newest first
+    assert_eq!(by_offset, expected);
+    assert_eq!(by_cursor, expected);
+    assert_eq!(totals, [250, 250, 250]);
+
+    // When filtered, by cursor (pages of 7 split the ties) and by offset
+    let failed: Vec<String> = history
+        .iter()
+        .filter(|(_, i)| i % 5 == 0)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let (filtered, totals) = follow_cursor(&app, &format!("{base}?status=failed&limit=7")).await;
+    let second = app
+        .admin_get(&format!("{base}?status=failed&limit=20&offset=20"))
+        .await;
+
+    // Then only the matches come, in order, with their exact count
+    assert_eq!(filtered, failed);
+    assert!(totals.iter().all(|t| *t == 50), "{totals:?}");
+    let ids: Vec<&str> = second
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["delivery_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        failed[20..40]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(second.body["meta"]["pagination"]["total"], 50);
+    let both = app
+        .admin_get(&format!(
+            "{base}?status=failed&event_type=session.ended&limit=100"
+        ))
+        .await;
+    assert_eq!(both.data().as_array().map(Vec::len), Some(25));
+    assert_eq!(both.body["meta"]["pagination"]["total"], 25);
+    assert!(both.body["meta"]["pagination"]["next_cursor"].is_null());
+
+    // ... and a cursor with an offset, or a made-up one, is a bad query
+    for query in ["limit=5&offset=5&cursor=1.0.0.dlv_x", "cursor=nonsense"] {
+        let reply = app.admin_get(&format!("{base}?{query}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(reply.error_code(), "INVALID_QUERY");
+    }
+}
+
+#[tokio::test]
+async fn a_filter_matching_far_back_costs_bounded_pages_and_still_reaches_its_matches() {
+    // Given 2,500 deliveries of which only the two oldest are dead
+    let app = spawn_app().await;
+    let id = app
+        .register("http://127.0.0.1:9/unused", &["*"], SECRET)
+        .await;
+    let history = fill_history(
+        &app,
+        &id,
+        2500,
+        1,
+        |i| {
+            if i < 2 {
+                DeliveryStatus::Dead
+            } else {
+                DeliveryStatus::Success
+            }
+        },
+        |_| EventType::SessionEnded,
+    )
+    .await;
+    let base = format!("/api/v1/webhooks/{id}/deliveries");
+
+    // When the dead ones are asked for
+    let first = app.admin_get(&format!("{base}?status=dead&limit=10")).await;
+
+    // Then the first answer examined only part of the history: no match
+    // yet, a cursor to go on, and a total that does not undercount
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.data().as_array().map(Vec::len), Some(0));
+    assert!(first.body["meta"]["pagination"]["next_cursor"].is_string());
+    assert!(first.body["meta"]["pagination"]["total"].as_u64().unwrap() >= 2);
+
+    // ... and following the cursor reaches both, the last page exact
+    let (found, totals) = follow_cursor(&app, &format!("{base}?status=dead&limit=10")).await;
+    let oldest: Vec<String> = history[2498..].iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(found, oldest);
+    assert_eq!(totals.len(), 3, "1,000 deliveries examined per page");
+    assert_eq!(totals.last(), Some(&2));
 }

@@ -210,6 +210,21 @@ impl DeliveryRecord {
     }
 }
 
+/// What [`DeliveryStore::scan`] found.
+#[derive(Default)]
+struct Scan {
+    /// The page: ids and scores of matches after the skipped ones.
+    page: Vec<(String, i64)>,
+    /// Matches counted, skipped ones included.
+    matched: u64,
+    last_examined: Option<(i64, String)>,
+    reached_end: bool,
+    /// Where to resume: position, matches still to skip, matches so far.
+    resume: Option<(i64, String, u64, u64)>,
+    /// Ids whose records expired.
+    expired: Vec<String>,
+}
+
 /// Per-webhook counters shown in the registry listing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WebhookStats {
@@ -226,6 +241,17 @@ pub struct WebhookStats {
 pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub event_type: Option<EventType>,
+}
+
+impl DeliveryFilter {
+    fn is_empty(&self) -> bool {
+        self.status.is_none() && self.event_type.is_none()
+    }
+
+    fn wanted(&self, head: &RecordHead) -> bool {
+        self.status.is_none_or(|s| s == head.status)
+            && self.event_type.is_none_or(|t| t == head.event_type)
+    }
 }
 
 /// What [`DeliveryStore::create`] found for one record.
@@ -309,6 +335,161 @@ impl RecordHead {
             status: DeliveryStatus::parse(field("status")?)?,
             event_type: field("event_type")?.parse().ok()?,
         })
+    }
+}
+
+/// Ids examined per listing request when a filter is set: the bound on the
+/// work one page costs (matches far apart are reached by `next_cursor`).
+const FILTER_SCAN_BUDGET: usize = 1000;
+/// Ids read from the index per round trip while filtering.
+const SCAN_CHUNK: usize = 200;
+
+/// Where a listing resumes: after the delivery `after` (created at
+/// `created_ms`), newest first, with `skip` matches still to pass over
+/// (what is left of an `offset`) and `seen` matches before this point
+/// (for `total`). Shown to clients as an opaque string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    created_ms: i64,
+    after: DeliveryId,
+    skip: u64,
+    seen: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a cursor this listing gave out")]
+pub struct InvalidCursor(String);
+
+impl ListCursor {
+    pub fn parse(text: &str) -> Result<Self, InvalidCursor> {
+        let invalid = || InvalidCursor(text.chars().take(100).collect());
+        let mut parts = text.splitn(4, '.');
+        let mut number = || parts.next().and_then(|p| p.parse::<u64>().ok());
+        let (created_ms, skip, seen) = (number(), number(), number());
+        let after = parts.next().and_then(|p| DeliveryId::parse(p).ok());
+        match (
+            created_ms.and_then(|c| i64::try_from(c).ok()),
+            skip,
+            seen,
+            after,
+        ) {
+            (Some(created_ms), Some(skip), Some(seen), Some(after)) => Ok(Self {
+                created_ms,
+                after,
+                skip,
+                seen,
+            }),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}.{}",
+            self.created_ms, self.skip, self.seen, self.after
+        )
+    }
+}
+
+/// Where a listing starts.
+#[derive(Clone, Debug)]
+pub enum ListFrom {
+    Offset(u64),
+    Cursor(ListCursor),
+}
+
+/// One page of a webhook's deliveries.
+#[derive(Clone, Debug)]
+pub struct DeliveryPage {
+    pub records: Vec<DeliveryRecord>,
+    /// Unfiltered: every delivery in the history. Filtered: exact when
+    /// `next_cursor` is `None` or the scan reached the oldest delivery;
+    /// otherwise an upper bound (the matches counted plus the deliveries
+    /// not examined yet), so paging by `offset` up to it misses nothing.
+    pub total: u64,
+    /// Where the next page starts, while there may be one.
+    pub next_cursor: Option<ListCursor>,
+}
+
+/// Delivery ids of one webhook's index, newest first, from a position,
+/// fetched a chunk at a time. Deliveries created in the same millisecond
+/// share a score; ties are ordered by id, so a position is (score, id).
+struct IdScan {
+    index: String,
+    chunk: usize,
+    /// Ids with the position's own score that come after it.
+    ties: Option<(i64, String)>,
+    /// Upper bound (score) of what is left, exclusive once past a tie.
+    below: Option<i64>,
+    /// Entries of the index from `below` already returned (or skipped).
+    offset: usize,
+    buffer: std::collections::VecDeque<(String, i64)>,
+    exhausted: bool,
+}
+
+impl IdScan {
+    fn new(index: String, chunk: usize, from: Option<(i64, &DeliveryId)>, skip: usize) -> Self {
+        Self {
+            index,
+            chunk: chunk.max(1),
+            ties: from.map(|(score, id)| (score, id.as_str().to_owned())),
+            below: from.map(|(score, _)| score),
+            offset: skip,
+            buffer: Default::default(),
+            exhausted: false,
+        }
+    }
+
+    async fn next(
+        &mut self,
+        conn: &mut ConnectionManager,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        if self.buffer.is_empty() && !self.exhausted {
+            self.fill(conn).await?;
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    async fn fill(&mut self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+        if let Some((score, after)) = self.ties.take() {
+            // Ties come newest-id first (reverse lexical order), so those
+            // still to come are the ones below `after`.
+            let tied: Vec<String> = conn.zrangebyscore(&self.index, score, score).await?;
+            let mut skip = self.offset;
+            for id in tied.into_iter().rev().filter(|id| *id < after) {
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    self.buffer.push_back((id, score));
+                }
+            }
+            self.offset = skip;
+            if !self.buffer.is_empty() {
+                return Ok(());
+            }
+        }
+        let max = match self.below {
+            Some(score) => format!("({score}"),
+            None => "+inf".to_owned(),
+        };
+        let got: Vec<(String, f64)> = conn
+            .zrevrangebyscore_limit_withscores(
+                &self.index,
+                max,
+                "-inf",
+                isize::try_from(self.offset).unwrap_or(isize::MAX),
+                isize::try_from(self.chunk).unwrap_or(isize::MAX),
+            )
+            .await?;
+        self.exhausted = got.len() < self.chunk;
+        self.offset += got.len();
+        // Scores are creation times in ms: whole numbers well inside f64.
+        self.buffer
+            .extend(got.into_iter().map(|(id, score)| (id, score as i64)));
+        Ok(())
     }
 }
 
@@ -496,63 +677,293 @@ impl DeliveryStore {
         Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
     }
 
-    /// A webhook's deliveries, newest first, filtered and paginated.
-    /// Returns the page and the total matching.
+    /// A webhook's deliveries, newest first, filtered, one page. Without a
+    /// filter it reads that page's records and nothing else; with one it
+    /// examines at most [`FILTER_SCAN_BUDGET`] records by their first bytes
+    /// and reads the page's records whole.
     pub async fn list(
         &self,
         webhook: &WebhookId,
         filter: &DeliveryFilter,
         limit: usize,
-        offset: usize,
-    ) -> Result<(Vec<DeliveryRecord>, usize), StoreError> {
+        from: ListFrom,
+    ) -> Result<DeliveryPage, StoreError> {
         let index = keys::webhook_deliveries(&self.prefix, webhook.as_str());
         let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn.zrevrange(&index, 0, -1).await?;
-        let mut matching = 0usize;
-        let mut page = Vec::new();
+        let (page, expired) = if filter.is_empty() {
+            self.list_all(&mut conn, &index, limit, &from).await?
+        } else {
+            self.list_matching(&mut conn, &index, filter, limit, &from)
+                .await?
+        };
+        if !expired.is_empty() {
+            // Records expired by TTL: drop them from the index as we notice
+            // (after the scan, whose offsets they would shift).
+            let _: i64 = conn.zrem(&index, expired).await?;
+        }
+        Ok(page)
+    }
+
+    /// Every id matches, so an offset is an offset into the index and the
+    /// page is read straight from it. Also returns the ids found expired.
+    async fn list_all(
+        &self,
+        conn: &mut ConnectionManager,
+        index: &str,
+        limit: usize,
+        from: &ListFrom,
+    ) -> Result<(DeliveryPage, Vec<String>), StoreError> {
+        let mut ids = match from {
+            ListFrom::Offset(offset) => IdScan::new(
+                index.to_owned(),
+                limit.saturating_add(1),
+                None,
+                usize::try_from(*offset).unwrap_or(usize::MAX),
+            ),
+            ListFrom::Cursor(c) => IdScan::new(
+                index.to_owned(),
+                limit.saturating_add(1),
+                Some((c.created_ms, &c.after)),
+                0,
+            ),
+        };
+        let mut page: Vec<(DeliveryRecord, i64)> = Vec::new();
         let mut expired = Vec::new();
-        for chunk in ids.chunks(200) {
-            let keys: Vec<String> = chunk
-                .iter()
-                .map(|id| keys::delivery(&self.prefix, id))
-                .collect();
-            let raws: Vec<Option<Vec<u8>>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-            for (id, raw) in chunk.iter().zip(raws) {
-                let Some(raw) = raw else {
-                    expired.push(id.clone());
-                    continue;
-                };
-                let record: DeliveryRecord = serde_json::from_slice(&raw)?;
-                let wanted = filter.status.is_none_or(|s| s == record.status)
-                    && filter.event_type.is_none_or(|t| t == record.event_type);
-                if wanted {
-                    if matching >= offset && page.len() < limit {
-                        page.push(record);
-                    }
-                    matching += 1;
+        loop {
+            let mut batch = Vec::new();
+            while page.len() + batch.len() < limit {
+                match ids.next(conn).await? {
+                    Some(entry) => batch.push(entry),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for ((id, score), record) in batch.iter().zip(self.read(conn, &batch).await?) {
+                match record {
+                    Some(record) => page.push((record, *score)),
+                    None => expired.push(id.clone()),
                 }
             }
         }
-        if !expired.is_empty() {
-            // Records expired by TTL: drop them from the index as we notice.
-            let _: i64 = conn.zrem(&index, expired).await?;
-        }
-        Ok((page, matching))
+        let more = page.len() == limit && ids.next(conn).await?.is_some();
+        let next_cursor = match page.last() {
+            Some((last, score)) if more => Some(ListCursor {
+                created_ms: *score,
+                after: last.delivery_id.clone(),
+                skip: 0,
+                seen: 0,
+            }),
+            _ => None,
+        };
+        let page = DeliveryPage {
+            records: page.into_iter().map(|(r, _)| r).collect(),
+            total: conn.zcard(index).await?,
+            next_cursor,
+        };
+        Ok((page, expired))
     }
 
-    /// Ids of a webhook's deliveries that have not reached a final state.
+    /// Filtered: a bounded scan by record heads, then the page read whole.
+    /// Also returns the ids found expired.
+    async fn list_matching(
+        &self,
+        conn: &mut ConnectionManager,
+        index: &str,
+        filter: &DeliveryFilter,
+        limit: usize,
+        from: &ListFrom,
+    ) -> Result<(DeliveryPage, Vec<String>), StoreError> {
+        let (ids, skip, seen) = match from {
+            ListFrom::Offset(offset) => (
+                IdScan::new(index.to_owned(), SCAN_CHUNK, None, 0),
+                *offset,
+                0,
+            ),
+            ListFrom::Cursor(c) => (
+                IdScan::new(
+                    index.to_owned(),
+                    SCAN_CHUNK,
+                    Some((c.created_ms, &c.after)),
+                    0,
+                ),
+                c.skip,
+                c.seen,
+            ),
+        };
+        let scan = self
+            .scan(
+                conn,
+                ids,
+                |head| filter.wanted(head),
+                skip,
+                limit,
+                FILTER_SCAN_BUDGET,
+            )
+            .await?;
+        let total = match &scan.last_examined {
+            _ if scan.reached_end => seen + scan.matched,
+            // Every delivery not examined yet might match.
+            Some((score, _)) => {
+                seen + scan.matched + conn.zcount::<_, _, _, u64>(index, "-inf", *score).await?
+            }
+            None => seen + scan.matched + conn.zcard::<_, u64>(index).await?,
+        };
+        let next_cursor = scan.resume.and_then(|(score, after, skip, matched)| {
+            Some(ListCursor {
+                created_ms: score,
+                after: DeliveryId::parse(&after).ok()?,
+                skip,
+                seen: seen + matched,
+            })
+        });
+        let records = self
+            .read(conn, &scan.page)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let page = DeliveryPage {
+            records,
+            total,
+            next_cursor,
+        };
+        Ok((page, scan.expired))
+    }
+
+    /// Records by id, `None` for those gone; an unreadable one is logged
+    /// and left out of a listing rather than failing it.
+    async fn read(
+        &self,
+        conn: &mut ConnectionManager,
+        ids: &[(String, i64)],
+    ) -> Result<Vec<Option<DeliveryRecord>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|(id, _)| keys::delivery(&self.prefix, id))
+            .collect();
+        let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        Ok(ids
+            .iter()
+            .zip(raws)
+            .map(|((id, _), raw)| {
+                let raw = raw?;
+                serde_json::from_slice(&raw)
+                    .inspect_err(|e| {
+                        tracing::warn!(delivery_id = %id, error = %e, "unreadable delivery record skipped");
+                    })
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Walks `ids`, judging each record by its head: passes over `skip`
+    /// matches, collects up to `limit`, and keeps counting matches until
+    /// `budget` ids have been examined or the index ends.
+    async fn scan(
+        &self,
+        conn: &mut ConnectionManager,
+        mut ids: IdScan,
+        wanted: impl Fn(&RecordHead) -> bool,
+        mut skip: u64,
+        limit: usize,
+        budget: usize,
+    ) -> Result<Scan, StoreError> {
+        let mut scan = Scan::default();
+        let mut examined = 0usize;
+        // Where a next page would start, once this one is full.
+        let mut page_end: Option<(i64, String, u64)> = None;
+        let mut more_after_page = false;
+        while examined < budget {
+            let mut chunk = Vec::new();
+            while chunk.len() < SCAN_CHUNK.min(budget - examined) {
+                match ids.next(conn).await? {
+                    Some(entry) => chunk.push(entry),
+                    None => break,
+                }
+            }
+            if chunk.is_empty() {
+                scan.reached_end = true;
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in &chunk {
+                pipe.getrange(keys::delivery(&self.prefix, id), 0, HEAD_BYTES - 1);
+            }
+            let heads: Vec<Vec<u8>> = pipe.query_async(conn).await?;
+            for ((id, score), raw) in chunk.into_iter().zip(heads) {
+                if page_end.is_some() {
+                    more_after_page = true;
+                }
+                examined += 1;
+                scan.last_examined = Some((score, id.clone()));
+                if raw.is_empty() {
+                    scan.expired.push(id);
+                    continue;
+                }
+                let head = match RecordHead::parse(&raw) {
+                    Some(head) => head,
+                    None => {
+                        tracing::warn!(delivery_id = %id, "delivery record without a readable head skipped");
+                        continue;
+                    }
+                };
+                if !wanted(&head) {
+                    continue;
+                }
+                scan.matched += 1;
+                if skip > 0 {
+                    skip -= 1;
+                } else if scan.page.len() < limit {
+                    scan.page.push((id.clone(), score));
+                    if scan.page.len() == limit {
+                        page_end = Some((score, id, scan.matched));
+                    }
+                }
+            }
+        }
+        if !scan.reached_end && examined >= budget && ids.next(conn).await?.is_none() {
+            scan.reached_end = true;
+        }
+        scan.resume = match page_end {
+            Some((score, after, matched)) => {
+                (more_after_page || !scan.reached_end).then_some((score, after, 0, matched))
+            }
+            None if !scan.reached_end => scan
+                .last_examined
+                .clone()
+                .map(|(score, after)| (score, after, skip, scan.matched)),
+            None => None,
+        };
+        Ok(scan)
+    }
+
+    /// A webhook's deliveries that have not reached a final state.
     pub async fn pending_for(
         &self,
         webhook: &WebhookId,
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let (records, _) = self
-            .list(webhook, &DeliveryFilter::default(), usize::MAX, 0)
+        let index = keys::webhook_deliveries(&self.prefix, webhook.as_str());
+        let mut conn = self.conn.clone();
+        let scan = self
+            .scan(
+                &mut conn,
+                IdScan::new(index, SCAN_CHUNK, None, 0),
+                |head| !head.status.is_final(),
+                0,
+                usize::MAX,
+                usize::MAX,
+            )
             .await?;
-        Ok(records
-            .into_iter()
-            .filter(|r| !r.status.is_final())
-            .collect())
+        let mut pending = Vec::with_capacity(scan.page.len());
+        for chunk in scan.page.chunks(SCAN_CHUNK) {
+            pending.extend(self.read(&mut conn, chunk).await?.into_iter().flatten());
+        }
+        Ok(pending)
     }
 
     pub async fn stats(&self, webhook: &WebhookId) -> Result<WebhookStats, StoreError> {
@@ -701,6 +1112,27 @@ mod tests {
                 json!(status.as_str())
             );
             assert_eq!(DeliveryStatus::parse(status.as_str()), Some(status));
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_anything_else() {
+        let cursor = ListCursor {
+            created_ms: 1_764_000_000_123,
+            after: DeliveryId::parse("dlv_01abc_retry_2").unwrap(),
+            skip: 3,
+            seen: 40,
+        };
+        assert_eq!(ListCursor::parse(&cursor.to_string()), Ok(cursor));
+        for bad in [
+            "",
+            "1.2.3",
+            "a.0.0.dlv_x",
+            "1.0.0.evt_x",
+            "-1.0.0.dlv_x",
+            "1.0.0.dlv_a b",
+        ] {
+            assert!(ListCursor::parse(bad).is_err(), "{bad:?}");
         }
     }
 }
