@@ -200,21 +200,33 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// Replays a dead letter (same event id, attempt numbering continuing)
-    /// and shows its delivery as queued again. False when another caller
-    /// replayed or discarded it first.
+    /// Replays a dead letter (same event id, attempt numbering continuing
+    /// from the last attempt its delivery record shows was made) and shows
+    /// its delivery as queued again. False when another caller replayed or
+    /// discarded it first.
     pub async fn replay(&self, dead: &DeadLetter) -> Result<bool, PublishError> {
-        if !self.queue.dead_letter_replay(dead).await? {
-            return Ok(false);
-        }
         let delivery = dead
             .labels
             .delivery_id
             .as_deref()
             .and_then(|id| DeliveryId::parse(id).ok());
-        if let Some(id) = delivery
-            && let Some(mut record) = self.deliveries.get(&id).await?
-        {
+        let record = match &delivery {
+            Some(id) => match self.deliveries.get(id).await {
+                Ok(record) => record,
+                // Unreadable: the worker rebuilds it from the job.
+                Err(StoreError::Corrupt(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let dead = match &record {
+            Some(record) => counting_only_attempts_made(dead, last_attempt_made(record)),
+            None => dead.clone(),
+        };
+        if !self.queue.dead_letter_replay(&dead).await? {
+            return Ok(false);
+        }
+        if let Some(mut record) = record {
             // Written after the job is queued, so a fast worker may have
             // moved the record on already: then this write is refused.
             record.set_status(DeliveryStatus::Queued, None);
@@ -243,10 +255,86 @@ impl Publisher {
     }
 }
 
+/// `dead` with its job's attempt count lowered to `made`, when the job
+/// counted more: a run that stopped without sending (the webhook was
+/// inactive, Redis was out of reach) counts as an attempt in the queue but
+/// must not make the receiver see a gap in `X-Delivery-Attempt`.
+fn counting_only_attempts_made(dead: &DeadLetter, made: u32) -> DeadLetter {
+    let mut dead = dead.clone();
+    let count = |job: &serde_json::Value, field: &str| {
+        job.get(field)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let prior = count(&dead.job, "prior_attempts");
+    let attempt = count(&dead.job, "attempt");
+    let made = u64::from(made);
+    if let Some(job) = dead.job.as_object_mut()
+        && made < prior.saturating_add(attempt)
+    {
+        job.insert("prior_attempts".into(), prior.min(made).into());
+        job.insert("attempt".into(), made.saturating_sub(prior).into());
+    }
+    dead
+}
+
 /// The number of the last attempt actually made for a record (0 if none).
 fn last_attempt_made(record: &DeliveryRecord) -> u32 {
     record
         .attempts
         .last()
         .map_or(record.attempt.saturating_sub(1), |a| a.attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ids::DeadLetterId;
+
+    fn dead(job: serde_json::Value) -> DeadLetter {
+        DeadLetter {
+            dead_letter_id: DeadLetterId::generate(),
+            job_type: DeliverEvent::QUEUE.into(),
+            job_id: None,
+            labels: Default::default(),
+            attempts: 0,
+            last_error: String::new(),
+            failed_at: Utc::now(),
+            history: Vec::new(),
+            job,
+        }
+    }
+
+    fn counts(dead: &DeadLetter) -> (serde_json::Value, serde_json::Value) {
+        (
+            dead.job["prior_attempts"].clone(),
+            dead.job["attempt"].clone(),
+        )
+    }
+
+    #[test]
+    fn a_replay_counts_only_the_attempts_the_record_shows() {
+        // One attempt sent, then a run skipped for an inactive webhook.
+        let skipped = dead(json!({"prior_attempts": 0, "attempt": 2}));
+        assert_eq!(
+            counts(&counting_only_attempts_made(&skipped, 1)),
+            (json!(0), json!(1))
+        );
+        // The skip came right after an earlier replay.
+        let after_replay = dead(json!({"prior_attempts": 3, "attempt": 1}));
+        assert_eq!(
+            counts(&counting_only_attempts_made(&after_replay, 3)),
+            (json!(3), json!(0))
+        );
+        // Never more than the queue counted, and no count invented.
+        let sent = dead(json!({"prior_attempts": 1, "attempt": 2}));
+        assert_eq!(
+            counts(&counting_only_attempts_made(&sent, 5)),
+            (json!(1), json!(2))
+        );
+        let raw = dead(json!("not an envelope"));
+        assert_eq!(counting_only_attempts_made(&raw, 0).job, raw.job);
+    }
 }

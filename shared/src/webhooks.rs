@@ -7,12 +7,12 @@
 //! a long enough secret).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KeyPrefix;
@@ -35,6 +35,10 @@ pub struct Webhook {
     pub events: Vec<EventFilter>,
     pub secret: Secret,
     pub active: bool,
+    /// Why the system (not an administrator) turned `active` off, e.g. a
+    /// receiver answering `410 Gone`; cleared by any change of `active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
     /// Incoming requests must sign "<timestamp>.<body>"; the body-only form
@@ -152,6 +156,7 @@ impl Rules<'_> {
         }
         if let Some(active) = req.active {
             webhook.active = active;
+            webhook.disabled_reason = None;
         }
         if let Some(metadata) = req.metadata {
             webhook.metadata = metadata;
@@ -232,6 +237,20 @@ impl StoreError {
     }
 }
 
+/// Sets a registry field only if it still holds what the caller read.
+/// KEYS: registry. ARGV: webhook id, record read, new record.
+static REPLACE_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// Where webhooks live: one hash, id → record (a registry is small; listing
 /// reads it whole).
 #[derive(Clone)]
@@ -257,6 +276,7 @@ impl WebhookStore {
             events: draft.events,
             secret: draft.secret,
             active: draft.active,
+            disabled_reason: None,
             metadata: draft.metadata,
             strict_signatures: draft.strict_signatures,
             created_at: now,
@@ -282,6 +302,39 @@ impl WebhookStore {
     pub async fn get(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
         let raw: Option<Vec<u8>> = self.conn.clone().hget(&self.key, id.as_str()).await?;
         Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
+    }
+
+    /// Turns a webhook off on the system's initiative, saying why. Changes
+    /// nothing if it is off already (an administrator's reason, or none,
+    /// stays), and loses no concurrent edit: the record is replaced only if
+    /// it is still the one read. The webhook as it is now, if it exists.
+    pub async fn deactivate(
+        &self,
+        id: &WebhookId,
+        reason: &str,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let mut conn = self.conn.clone();
+        loop {
+            let raw: Option<Vec<u8>> = conn.hget(&self.key, id.as_str()).await?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut webhook: Webhook = serde_json::from_slice(&raw)?;
+            if !webhook.active {
+                return Ok(Some(webhook));
+            }
+            webhook.active = false;
+            webhook.disabled_reason = Some(reason.to_owned());
+            webhook.updated_at = Utc::now();
+            let replaced: i64 = REPLACE_IF_UNCHANGED
+                .key(&self.key)
+                .arg(id.as_str())
+                .arg(raw)
+                .arg(serde_json::to_vec(&webhook)?)
+                .invoke_async(&mut conn)
+                .await?;
+            if replaced == 1 {
+                return Ok(Some(webhook));
+            }
+        }
     }
 
     /// Every webhook, oldest first (ids sort by creation time).
@@ -412,6 +465,7 @@ mod tests {
             events: vec![EventFilter::All],
             secret: Secret::generate(),
             active: true,
+            disabled_reason: None,
             metadata: Metadata::default(),
             strict_signatures: false,
             created_at: Utc::now(),

@@ -23,6 +23,11 @@ use tracing::{info, warn};
 use crate::lanes::{Lanes, defer_delay};
 use crate::runtime::{DeadContext, Handler, JobContext, Outcome, dead_job_event};
 
+/// What a delivery and its webhook are marked with when the receiver
+/// answers `410 Gone`: it says the endpoint is gone for good, so retrying
+/// for a day would only load it (and us) for nothing.
+pub const GONE_REASON: &str = "receiver answered 410 Gone; webhook disabled";
+
 pub struct DeliveryHandler {
     pub webhooks: WebhookStore,
     pub deliveries: DeliveryStore,
@@ -120,6 +125,27 @@ impl DeliveryHandler {
         }
         status
     }
+
+    /// Turns the webhook off after a `410 Gone`, and lets this process's
+    /// next jobs for it see that at once rather than after the cache TTL.
+    async fn disable_gone(&self, webhook: &Webhook) {
+        match self
+            .webhooks
+            .deactivate(&webhook.webhook_id, GONE_REASON)
+            .await
+        {
+            Ok(Some(now)) => {
+                warn!(webhook_id = %webhook.webhook_id, url = %webhook.url, "{GONE_REASON}");
+                self.webhook_cache.put(&now);
+            }
+            Ok(None) => {}
+            // The delivery is dead-lettered anyway; the next delivery's 410
+            // tries again.
+            Err(e) => {
+                warn!(webhook_id = %webhook.webhook_id, error = %e, "could not disable a webhook after 410 Gone")
+            }
+        }
+    }
 }
 
 impl Handler for DeliveryHandler {
@@ -165,7 +191,9 @@ impl Handler for DeliveryHandler {
         self.webhook_cache.put(&webhook);
         if !webhook.active {
             // Parked in the dead-letter set rather than dropped, so the
-            // events can be replayed once the webhook is active again.
+            // events can be replayed once the webhook is active again. The
+            // queue counts this run as an attempt; a replay numbers on from
+            // the attempts the record shows were sent (`Publisher::replay`).
             return Outcome::Failed {
                 error: "webhook is inactive".into(),
                 plan: RetryPlan::Exhausted,
@@ -222,7 +250,15 @@ impl Handler for DeliveryHandler {
         }
 
         let (attempt, plan) = judge(&result, attempt_number, elapsed_ms, ctx);
-        let error = attempt.error.clone();
+        let gone = attempt.http_status == Some(410);
+        if gone {
+            self.disable_gone(&webhook).await;
+        }
+        let error = if gone {
+            Some(GONE_REASON.to_owned())
+        } else {
+            attempt.error.clone()
+        };
         let status = self.save_outcome(&mut record, attempt, plan).await;
         info!(
             delivery_id = %job.delivery_id,
@@ -290,6 +326,8 @@ fn judge(
             } else {
                 attempt.error = Some(status_error(response));
                 Some(match response.status {
+                    // Gone for good: no retries (see `GONE_REASON`).
+                    410 => RetryPlan::Exhausted,
                     429 | 503 => ctx.plan_failure(response.retry_after(SystemTime::now())),
                     _ => ctx.plan_failure(None),
                 })

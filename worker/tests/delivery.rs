@@ -4,6 +4,8 @@
 //! recording receivers that fail on demand — with retries, dead letters,
 //! `error.occurred`, replay and cancellation checked in Redis.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus};
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
@@ -17,6 +19,7 @@ use testkit::{
     Behaviour, PATIENCE, Recorded, TestRedis, spawn_js_verifier, spawn_receiver, spawn_worker,
     test_settings,
 };
+use worker::delivery::GONE_REASON;
 
 const SECRET: &str = "my_secret_key_12345";
 
@@ -753,4 +756,107 @@ async fn a_replay_does_not_put_back_queued_over_a_delivery_a_worker_finished() {
     assert_eq!(kept.status, DeliveryStatus::Success);
     assert_eq!(depth(&services).await.ready, 1);
     assert!(dead_letters_of(&services, &webhook).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_gone_disables_the_webhook_and_dead_letters_the_delivery_at_once() {
+    // Given a receiver that answers 410 Gone
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysStatus(410)).await;
+    let webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let worker = spawn_worker(services.clone()).await;
+
+    // When an event is published to it
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::SessionEnded,
+            json!({"session_id": "sess_5"}),
+        ))
+        .await
+        .expect("publish");
+
+    // Then the delivery is dead-lettered after that one attempt, saying why
+    let dead = dead_letter_of(&services, &webhook).await;
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(dead.last_error, GONE_REASON);
+    let record = wait_for_status(&services, &ids[0], DeliveryStatus::Dead).await;
+    assert_eq!(record.error.as_deref(), Some(GONE_REASON));
+    let attempts: Vec<(u32, Option<u16>)> = record
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.http_status))
+        .collect();
+    assert_eq!(attempts, [(1, Some(410))]);
+    assert_eq!(receiver.requests().len(), 1);
+
+    // ... and the webhook is off, with the reason
+    let now = services
+        .webhooks
+        .get(&webhook.webhook_id)
+        .await
+        .expect("read webhook")
+        .expect("webhook");
+    assert!(!now.active);
+    assert_eq!(now.disabled_reason.as_deref(), Some(GONE_REASON));
+    worker.shutdown().await;
+    assert_eq!(receiver.requests().len(), 1, "no retry after 410");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_skipped_for_an_inactive_webhook_is_not_counted_when_replayed() {
+    // Given a delivery whose first attempt is under way (the receiver holds
+    // it until the 2 s timeout), to a worker that reads webhooks fresh
+    let redis = TestRedis::start();
+    let mut settings = test_settings(&redis.url());
+    settings.delivery.webhook_cache_ttl = Duration::ZERO;
+    let services = Services::connect(settings).expect("services");
+    let receiver = spawn_receiver(Behaviour::Hang).await;
+    let mut webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let worker = spawn_worker(services.clone()).await;
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::SessionEnded,
+            json!({"session_id": "sess_6"}),
+        ))
+        .await
+        .expect("publish");
+    receiver.wait_for(1, PATIENCE).await;
+
+    // When the webhook is deactivated before the retry, which is then
+    // parked in the dead-letter set without being sent
+    webhook.active = false;
+    services.webhooks.save(&webhook).await.expect("deactivate");
+    let dead = dead_letter_of(&services, &webhook).await;
+    let parked = wait_for_status(&services, &ids[0], DeliveryStatus::Dead).await;
+    assert_eq!(parked.attempts.len(), 1, "one attempt was sent");
+    assert_eq!(receiver.requests().len(), 1);
+
+    // ... and it is replayed once the webhook is active again
+    receiver.set_behaviour(Behaviour::AlwaysOk);
+    webhook.active = true;
+    services.webhooks.save(&webhook).await.expect("reactivate");
+    assert!(services.publisher.replay(&dead).await.expect("replay"));
+
+    // Then the receiver sees attempt 2, not 3
+    let requests = receiver.wait_for(2, PATIENCE).await;
+    assert_eq!(header(&requests[1], "x-delivery-attempt"), "2");
+    assert_eq!(requests[1].json()["delivery_attempt"], 2);
+    let done = wait_for_status(&services, &ids[0], DeliveryStatus::Success).await;
+    assert_eq!(done.attempt, 2);
+    worker.shutdown().await;
 }
