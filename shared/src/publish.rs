@@ -71,7 +71,7 @@ impl Publisher {
     pub async fn publish(&self, event: Event) -> Result<Vec<DeliveryId>, PublishError> {
         let targets: Vec<Webhook> = self
             .webhooks
-            .all()
+            .all_readable()
             .await?
             .into_iter()
             .filter(|w| w.active && w.subscribes_to(event.event_type))

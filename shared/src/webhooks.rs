@@ -304,6 +304,25 @@ impl WebhookStore {
         Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
     }
 
+    /// Every webhook that can be read, oldest first. Publishing must not
+    /// stop for every subscriber because one record is unreadable (written
+    /// by hand, or by a version that stored another shape): such a record
+    /// is logged with its id and left out.
+    pub async fn all_readable(&self) -> Result<Vec<Webhook>, StoreError> {
+        Ok(self
+            .decoded()
+            .await?
+            .into_iter()
+            .filter_map(|(id, webhook)| {
+                webhook
+                    .inspect_err(|e| {
+                        tracing::warn!(webhook_id = %id, error = %e, "unreadable webhook record skipped");
+                    })
+                    .ok()
+            })
+            .collect())
+    }
+
     /// Turns a webhook off on the system's initiative, saying why. Changes
     /// nothing if it is off already (an administrator's reason, or none,
     /// stays), and loses no concurrent edit: the record is replaced only if
@@ -339,13 +358,22 @@ impl WebhookStore {
 
     /// Every webhook, oldest first (ids sort by creation time).
     pub async fn all(&self) -> Result<Vec<Webhook>, StoreError> {
-        let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
-        let mut webhooks = raw
+        self.decoded()
+            .await?
             .into_iter()
-            .map(|(_, raw)| serde_json::from_slice::<Webhook>(&raw))
-            .collect::<Result<Vec<_>, _>>()?;
-        webhooks.sort_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
-        Ok(webhooks)
+            .map(|(_, webhook)| webhook.map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Every record of the registry by id, decoded, oldest first.
+    async fn decoded(&self) -> Result<Vec<(String, serde_json::Result<Webhook>)>, StoreError> {
+        let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
+        let mut decoded: Vec<_> = raw
+            .into_iter()
+            .map(|(id, raw)| (id, serde_json::from_slice(&raw)))
+            .collect();
+        decoded.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(decoded)
     }
 
     pub async fn delete(&self, id: &WebhookId) -> Result<bool, StoreError> {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus};
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
@@ -858,5 +859,44 @@ async fn a_run_skipped_for_an_inactive_webhook_is_not_counted_when_replayed() {
     assert_eq!(requests[1].json()["delivery_attempt"], 2);
     let done = wait_for_status(&services, &ids[0], DeliveryStatus::Success).await;
     assert_eq!(done.attempt, 2);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_webhook_record_does_not_stop_publishing_to_the_others() {
+    // Given a working webhook, and garbage under another id in the registry
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let registry = shared::keys::webhooks(&services.settings.redis.key_prefix);
+    let _: i64 = services
+        .queue
+        .connection()
+        .hset(&registry, "webhook_garbage", "{not a webhook")
+        .await
+        .expect("write garbage");
+    let worker = spawn_worker(services.clone()).await;
+
+    // When an event is published
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::SessionEnded,
+            json!({"session_id": "sess_7"}),
+        ))
+        .await
+        .expect("publishing goes on past the unreadable record");
+
+    // Then the readable webhook gets it
+    assert_eq!(ids.len(), 1);
+    wait_for_status(&services, &ids[0], DeliveryStatus::Success).await;
+    assert_eq!(receiver.requests().len(), 1);
     worker.shutdown().await;
 }
