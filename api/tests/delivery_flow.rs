@@ -495,6 +495,27 @@ async fn delivery_history_pages_by_offset_and_by_cursor_without_gaps_or_repeats(
     assert_eq!(both.body["meta"]["pagination"]["total"], 25);
     assert!(both.body["meta"]["pagination"]["next_cursor"].is_null());
 
+    // When one record has become unreadable
+    let broken = shared::keys::delivery(&app.services.settings.redis.key_prefix, &expected[1]);
+    let _: () = redis::AsyncCommands::set(&mut app.services.queue.connection(), &broken, "{oops")
+        .await
+        .expect("break a record");
+
+    // Then the pages go on without it, and it is not taken for expired
+    for _ in 0..2 {
+        let page = app.admin_get(&format!("{base}?limit=3")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let ids: Vec<&str> = page
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["delivery_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [&expected[0], &expected[2], &expected[3]]);
+        assert_eq!(page.body["meta"]["pagination"]["total"], 250);
+    }
+
     // ... and a cursor with an offset, or a made-up one, is a bad query
     for query in ["limit=5&offset=5&cursor=1.0.0.dlv_x", "cursor=nonsense"] {
         let reply = app.admin_get(&format!("{base}?{query}")).await;

@@ -740,7 +740,7 @@ impl DeliveryStore {
             if batch.is_empty() {
                 break;
             }
-            for ((id, score), record) in batch.iter().zip(self.read(conn, &batch).await?) {
+            for ((id, score), record) in self.read(conn, &batch).await? {
                 match record {
                     Some(record) => page.push((record, *score)),
                     None => expired.push(id.clone()),
@@ -822,7 +822,7 @@ impl DeliveryStore {
             .read(conn, &scan.page)
             .await?
             .into_iter()
-            .flatten()
+            .filter_map(|(_, record)| record)
             .collect();
         let page = DeliveryPage {
             records,
@@ -832,31 +832,35 @@ impl DeliveryStore {
         Ok((page, scan.expired))
     }
 
-    /// Records by id, `None` for those gone; an unreadable one is logged
-    /// and left out of a listing rather than failing it.
-    async fn read(
+    /// The records of index entries, each with its entry: `None` for one
+    /// gone (expired). An unreadable one is logged and left out, so that it
+    /// costs a listing one item rather than the whole page, and is not
+    /// taken for expired.
+    async fn read<'a>(
         &self,
         conn: &mut ConnectionManager,
-        ids: &[(String, i64)],
-    ) -> Result<Vec<Option<DeliveryRecord>>, StoreError> {
-        if ids.is_empty() {
+        entries: &'a [(String, i64)],
+    ) -> Result<Vec<(&'a (String, i64), Option<DeliveryRecord>)>, StoreError> {
+        if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids
+        let keys: Vec<String> = entries
             .iter()
             .map(|(id, _)| keys::delivery(&self.prefix, id))
             .collect();
         let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-        Ok(ids
+        Ok(entries
             .iter()
             .zip(raws)
-            .map(|((id, _), raw)| {
-                let raw = raw?;
-                serde_json::from_slice(&raw)
-                    .inspect_err(|e| {
-                        tracing::warn!(delivery_id = %id, error = %e, "unreadable delivery record skipped");
-                    })
-                    .ok()
+            .filter_map(|(entry, raw)| match raw {
+                None => Some((entry, None)),
+                Some(raw) => match serde_json::from_slice(&raw) {
+                    Ok(record) => Some((entry, Some(record))),
+                    Err(e) => {
+                        tracing::warn!(delivery_id = %entry.0, error = %e, "unreadable delivery record skipped");
+                        None
+                    }
+                },
             })
             .collect())
     }
@@ -961,7 +965,12 @@ impl DeliveryStore {
             .await?;
         let mut pending = Vec::with_capacity(scan.page.len());
         for chunk in scan.page.chunks(SCAN_CHUNK) {
-            pending.extend(self.read(&mut conn, chunk).await?.into_iter().flatten());
+            pending.extend(
+                self.read(&mut conn, chunk)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(_, record)| record),
+            );
         }
         Ok(pending)
     }
