@@ -377,6 +377,16 @@ async fn fill_history(
     newest_first.into_iter().map(|(_, id, i)| (id, i)).collect()
 }
 
+/// The delivery ids of a listing page, in order.
+fn page_ids(page: &common::Reply) -> Vec<String> {
+    page.data()
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| d["delivery_id"].as_str().expect("delivery_id").to_owned())
+        .collect()
+}
+
 /// Every page from `path` (a query without cursor), following
 /// `next_cursor`: the ids in order, and each page's `total`.
 async fn follow_cursor(app: &common::TestApp, path: &str) -> (Vec<String>, Vec<u64>) {
@@ -386,13 +396,7 @@ async fn follow_cursor(app: &common::TestApp, path: &str) -> (Vec<String>, Vec<u
     for _ in 0..100 {
         let page = app.admin_get(&url).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        ids.extend(
-            page.data()
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["delivery_id"].as_str().unwrap().to_owned()),
-        );
+        ids.extend(page_ids(&page));
         totals.push(page.body["meta"]["pagination"]["total"].as_u64().unwrap());
         match page.body["meta"]["pagination"]["next_cursor"].as_str() {
             Some(cursor) => url = format!("{path}&cursor={cursor}"),
@@ -441,13 +445,7 @@ async fn delivery_history_pages_by_offset_and_by_cursor_without_gaps_or_repeats(
             .admin_get(&format!("{base}?limit=100&offset={offset}"))
             .await;
         assert_eq!(page.body["meta"]["pagination"]["total"], 250);
-        by_offset.extend(
-            page.data()
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["delivery_id"].as_str().unwrap().to_owned()),
-        );
+        by_offset.extend(page_ids(&page));
     }
     // ... and by cursor
     let (by_cursor, totals) = follow_cursor(&app, &format!("{base}?limit=100")).await;
@@ -471,20 +469,7 @@ async fn delivery_history_pages_by_offset_and_by_cursor_without_gaps_or_repeats(
     // Then only the matches come, in order, with their exact count
     assert_eq!(filtered, failed);
     assert!(totals.iter().all(|t| *t == 50), "{totals:?}");
-    let ids: Vec<&str> = second
-        .data()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["delivery_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        failed[20..40]
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(page_ids(&second), failed[20..40]);
     assert_eq!(second.body["meta"]["pagination"]["total"], 50);
     let both = app
         .admin_get(&format!(
@@ -505,14 +490,10 @@ async fn delivery_history_pages_by_offset_and_by_cursor_without_gaps_or_repeats(
     for _ in 0..2 {
         let page = app.admin_get(&format!("{base}?limit=3")).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-        let ids: Vec<&str> = page
-            .data()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["delivery_id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, [&expected[0], &expected[2], &expected[3]]);
+        assert_eq!(
+            page_ids(&page),
+            [&expected[0], &expected[2], &expected[3]].map(String::as_str)
+        );
         assert_eq!(page.body["meta"]["pagination"]["total"], 250);
     }
 
