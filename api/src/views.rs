@@ -15,6 +15,10 @@ pub struct WebhookView {
     pub url: String,
     pub events: Vec<String>,
     pub active: bool,
+    /// Why the system turned the webhook off (e.g. its receiver answered
+    /// `410 Gone`); absent when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
     #[schema(value_type = Object)]
     pub metadata: Metadata,
     pub strict_signatures: bool,
@@ -35,6 +39,7 @@ impl WebhookView {
             url: w.url.clone(),
             events: w.events.iter().map(|e| e.as_str().to_owned()).collect(),
             active: w.active,
+            disabled_reason: w.disabled_reason.clone(),
             metadata: w.metadata.clone(),
             strict_signatures: w.strict_signatures,
             created_at: rfc3339(w.created_at),

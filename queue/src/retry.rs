@@ -3,8 +3,10 @@
 //! One rule for every job type: the delay after failed attempt `n` is
 //! `schedule[n-1]` spread by ± `jitter` (so a receiver that comes back is
 //! not hit by every retry in the same millisecond), a server's
-//! `Retry-After` replaces it but never beyond `max_retry_after`, and after
-//! `schedule.len() + 1` attempts the job is exhausted.
+//! `Retry-After` may lengthen it up to `max_retry_after` but never shorten
+//! it (a receiver answering `Retry-After: 0` must not burn the whole
+//! schedule in a second), and after `schedule.len() + 1` attempts the job
+//! is exhausted.
 
 use std::time::Duration;
 
@@ -41,15 +43,18 @@ impl RetryPolicy {
     }
 
     /// The plan after `failed_attempts` attempts have failed (1 after the
-    /// first), honouring a server's `Retry-After` when given.
+    /// first), honouring a server's `Retry-After` when given: the later of
+    /// the schedule's step and the asked delay capped at `max_retry_after`,
+    /// so the cap limits what a server may ask for, not the schedule.
     pub fn plan(&self, failed_attempts: u32, retry_after: Option<Duration>) -> RetryPlan {
         let index = failed_attempts.saturating_sub(1) as usize;
         let Some(base) = self.schedule.get(index) else {
             return RetryPlan::Exhausted;
         };
+        let step = self.jittered(*base);
         match retry_after {
-            Some(asked) => RetryPlan::After(asked.min(self.max_retry_after)),
-            None => RetryPlan::After(self.jittered(*base)),
+            Some(asked) => RetryPlan::After(asked.min(self.max_retry_after).max(step)),
+            None => RetryPlan::After(step),
         }
     }
 
@@ -113,6 +118,68 @@ mod tests {
             p.plan(3, Some(Duration::from_secs(1))),
             RetryPlan::Exhausted
         );
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_schedule() {
+        let p = policy(0.0);
+        // `Retry-After: 0` (or 1 s) on a 503 is not a reason to come back at once.
+        assert_eq!(
+            p.plan(1, Some(Duration::ZERO)),
+            RetryPlan::After(Duration::from_secs(5))
+        );
+        assert_eq!(
+            p.plan(2, Some(Duration::from_secs(1))),
+            RetryPlan::After(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn retry_after_below_the_jittered_step_gets_the_jittered_step() {
+        let p = policy(0.2);
+        for _ in 0..1000 {
+            let RetryPlan::After(d) = p.plan(1, Some(Duration::ZERO)) else {
+                panic!("exhausted")
+            };
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(6),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schedule_step_above_the_cap_wins_over_a_shorter_retry_after() {
+        // The cap (60 s) bounds what a server may ask for; the schedule's
+        // own 300 s step stays.
+        let p = policy(0.0);
+        assert_eq!(
+            p.plan(2, Some(Duration::from_secs(3600))),
+            RetryPlan::After(Duration::from_secs(300))
+        );
+        assert_eq!(
+            p.plan(2, Some(Duration::from_secs(10))),
+            RetryPlan::After(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn a_whole_schedule_of_retry_after_zero_takes_as_long_as_the_schedule() {
+        // The reproduced defect: every attempt answered 503 `Retry-After: 0`.
+        let schedule: Vec<Duration> = [5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect();
+        let total: Duration = schedule.iter().sum();
+        let p = RetryPolicy::new(schedule, 0.0, Duration::from_secs(3600));
+        let mut waited = Duration::ZERO;
+        let mut failed = 1;
+        while let RetryPlan::After(d) = p.plan(failed, Some(Duration::ZERO)) {
+            waited += d;
+            failed += 1;
+        }
+        assert_eq!(failed, p.max_attempts());
+        assert_eq!(waited, total);
     }
 
     #[test]

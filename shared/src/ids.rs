@@ -70,14 +70,19 @@ impl EventId {
 }
 
 impl DeliveryId {
-    /// The id of the n-th manual retry of a delivery (`dlv_…_retry_n`).
+    /// The id of the n-th manual retry of a delivery (`dlv_…_retry_n`);
+    /// a retry of a retry is numbered on the first delivery, not nested.
     pub fn retry_of(original: &DeliveryId, n: u32) -> Self {
-        let base = original
-            .as_str()
-            .split("_retry_")
-            .next()
-            .unwrap_or(original.as_str());
-        Self(format!("{base}_retry_{n}"))
+        Self(format!("{}_retry_{n}", original.root().as_str()))
+    }
+
+    /// The delivery a manual retry was made of (itself if it is none):
+    /// the one whose counter numbers every retry of it.
+    pub fn root(&self) -> DeliveryId {
+        match self.0.split_once("_retry_") {
+            Some((base, _)) => Self(base.to_owned()),
+            None => self.clone(),
+        }
     }
 
     /// Deterministic per (event, webhook): publishing the same event twice
@@ -120,5 +125,7 @@ mod tests {
         );
         let first = DeliveryId::retry_of(&original, 1);
         assert_eq!(DeliveryId::retry_of(&first, 2).as_str(), "dlv_123_retry_2");
+        assert_eq!(first.root(), original);
+        assert_eq!(original.root(), original);
     }
 }

@@ -7,7 +7,12 @@
 //!
 //! ```text
 //! Queues: the layout of each job type's queue is written in the queue
-//! crate (`queue::keys`); the session queue's tag is reused below.
+//! crate (`queue::keys`); the session queue's tag is reused below. What
+//! this system puts in a queue's idempotency space (`P:{P:q:Q}:once:K`):
+//! on the incoming queues, webhook id + a hash of its message or document
+//! id, with the first answer (JSON), for incoming.idempotency_ttl; on the
+//! deliver queue, "dlv:" + a delivery id whose job is queued (for
+//! publish::REPUBLISH_WINDOW).
 //!
 //! Chat sessions (tag {P:q:session}, the session queue's, so ending a
 //! session and queueing its EndSession job is one script)

@@ -5,15 +5,33 @@
 //! record to update; a crash between the two leaves a record "queued" with
 //! no job, which the publishing job's redo (its ids are deterministic)
 //! repairs.
+//!
+//! Publishing the same event again (that redo, or any repeat) is
+//! idempotent per delivery id: a record is only ever created, never
+//! overwritten, and a job is queued for a delivery only while its record is
+//! still `queued`, at most once within [`REPUBLISH_WINDOW`] (the queue's
+//! once-key, set in the same script as the `XADD`).
+
+use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::deliveries::{DeliveryRecord, DeliveryStatus, DeliveryStore};
+use crate::deliveries::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
 use crate::events::Event;
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
 use crate::webhooks::{StoreError, Webhook, WebhookStore};
 use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
+
+/// How long a delivery's job is remembered as queued. Repeats of a publish
+/// come from a publishing job redone after a crash or a failed attempt,
+/// within its own retry schedule (hours at most); later, a record past
+/// `queued` still keeps its delivery from being queued again.
+pub const REPUBLISH_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Manual retry numbers tried before giving up, should records with the
+/// next ids exist already (their counter expired before them).
+const RETRY_ID_TRIES: u32 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -21,6 +39,8 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("no free manual retry id for {0}: the next ones exist already")]
+    RetryIdsTaken(DeliveryId),
 }
 
 impl PublishError {
@@ -28,6 +48,7 @@ impl PublishError {
         match self {
             PublishError::Store(e) => e.is_unavailable(),
             PublishError::Queue(e) => e.is_unavailable(),
+            PublishError::RetryIdsTaken(_) => false,
         }
     }
 }
@@ -50,7 +71,7 @@ impl Publisher {
     pub async fn publish(&self, event: Event) -> Result<Vec<DeliveryId>, PublishError> {
         let targets: Vec<Webhook> = self
             .webhooks
-            .all()
+            .all_readable()
             .await?
             .into_iter()
             .filter(|w| w.active && w.subscribes_to(event.event_type))
@@ -91,97 +112,169 @@ impl Publisher {
         Ok(id)
     }
 
-    /// Writes the records, then queues one job per record.
+    /// Writes the records, then queues one job per record it created, or
+    /// found still `queued` (a publish cut short between the two).
     pub async fn enqueue(&self, planned: Vec<Planned>) -> Result<Vec<DeliveryId>, PublishError> {
         if planned.is_empty() {
             return Ok(Vec::new());
         }
         let records: Vec<DeliveryRecord> = planned.iter().map(|p| p.record.clone()).collect();
-        self.deliveries.create(&records).await?;
-        let jobs: Vec<Envelope<DeliverEvent>> = planned
+        let created = self.deliveries.create(&records).await?;
+        let ids = records.into_iter().map(|r| r.delivery_id).collect();
+        let pushes = planned
             .into_iter()
-            .map(|p| {
-                let trace_id = p.record.event.metadata.trace_id.clone();
-                let mut envelope = Envelope::new(
-                    DeliverEvent::QUEUE,
-                    DeliverEvent {
-                        delivery_id: p.record.delivery_id,
-                        webhook_id: p.record.webhook_id,
-                        event: p.record.event,
-                    },
-                    trace_id,
-                );
-                envelope.prior_attempts = p.prior_attempts;
-                envelope
+            .zip(created)
+            .filter(|(_, created)| match created {
+                Created::New => true,
+                // Unreadable: the worker rebuilds it from the job.
+                Created::Existing(status) => status.is_none_or(|s| s == DeliveryStatus::Queued),
             })
-            .collect();
-        self.queue.push(&jobs).await?;
-        Ok(jobs.into_iter().map(|j| j.payload.delivery_id).collect())
+            .map(|(p, _)| self.push_once(p));
+        futures::future::try_join_all(pushes).await?;
+        Ok(ids)
+    }
+
+    /// Queues the job of one delivery unless it was queued within
+    /// [`REPUBLISH_WINDOW`].
+    async fn push_once(&self, planned: Planned) -> Result<(), QueueError> {
+        let Planned {
+            record,
+            prior_attempts,
+        } = planned;
+        let once_key = format!("dlv:{}", record.delivery_id);
+        let trace_id = record.event.metadata.trace_id.clone();
+        let mut envelope = Envelope::new(
+            DeliverEvent::QUEUE,
+            DeliverEvent {
+                delivery_id: record.delivery_id,
+                webhook_id: record.webhook_id,
+                event: record.event,
+            },
+            trace_id,
+        );
+        envelope.prior_attempts = prior_attempts;
+        let id = envelope.payload.delivery_id.to_string();
+        self.queue
+            .push_once(&envelope, &once_key, REPUBLISH_WINDOW, &id)
+            .await?;
+        Ok(())
     }
 
     /// A manual retry (SPEC §9): a new delivery `<orig>_retry_<n>` of the
-    /// same event, its attempt numbering continuing from the original.
+    /// same event, its attempt numbering continuing from the delivery
+    /// retried. A retry of a retry is numbered on the first delivery
+    /// (`dlv_X_retry_1` → `dlv_X_retry_2`), and an existing record is never
+    /// taken over: a number whose id exists is passed over.
     pub async fn retry_delivery(
         &self,
         original: &DeliveryRecord,
     ) -> Result<DeliveryRecord, PublishError> {
-        let n = self
-            .deliveries
-            .next_retry_number(&original.delivery_id)
-            .await?;
+        let root = original.delivery_id.root();
         let prior_attempts = last_attempt_made(original);
-        let mut record = DeliveryRecord::queued(
-            DeliveryId::retry_of(&original.delivery_id, n),
-            original.webhook_id.clone(),
-            original.event.clone(),
-            prior_attempts + 1,
-        );
-        record.original_delivery_id = Some(original.delivery_id.clone());
-        record.timestamp = Utc::now();
-        self.enqueue(vec![Planned {
-            record: record.clone(),
-            prior_attempts,
-        }])
-        .await?;
-        Ok(record)
+        for _ in 0..RETRY_ID_TRIES {
+            let n = self.deliveries.next_retry_number(&root).await?;
+            let mut record = DeliveryRecord::queued(
+                DeliveryId::retry_of(&root, n),
+                original.webhook_id.clone(),
+                original.event.clone(),
+                prior_attempts + 1,
+            );
+            record.original_delivery_id = Some(root.clone());
+            record.timestamp = Utc::now();
+            let created = self
+                .deliveries
+                .create(std::slice::from_ref(&record))
+                .await?;
+            if created.first() != Some(&Created::New) {
+                continue;
+            }
+            self.push_once(Planned {
+                record: record.clone(),
+                prior_attempts,
+            })
+            .await?;
+            return Ok(record);
+        }
+        Err(PublishError::RetryIdsTaken(root))
     }
 }
 
 impl Publisher {
-    /// Replays a dead letter (same event id, attempt numbering continuing)
-    /// and shows its delivery as queued again. False when another caller
-    /// replayed or discarded it first.
+    /// Replays a dead letter (same event id, attempt numbering continuing
+    /// from the last attempt its delivery record shows was made) and shows
+    /// its delivery as queued again. False when another caller replayed or
+    /// discarded it first.
     pub async fn replay(&self, dead: &DeadLetter) -> Result<bool, PublishError> {
-        if !self.queue.dead_letter_replay(dead).await? {
-            return Ok(false);
-        }
         let delivery = dead
             .labels
             .get(crate::jobs::label::DELIVERY_ID)
             .and_then(|id| DeliveryId::parse(id).ok());
-        if let Some(id) = delivery
-            && let Some(mut record) = self.deliveries.get(&id).await?
-        {
+        let record = match &delivery {
+            Some(id) => match self.deliveries.get(id).await {
+                Ok(record) => record,
+                // Unreadable: the worker rebuilds it from the job.
+                Err(StoreError::Corrupt(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let dead = match &record {
+            Some(record) => counting_only_attempts_made(dead, last_attempt_made(record)),
+            None => dead.clone(),
+        };
+        if !self.queue.dead_letter_replay(&dead).await? {
+            return Ok(false);
+        }
+        if let Some(mut record) = record {
+            // Written after the job is queued, so a fast worker may have
+            // moved the record on already: then this write is refused.
             record.set_status(DeliveryStatus::Queued, None);
-            self.deliveries.save(&record).await?;
+            self.deliveries.transition(&record).await?;
         }
         Ok(true)
     }
 
     /// Cancels a deleted webhook's pending deliveries (the worker also
-    /// cancels any it meets) and drops its history index.
+    /// cancels any it meets) and drops its history index. Returns how many
+    /// were cancelled (one finishing meanwhile keeps its outcome).
     pub async fn cancel_pending(&self, webhook: &WebhookId) -> Result<usize, PublishError> {
         let pending = self.deliveries.pending_for(webhook).await?;
-        for mut record in pending.iter().cloned() {
+        let mut cancelled = 0;
+        for mut record in pending {
             record.set_status(
                 DeliveryStatus::Cancelled,
                 Some("webhook was deleted".into()),
             );
-            self.deliveries.save(&record).await?;
+            if self.deliveries.transition(&record).await? {
+                cancelled += 1;
+            }
         }
         self.deliveries.forget_webhook(webhook).await?;
-        Ok(pending.len())
+        Ok(cancelled)
     }
+}
+
+/// `dead` with its job's attempt count lowered to `made`, when the job
+/// counted more: a run that stopped without sending (the webhook was
+/// inactive, Redis was out of reach) counts as an attempt in the queue but
+/// must not make the receiver see a gap in `X-Delivery-Attempt`.
+fn counting_only_attempts_made(dead: &DeadLetter, made: u32) -> DeadLetter {
+    let mut dead = dead.clone();
+    let count = |job: &serde_json::Value, field: &str| {
+        job.get(field)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let prior = count(&dead.job, "prior_attempts");
+    let attempt = count(&dead.job, "attempt");
+    let made = u64::from(made);
+    if let Some(job) = dead.job.as_object_mut()
+        && made < prior.saturating_add(attempt)
+    {
+        job.insert("prior_attempts".into(), prior.min(made).into());
+        job.insert("attempt".into(), made.saturating_sub(prior).into());
+    }
+    dead
 }
 
 /// The number of the last attempt actually made for a record (0 if none).
@@ -190,4 +283,58 @@ fn last_attempt_made(record: &DeliveryRecord) -> u32 {
         .attempts
         .last()
         .map_or(record.attempt.saturating_sub(1), |a| a.attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ids::DeadLetterId;
+
+    fn dead(job: serde_json::Value) -> DeadLetter {
+        DeadLetter {
+            dead_letter_id: DeadLetterId::generate(),
+            job_type: DeliverEvent::QUEUE.into(),
+            job_id: None,
+            labels: Default::default(),
+            attempts: 0,
+            prior_attempts: 0,
+            last_error: String::new(),
+            failed_at: Utc::now(),
+            history: Vec::new(),
+            job,
+        }
+    }
+
+    fn counts(dead: &DeadLetter) -> (serde_json::Value, serde_json::Value) {
+        (
+            dead.job["prior_attempts"].clone(),
+            dead.job["attempt"].clone(),
+        )
+    }
+
+    #[test]
+    fn a_replay_counts_only_the_attempts_the_record_shows() {
+        // One attempt sent, then a run skipped for an inactive webhook.
+        let skipped = dead(json!({"prior_attempts": 0, "attempt": 2}));
+        assert_eq!(
+            counts(&counting_only_attempts_made(&skipped, 1)),
+            (json!(0), json!(1))
+        );
+        // The skip came right after an earlier replay.
+        let after_replay = dead(json!({"prior_attempts": 3, "attempt": 1}));
+        assert_eq!(
+            counts(&counting_only_attempts_made(&after_replay, 3)),
+            (json!(3), json!(0))
+        );
+        // Never more than the queue counted, and no count invented.
+        let sent = dead(json!({"prior_attempts": 1, "attempt": 2}));
+        assert_eq!(
+            counts(&counting_only_attempts_made(&sent, 5)),
+            (json!(1), json!(2))
+        );
+        let raw = dead(json!("not an envelope"));
+        assert_eq!(counting_only_attempts_made(&raw, 0).job, raw.job);
+    }
 }

@@ -7,12 +7,12 @@
 //! a long enough secret).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KeyPrefix;
@@ -35,6 +35,10 @@ pub struct Webhook {
     pub events: Vec<EventFilter>,
     pub secret: Secret,
     pub active: bool,
+    /// Why the system (not an administrator) turned `active` off, e.g. a
+    /// receiver answering `410 Gone`; cleared by any change of `active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
     #[serde(default)]
     pub metadata: Metadata,
     /// Incoming requests must sign "<timestamp>.<body>"; the body-only form
@@ -152,6 +156,7 @@ impl Rules<'_> {
         }
         if let Some(active) = req.active {
             webhook.active = active;
+            webhook.disabled_reason = None;
         }
         if let Some(metadata) = req.metadata {
             webhook.metadata = metadata;
@@ -232,6 +237,20 @@ impl StoreError {
     }
 }
 
+/// Sets a registry field only if it still holds what the caller read.
+/// KEYS: registry. ARGV: webhook id, record read, new record.
+static REPLACE_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// Where webhooks live: one hash, id → record (a registry is small; listing
 /// reads it whole).
 #[derive(Clone)]
@@ -257,6 +276,7 @@ impl WebhookStore {
             events: draft.events,
             secret: draft.secret,
             active: draft.active,
+            disabled_reason: None,
             metadata: draft.metadata,
             strict_signatures: draft.strict_signatures,
             created_at: now,
@@ -284,15 +304,76 @@ impl WebhookStore {
         Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
     }
 
+    /// Every webhook that can be read, oldest first. Publishing must not
+    /// stop for every subscriber because one record is unreadable (written
+    /// by hand, or by a version that stored another shape): such a record
+    /// is logged with its id and left out.
+    pub async fn all_readable(&self) -> Result<Vec<Webhook>, StoreError> {
+        Ok(self
+            .decoded()
+            .await?
+            .into_iter()
+            .filter_map(|(id, webhook)| {
+                webhook
+                    .inspect_err(|e| {
+                        tracing::warn!(webhook_id = %id, error = %e, "unreadable webhook record skipped");
+                    })
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Turns a webhook off on the system's initiative, saying why. Changes
+    /// nothing if it is off already (an administrator's reason, or none,
+    /// stays), and loses no concurrent edit: the record is replaced only if
+    /// it is still the one read. The webhook as it is now, if it exists.
+    pub async fn deactivate(
+        &self,
+        id: &WebhookId,
+        reason: &str,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let mut conn = self.conn.clone();
+        loop {
+            let raw: Option<Vec<u8>> = conn.hget(&self.key, id.as_str()).await?;
+            let Some(raw) = raw else { return Ok(None) };
+            let mut webhook: Webhook = serde_json::from_slice(&raw)?;
+            if !webhook.active {
+                return Ok(Some(webhook));
+            }
+            webhook.active = false;
+            webhook.disabled_reason = Some(reason.to_owned());
+            webhook.updated_at = Utc::now();
+            let replaced: i64 = REPLACE_IF_UNCHANGED
+                .key(&self.key)
+                .arg(id.as_str())
+                .arg(raw)
+                .arg(serde_json::to_vec(&webhook)?)
+                .invoke_async(&mut conn)
+                .await?;
+            if replaced == 1 {
+                return Ok(Some(webhook));
+            }
+        }
+    }
+
     /// Every webhook, oldest first (ids sort by creation time).
     pub async fn all(&self) -> Result<Vec<Webhook>, StoreError> {
-        let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
-        let mut webhooks = raw
+        self.decoded()
+            .await?
             .into_iter()
-            .map(|(_, raw)| serde_json::from_slice::<Webhook>(&raw))
-            .collect::<Result<Vec<_>, _>>()?;
-        webhooks.sort_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
-        Ok(webhooks)
+            .map(|(_, webhook)| webhook.map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Every record of the registry by id, decoded, oldest first.
+    async fn decoded(&self) -> Result<Vec<(String, serde_json::Result<Webhook>)>, StoreError> {
+        let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
+        let mut decoded: Vec<_> = raw
+            .into_iter()
+            .map(|(id, raw)| (id, serde_json::from_slice(&raw)))
+            .collect();
+        decoded.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(decoded)
     }
 
     pub async fn delete(&self, id: &WebhookId) -> Result<bool, StoreError> {
@@ -412,6 +493,7 @@ mod tests {
             events: vec![EventFilter::All],
             secret: Secret::generate(),
             active: true,
+            disabled_reason: None,
             metadata: Metadata::default(),
             strict_signatures: false,
             created_at: Utc::now(),

@@ -11,7 +11,7 @@ use serde_json::json;
 use shared::deliveries::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
 };
-use shared::egress::{EgressClient, EgressResponse};
+use shared::egress::{EgressClient, EgressError, EgressResponse};
 use shared::events::{Event, EventType};
 use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
@@ -24,6 +24,11 @@ use crate::lanes::{Lanes, defer_delay};
 use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
 
 use crate::dead::dead_job_event;
+
+/// What a delivery and its webhook are marked with when the receiver
+/// answers `410 Gone`: it says the endpoint is gone for good, so retrying
+/// for a day would only load it (and us) for nothing.
+pub const GONE_REASON: &str = "receiver answered 410 Gone; webhook disabled";
 
 pub struct DeliveryHandler {
     pub webhooks: WebhookStore,
@@ -81,12 +86,66 @@ impl DeliveryHandler {
     async fn cancel(&self, job: &DeliverEvent, ctx: &JobContext, why: &str) -> Outcome {
         let mut record = self.load_record(job, ctx.overall_attempt()).await;
         record.set_status(DeliveryStatus::Cancelled, Some(why.to_owned()));
-        match self.deliveries.save(&record).await {
-            Ok(()) => Outcome::Done,
+        // Refused when the record shows the delivery succeeded: it stays so.
+        match self.deliveries.transition(&record).await {
+            Ok(_) => Outcome::Done,
             Err(e) => Outcome::Failed {
                 error: format!("recording cancellation: {e}"),
                 plan: ctx.plan_failure(None),
             },
+        }
+    }
+
+    /// Records an attempt and what comes next, in the delivery record and
+    /// the webhook's stats; returns the delivery's new status.
+    async fn save_outcome(
+        &self,
+        record: &mut DeliveryRecord,
+        attempt: Attempt,
+        plan: Option<RetryPlan>,
+    ) -> DeliveryStatus {
+        let success = attempt.success;
+        let (status, next_retry) = match plan {
+            None => (DeliveryStatus::Success, None),
+            Some(RetryPlan::After(delay)) => (
+                DeliveryStatus::Failed,
+                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+            ),
+            Some(RetryPlan::Exhausted) => (DeliveryStatus::Dead, None),
+        };
+        record.record(attempt, status, next_retry);
+        match self.deliveries.save_attempt(record, success).await {
+            Ok(true) => {}
+            // Another run of this delivery got further (its record shows
+            // success, or a later attempt); that one stands.
+            Ok(false) => {
+                info!(delivery_id = %record.delivery_id, "record had moved on; attempt counted, record kept")
+            }
+            // The attempt happened; losing its record is worse than a
+            // duplicate, but failing here would resend a delivered event.
+            Err(e) => warn!(error = %e, "could not record a delivery attempt"),
+        }
+        status
+    }
+
+    /// Turns the webhook off after a `410 Gone`, and lets this process's
+    /// next jobs for it see that at once rather than after the cache TTL.
+    async fn disable_gone(&self, webhook: &Webhook) {
+        match self
+            .webhooks
+            .deactivate(&webhook.webhook_id, GONE_REASON)
+            .await
+        {
+            Ok(Some(now)) => {
+                warn!(webhook_id = %webhook.webhook_id, url = %webhook.url, "{GONE_REASON}");
+                self.webhook_cache.put(&now);
+            }
+            Ok(None) => {}
+            // The delivery is dead-lettered anyway; the next delivery's 410
+            // tries again.
+            Err(e) => {
+                warn!(webhook_id = %webhook.webhook_id, error = %e, "could not disable a webhook after 410 Gone")
+            }
         }
     }
 }
@@ -109,6 +168,18 @@ impl Handler for DeliveryHandler {
                 )
             }
         };
+        if let Ok(Some(done)) = &record
+            && matches!(
+                done.status,
+                DeliveryStatus::Success | DeliveryStatus::Cancelled
+            )
+        {
+            // A second job for a delivery that is over (a duplicate from
+            // before publishing was idempotent, or a redo after a worker
+            // died between recording and acknowledging): nothing to send.
+            info!(delivery_id = %job.delivery_id, status = ?done.status, "delivery already over; job dropped");
+            return Outcome::Done;
+        }
         let webhook = match webhook {
             Ok(Some(webhook)) => webhook,
             Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
@@ -122,7 +193,9 @@ impl Handler for DeliveryHandler {
         self.webhook_cache.put(&webhook);
         if !webhook.active {
             // Parked in the dead-letter set rather than dropped, so the
-            // events can be replayed once the webhook is active again.
+            // events can be replayed once the webhook is active again. The
+            // queue counts this run as an attempt; a replay numbers on from
+            // the attempts the record shows were sent (`Publisher::replay`).
             return Outcome::Failed {
                 error: "webhook is inactive".into(),
                 plan: RetryPlan::Exhausted,
@@ -165,75 +238,30 @@ impl Handler for DeliveryHandler {
         // own record below is written after both.
         let started = std::time::Instant::now();
         let (saved, result) = tokio::join!(
-            self.deliveries.save(&record),
+            self.deliveries.transition(&record),
             self.egress.post(&webhook.url, headers, body)
         );
         let elapsed_ms = shared::time::elapsed_ms(started);
         drop(lane);
-        if let Err(e) = saved {
-            warn!(error = %e, "could not mark a delivery in progress");
-        }
-
-        let (attempt, plan) = match &result {
-            Ok(response) if response.is_success() => (
-                Attempt {
-                    attempt: attempt_number,
-                    timestamp: Utc::now(),
-                    success: true,
-                    http_status: Some(response.status),
-                    response_time_ms: elapsed_ms,
-                    response_body: Some(kept_body(response)),
-                    error: None,
-                },
-                None,
-            ),
-            Ok(response) => {
-                let retry_after = matches!(response.status, 429 | 503)
-                    .then(|| response.retry_after(SystemTime::now()))
-                    .flatten();
-                (
-                    Attempt {
-                        attempt: attempt_number,
-                        timestamp: Utc::now(),
-                        success: false,
-                        http_status: Some(response.status),
-                        response_time_ms: elapsed_ms,
-                        response_body: Some(kept_body(response)),
-                        error: Some(status_error(response)),
-                    },
-                    Some(ctx.plan_failure(retry_after)),
-                )
+        match saved {
+            Ok(true) => {}
+            Ok(false) => {
+                info!(delivery_id = %job.delivery_id, "record had moved on; not marked in progress")
             }
-            Err(e) => (
-                Attempt {
-                    attempt: attempt_number,
-                    timestamp: Utc::now(),
-                    success: false,
-                    http_status: None,
-                    response_time_ms: elapsed_ms,
-                    response_body: None,
-                    error: Some(e.to_string()),
-                },
-                Some(ctx.plan_failure(None)),
-            ),
-        };
-
-        let error = attempt.error.clone();
-        let success = attempt.success;
-        let (status, next_retry) = match plan {
-            None => (DeliveryStatus::Success, None),
-            Some(RetryPlan::After(delay)) => (
-                DeliveryStatus::Failed,
-                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
-            ),
-            Some(RetryPlan::Exhausted) => (DeliveryStatus::Dead, None),
-        };
-        record.record(attempt, status, next_retry);
-        if let Err(e) = self.deliveries.save_attempt(&record, success).await {
-            // The attempt happened; losing its record is worse than a
-            // duplicate, but failing here would resend a delivered event.
-            warn!(error = %e, "could not record a delivery attempt");
+            Err(e) => warn!(error = %e, "could not mark a delivery in progress"),
         }
+
+        let (attempt, plan) = judge(&result, attempt_number, elapsed_ms, ctx);
+        let gone = attempt.http_status == Some(410);
+        if gone {
+            self.disable_gone(&webhook).await;
+        }
+        let error = if gone {
+            Some(GONE_REASON.to_owned())
+        } else {
+            attempt.error.clone()
+        };
+        let status = self.save_outcome(&mut record, attempt, plan).await;
         info!(
             delivery_id = %job.delivery_id,
             webhook_id = %job.webhook_id,
@@ -260,7 +288,7 @@ impl Handler for DeliveryHandler {
         if let Some(job) = job {
             let mut record = self.load_record(job, ctx.attempts).await;
             record.set_status(DeliveryStatus::Dead, Some(ctx.error.clone()));
-            self.deliveries.save(&record).await?;
+            self.deliveries.transition(&record).await?;
             if job.event.event_type == EventType::ErrorOccurred {
                 // Never announce the failure of an announcement: that could
                 // loop for as long as a receiver is down.
@@ -271,6 +299,48 @@ impl Handler for DeliveryHandler {
         self.publisher.publish(event).await?;
         Ok(())
     }
+}
+
+/// What an answer (or the failure to get one) means: the attempt as
+/// recorded, and what happens next (`None`: delivered).
+fn judge(
+    result: &Result<EgressResponse, EgressError>,
+    number: u32,
+    elapsed_ms: u64,
+    ctx: &JobContext,
+) -> (Attempt, Option<RetryPlan>) {
+    let mut attempt = Attempt {
+        attempt: number,
+        timestamp: Utc::now(),
+        success: false,
+        http_status: None,
+        response_time_ms: elapsed_ms,
+        response_body: None,
+        error: None,
+    };
+    let plan = match result {
+        Ok(response) => {
+            attempt.http_status = Some(response.status);
+            attempt.response_body = Some(kept_body(response));
+            if response.is_success() {
+                attempt.success = true;
+                None
+            } else {
+                attempt.error = Some(status_error(response));
+                Some(match response.status {
+                    // Gone for good: no retries (see `GONE_REASON`).
+                    410 => RetryPlan::Exhausted,
+                    429 | 503 => ctx.plan_failure(response.retry_after(SystemTime::now())),
+                    _ => ctx.plan_failure(None),
+                })
+            }
+        }
+        Err(e) => {
+            attempt.error = Some(e.to_string());
+            Some(ctx.plan_failure(None))
+        }
+    };
+    (attempt, plan)
 }
 
 /// A record expired or never written, rebuilt from the job, which carries

@@ -4,9 +4,12 @@
 //! recording receivers that fail on demand — with retries, dead letters,
 //! `error.occurred`, replay and cancellation checked in Redis.
 
-use queue::{DeadLetter, DeadLetterFilter, Job};
+use std::time::Duration;
+
+use queue::{DeadLetter, DeadLetterFilter, Job, QueueDepth};
+use redis::AsyncCommands;
 use serde_json::{Value, json};
-use shared::deliveries::{DeliveryRecord, DeliveryStatus};
+use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus};
 use shared::events::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::jobs::DeliverEvent;
@@ -17,6 +20,7 @@ use testkit::{
     Behaviour, PATIENCE, Recorded, TestRedis, spawn_js_verifier, spawn_receiver, spawn_worker,
     test_settings,
 };
+use worker::delivery::GONE_REASON;
 
 const SECRET: &str = "my_secret_key_12345";
 
@@ -83,6 +87,40 @@ async fn wait_for_status(
         PATIENCE,
         || async { record(services, id).await.filter(|r| r.status == status) },
     )
+    .await
+}
+
+async fn depth(services: &Services) -> QueueDepth {
+    services
+        .queue
+        .depth(DeliverEvent::QUEUE)
+        .await
+        .expect("queue depth")
+}
+
+/// What a worker writes when an attempt succeeds.
+fn succeeded(mut record: DeliveryRecord) -> DeliveryRecord {
+    let attempt = record.attempt;
+    record.record(
+        Attempt {
+            attempt,
+            timestamp: chrono::Utc::now(),
+            success: true,
+            http_status: Some(200),
+            response_time_ms: 3,
+            response_body: Some("ok".into()),
+            error: None,
+        },
+        DeliveryStatus::Success,
+        None,
+    );
+    record
+}
+
+async fn dead_letter_of(services: &Services, webhook: &Webhook) -> DeadLetter {
+    testkit::wait_until("the dead letter", PATIENCE, || async {
+        dead_letters_of(services, webhook).await.into_iter().next()
+    })
     .await
 }
 
@@ -516,4 +554,357 @@ async fn deleting_a_webhook_cancels_its_pending_delivery_without_sending_it() {
         "a cancelled delivery must not be sent"
     );
     assert!(dead_letters_of(&services, &webhook).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_an_event_again_queues_no_second_job_and_keeps_the_record() {
+    // Given an event published while no worker runs: one record, one job
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let event = event(EventType::SessionEnded, json!({"session_id": "sess_1"}));
+    let ids = services
+        .publisher
+        .publish(event.clone())
+        .await
+        .expect("publish");
+    assert_eq!(depth(&services).await.ready, 1);
+
+    // When the same event is published again (a publishing job redone)
+    let again = services
+        .publisher
+        .publish(event.clone())
+        .await
+        .expect("publish again");
+
+    // Then it names the same delivery, and still one job waits
+    assert_eq!(again, ids);
+    assert_eq!(depth(&services).await.ready, 1, "no second job");
+
+    // When a worker has delivered it (written here, as a worker would) and
+    // the event is published once more
+    let queued = record(&services, &ids[0]).await.expect("record");
+    assert!(
+        services
+            .deliveries
+            .transition(&succeeded(queued))
+            .await
+            .expect("write success")
+    );
+    services
+        .publisher
+        .publish(event)
+        .await
+        .expect("publish a third time");
+
+    // Then the record is still a success with its attempt, and no job was
+    // added for it
+    let kept = record(&services, &ids[0]).await.expect("record");
+    assert_eq!(kept.status, DeliveryStatus::Success);
+    assert_eq!(kept.attempts.len(), 1);
+    assert_eq!(depth(&services).await.ready, 1);
+
+    // ... and a worker running that one job sends nothing: it is over
+    let worker = spawn_worker(services.clone()).await;
+    testkit::wait_until("the job to be dropped", PATIENCE, || async {
+        let d = depth(&services).await;
+        (d.ready == 0 && d.in_flight == 0 && d.scheduled == 0).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    assert!(
+        receiver.requests().is_empty(),
+        "a delivered event was sent again"
+    );
+    assert_eq!(
+        record(&services, &ids[0]).await.map(|r| r.status),
+        Some(DeliveryStatus::Success)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_cut_short_between_record_and_job_is_completed_by_its_redo() {
+    // Given a record written by a publish that stopped before its job
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let event = event(EventType::SessionEnded, json!({"session_id": "sess_2"}));
+    let id = DeliveryId::for_event(&event.event_id, &webhook.webhook_id);
+    services
+        .deliveries
+        .create(&[DeliveryRecord::queued(
+            id.clone(),
+            webhook.webhook_id.clone(),
+            event.clone(),
+            1,
+        )])
+        .await
+        .expect("record only");
+    assert_eq!(depth(&services).await.ready, 0);
+
+    // When the publish is redone
+    let ids = services.publisher.publish(event).await.expect("redo");
+
+    // Then the delivery gets its one job, and arrives
+    assert_eq!(ids, std::slice::from_ref(&id));
+    assert_eq!(depth(&services).await.ready, 1);
+    let worker = spawn_worker(services.clone()).await;
+    wait_for_status(&services, &id, DeliveryStatus::Success).await;
+    worker.shutdown().await;
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_writes_never_move_a_delivery_back() {
+    // Given a queued delivery
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let webhook = register(
+        &services,
+        "http://127.0.0.1:9/unused",
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let event = event(EventType::SessionEnded, json!({"session_id": "sess_3"}));
+    let ids = services.publisher.publish(event).await.expect("publish");
+    let queued = record(&services, &ids[0]).await.expect("record");
+    let write = |r: DeliveryRecord| {
+        let services = services.clone();
+        async move { services.deliveries.transition(&r).await.expect("write") }
+    };
+    let with = |status: DeliveryStatus, attempt: u32| {
+        let mut r = queued.clone();
+        r.attempt = attempt;
+        r.set_status(status, None);
+        r
+    };
+    assert_eq!(webhook.webhook_id, queued.webhook_id);
+
+    // A worker moves it forward
+    assert!(write(with(DeliveryStatus::InProgress, 1)).await);
+    assert!(write(with(DeliveryStatus::Failed, 1)).await);
+    assert!(write(with(DeliveryStatus::InProgress, 2)).await);
+    // ... a stale run of attempt 1 cannot write over attempt 2
+    assert!(!write(with(DeliveryStatus::Failed, 1)).await);
+    // ... nor can `queued` be put back except over `dead` (a replay)
+    assert!(!write(with(DeliveryStatus::Queued, 2)).await);
+    assert!(write(with(DeliveryStatus::Dead, 2)).await);
+    assert!(write(with(DeliveryStatus::Queued, 2)).await);
+    assert!(write(succeeded(with(DeliveryStatus::InProgress, 3))).await);
+
+    // Once it succeeded, nothing moves it: not a late replay, a slow
+    // duplicate, a cancellation or a dead-letter hook
+    for status in [
+        DeliveryStatus::Queued,
+        DeliveryStatus::InProgress,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Dead,
+        DeliveryStatus::Cancelled,
+    ] {
+        assert!(!write(with(status, 9)).await, "{status:?} over success");
+    }
+    let kept = record(&services, &ids[0]).await.expect("record");
+    assert_eq!(kept.status, DeliveryStatus::Success);
+    assert_eq!(kept.attempts.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_does_not_put_back_queued_over_a_delivery_a_worker_finished() {
+    // Given a dead-lettered delivery
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysStatus(500)).await;
+    let webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::ChatEscalated],
+        SECRET,
+    )
+    .await;
+    let worker = spawn_worker(services.clone()).await;
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::ChatEscalated,
+            json!({"session_id": "sess_4"}),
+        ))
+        .await
+        .expect("publish");
+    let dead_record = wait_for_status(&services, &ids[0], DeliveryStatus::Dead).await;
+    let dead = dead_letter_of(&services, &webhook).await;
+    worker.shutdown().await;
+
+    // When the replayed job's worker is faster than the replay's own
+    // write of `queued` (its success is written first here)
+    assert!(
+        services
+            .deliveries
+            .transition(&succeeded(dead_record))
+            .await
+            .expect("write success")
+    );
+    assert!(services.publisher.replay(&dead).await.expect("replay"));
+
+    // Then the record keeps the success, and the job is queued once
+    let kept = record(&services, &ids[0]).await.expect("record");
+    assert_eq!(kept.status, DeliveryStatus::Success);
+    assert_eq!(depth(&services).await.ready, 1);
+    assert!(dead_letters_of(&services, &webhook).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_gone_disables_the_webhook_and_dead_letters_the_delivery_at_once() {
+    // Given a receiver that answers 410 Gone
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysStatus(410)).await;
+    let webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let worker = spawn_worker(services.clone()).await;
+
+    // When an event is published to it
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::SessionEnded,
+            json!({"session_id": "sess_5"}),
+        ))
+        .await
+        .expect("publish");
+
+    // Then the delivery is dead-lettered after that one attempt, saying why
+    let dead = dead_letter_of(&services, &webhook).await;
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(dead.last_error, GONE_REASON);
+    let record = wait_for_status(&services, &ids[0], DeliveryStatus::Dead).await;
+    assert_eq!(record.error.as_deref(), Some(GONE_REASON));
+    let attempts: Vec<(u32, Option<u16>)> = record
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.http_status))
+        .collect();
+    assert_eq!(attempts, [(1, Some(410))]);
+    assert_eq!(receiver.requests().len(), 1);
+
+    // ... and the webhook is off, with the reason
+    let now = services
+        .webhooks
+        .get(&webhook.webhook_id)
+        .await
+        .expect("read webhook")
+        .expect("webhook");
+    assert!(!now.active);
+    assert_eq!(now.disabled_reason.as_deref(), Some(GONE_REASON));
+    worker.shutdown().await;
+    assert_eq!(receiver.requests().len(), 1, "no retry after 410");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_skipped_for_an_inactive_webhook_is_not_counted_when_replayed() {
+    // Given a delivery whose first attempt is under way (the receiver holds
+    // it until the 2 s timeout), to a worker that reads webhooks fresh
+    let redis = TestRedis::start();
+    let mut settings = test_settings(&redis.url());
+    settings.delivery.webhook_cache_ttl = Duration::ZERO;
+    let services = Services::connect(settings).expect("services");
+    let receiver = spawn_receiver(Behaviour::Hang).await;
+    let mut webhook = register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let worker = spawn_worker(services.clone()).await;
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::SessionEnded,
+            json!({"session_id": "sess_6"}),
+        ))
+        .await
+        .expect("publish");
+    receiver.wait_for(1, PATIENCE).await;
+
+    // When the webhook is deactivated before the retry, which is then
+    // parked in the dead-letter set without being sent
+    webhook.active = false;
+    services.webhooks.save(&webhook).await.expect("deactivate");
+    let dead = dead_letter_of(&services, &webhook).await;
+    let parked = wait_for_status(&services, &ids[0], DeliveryStatus::Dead).await;
+    assert_eq!(parked.attempts.len(), 1, "one attempt was sent");
+    assert_eq!(receiver.requests().len(), 1);
+
+    // ... and it is replayed once the webhook is active again
+    receiver.set_behaviour(Behaviour::AlwaysOk);
+    webhook.active = true;
+    services.webhooks.save(&webhook).await.expect("reactivate");
+    assert!(services.publisher.replay(&dead).await.expect("replay"));
+
+    // Then the receiver sees attempt 2, not 3
+    let requests = receiver.wait_for(2, PATIENCE).await;
+    assert_eq!(header(&requests[1], "x-delivery-attempt"), "2");
+    assert_eq!(requests[1].json()["delivery_attempt"], 2);
+    let done = wait_for_status(&services, &ids[0], DeliveryStatus::Success).await;
+    assert_eq!(done.attempt, 2);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_webhook_record_does_not_stop_publishing_to_the_others() {
+    // Given a working webhook, and garbage under another id in the registry
+    let redis = TestRedis::start();
+    let services = services(&redis);
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    register(
+        &services,
+        &receiver.url(),
+        &[EventType::SessionEnded],
+        SECRET,
+    )
+    .await;
+    let registry = shared::keys::webhooks(&services.settings.redis.key_prefix);
+    let _: i64 = services
+        .queue
+        .connection()
+        .hset(&registry, "webhook_garbage", "{not a webhook")
+        .await
+        .expect("write garbage");
+    let worker = spawn_worker(services.clone()).await;
+
+    // When an event is published
+    let ids = services
+        .publisher
+        .publish(event(
+            EventType::SessionEnded,
+            json!({"session_id": "sess_7"}),
+        ))
+        .await
+        .expect("publishing goes on past the unreadable record");
+
+    // Then the readable webhook gets it
+    assert_eq!(ids.len(), 1);
+    wait_for_status(&services, &ids[0], DeliveryStatus::Success).await;
+    assert_eq!(receiver.requests().len(), 1);
+    worker.shutdown().await;
 }

@@ -45,11 +45,15 @@ pub struct Meta {
     pub pagination: Option<PageMeta>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PageMeta {
     pub limit: u32,
     pub offset: u64,
     pub total: u64,
+    /// Where the next page starts (pass it as `cursor`), on listings that
+    /// give one out, while there may be a next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// 200 OK with `{"data": T, "meta": {…}}`.
@@ -73,6 +77,7 @@ pub struct Paged<T> {
     pub limit: u32,
     pub offset: u64,
     pub total: u64,
+    pub next_cursor: Option<String>,
 }
 
 impl<T> Paged<T> {
@@ -82,7 +87,13 @@ impl<T> Paged<T> {
             limit: page.limit,
             offset: page.offset,
             total,
+            next_cursor: None,
         }
+    }
+
+    pub fn with_next_cursor(mut self, cursor: Option<String>) -> Self {
+        self.next_cursor = cursor;
+        self
     }
 }
 
@@ -110,6 +121,7 @@ impl<T: Serialize> IntoResponse for Paged<T> {
             limit: self.limit,
             offset: self.offset,
             total: self.total,
+            next_cursor: self.next_cursor,
         };
         envelope_response(StatusCode::OK, self.items, Some(pagination))
     }

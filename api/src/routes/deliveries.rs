@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use shared::deliveries::{DeliveryFilter, DeliveryRecord, DeliveryStatus};
+use shared::deliveries::{DeliveryFilter, DeliveryRecord, DeliveryStatus, ListCursor, ListFrom};
 use shared::events::EventType;
 use shared::ids::DeliveryId;
 use utoipa::IntoParams;
@@ -18,9 +18,25 @@ pub struct DeliveryQuery {
     /// queued, in_progress, success, failed, dead or cancelled.
     status: Option<String>,
     event_type: Option<String>,
+    /// `meta.pagination.next_cursor` of the previous page (same filters,
+    /// no `offset`): where the next page starts.
+    cursor: Option<String>,
 }
 
 impl DeliveryQuery {
+    fn start(&self, page: &Pagination) -> Result<ListFrom, ApiError> {
+        match self.cursor.as_deref() {
+            None => Ok(ListFrom::Offset(page.offset)),
+            Some(_) if page.offset > 0 => Err(ApiError::bad_request(
+                "INVALID_QUERY",
+                "cursor: a cursor says where the page starts; leave offset out",
+            )),
+            Some(text) => ListCursor::parse(text)
+                .map(ListFrom::Cursor)
+                .map_err(|e| ApiError::bad_request("INVALID_QUERY", format!("cursor: {e}"))),
+        }
+    }
+
     fn parse(self) -> Result<DeliveryFilter, ApiError> {
         let status = self
             .status
@@ -43,7 +59,11 @@ impl DeliveryQuery {
     }
 }
 
-/// A webhook's deliveries, newest first.
+/// A webhook's deliveries, newest first. Each page costs a bounded amount
+/// of work: with a `status` or `event_type` filter at most 1,000 deliveries
+/// are examined per request, so `total` is exact when the answer has no
+/// `next_cursor` and may otherwise be an upper bound; follow `next_cursor`
+/// to reach matches further back.
 #[utoipa::path(get, path = "/webhooks/{webhook_id}/deliveries", tag = "deliveries",
     params(("webhook_id" = String, Path), DeliveryQuery, Pagination),
     responses((status = 200, body = [DeliveryView]), (status = 400, body = ErrorEnvelope),
@@ -54,20 +74,17 @@ pub async fn list(
     Query(query): Query<DeliveryQuery>,
     page: Pagination,
 ) -> Result<Paged<DeliveryView>, ApiError> {
+    let start = query.start(&page)?;
     let filter = query.parse()?;
     let webhook = load_webhook(&state, &id).await?;
-    let (records, total) = state
+    let found = state
         .services
         .deliveries
-        .list(
-            &webhook.webhook_id,
-            &filter,
-            page.limit as usize,
-            usize::try_from(page.offset).unwrap_or(usize::MAX),
-        )
+        .list(&webhook.webhook_id, &filter, page.limit as usize, start)
         .await?;
-    let items = records.iter().map(DeliveryView::from).collect();
-    Ok(Paged::new(items, page, total as u64))
+    let items = found.records.iter().map(DeliveryView::from).collect();
+    Ok(Paged::new(items, page, found.total)
+        .with_next_cursor(found.next_cursor.map(|c| c.to_string())))
 }
 
 async fn load_delivery(state: &AppState, id: &str) -> Result<DeliveryRecord, ApiError> {
@@ -94,7 +111,9 @@ pub async fn get(
 }
 
 /// Send a delivery again now, as a new delivery `<id>_retry_<n>` of the
-/// same event.
+/// same event; a retry of a retry is numbered on the first delivery
+/// (`<id>_retry_2` after `<id>_retry_1`), which `original_delivery_id`
+/// names.
 #[utoipa::path(post, path = "/webhooks/deliveries/{delivery_id}/retry", tag = "deliveries",
     params(("delivery_id" = String, Path)),
     responses((status = 202, body = RetryQueued), (status = 401, body = ErrorEnvelope),
@@ -115,9 +134,13 @@ pub async fn retry(
     refuse_inactive(&webhook)?;
     let record = state.services.publisher.retry_delivery(&original).await?;
     tracing::info!(webhook_id = %webhook.webhook_id, delivery_id = %record.delivery_id, "manual retry queued");
+    let original_delivery_id = record
+        .original_delivery_id
+        .as_ref()
+        .unwrap_or(&original.delivery_id);
     Ok(Accepted(RetryQueued {
         delivery_id: record.delivery_id.to_string(),
-        original_delivery_id: original.delivery_id.to_string(),
+        original_delivery_id: original_delivery_id.to_string(),
         status: record.status,
         attempt: record.attempt,
         scheduled_for: shared::time::rfc3339(record.timestamp),
