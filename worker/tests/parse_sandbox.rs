@@ -109,8 +109,10 @@ async fn memory_limit_kills_the_child_not_the_parent() {
         other => panic!("expected Failed, got {other:?}"),
     }
     // Same document, enough memory: it was the limit, not the document.
+    // (Time enough too: a debug build on a busy machine takes seconds.)
     let roomy = SandboxLimits {
         memory_bytes: 2 << 30,
+        timeout: Duration::from_secs(120),
         ..limits
     };
     assert!(
