@@ -542,6 +542,17 @@ impl QueueClient {
         Ok(moved)
     }
 
+    /// When the earliest delayed job of `queue` is due (unix ms), if any.
+    pub async fn next_due(&self, queue: &str) -> Result<Option<i64>, QueueError> {
+        let first: Vec<(Vec<u8>, f64)> = self
+            .conn
+            .clone()
+            .zrange_withscores(self.keys(queue).delayed, 0, 0)
+            .await?;
+        // Scores are unix ms, exact in an f64.
+        Ok(first.first().map(|(_, due)| *due as i64))
+    }
+
     pub async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn.clone();

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -161,6 +161,9 @@ struct Shared<H: Handler> {
     policy: Arc<RetryPolicy>,
     in_flight: InFlight,
     acks: mpsc::UnboundedSender<String>,
+    /// Wakes the promote loop when this process schedules a job, which may
+    /// be due sooner than what the loop is sleeping towards.
+    scheduled: Arc<Notify>,
     stop: CancellationToken,
 }
 
@@ -171,6 +174,7 @@ impl<H: Handler> QueueRunner<H> {
         let queue = H::Job::QUEUE;
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let in_flight: InFlight = Arc::default();
+        let scheduled = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             handler: self.handler.clone(),
             client: self.client.clone(),
@@ -178,6 +182,7 @@ impl<H: Handler> QueueRunner<H> {
             policy: self.policy.clone(),
             in_flight: in_flight.clone(),
             acks: ack_tx,
+            scheduled: scheduled.clone(),
             stop: stop.clone(),
         });
         let acker = tokio::spawn(ack_loop(
@@ -192,6 +197,7 @@ impl<H: Handler> QueueRunner<H> {
             queue,
             self.consumer.clone(),
             self.settings.clone(),
+            scheduled,
             background.clone(),
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(
@@ -514,6 +520,7 @@ async fn settle_delayed<H: Handler>(
     let due =
         crate::time::now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     let (queue, consumer) = (H::Job::QUEUE, shared.consumer.as_str());
+    let _wake = WakeOnDrop(&shared.scheduled);
     match why {
         Delayed::Retry => {
             settle(shared, entry_id, "scheduling a retry", || {
@@ -663,21 +670,31 @@ async fn ack_loop(
     }
 }
 
+/// Notifies when dropped: after a settle into the delayed set, whichever
+/// way the settle ended.
+struct WakeOnDrop<'a>(&'a Notify);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// Promotes due jobs, then sleeps until the next one is due — at most
+/// `poll_interval`, since other processes may schedule sooner ones, and
+/// less when this process schedules one (`scheduled`). So a retry runs
+/// within a round trip of its due time instead of up to a poll late.
 async fn promote_loop(
     client: QueueClient,
     queue: &'static str,
     consumer: String,
     settings: RunnerSettings,
+    scheduled: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
-    let mut delay = settings.poll_interval;
     let mut last_cleanup = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
         let result = async {
             while client.promote(queue, settings.promote_batch).await? >= settings.promote_batch {}
             if last_cleanup.elapsed() >= Duration::from_secs(60) {
@@ -686,22 +703,37 @@ async fn promote_loop(
                     .forget_idle_consumers(queue, &consumer, Duration::from_secs(3600))
                     .await?;
             }
-            Ok::<(), QueueError>(())
+            client.next_due(queue).await
         }
         .await;
-        delay = match result {
-            Ok(()) => {
+        let delay = match result {
+            Ok(next_due) => {
                 backoff.reset();
-                settings.poll_interval
+                let until_due = next_due.map_or(settings.poll_interval, |due| {
+                    let wait = due.saturating_sub(crate::time::now_ms());
+                    Duration::from_millis(u64::try_from(wait).unwrap_or(0))
+                });
+                until_due.min(settings.poll_interval)
             }
             Err(e) => {
-                let d = backoff.next();
                 warn!(queue, error = %e, "promoting due jobs failed");
-                d
+                backoff.next()
             }
         };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+            () = scheduled.notified() => {
+                // A burst of failures wakes the loop once per gap, not once
+                // per job.
+                tokio::time::sleep(WAKE_GAP).await;
+            }
+        }
     }
 }
+
+/// The shortest pause between two promotions woken by local schedules.
+const WAKE_GAP: Duration = Duration::from_millis(5);
 
 async fn heartbeat_loop(
     client: QueueClient,
