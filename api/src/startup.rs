@@ -27,7 +27,7 @@ use crate::http::openapi::{admin_only, api_router, finish};
 use crate::http::throttle::FailureLimiter;
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
-use crate::routes::{chat, dead_letters, deliveries, incoming, knowledge, ops, webhooks};
+use crate::routes::{chat, dead_letters, deliveries, gaps, incoming, knowledge, ops, webhooks};
 use crate::state::AppState;
 
 pub struct Application {
@@ -69,12 +69,17 @@ impl Application {
             .routes(routes!(ops::queues))
             .routes(routes!(chat::completions))
             .routes(routes!(chat::job))
+            .routes(routes!(chat::list_sessions))
             .routes(routes!(chat::get_session))
             .routes(routes!(chat::escalate))
             .routes(routes!(chat::end_session))
+            .routes(routes!(chat::reply))
+            .routes(routes!(chat::hand_back))
+            .routes(routes!(chat::feedback))
             .routes(routes!(knowledge::upload, knowledge::list))
             .routes(routes!(knowledge::get, knowledge::delete))
-            .routes(routes!(knowledge::search));
+            .routes(routes!(knowledge::search))
+            .routes(routes!(gaps::gaps));
         // Signed by their body: it must be read before they can be judged.
         let incoming = buffered(
             OpenApiRouter::new()

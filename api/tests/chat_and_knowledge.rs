@@ -1,7 +1,10 @@
 //! Chat and knowledge APIs (SPEC §10) with a real worker: documents go in
 //! (text, base64, multipart), get indexed and searched, replaced and
 //! deleted; questions get answers from them; sessions are continued,
-//! escalated and ended, and subscribers hear about it.
+//! escalated and ended, and subscribers hear about it. After a hand-over
+//! a person has the session (forwarded questions, operator replies, hand
+//! back); answers are rated, and low-confidence questions are grouped
+//! into knowledge gaps.
 
 mod common;
 
@@ -790,6 +793,23 @@ async fn chat_and_knowledge_routes_need_the_admin_key() {
             format!("/api/v1/chat/sessions/{session}/escalate"),
         ),
         (Method::POST, format!("/api/v1/chat/sessions/{session}/end")),
+        (
+            Method::GET,
+            "/api/v1/chat/sessions?status=escalated".to_owned(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/chat/sessions/{session}/reply"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/chat/sessions/{session}/handback"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/chat/sessions/{session}/feedback"),
+        ),
+        (Method::GET, "/api/v1/knowledge/gaps".to_owned()),
         (Method::POST, DOCUMENTS.to_owned()),
         (Method::GET, DOCUMENTS.to_owned()),
         (Method::GET, format!("{DOCUMENTS}/doc_x")),
@@ -878,6 +898,509 @@ async fn a_document_deleted_while_it_is_being_fetched_stays_deleted() {
     assert!(
         found(&app, "slowly").await.is_empty(),
         "deleted stays unsearchable"
+    );
+    worker.shutdown().await;
+}
+
+/// Checks the `sha256=` signature over the raw body, as a receiver that
+/// verifies raw bytes would.
+fn assert_signed(request: &testkit::Recorded) {
+    let secret = shared::signing::Secret::parse(SECRET).unwrap();
+    let verified = shared::signing::verify_incoming(
+        &secret,
+        request.header("x-webhook-signature"),
+        request.header("x-webhook-timestamp"),
+        &request.body,
+        chrono::Utc::now().timestamp(),
+        300,
+        true,
+    );
+    assert_eq!(
+        verified,
+        Ok(shared::signing::SignatureForm::Timestamped),
+        "{:?}",
+        request.headers
+    );
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> Reply {
+    app.admin_json(Method::POST, path, &body).await
+}
+
+#[tokio::test]
+async fn a_person_has_an_escalated_session_until_it_is_handed_back() {
+    let app = spawn_app().await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let (receiver, _) = subscriber(
+        &app,
+        &[
+            EventType::ChatResponseGenerated,
+            EventType::ChatMessageForwarded,
+            EventType::ChatOperatorReplied,
+        ],
+    )
+    .await;
+    let id = upload_text(&app, "Password reset", PASSWORD_GUIDE, "kb_password").await;
+    indexed(&app, &id).await;
+    let question = json!({"question": "How do I reset my password?", "user_id": "u42"});
+    let first = ask(&app, question.clone()).await;
+    assert_eq!(first.data()["status"], "done", "{}", first.body);
+    let session_id = first.data()["session_id"].as_str().unwrap().to_owned();
+    let session_path = format!("/api/v1/chat/sessions/{session_id}");
+    let mut in_session = question.clone();
+    in_session["session_id"] = json!(session_id);
+
+    // Given an escalated session,
+    let escalated = post(
+        &app,
+        &format!("{session_path}/escalate"),
+        json!({"reason": "VIP customer"}),
+    )
+    .await;
+    assert_eq!(escalated.status, StatusCode::OK, "{}", escalated.body);
+
+    // when the user asks again, the bot does not answer: the question goes
+    // to the operator, and the answer says a person has the conversation.
+    let forwarded = ask(&app, in_session.clone()).await;
+    assert_eq!(forwarded.status, StatusCode::OK, "{}", forwarded.body);
+    let data = forwarded.data();
+    assert_eq!(data["status"], "forwarded", "{data}");
+    assert_eq!(data["escalated"], true);
+    assert_eq!(data["operator_id"], "op_1");
+    assert!(
+        data["notice"].as_str().unwrap().contains("operator"),
+        "{data}"
+    );
+    assert!(data.get("answer").is_none(), "{data}");
+    let event = wait_for_event(&receiver, "chat.message.forwarded").await;
+    assert_eq!(
+        event["data"],
+        json!({"session_id": session_id, "user_id": "u42",
+               "message": "How do I reset my password?", "operator_id": "op_1"})
+    );
+    assert_eq!(events_of(&receiver, "chat.response.generated").len(), 1);
+
+    // The operator replies: recorded, delivered signed to the subscriber.
+    let replied = post(
+        &app,
+        &format!("{session_path}/reply"),
+        json!({"message": "Hi, this is Jane. I have sent you a reset link."}),
+    )
+    .await;
+    assert_eq!(replied.status, StatusCode::ACCEPTED, "{}", replied.body);
+    let r = replied.data();
+    assert_eq!(r["status"], "queued");
+    assert_eq!(r["operator_id"], "op_1");
+    assert_eq!(r["deliveries"], 1);
+    let event = wait_for_event(&receiver, "chat.operator.replied").await;
+    assert_eq!(event["event_id"], r["event_id"]);
+    assert_eq!(
+        event["data"],
+        json!({"session_id": session_id, "user_id": "u42",
+               "message": "Hi, this is Jane. I have sent you a reset link.", "operator_id": "op_1"})
+    );
+    let delivery = receiver
+        .requests()
+        .into_iter()
+        .find(|r| r.json()["event_type"] == "chat.operator.replied")
+        .unwrap();
+    assert_signed(&delivery);
+    let session = app.admin_get(&session_path).await;
+    let history = session.data()["history"].as_array().unwrap().clone();
+    let last = history.last().unwrap();
+    assert_eq!(last["role"], "operator", "{last}");
+    assert_eq!(last["operator_id"], "op_1");
+    assert_eq!(last["job_id"], r["reply_id"]);
+    assert_eq!(history[history.len() - 2]["role"], "user");
+
+    // Handed back, the bot answers again; the history stays.
+    let handed_back = app
+        .send(app.admin(Method::POST, &format!("{session_path}/handback")))
+        .await;
+    assert_eq!(handed_back.status, StatusCode::OK, "{}", handed_back.body);
+    assert_eq!(handed_back.data()["escalated"], false);
+    assert!(handed_back.data()["escalation"].is_null());
+    assert!(handed_back.data()["handed_back_at"].is_string());
+    assert_eq!(
+        handed_back.data()["history"].as_array().unwrap().len(),
+        history.len()
+    );
+    let answered = ask(&app, in_session.clone()).await;
+    assert_eq!(answered.data()["status"], "done", "{}", answered.body);
+    assert_eq!(answered.data()["escalated"], false);
+    assert!(answered.data()["answer"].is_string());
+    assert_eq!(events_of(&receiver, "chat.response.generated").len(), 2);
+    assert_eq!(events_of(&receiver, "chat.message.forwarded").len(), 1);
+
+    // The bot has it: no reply, no second hand-back.
+    for (path, body) in [
+        (
+            format!("{session_path}/reply"),
+            json!({"message": "hello?"}),
+        ),
+        (format!("{session_path}/handback"), json!({})),
+    ] {
+        let refused = post(&app, &path, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::CONFLICT,
+            "{path}: {}",
+            refused.body
+        );
+        assert_eq!(refused.error_code(), "SESSION_NOT_ESCALATED");
+    }
+    // Ended, or unknown.
+    post(
+        &app,
+        &format!("{session_path}/escalate"),
+        json!({"reason": "again"}),
+    )
+    .await;
+    app.send(app.admin(Method::POST, &format!("{session_path}/end")))
+        .await;
+    let ended = post(
+        &app,
+        &format!("{session_path}/reply"),
+        json!({"message": "still there?"}),
+    )
+    .await;
+    assert_eq!(ended.status, StatusCode::CONFLICT, "{}", ended.body);
+    assert_eq!(ended.error_code(), "SESSION_ENDED");
+    for path in [
+        format!("/api/v1/chat/sessions/{}/reply", SessionId::generate()),
+        "/api/v1/chat/sessions/nonsense/reply".to_owned(),
+        format!("/api/v1/chat/sessions/{}/handback", SessionId::generate()),
+    ] {
+        let unknown = post(&app, &path, json!({"message": "hi"})).await;
+        assert_eq!(
+            unknown.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            unknown.body
+        );
+    }
+    let blank = post(
+        &app,
+        &format!("{session_path}/reply"),
+        json!({"message": "  "}),
+    )
+    .await;
+    assert_eq!(blank.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_of(&blank), "message");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn escalated_sessions_are_listed_and_the_first_reply_takes_an_unassigned_one() {
+    // No roster: escalations wait for an operator to take them.
+    let app = spawn_app_with(|s| {
+        s.chat.completion_wait = Duration::ZERO;
+        s.chat.operators = Vec::new();
+    })
+    .await;
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let queued = ask(&app, json!({"question": format!("question {n}")})).await;
+        sessions.push(queued.data()["session_id"].as_str().unwrap().to_owned());
+    }
+    let path = |id: &str, action: &str| format!("/api/v1/chat/sessions/{id}/{action}");
+    for id in &sessions[..2] {
+        let escalated = post(&app, &path(id, "escalate"), json!({"reason": "r"})).await;
+        assert_eq!(escalated.status, StatusCode::OK, "{}", escalated.body);
+        assert!(escalated.data()["escalation"]["operator_id"].is_null());
+    }
+    let listed = |query: &'static str| {
+        let app = &app;
+        async move {
+            let reply = app
+                .admin_get(&format!("/api/v1/chat/sessions{query}"))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
+            let ids: Vec<String> = reply
+                .data()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["session_id"].as_str().unwrap().to_owned())
+                .collect();
+            (
+                ids,
+                reply.body["meta"]["pagination"]["total"].as_u64().unwrap(),
+            )
+        }
+    };
+
+    // Longest waiting first, paged.
+    let waiting = "?status=escalated&assigned=false";
+    assert_eq!(listed(waiting).await, (sessions[..2].to_vec(), 2));
+    assert_eq!(
+        listed("?status=escalated&assigned=false&limit=1&offset=1").await,
+        (vec![sessions[1].clone()], 2)
+    );
+    assert_eq!(listed("?status=escalated&assigned=true").await.1, 0);
+    assert_eq!(listed("").await.1, 3, "all active sessions");
+
+    // The first operator to reply takes the session.
+    let anonymous = post(&app, &path(&sessions[0], "reply"), json!({"message": "Hi"})).await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        anonymous.body
+    );
+    assert_eq!(field_of(&anonymous), "operator_id");
+    let taken = post(
+        &app,
+        &path(&sessions[0], "reply"),
+        json!({"message": "Hi, Max here", "operator_id": "op_max"}),
+    )
+    .await;
+    assert_eq!(taken.status, StatusCode::ACCEPTED, "{}", taken.body);
+    assert_eq!(taken.data()["operator_id"], "op_max");
+    assert_eq!(taken.data()["deliveries"], 0);
+    assert_eq!(listed(waiting).await, (vec![sessions[1].clone()], 1));
+    let assigned = app
+        .admin_get("/api/v1/chat/sessions?status=escalated&assigned=true")
+        .await;
+    assert_eq!(assigned.data()[0]["session_id"], sessions[0].as_str());
+    assert_eq!(assigned.data()[0]["escalation"]["operator_id"], "op_max");
+    // Then a reply without operator_id is theirs.
+    let again = post(
+        &app,
+        &path(&sessions[0], "reply"),
+        json!({"message": "Done"}),
+    )
+    .await;
+    assert_eq!(again.data()["operator_id"], "op_max", "{}", again.body);
+
+    // Handing back and ending take sessions off the list.
+    let back = post(&app, &path(&sessions[1], "handback"), json!({})).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    app.send(app.admin(Method::POST, &path(&sessions[0], "end")))
+        .await;
+    assert_eq!(listed("?status=escalated").await, (Vec::new(), 0));
+    assert_eq!(listed("?status=active").await.1, 2);
+
+    for query in [
+        "?status=bogus",
+        "?status=escalated&assigned=maybe",
+        "?status=active&assigned=true",
+        "?status=escalated&limit=0",
+        "?status=escalated&limit=101",
+    ] {
+        let bad = app
+            .admin_get(&format!("/api/v1/chat/sessions{query}"))
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{query}: {}", bad.body);
+        assert_eq!(bad.error_code(), "INVALID_QUERY");
+    }
+}
+
+async fn metric(app: &TestApp, line_start: &str) -> u64 {
+    let reply = app.send(app.admin(Method::GET, "/metrics")).await;
+    let text = reply.body.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+}
+
+#[tokio::test]
+async fn an_answer_is_rated_once_a_second_rating_replacing_the_first() {
+    let app = spawn_app().await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let id = upload_text(&app, "Password reset", PASSWORD_GUIDE, "kb_password").await;
+    indexed(&app, &id).await;
+    let answered = ask(&app, json!({"question": "How do I reset my password?"})).await;
+    let job_id = answered.data()["job_id"].as_str().unwrap().to_owned();
+    let session_id = answered.data()["session_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/chat/sessions/{session_id}/feedback");
+
+    let up = post(&app, &path, json!({"job_id": job_id, "rating": "up"})).await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    assert_eq!(up.data()["job_id"], job_id.as_str());
+    assert_eq!(up.data()["rating"], "up");
+    assert_eq!(up.data()["replaced"], false);
+
+    // The same answer named by its place in the history: replaced.
+    let down = post(
+        &app,
+        &path,
+        json!({"turn": 1, "rating": "down", "comment": "The link never came"}),
+    )
+    .await;
+    assert_eq!(down.status, StatusCode::OK, "{}", down.body);
+    assert_eq!(down.data()["job_id"], job_id.as_str());
+    assert_eq!(down.data()["replaced"], true);
+    let session = app
+        .admin_get(&format!("/api/v1/chat/sessions/{session_id}"))
+        .await;
+    let history = session.data()["history"].as_array().unwrap();
+    assert!(history[0].get("feedback").is_none(), "{}", session.body);
+    assert_eq!(
+        history[1]["feedback"]["rating"], "down",
+        "one feedback per answer: {}",
+        session.body
+    );
+    assert_eq!(history[1]["feedback"]["comment"], "The link never came");
+
+    // By the event id an integration got with chat.response.generated.
+    let event_id = shared::ids::EventId::derived(&JobId::parse(&job_id).unwrap(), "response");
+    let by_event = post(&app, &path, json!({"event_id": event_id, "rating": "down"})).await;
+    assert_eq!(by_event.status, StatusCode::OK, "{}", by_event.body);
+    assert_eq!(by_event.data()["replaced"], true);
+
+    for (case, body, field) in [
+        (
+            "a user's message",
+            json!({"turn": 0, "rating": "up"}),
+            "turn",
+        ),
+        (
+            "past the history",
+            json!({"turn": 9, "rating": "up"}),
+            "turn",
+        ),
+        (
+            "another job",
+            json!({"job_id": JobId::generate(), "rating": "up"}),
+            "job_id",
+        ),
+        ("no answer named", json!({"rating": "up"}), "job_id"),
+        (
+            "two names",
+            json!({"turn": 1, "job_id": job_id, "rating": "up"}),
+            "job_id",
+        ),
+        ("bad rating", json!({"turn": 1, "rating": "meh"}), "rating"),
+        (
+            "long comment",
+            json!({"turn": 1, "rating": "up", "comment": "x".repeat(2001)}),
+            "comment",
+        ),
+    ] {
+        let refused = post(&app, &path, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{case}: {}",
+            refused.body
+        );
+        assert_eq!(field_of(&refused), field, "{case}: {}", refused.body);
+    }
+    let unknown = post(
+        &app,
+        &format!("/api/v1/chat/sessions/{}/feedback", SessionId::generate()),
+        json!({"turn": 1, "rating": "up"}),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+
+    // Ratings count once per change; turn outcomes are counted too.
+    assert_eq!(
+        metric(&app, "supportrag_chat_feedback_total{rating=\"up\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(&app, "supportrag_chat_feedback_total{rating=\"down\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(&app, "supportrag_chat_turns_total{outcome=\"answered\"}").await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &app,
+            "supportrag_chat_turns_total{outcome=\"offered_person\"}"
+        )
+        .await,
+        0
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn knowledge_gaps_group_the_questions_handed_over_for_low_confidence() {
+    let app = spawn_app().await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let id = upload_text(&app, "Password reset", PASSWORD_GUIDE, "kb_password").await;
+    indexed(&app, &id).await;
+    let before = chrono::Utc::now();
+    let questions = [
+        ("What is the weather in Paris tomorrow?", true),
+        ("How do I cancel my subscription?", true),
+        ("How do I reset my password?", false),
+        ("cancel subscriptions", true),
+        ("I want to talk to a human operator", true),
+        ("How can I cancel the subscription", true),
+    ];
+    let mut cancel_sessions = Vec::new();
+    for (question, escalated) in questions {
+        let reply = ask(&app, json!({"question": question})).await;
+        assert_eq!(
+            reply.data()["escalated"],
+            escalated,
+            "{question}: {}",
+            reply.body
+        );
+        if question.contains("cancel") {
+            cancel_sessions.push(reply.data()["session_id"].clone());
+        }
+    }
+
+    let gaps = app.admin_get("/api/v1/knowledge/gaps").await;
+    assert_eq!(gaps.status, StatusCode::OK, "{}", gaps.body);
+    // A request for a person is no gap in the knowledge base.
+    assert_eq!(gaps.body["meta"]["pagination"]["total"], 2, "{}", gaps.body);
+    let top = &gaps.data()[0];
+    assert_eq!(top["representative"], "How can I cancel the subscription");
+    assert_eq!(top["count"], 3);
+    let mut examples = top["session_ids"].as_array().unwrap().clone();
+    examples.reverse();
+    assert_eq!(examples, cancel_sessions);
+    assert!(top["last_seen"].as_str().unwrap() >= top["first_seen"].as_str().unwrap());
+    assert_eq!(
+        gaps.data()[1]["representative"],
+        "What is the weather in Paris tomorrow?"
+    );
+    assert_eq!(gaps.data()[1]["count"], 1);
+
+    let second = app
+        .admin_get("/api/v1/knowledge/gaps?limit=1&offset=1")
+        .await;
+    assert_eq!(second.data().as_array().unwrap().len(), 1);
+    assert_eq!(second.data()[0]["count"], 1);
+    let since =
+        (before - chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let recent = app
+        .admin_get(&format!("/api/v1/knowledge/gaps?since={since}"))
+        .await;
+    assert_eq!(
+        recent.body["meta"]["pagination"]["total"], 2,
+        "{}",
+        recent.body
+    );
+    let later = app
+        .admin_get("/api/v1/knowledge/gaps?since=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        later.body["meta"]["pagination"]["total"], 0,
+        "{}",
+        later.body
+    );
+    let bad = app
+        .admin_get("/api/v1/knowledge/gaps?since=yesterday")
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error_code(), "INVALID_QUERY");
+
+    assert_eq!(
+        metric(&app, "supportrag_chat_turns_total{outcome=\"handed_over\"}").await,
+        5
+    );
+    assert_eq!(
+        metric(&app, "supportrag_chat_turns_total{outcome=\"answered\"}").await,
+        1
     );
     worker.shutdown().await;
 }

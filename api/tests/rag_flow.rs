@@ -6,7 +6,8 @@
 //! when three documents (PDF, HTML, Russian text) arrive through the
 //! incoming document webhook and users send messages in Russian and
 //! English, then the answers come from the right documents, an off-topic
-//! question is escalated, and ending the session is announced.
+//! question is escalated, the next message goes to the operator, the
+//! operator's reply goes out, and ending the session is announced.
 
 mod common;
 
@@ -351,6 +352,43 @@ async fn documents_in_questions_answered_escalated_and_ended() {
         "{esc}"
     );
 
+    // A person has the conversation now: the next message goes to the
+    // operator, not to the bot, and the operator's reply comes back.
+    post_signed(
+        &app,
+        &webhook_id,
+        path,
+        &ask("Hello? Is anyone there?", "m4"),
+    )
+    .await;
+    let forwarded = wait_for_events(&verifier, "chat.message.forwarded", 1).await;
+    let fwd = &forwarded[0]["data"];
+    assert_eq!(fwd["session_id"], session_id.as_str());
+    assert_eq!(fwd["user_id"], "U123456789");
+    assert_eq!(fwd["message"], "Hello? Is anyone there?");
+    assert_eq!(fwd["operator_id"], "op_1");
+    assert_eq!(forwarded[0]["metadata"]["correlation_id"], "corr_abc123");
+    let replied = app
+        .admin_json(
+            Method::POST,
+            &format!("/api/v1/chat/sessions/{session_id}/reply"),
+            &json!({"message": "Здравствуйте! Я Jane, помогу с вопросом."}),
+        )
+        .await;
+    assert_eq!(replied.status, StatusCode::ACCEPTED, "{}", replied.body);
+    let replies = wait_for_events(&verifier, "chat.operator.replied", 1).await;
+    assert_eq!(replies[0]["data"]["session_id"], session_id.as_str());
+    assert_eq!(replies[0]["data"]["operator_id"], "op_1");
+    assert_eq!(
+        replies[0]["data"]["message"],
+        "Здравствуйте! Я Jane, помогу с вопросом."
+    );
+    assert_eq!(
+        events(&verifier, "chat.response.generated").await.len(),
+        3,
+        "the bot stayed out of it"
+    );
+
     // The end of the session.
     let ended = app
         .send(app.admin(
@@ -362,7 +400,7 @@ async fn documents_in_questions_answered_escalated_and_ended() {
     let ended = wait_for_events(&verifier, "session.ended", 1).await;
     let data = &ended[0]["data"];
     assert_eq!(data["session_id"], session_id.as_str());
-    assert_eq!(data["messages_count"], 3);
+    assert_eq!(data["messages_count"], 4);
     assert_eq!(data["escalated"], true);
     assert_eq!(data["reason"], "requested");
 

@@ -229,6 +229,8 @@ pub struct ChatSettings {
     #[serde(with = "humantime_serde")]
     pub session_idle_timeout: Duration,
     pub history_turns: usize,
+    /// Who escalations are assigned to. Empty: escalated sessions wait
+    /// unassigned, and the first operator to reply takes one.
     #[serde(deserialize_with = "operator_list")]
     pub operators: Vec<Operator>,
     pub operator_assignment: OperatorAssignment,
@@ -488,11 +490,6 @@ impl Settings {
             self.chat.concurrency > 0,
             "chat.concurrency",
             "must be at least 1",
-        )?;
-        rule(
-            !self.chat.operators.is_empty(),
-            "chat.operators",
-            "needs at least one operator to escalate to",
         )?;
         rule(
             self.chat.history_turns > 0,
@@ -804,6 +801,12 @@ mod tests {
             ["admin-key-one-0123", "admin-key-two-0123"]
         );
         assert_eq!(s.security.allowed_cidrs.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_roster_means_escalations_wait_for_an_operator() {
+        let s = load_toml("[chat]\noperators = \"\"").unwrap();
+        assert!(s.chat.operators.is_empty());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! conversation. The worker (low confidence, a request for a human) and the
 //! admin endpoint both come through here.
 
-use chrono::Utc;
 use serde_json::json;
 
 use crate::config::{Operator, OperatorAssignment};
@@ -51,9 +50,11 @@ pub struct Escalator {
 }
 
 impl Escalator {
-    /// Escalates `session`; an already escalated session keeps its
-    /// operator. `event_id` is derived from the causing job or request so a
-    /// redo emits the same event.
+    /// Escalates `session` (the bot stops answering it until it is handed
+    /// back); an already escalated session keeps its operator, and with an
+    /// empty roster it waits unassigned. `event_id` is derived from the
+    /// causing job or request so a redo emits the same event.
+    /// [`SessionError::Ended`] if the session is no longer active.
     pub async fn escalate(
         &self,
         session: &Session,
@@ -61,26 +62,15 @@ impl Escalator {
         event_id: EventId,
         metadata: EventMetadata,
     ) -> Result<Escalation, EscalateError> {
-        let operator = match &session.escalation {
-            Some(e) if !e.operator_id.is_empty() => Operator {
-                id: e.operator_id.clone(),
-                name: e.operator_name.clone(),
-            },
-            _ => {
-                self.sessions
-                    .assign_operator(&self.operators, self.assignment)
-                    .await?
-            }
-        };
-        let escalation = Escalation {
-            reason: request.reason,
-            priority: request.priority,
-            operator_id: operator.id,
-            operator_name: operator.name,
-            escalated_at: Utc::now(),
-        };
-        self.sessions
-            .escalate(&session.session_id, &escalation)
+        let escalation = self
+            .sessions
+            .escalate(
+                &session.session_id,
+                &request.reason,
+                request.priority,
+                &self.operators,
+                self.assignment,
+            )
             .await?;
         let turns = self
             .sessions
@@ -195,6 +185,7 @@ pub fn is_cyrillic(text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::ids::JobId;
+    use chrono::Utc;
 
     fn turn(role: Role, text: &str, confidence: Option<f64>) -> Turn {
         Turn {
@@ -203,6 +194,7 @@ mod tests {
             at: Utc::now(),
             job_id: JobId::generate(),
             confidence,
+            operator_id: None,
         }
     }
 

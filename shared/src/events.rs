@@ -11,11 +11,11 @@ use crate::ids::{EventId, WebhookId};
 use crate::time::serde_rfc3339;
 
 macro_rules! event_types {
-    ($($variant:ident => $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
         /// Every event type this system emits.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventType {
-            $($variant,)*
+            $($(#[$doc])* $variant,)*
         }
 
         impl EventType {
@@ -39,14 +39,42 @@ macro_rules! event_types {
     };
 }
 
+// The `data` of each event is written where it is built; the doc of each
+// variant lists its fields so the catalogue can be read in one place.
 event_types! {
+    /// The bot answered a message. `session_id, user_id, message, answer,
+    /// sources[{document_id, title, excerpt}], confidence,
+    /// processing_time_ms`.
     ChatResponseGenerated => "chat.response.generated",
+    /// A conversation went to a person. `session_id, user_id,
+    /// escalation_reason, escalation_priority, assigned_operator_id,
+    /// assigned_operator_name` (both null while nobody is assigned),
+    /// `conversation_summary, last_message`.
     ChatEscalated => "chat.escalated",
+    /// A user wrote in a session a person owns: the bot did not answer, the
+    /// message is for the operator. `session_id, user_id, message,
+    /// operator_id` (null while nobody is assigned).
+    ChatMessageForwarded => "chat.message.forwarded",
+    /// An operator answered the user (`POST /chat/sessions/{id}/reply`).
+    /// `session_id, user_id, message, operator_id`.
+    ChatOperatorReplied => "chat.operator.replied",
+    /// A session was closed. `session_id, user_id, started_at, ended_at,
+    /// messages_count, escalated, reason`.
     SessionEnded => "session.ended",
+    /// `document_id, name, external_document_id, status, chunks_count,
+    /// total_size_bytes, processing_time_ms, metadata, embeddings_model,
+    /// vector_store`.
     KnowledgeDocumentIndexed => "knowledge.document.indexed",
+    /// `document_id, name, external_document_id, status, error_code,
+    /// error_message, retry_count, max_retries, next_retry`.
     KnowledgeDocumentFailed => "knowledge.document.failed",
+    /// `document_id, classifications[{intent, confidence, category}],
+    /// processing_time_ms`.
     AnalysisClassificationCompleted => "analysis.classification.completed",
+    /// A job ended in the dead-letter set. `error_code, error_message,
+    /// job_type, job_id, dead_letter_id` and the ids it concerned.
     ErrorOccurred => "error.occurred",
+    /// `POST /webhooks/{id}/test`: `message, webhook_id`.
     WebhookTest => "webhook.test",
 }
 
@@ -203,6 +231,9 @@ mod tests {
         assert!(only.matches(EventType::ChatEscalated));
         assert!(!only.matches(EventType::SessionEnded));
         assert!(EventFilter::parse("chat.nonsense").is_err());
+        for hand_over in ["chat.message.forwarded", "chat.operator.replied"] {
+            assert_eq!(EventFilter::parse(hand_over).unwrap().as_str(), hand_over);
+        }
         assert!(EventFilter::parse("webhook.test").is_err());
         assert!(!EventFilter::All.matches(EventType::WebhookTest));
     }

@@ -58,6 +58,18 @@ impl EventId {
         let body = job.as_str().trim_start_matches("job_");
         Self(format!("evt_{body}_{purpose}"))
     }
+
+    /// The job this event was [derived](EventId::derived) from for
+    /// `purpose`, if it was: lets an integration that only saw the event
+    /// (`chat.response.generated`) name the answer it is about.
+    pub fn source_job(&self, purpose: &str) -> Option<JobId> {
+        let body = self
+            .as_str()
+            .strip_prefix("evt_")?
+            .strip_suffix(purpose)?
+            .strip_suffix('_')?;
+        JobId::parse(&format!("job_{body}")).ok()
+    }
 }
 
 impl EventId {
@@ -97,6 +109,21 @@ impl DeliveryId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_derived_event_names_its_job() {
+        let job = JobId::generate();
+        let event = EventId::derived(&job, "response");
+        assert_eq!(event.source_job("response"), Some(job.clone()));
+        assert_eq!(event.source_job("escalated"), None);
+        assert_eq!(EventId::generate().source_job("response"), None);
+        assert_eq!(
+            EventId::parse("evt_response")
+                .unwrap()
+                .source_job("response"),
+            None
+        );
+    }
 
     #[test]
     fn generated_ids_parse_and_sort_by_time() {

@@ -541,7 +541,7 @@ pub fn parse_format(field: &str, text: &str) -> Result<Format, FieldError> {
     })
 }
 
-fn text_field(field: &str, value: &str, max_chars: usize) -> Result<String, FieldError> {
+pub(crate) fn text_field(field: &str, value: &str, max_chars: usize) -> Result<String, FieldError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -567,7 +567,7 @@ fn optional_id(field: &str, value: Option<String>) -> Result<Option<String>, Fie
 }
 
 /// Absent and empty are the same: no value.
-fn optional_text(
+pub(crate) fn optional_text(
     field: &str,
     value: Option<String>,
     max_chars: usize,

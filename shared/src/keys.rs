@@ -31,8 +31,24 @@
 //!                                     last, trimmed to chat.history_turns.
 //!   P:{P:q:session}:operators:rr    STRING  round-robin counter.
 //!   P:{P:q:session}:operators:load  ZSET    operator id -> open escalated
-//!                                     sessions (decremented by the end
-//!                                     script).
+//!                                     sessions (counted by the escalate
+//!                                     and claim scripts, decremented by
+//!                                     the hand-back and end scripts).
+//!   P:{P:q:session}:escalated             ZSET  escalated active session
+//!                                     ids by escalation time (unix ms):
+//!                                     the operators' queue, listed
+//!                                     without a scan.
+//!   P:{P:q:session}:escalated:assigned    ZSET  the part of it with an
+//!   P:{P:q:session}:escalated:unassigned  ZSET  operator / without one.
+//!                                     The three sets are written only by
+//!                                     the session scripts (escalate,
+//!                                     claim, hand back, end), so a
+//!                                     session is in them exactly while it
+//!                                     is escalated and active.
+//!   P:{P:q:session}:fb:S      HASH    feedback on session S's answers:
+//!                                     chat job id -> JSON {rating,
+//!                                     comment, at}; one per answer.
+//!                                     Expires with the session's turns.
 //!   P:chat:result:J           STRING  answer of /chat/completions job J
 //!                                     (JSON), for the API waiting on it;
 //!                                     expires after an hour.
@@ -73,10 +89,20 @@
 //!                               attempt, the payload sent); expires after
 //!                               delivery.history_ttl.
 //!
+//! Knowledge gaps
+//!   P:gaps              STREAM  questions handed over for low confidence:
+//!                               q (question), s (session id), c
+//!                               (confidence), j (chat job id); entry ids
+//!                               are the time. Capped (XADD MAXLEN ~) so
+//!                               it stays bounded without a sweep.
+//!
 //! Metrics kept in Redis so one scrape of the API covers every worker
 //!   P:metrics:delivery_latency  HASH  histogram of attempt durations:
 //!                               "le_<seconds>" bucket counts, "count",
 //!                               "sum_ms".
+//!   P:metrics:chat      HASH    chat counters: answered, offered_person,
+//!                               handed_over, forwarded, operator_replies,
+//!                               feedback_up, feedback_down.
 //!   P:dlv:D:retries     STRING  manual retries made of D (for the
 //!                               `D_retry_n` ids); same expiry.
 //! ```
@@ -101,6 +127,14 @@ pub fn delivery(prefix: &KeyPrefix, delivery_id: &str) -> String {
 
 pub fn delivery_latency(prefix: &KeyPrefix) -> String {
     format!("{prefix}:metrics:delivery_latency")
+}
+
+pub fn chat_metrics(prefix: &KeyPrefix) -> String {
+    format!("{prefix}:metrics:chat")
+}
+
+pub fn gaps(prefix: &KeyPrefix) -> String {
+    format!("{prefix}:gaps")
 }
 
 pub fn delivery_retries(prefix: &KeyPrefix, delivery_id: &str) -> String {
@@ -150,6 +184,22 @@ impl SessionKeys {
 
     pub fn operators_load(&self) -> String {
         format!("{}:operators:load", self.base)
+    }
+
+    pub fn escalated(&self) -> String {
+        format!("{}:escalated", self.base)
+    }
+
+    pub fn escalated_assigned(&self) -> String {
+        format!("{}:escalated:assigned", self.base)
+    }
+
+    pub fn escalated_unassigned(&self) -> String {
+        format!("{}:escalated:unassigned", self.base)
+    }
+
+    pub fn feedback(&self, id: &str) -> String {
+        format!("{}:fb:{id}", self.base)
     }
 
     pub fn chat_result(&self, job: &str) -> String {

@@ -2,12 +2,16 @@
 //! stores, signing, the SSRF policy and the outbound HTTP client. The API
 //! and the worker are thin layers over this crate.
 
+pub mod chat_stats;
 pub mod config;
 pub mod deliveries;
 pub mod documents;
 pub mod egress;
 pub mod escalation;
 pub mod events;
+pub mod feedback;
+pub mod gaps;
+pub mod handover;
 pub mod ids;
 pub mod incoming;
 pub mod jobs;

@@ -14,10 +14,14 @@ use rag::providers::semantic::SemanticIndex;
 use rag::text::Analyzer;
 use redis::aio::ConnectionManager;
 
+use crate::chat_stats::ChatStats;
 use crate::config::{RetrievalProvider, Settings};
 use crate::deliveries::DeliveryStore;
 use crate::documents::DocumentStore;
 use crate::escalation::Escalator;
+use crate::feedback::Ratings;
+use crate::gaps::GapLog;
+use crate::handover::Handover;
 use crate::incoming::Intake;
 use crate::publish::Publisher;
 use crate::sessions::SessionStore;
@@ -36,6 +40,10 @@ pub struct Services {
     pub documents: DocumentStore,
     pub intake: Intake,
     pub escalator: Escalator,
+    pub handover: Handover,
+    pub ratings: Ratings,
+    pub gaps: GapLog,
+    pub chat_stats: ChatStats,
     pub knowledge: Knowledge,
     pub policy: SsrfPolicy,
     pub resolver: Arc<dyn NameResolver>,
@@ -179,6 +187,8 @@ impl Services {
             settings.chat.history_turns,
         );
         let documents = DocumentStore::new(conn.clone(), prefix.clone());
+        let chat_stats = ChatStats::new(conn.clone(), &prefix);
+        let gaps = GapLog::new(conn.clone(), &prefix);
         let knowledge = knowledge(&settings, conn.clone())?;
         let deliveries = DeliveryStore::new(
             conn,
@@ -209,6 +219,17 @@ impl Services {
             operators: settings.chat.operators.clone(),
             assignment: settings.chat.operator_assignment,
         };
+        let handover = Handover {
+            sessions: sessions.clone(),
+            publisher: publisher.clone(),
+            stats: chat_stats.clone(),
+            operators: settings.chat.operators.clone(),
+        };
+        let ratings = Ratings {
+            sessions: sessions.clone(),
+            stats: chat_stats.clone(),
+            history_turns: settings.chat.history_turns,
+        };
         Ok(Self {
             settings: Arc::new(settings),
             queue,
@@ -219,6 +240,10 @@ impl Services {
             documents,
             intake,
             escalator,
+            handover,
+            ratings,
+            gaps,
+            chat_stats,
             knowledge,
             policy,
             resolver,

@@ -5,6 +5,12 @@
 //! session queue's hash tag, so two API processes opening the same thread
 //! at once get the same session, and two workers sweeping the same idle
 //! session end it once.
+//!
+//! Hand-over (SPEC §13): escalating, an operator's first reply to an
+//! unassigned session (the claim), handing back and ending each move the
+//! session in or out of the escalated index in the same script that
+//! changes its state, so the operators' queue never disagrees with the
+//! sessions and listing it is a range read, not a scan.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -72,7 +78,10 @@ return 1
 });
 
 /// Ends an active session and queues its EndSession job, atomically.
-/// KEYS: session hash, active set, session stream, operator load.
+/// The session keeps its escalation fields (`session.ended` reports
+/// `escalated`) but leaves the escalated index.
+/// KEYS: session hash, active set, session stream, operator load, the
+/// three escalated sets.
 /// ARGV: now ms, reason, idle cutoff ms ('' = end whatever its activity),
 /// envelope, job field, ended ttl ms, session id. Reply: 1 ended, 0 not.
 static END: LazyLock<Script> = LazyLock::new(|| {
@@ -85,6 +94,9 @@ if ARGV[3] ~= '' then
 end
 redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1], 'end_reason', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('ZREM', KEYS[5], ARGV[7])
+redis.call('ZREM', KEYS[6], ARGV[7])
+redis.call('ZREM', KEYS[7], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 local op = redis.call('HGET', KEYS[1], 'operator_id')
 if op and op ~= '' then
@@ -125,18 +137,132 @@ return 1
     )
 });
 
-/// Picks the least loaded operator of the roster (ARGV) and counts the
-/// new escalation. KEYS: operator load set.
-static LEAST_LOADED: LazyLock<Script> = LazyLock::new(|| {
+/// Escalates an active session: keeps its operator if it is already
+/// escalated to one, else picks one from the roster (round robin or least
+/// loaded) and counts the session in that operator's load; with an empty
+/// roster the session waits unassigned. Picking here, in the script that
+/// marks the session, means two escalations racing on one session cannot
+/// count two operators for it.
+/// KEYS: session hash, escalated set, assigned set, unassigned set,
+/// operator load, round-robin counter.
+/// ARGV: now ms, session id, reason, priority, assignment mode, then the
+/// roster as id, name pairs.
+/// Reply: {'ok', escalated_at ms, operator id, operator name} (id and name
+/// '' when unassigned), or {'ended'} when the session is not active.
+static ESCALATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local best, best_load = nil, nil
-for i, op in ipairs(ARGV) do
-  local load = tonumber(redis.call('ZSCORE', KEYS[1], op) or '0')
-  if best_load == nil or load < best_load then best, best_load = i, load end
+if redis.call('HGET', KEYS[1], 'status') ~= 'active' then return {'ended'} end
+local op, name, at = '', '', ARGV[1]
+if redis.call('HGET', KEYS[1], 'escalated') == '1' then
+  op = redis.call('HGET', KEYS[1], 'operator_id') or ''
+  name = redis.call('HGET', KEYS[1], 'operator_name') or ''
+  at = redis.call('HGET', KEYS[1], 'escalated_at') or ARGV[1]
 end
-redis.call('ZINCRBY', KEYS[1], 1, ARGV[best])
-return best
+local roster = math.floor((#ARGV - 5) / 2)
+if op == '' and roster >= 1 then
+  local pick = 1
+  if ARGV[5] == 'least_loaded' then
+    local best_load = nil
+    for i = 1, roster do
+      local load = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[4 + 2 * i]) or '0')
+      if best_load == nil or load < best_load then pick, best_load = i, load end
+    end
+  else
+    local n = redis.call('INCR', KEYS[6])
+    pick = ((n - 1) % roster) + 1
+  end
+  op, name = ARGV[4 + 2 * pick], ARGV[5 + 2 * pick]
+  redis.call('ZINCRBY', KEYS[5], 1, op)
+end
+redis.call('HSET', KEYS[1], 'escalated', 1, 'reason', ARGV[3], 'priority', ARGV[4],
+  'operator_id', op, 'operator_name', name, 'escalated_at', at)
+redis.call('ZADD', KEYS[2], at, ARGV[2])
+if op == '' then
+  redis.call('ZADD', KEYS[4], at, ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+else
+  redis.call('ZADD', KEYS[3], at, ARGV[2])
+  redis.call('ZREM', KEYS[4], ARGV[2])
+end
+return {'ok', tostring(at), op, name}
+",
+    )
+});
+
+/// Lets an operator write in an escalated session: an unassigned one is
+/// assigned to the operator who replies first (and counted in their
+/// load). The reply is activity, so it keeps the session from the idle
+/// sweep. KEYS: session hash, assigned set, unassigned set, operator
+/// load, active set. ARGV: now ms, session id, operator id ('' = the
+/// assigned one), operator name.
+/// Reply: {'ok', replying operator id} or {'missing' | 'ended' |
+/// 'not_escalated' | 'unassigned'}.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing'} end
+if status ~= 'active' then return {'ended'} end
+if redis.call('HGET', KEYS[1], 'escalated') ~= '1' then return {'not_escalated'} end
+local op = redis.call('HGET', KEYS[1], 'operator_id') or ''
+if op == '' then
+  if ARGV[3] == '' then return {'unassigned'} end
+  op = ARGV[3]
+  redis.call('HSET', KEYS[1], 'operator_id', op, 'operator_name', ARGV[4])
+  redis.call('ZINCRBY', KEYS[4], 1, op)
+  local at = redis.call('HGET', KEYS[1], 'escalated_at') or ARGV[1]
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZADD', KEYS[2], at, ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'last_activity', ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then return {'ok', ARGV[3]} end
+return {'ok', op}
+",
+    )
+});
+
+/// Gives an escalated session back to the bot: the escalation fields go
+/// (the history stays), the operator's load drops as at the end, and the
+/// session leaves the escalated index.
+/// KEYS: session hash, escalated set, assigned set, unassigned set,
+/// operator load, active set. ARGV: now ms, session id.
+/// Reply: 'ok', 'missing', 'ended' or 'not_escalated'.
+static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'active' then return 'ended' end
+if redis.call('HGET', KEYS[1], 'escalated') ~= '1' then return 'not_escalated' end
+local op = redis.call('HGET', KEYS[1], 'operator_id')
+if op and op ~= '' then
+  local load = redis.call('ZSCORE', KEYS[5], op)
+  if load and tonumber(load) > 0 then redis.call('ZINCRBY', KEYS[5], -1, op) end
+end
+redis.call('HDEL', KEYS[1], 'reason', 'priority', 'operator_id', 'operator_name', 'escalated_at')
+redis.call('HSET', KEYS[1], 'escalated', 0, 'handed_back_at', ARGV[1], 'last_activity', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZADD', KEYS[6], ARGV[1], ARGV[2])
+return 'ok'
+",
+    )
+});
+
+/// Stores the feedback on one answer, replacing an earlier one; on a
+/// session that is no longer active it expires as the history does.
+/// KEYS: feedback hash, session hash. ARGV: chat job id, feedback JSON,
+/// ended-session TTL ms. Reply: the feedback it replaced, or nil.
+static FEEDBACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HGET', KEYS[2], 'status') ~= 'active' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return old
 ",
     )
 });
@@ -147,6 +273,12 @@ pub enum SessionError {
     Queue(#[from] QueueError),
     #[error("session {0} has ended")]
     Ended(SessionId),
+    #[error("session {0} does not exist")]
+    Missing(SessionId),
+    #[error("session {0} is not escalated")]
+    NotEscalated(SessionId),
+    #[error("session {0} has no operator assigned")]
+    Unassigned(SessionId),
     #[error("stored session is unreadable: {0}")]
     Corrupt(String),
 }
@@ -205,8 +337,13 @@ impl Priority {
 pub struct Escalation {
     pub reason: String,
     pub priority: Priority,
-    pub operator_id: String,
-    pub operator_name: String,
+    /// The operator who has the conversation; null while it waits for one
+    /// (an empty `chat.operators` roster: the first operator to reply
+    /// takes it).
+    pub operator_id: Option<String>,
+    pub operator_name: Option<String>,
+    /// When the session was first escalated (a second escalation of an
+    /// escalated session keeps it, and its place in the queue).
     #[serde(with = "serde_rfc3339")]
     pub escalated_at: DateTime<Utc>,
 }
@@ -225,8 +362,12 @@ pub struct Session {
     pub ended_at: Option<DateTime<Utc>>,
     pub end_reason: Option<String>,
     pub messages_count: u64,
+    /// A person has the conversation: the bot does not answer it.
     pub escalated: bool,
     pub escalation: Option<Escalation>,
+    /// When an operator last gave the session back to the bot.
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub handed_back_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -234,6 +375,20 @@ pub struct Session {
 pub enum Role {
     User,
     Assistant,
+    /// A person answering after a hand-over.
+    Operator,
+}
+
+impl Role {
+    /// How the role appears in a turn's JSON (the record script looks for
+    /// it to add a job's turn of each role once).
+    fn marker(self) -> &'static str {
+        match self {
+            Role::User => "\"role\":\"user\"",
+            Role::Assistant => "\"role\":\"assistant\"",
+            Role::Operator => "\"role\":\"operator\"",
+        }
+    }
 }
 
 /// One message of a conversation.
@@ -243,11 +398,32 @@ pub struct Turn {
     pub text: String,
     #[serde(with = "serde_rfc3339")]
     pub at: DateTime<Utc>,
-    /// The chat job that produced it (so a redone job adds it once).
+    /// The chat job that produced it (so a redone job adds it once); for
+    /// an operator's reply, the id given to that reply. Feedback names an
+    /// answer by it.
     #[schema(value_type = String)]
     pub job_id: JobId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// Who wrote an operator turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_id: Option<String>,
+}
+
+/// Which sessions a listing shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionFilter {
+    /// Every active session, most recently active first.
+    Active,
+    /// Escalated sessions, longest waiting first; `Some(false)` only those
+    /// no operator has yet, `Some(true)` only those with one.
+    Escalated { assigned: Option<bool> },
+}
+
+/// One page of a listing and how many there are in all.
+pub struct SessionPage {
+    pub sessions: Vec<Session>,
+    pub total: u64,
 }
 
 /// Where an incoming message belongs: one thread of one integration.
@@ -369,10 +545,6 @@ impl SessionStore {
     /// Adds a turn (once per job and role); on a session that is no longer
     /// active the history expires as an ended session's does.
     pub async fn record_turn(&self, id: &SessionId, turn: &Turn) -> Result<(), SessionError> {
-        let role = match turn.role {
-            Role::User => "\"role\":\"user\"",
-            Role::Assistant => "\"role\":\"assistant\"",
-        };
         let _: i64 = RECORD_TURN
             .key(self.keys.turns(id.as_str()))
             .key(self.keys.session(id.as_str()))
@@ -380,64 +552,198 @@ impl SessionStore {
             .arg(turn.job_id.as_str())
             .arg(self.history_turns)
             .arg(if turn.role == Role::User { "1" } else { "0" })
-            .arg(role)
+            .arg(turn.role.marker())
             .arg(millis(self.ended_ttl))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
 
-    /// Marks the session escalated.
-    pub async fn escalate(&self, id: &SessionId, e: &Escalation) -> Result<(), SessionError> {
-        let _: () = self
-            .conn
-            .clone()
-            .hset_multiple(
-                self.keys.session(id.as_str()),
-                &[
-                    ("escalated", "1".to_owned()),
-                    ("reason", e.reason.clone()),
-                    ("priority", e.priority.as_str().to_owned()),
-                    ("operator_id", e.operator_id.clone()),
-                    ("operator_name", e.operator_name.clone()),
-                    (
-                        "escalated_at",
-                        e.escalated_at.timestamp_millis().to_string(),
-                    ),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Picks the operator for a new escalation.
-    pub async fn assign_operator(
+    /// Marks an active session escalated, assigning an operator from
+    /// `roster` unless it already has one (an empty roster leaves it
+    /// unassigned). [`SessionError::Ended`] if it is not active.
+    pub async fn escalate(
         &self,
+        id: &SessionId,
+        reason: &str,
+        priority: Priority,
         roster: &[Operator],
         how: OperatorAssignment,
-    ) -> Result<Operator, SessionError> {
-        let Some(first) = roster.first() else {
-            return Err(SessionError::Corrupt("the operator roster is empty".into()));
+    ) -> Result<Escalation, SessionError> {
+        let mut script = ESCALATE.prepare_invoke();
+        script
+            .key(self.keys.session(id.as_str()))
+            .key(self.keys.escalated())
+            .key(self.keys.escalated_assigned())
+            .key(self.keys.escalated_unassigned())
+            .key(self.keys.operators_load())
+            .key(self.keys.operators_round_robin())
+            .arg(now_ms())
+            .arg(id.as_str())
+            .arg(reason)
+            .arg(priority.as_str())
+            .arg(match how {
+                OperatorAssignment::RoundRobin => "round_robin",
+                OperatorAssignment::LeastLoaded => "least_loaded",
+            });
+        for op in roster {
+            script.arg(&op.id).arg(&op.name);
+        }
+        let reply: Vec<String> = script.invoke_async(&mut self.conn.clone()).await?;
+        match reply.as_slice() {
+            [ok, at, op, name] if ok == "ok" => Ok(Escalation {
+                reason: reason.to_owned(),
+                priority,
+                operator_id: Some(op.clone()).filter(|o| !o.is_empty()),
+                operator_name: Some(name.clone()).filter(|n| !n.is_empty()),
+                escalated_at: from_ms(at.parse().unwrap_or_else(|_| now_ms())),
+            }),
+            [ended] if ended == "ended" => Err(SessionError::Ended(id.clone())),
+            other => Err(SessionError::Corrupt(format!(
+                "escalate script replied {other:?}"
+            ))),
+        }
+    }
+
+    /// Checks that an operator may write in the session now (it is active
+    /// and escalated) and returns who writes: `operator` if given, else the
+    /// assigned one. An unassigned session is assigned to `operator` (the
+    /// first to reply takes it); without one it is
+    /// [`SessionError::Unassigned`].
+    pub async fn claim_for_reply(
+        &self,
+        id: &SessionId,
+        operator: Option<&Operator>,
+    ) -> Result<String, SessionError> {
+        let reply: Vec<String> = CLAIM
+            .key(self.keys.session(id.as_str()))
+            .key(self.keys.escalated_assigned())
+            .key(self.keys.escalated_unassigned())
+            .key(self.keys.operators_load())
+            .key(self.keys.active())
+            .arg(now_ms())
+            .arg(id.as_str())
+            .arg(operator.map_or("", |o| o.id.as_str()))
+            .arg(operator.map_or("", |o| o.name.as_str()))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match reply.as_slice() {
+            [ok, op] if ok == "ok" => Ok(op.clone()),
+            [state] => Err(self.refusal(id, state)),
+            other => Err(SessionError::Corrupt(format!(
+                "claim script replied {other:?}"
+            ))),
+        }
+    }
+
+    /// Gives an escalated session back to the bot (its history stays).
+    pub async fn hand_back(&self, id: &SessionId) -> Result<(), SessionError> {
+        let state: String = HAND_BACK
+            .key(self.keys.session(id.as_str()))
+            .key(self.keys.escalated())
+            .key(self.keys.escalated_assigned())
+            .key(self.keys.escalated_unassigned())
+            .key(self.keys.operators_load())
+            .key(self.keys.active())
+            .arg(now_ms())
+            .arg(id.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match state.as_str() {
+            "ok" => Ok(()),
+            other => Err(self.refusal(id, other)),
+        }
+    }
+
+    /// The error for a script's refusal.
+    fn refusal(&self, id: &SessionId, state: &str) -> SessionError {
+        match state {
+            "missing" => SessionError::Missing(id.clone()),
+            "ended" => SessionError::Ended(id.clone()),
+            "not_escalated" => SessionError::NotEscalated(id.clone()),
+            "unassigned" => SessionError::Unassigned(id.clone()),
+            other => SessionError::Corrupt(format!("session script replied {other:?}")),
+        }
+    }
+
+    /// One page of sessions. Reads only the page (and the index's size),
+    /// however many sessions there are.
+    pub async fn list(
+        &self,
+        filter: SessionFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SessionPage, SessionError> {
+        let (index, newest_first) = match filter {
+            SessionFilter::Active => (self.keys.active(), true),
+            SessionFilter::Escalated { assigned: None } => (self.keys.escalated(), false),
+            SessionFilter::Escalated {
+                assigned: Some(true),
+            } => (self.keys.escalated_assigned(), false),
+            SessionFilter::Escalated {
+                assigned: Some(false),
+            } => (self.keys.escalated_unassigned(), false),
         };
-        let index = match how {
-            OperatorAssignment::RoundRobin => {
-                let n: i64 = self
-                    .conn
-                    .clone()
-                    .incr(self.keys.operators_round_robin(), 1)
-                    .await?;
-                usize::try_from(n.saturating_sub(1)).unwrap_or(0) % roster.len()
-            }
-            OperatorAssignment::LeastLoaded => {
-                let mut script = LEAST_LOADED.key(self.keys.operators_load());
-                for op in roster {
-                    script.arg(&op.id);
-                }
-                let picked: i64 = script.invoke_async(&mut self.conn.clone()).await?;
-                usize::try_from(picked.saturating_sub(1)).unwrap_or(0)
-            }
+        let mut conn = self.conn.clone();
+        let total: u64 = conn.zcard(&index).await?;
+        if limit == 0 || offset as u64 >= total {
+            return Ok(SessionPage {
+                sessions: Vec::new(),
+                total,
+            });
+        }
+        let start = isize::try_from(offset).unwrap_or(isize::MAX);
+        let stop = start.saturating_add(isize::try_from(limit).unwrap_or(isize::MAX) - 1);
+        let ids: Vec<String> = if newest_first {
+            conn.zrevrange(&index, start, stop).await?
+        } else {
+            conn.zrange(&index, start, stop).await?
         };
-        Ok(roster.get(index).unwrap_or(first).clone())
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.keys.session(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut sessions = Vec::with_capacity(ids.len());
+        for (raw, fields) in ids.iter().zip(hashes) {
+            // An id that does not parse or whose hash is gone is not
+            // listable; it is skipped rather than failing the page.
+            let Ok(id) = SessionId::parse(raw) else {
+                continue;
+            };
+            if fields.is_empty() {
+                continue;
+            }
+            sessions.push(parse_session(&id, &fields)?);
+        }
+        Ok(SessionPage { sessions, total })
+    }
+
+    /// Stores `record` as the feedback on the answer of `job`, replacing
+    /// an earlier one; returns the one it replaced.
+    pub async fn put_feedback(
+        &self,
+        id: &SessionId,
+        job: &JobId,
+        record: &str,
+    ) -> Result<Option<String>, SessionError> {
+        Ok(FEEDBACK
+            .key(self.keys.feedback(id.as_str()))
+            .key(self.keys.session(id.as_str()))
+            .arg(job.as_str())
+            .arg(record)
+            .arg(millis(self.ended_ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// The feedback on a session's answers: chat job id -> record.
+    pub async fn feedback(&self, id: &SessionId) -> Result<HashMap<String, String>, SessionError> {
+        Ok(self
+            .conn
+            .clone()
+            .hgetall(self.keys.feedback(id.as_str()))
+            .await?)
     }
 
     /// Ends an active session now and queues its `session.ended`. False if
@@ -500,6 +806,9 @@ impl SessionStore {
             .key(self.keys.active())
             .key(&self.stream)
             .key(self.keys.operators_load())
+            .key(self.keys.escalated())
+            .key(self.keys.escalated_assigned())
+            .key(self.keys.escalated_unassigned())
             .arg(now_ms())
             .arg(reason.as_str())
             .arg(idle_cutoff.map(|c| c.to_string()).unwrap_or_default())
@@ -512,12 +821,16 @@ impl SessionStore {
         Ok(ended == 1)
     }
 
-    /// Lets an ended session's history expire with it.
+    /// Lets an ended session's history (and the feedback on it) expire
+    /// with it.
     pub async fn expire_turns(&self, id: &SessionId) -> Result<(), SessionError> {
-        let _: bool = self
-            .conn
-            .clone()
-            .pexpire(self.keys.turns(id.as_str()), millis(self.ended_ttl))
+        let ttl = millis(self.ended_ttl);
+        let _: () = redis::pipe()
+            .pexpire(self.keys.turns(id.as_str()), ttl)
+            .ignore()
+            .pexpire(self.keys.feedback(id.as_str()), ttl)
+            .ignore()
+            .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
@@ -578,8 +891,8 @@ fn parse_session(id: &SessionId, f: &HashMap<String, String>) -> Result<Session,
             priority: text("priority")
                 .and_then(|p| Priority::parse(&p))
                 .unwrap_or(Priority::Medium),
-            operator_id: text("operator_id").unwrap_or_default(),
-            operator_name: text("operator_name").unwrap_or_default(),
+            operator_id: text("operator_id"),
+            operator_name: text("operator_name"),
             escalated_at: from_ms(ms("escalated_at").unwrap_or_default()),
         })
     } else {
@@ -601,5 +914,6 @@ fn parse_session(id: &SessionId, f: &HashMap<String, String>) -> Result<Session,
             .unwrap_or(0),
         escalated,
         escalation,
+        handed_back_at: ms("handed_back_at").map(from_ms),
     })
 }

@@ -1,6 +1,8 @@
 //! The RAG step (SPEC §11): one chat message in, `chat.response.generated`
 //! out, and `chat.escalated` after it when the answer is not good enough
-//! or the user asked for a person.
+//! or the user asked for a person. In a session a person already has
+//! (SPEC §13) the bot does not answer: the message goes to the operator as
+//! `chat.message.forwarded` instead.
 //!
 //! Everything a redo after a crash would repeat is idempotent: event ids
 //! derive from the job id, a turn is recorded once per job.
@@ -12,13 +14,15 @@ use queue::Job;
 use rag::handover::asks_for_human;
 use rag::knowledge::{Knowledge, Reply};
 use serde_json::{Value, json};
-use shared::escalation::{self, Escalator, is_cyrillic};
+use shared::chat_stats::{ChatStats, TurnOutcome};
+use shared::escalation::{self, EscalateError, Escalator, is_cyrillic};
 use shared::events::{Event, EventMetadata, EventType};
+use shared::gaps::GapLog;
 use shared::ids::EventId;
 use shared::jobs::ProcessMessage;
 use shared::publish::Publisher;
-use shared::sessions::{Priority, Role, SessionStore, Turn};
-use tracing::info;
+use shared::sessions::{Priority, Role, Session, SessionError, SessionStatus, SessionStore, Turn};
+use tracing::{info, warn};
 
 use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
 
@@ -28,7 +32,11 @@ pub struct ChatHandler {
     pub sessions: SessionStore,
     pub publisher: Publisher,
     pub escalator: Escalator,
+    /// Where messages of sessions a person has go.
+    pub handover: shared::handover::Handover,
     pub knowledge: Knowledge,
+    pub stats: ChatStats,
+    pub gaps: GapLog,
     pub escalation_threshold: f64,
 }
 
@@ -94,9 +102,24 @@ impl ChatHandler {
                     at: job.received_at,
                     job_id: ctx.job_id.clone(),
                     confidence: None,
+                    operator_id: None,
                 },
             )
             .await?;
+        let metadata = EventMetadata {
+            trace_id: ctx.trace_id.clone(),
+            correlation_id: job.correlation_id.clone(),
+        };
+
+        // Decided per message, when it is handled: a message queued before
+        // a hand-back is answered by the bot, one queued before an
+        // escalation goes to the operator.
+        if let Some(session) = self.sessions.get(&job.session_id).await?
+            && session.escalated
+            && session.status == SessionStatus::Active
+        {
+            return self.forward(job, ctx, &session, metadata, started).await;
+        }
 
         // A request for a person is honoured before any retrieval: the user
         // said what they want, and an answer would only be in the way.
@@ -129,13 +152,10 @@ impl ChatHandler {
                     at: Utc::now(),
                     job_id: ctx.job_id.clone(),
                     confidence: Some(confidence),
+                    operator_id: None,
                 },
             )
             .await?;
-        let metadata = EventMetadata {
-            trace_id: ctx.trace_id.clone(),
-            correlation_id: job.correlation_id.clone(),
-        };
         let sources: Vec<Value> = reply
             .sources
             .iter()
@@ -160,8 +180,19 @@ impl ChatHandler {
             .await?;
 
         let escalated = match handover {
-            Some(why) => self.hand_over(job, ctx, why, metadata).await?,
-            None => false,
+            Some(why) => {
+                if let Handover::LowConfidence(confidence) = why {
+                    self.gaps
+                        .record(&job.message, &job.session_id, confidence, &ctx.job_id)
+                        .await;
+                }
+                self.stats.record_outcome(TurnOutcome::HandedOver).await;
+                self.hand_over(job, ctx, why, metadata).await?
+            }
+            None => {
+                self.stats.record_outcome(TurnOutcome::Answered).await;
+                false
+            }
         };
         if job.reply_expected {
             self.sessions
@@ -216,7 +247,8 @@ impl ChatHandler {
                 Priority::Medium,
             ),
         };
-        self.escalator
+        let escalated = self
+            .escalator
             .escalate(
                 &session,
                 escalation::Request {
@@ -227,8 +259,71 @@ impl ChatHandler {
                 EventId::derived(&ctx.job_id, "escalated"),
                 metadata,
             )
+            .await;
+        match escalated {
+            Ok(_) => Ok(true),
+            // Ended while this turn ran: nobody is left to hand it to.
+            Err(EscalateError::Session(SessionError::Ended(_))) => {
+                warn!(session_id = %job.session_id, "session ended before it could be escalated");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The bot stays out of a conversation a person has: the message (in
+    /// the history already) goes to the operator, and a waiting
+    /// `/chat/completions` is told so instead of getting an answer.
+    async fn forward(
+        &self,
+        job: &ProcessMessage,
+        ctx: &JobContext,
+        session: &Session,
+        metadata: EventMetadata,
+        started: Instant,
+    ) -> anyhow::Result<()> {
+        let operator_id = self
+            .handover
+            .forward(
+                session,
+                &job.message,
+                EventId::derived(&ctx.job_id, "forwarded"),
+                metadata,
+            )
             .await?;
-        Ok(true)
+        let processing_time_ms = shared::time::elapsed_ms(started);
+        if job.reply_expected {
+            self.sessions
+                .put_result(
+                    &ctx.job_id,
+                    &json!({
+                        "status": "forwarded",
+                        "session_id": job.session_id,
+                        "escalated": true,
+                        "operator_id": operator_id,
+                        "notice": forwarded_notice(&job.message),
+                        "processing_time_ms": processing_time_ms,
+                    }),
+                )
+                .await?;
+        }
+        info!(
+            session_id = %job.session_id,
+            operator_id = operator_id.as_deref().unwrap_or(""),
+            processing_time_ms,
+            "chat message forwarded to the operator"
+        );
+        Ok(())
+    }
+}
+
+/// What `/chat/completions` says instead of an answer while a person has
+/// the conversation, in the user's language (a client may show it as is).
+fn forwarded_notice(message: &str) -> &'static str {
+    if is_cyrillic(message) {
+        "Диалог ведёт оператор поддержки: сообщение передано ему, ответ придёт от него."
+    } else {
+        "A support operator has this conversation: the message was passed to them, and the reply will come from them."
     }
 }
 

@@ -16,6 +16,11 @@ use rag::knowledge::KnowledgeError;
 use rag::lexical::IndexError;
 use serde::Serialize;
 use serde_json::{Value, json};
+use shared::escalation::EscalateError;
+use shared::feedback::FeedbackError;
+use shared::gaps::GapError;
+use shared::handover::HandoverError;
+use shared::sessions::SessionError;
 use utoipa::ToSchema;
 
 use crate::http::trace::current_trace_id;
@@ -201,25 +206,92 @@ macro_rules! storage_errors {
     ($($error:ty),*) => {$(
         impl From<$error> for ApiError {
             fn from(e: $error) -> Self {
-                if e.is_unavailable() {
-                    tracing::warn!(error = %e, "redis unavailable");
-                    ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
-                } else {
-                    ApiError::internal(e)
-                }
+                let unavailable = e.is_unavailable();
+                storage(e, unavailable)
             }
         }
     )*};
+}
+
+fn storage(e: impl Display, unavailable: bool) -> ApiError {
+    if unavailable {
+        tracing::warn!(error = %e, "redis unavailable");
+        ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
+    } else {
+        ApiError::internal(e)
+    }
 }
 
 storage_errors!(
     shared::webhooks::StoreError,
     queue::QueueError,
     shared::publish::PublishError,
-    shared::sessions::SessionError,
-    shared::documents::DocumentError,
-    shared::escalation::EscalateError
+    shared::documents::DocumentError
 );
+
+/// A session in the wrong state for the request is the client's to know
+/// about (404, 409, 422), not a failure of ours.
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Missing(id) => ApiError::not_found("session", id.as_str()),
+            SessionError::Ended(id) => ApiError::conflict(
+                "SESSION_ENDED",
+                format!("session '{id}' has ended; start a new one"),
+            ),
+            SessionError::NotEscalated(id) => ApiError::conflict(
+                "SESSION_NOT_ESCALATED",
+                format!(
+                    "session '{id}' is not with an operator: the bot answers it \
+                     (POST /api/v1/chat/sessions/{id}/escalate hands it over)"
+                ),
+            ),
+            SessionError::Unassigned(id) => ApiError::validation(
+                "operator_id",
+                format!("session '{id}' has no operator yet: name the operator who replies"),
+            ),
+            other => {
+                let unavailable = other.is_unavailable();
+                storage(other, unavailable)
+            }
+        }
+    }
+}
+
+impl From<EscalateError> for ApiError {
+    fn from(e: EscalateError) -> Self {
+        match e {
+            EscalateError::Session(e) => e.into(),
+            EscalateError::Publish(e) => e.into(),
+        }
+    }
+}
+
+impl From<HandoverError> for ApiError {
+    fn from(e: HandoverError) -> Self {
+        match e {
+            HandoverError::Session(e) => e.into(),
+            HandoverError::Publish(e) => e.into(),
+            HandoverError::Field(e) => e.into(),
+        }
+    }
+}
+
+impl From<FeedbackError> for ApiError {
+    fn from(e: FeedbackError) -> Self {
+        match e {
+            FeedbackError::Session(e) => e.into(),
+            FeedbackError::Field(e) => e.into(),
+        }
+    }
+}
+
+impl From<GapError> for ApiError {
+    fn from(e: GapError) -> Self {
+        let unavailable = e.is_unavailable();
+        storage(e, unavailable)
+    }
+}
 
 /// Retrieval failures. The embedded index lives in the same Redis, so its
 /// Redis errors are judged by the same rule as the stores' above (rag
@@ -294,6 +366,18 @@ mod tests {
             (
                 "KnowledgeError",
                 KnowledgeError::Index(IndexError::Redis(reply(code))).into(),
+            ),
+            (
+                "HandoverError",
+                shared::handover::HandoverError::Session(SessionError::from(reply(code))).into(),
+            ),
+            (
+                "FeedbackError",
+                shared::feedback::FeedbackError::Session(SessionError::from(reply(code))).into(),
+            ),
+            (
+                "GapError",
+                shared::gaps::GapError::Redis(reply(code)).into(),
             ),
         ]
     }

@@ -1,5 +1,7 @@
-//! Chat APIs (SPEC §10): ask a question and wait for the worker's answer,
-//! look at a session, escalate or end it.
+//! Chat APIs (SPEC §10, §13): ask a question and wait for the worker's
+//! answer, list and look at sessions, escalate or end one, and the
+//! hand-over: an operator replies, hands the session back to the bot, and
+//! users rate answers.
 
 use std::time::{Duration, Instant};
 
@@ -9,15 +11,20 @@ use chrono::Utc;
 use queue::{Envelope, Job};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use shared::chat_stats::Rating;
 use shared::escalation::Request;
 use shared::events::EventMetadata;
+use shared::feedback::{Feedback, FeedbackRequest};
+use shared::handover::OperatorReply;
 use shared::ids::{EventId, JobId, SessionId};
 use shared::jobs::{EndReason, ProcessMessage};
-use shared::sessions::{Escalation, Priority, Session, SessionError, SessionStatus, Turn};
-use utoipa::ToSchema;
+use shared::sessions::{
+    Escalation, Priority, Session, SessionError, SessionFilter, SessionStatus, Turn,
+};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::Json;
-use crate::http::envelope::{Accepted, Data};
+use crate::http::envelope::{Accepted, Data, Paged, Pagination, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::trace::current_trace_id;
 use crate::state::AppState;
@@ -45,8 +52,13 @@ pub struct CompletionRequest {
 #[derive(Serialize, ToSchema)]
 pub struct Completion {
     pub job_id: String,
-    /// `done`, `queued` (still running: poll `GET /chat/jobs/{job_id}`) or
-    /// `failed`.
+    /// `done` (answered), `queued` (still running: poll
+    /// `GET /chat/jobs/{job_id}`), `failed`, or `forwarded`: a person has
+    /// this conversation (it was escalated), so the bot did not answer;
+    /// the question went to the operator as `chat.message.forwarded` and
+    /// their reply comes as `chat.operator.replied` (and in the session's
+    /// history). A forwarded answer has no `answer`, `sources` or
+    /// `confidence`; it has `escalated: true`, `operator_id` and `notice`.
     pub status: String,
     pub session_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +74,14 @@ pub struct Completion {
     pub processing_time_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `forwarded`: the operator who has the conversation (null while it
+    /// waits for one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operator_id: Option<Option<String>>,
+    /// `forwarded`: a sentence for the user saying a person has the
+    /// conversation, in the user's language.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 impl Completion {
@@ -77,6 +97,10 @@ impl Completion {
             escalated: stored.get("escalated").and_then(Value::as_bool),
             processing_time_ms: stored.get("processing_time_ms").and_then(Value::as_u64),
             error: text("error"),
+            operator_id: stored
+                .get("operator_id")
+                .map(|o| o.as_str().map(str::to_owned)),
+            notice: text("notice"),
         }
     }
 
@@ -95,16 +119,6 @@ fn respond(completion: Completion) -> Response {
 
 fn field(path: &str, message: &str) -> ApiError {
     ApiError::validation(path, message)
-}
-
-fn session_conflict(e: SessionError) -> ApiError {
-    match e {
-        SessionError::Ended(id) => ApiError::conflict(
-            "SESSION_ENDED",
-            format!("session '{id}' has ended; start a new one"),
-        ),
-        other => other.into(),
-    }
 }
 
 /// Ask a question; the answer comes from a worker.
@@ -150,11 +164,7 @@ pub async fn completions(
         .map(|c| c.chars().take(256).collect());
 
     let services = &state.services;
-    services
-        .sessions
-        .open_id(&session_id, &user_id)
-        .await
-        .map_err(session_conflict)?;
+    services.sessions.open_id(&session_id, &user_id).await?;
     let job = Envelope::new(
         ProcessMessage::QUEUE,
         ProcessMessage {
@@ -221,30 +231,116 @@ pub async fn job(
 pub struct SessionView {
     #[serde(flatten)]
     pub session: Session,
-    /// The newest turns, oldest first.
-    pub history: Vec<Turn>,
+    /// The newest turns, oldest first (`user`, `assistant`, `operator`).
+    pub history: Vec<TurnView>,
+}
+
+/// A turn, with the feedback on it when it is a rated answer.
+#[derive(Serialize, ToSchema)]
+pub struct TurnView {
+    #[serde(flatten)]
+    pub turn: Turn,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
+}
+
+fn session_id(id: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(id).map_err(|_| ApiError::not_found("session", id))
 }
 
 async fn load_session(state: &AppState, id: &str) -> Result<Session, ApiError> {
-    let session_id = SessionId::parse(id).map_err(|_| ApiError::not_found("session", id))?;
     state
         .services
         .sessions
-        .get(&session_id)
+        .get(&session_id(id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("session", id))
 }
 
 async fn view(state: &AppState, session: Session) -> Result<SessionView, ApiError> {
-    let history = state
+    let services = &state.services;
+    let turns = services
+        .sessions
+        .turns(&session.session_id, services.settings.chat.history_turns)
+        .await?;
+    let mut feedback = services.ratings.of_session(&session.session_id).await?;
+    let history = turns
+        .into_iter()
+        .map(|turn| TurnView {
+            feedback: match turn.role {
+                shared::sessions::Role::Assistant => feedback.remove(&turn.job_id),
+                _ => None,
+            },
+            turn,
+        })
+        .collect();
+    Ok(SessionView { session, history })
+}
+
+/// Which sessions `GET /chat/sessions` lists.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionListQuery {
+    /// `active` (default): every active session, most recently active
+    /// first. `escalated`: the sessions a person has or that wait for one,
+    /// longest waiting first.
+    #[param(required = false, example = "escalated")]
+    pub status: Option<String>,
+    /// With `status=escalated`: `false` only those no operator has taken
+    /// yet (the queue to pick from), `true` only those with an operator.
+    #[param(required = false)]
+    pub assigned: Option<String>,
+}
+
+impl SessionListQuery {
+    fn filter(&self) -> Result<SessionFilter, ApiError> {
+        let bad = |name: &str, message: &str| {
+            ApiError::bad_request(
+                "INVALID_QUERY",
+                format!("query parameter '{name}' {message}"),
+            )
+            .with_details(json!({ "parameter": name }))
+        };
+        let assigned = match self.assigned.as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => return Err(bad("assigned", "must be true or false")),
+        };
+        match (self.status.as_deref(), assigned) {
+            (None | Some("active"), None) => Ok(SessionFilter::Active),
+            (None | Some("active"), Some(_)) => Err(bad(
+                "assigned",
+                "applies to status=escalated only (active sessions are not assigned)",
+            )),
+            (Some("escalated"), assigned) => Ok(SessionFilter::Escalated { assigned }),
+            (Some(_), _) => Err(bad("status", "must be active or escalated")),
+        }
+    }
+}
+
+/// Sessions: the active ones, or the escalated ones (the operators'
+/// queue), optionally only those nobody has taken. Each page is read from
+/// an index; nothing is scanned.
+#[utoipa::path(get, path = "/chat/sessions", tag = "chat",
+    params(SessionListQuery, Pagination),
+    responses((status = 200, body = [Session]), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Query(query): Query<SessionListQuery>,
+    page: Pagination,
+) -> Result<Paged<Session>, ApiError> {
+    let found = state
         .services
         .sessions
-        .turns(
-            &session.session_id,
-            state.services.settings.chat.history_turns,
+        .list(
+            query.filter()?,
+            usize::try_from(page.offset).unwrap_or(usize::MAX),
+            page.limit as usize,
         )
         .await?;
-    Ok(SessionView { session, history })
+    Ok(Paged::new(found.sessions, page, found.total))
 }
 
 /// A session with its history.
@@ -275,7 +371,10 @@ pub struct Escalated {
     pub escalation: Escalation,
 }
 
-/// Hand a session to a human operator (emits `chat.escalated`).
+/// Hand a session to a human operator (emits `chat.escalated`): from now
+/// on the bot does not answer it; the user's messages go to the operator
+/// (`chat.message.forwarded`) until it is handed back. Escalating an
+/// escalated session keeps its operator.
 #[utoipa::path(post, path = "/chat/sessions/{session_id}/escalate", tag = "chat",
     params(("session_id" = String, Path)), request_body = EscalateRequest,
     responses((status = 200, body = Escalated), (status = 401, body = ErrorEnvelope),
@@ -292,7 +391,7 @@ pub async fn escalate(
     }
     let session = load_session(&state, &id).await?;
     if session.status == SessionStatus::Ended {
-        return Err(session_conflict(SessionError::Ended(session.session_id)));
+        return Err(SessionError::Ended(session.session_id).into());
     }
     let escalation = state
         .services
@@ -340,4 +439,130 @@ pub async fn end_session(
         .await?;
     let session = load_session(&state, &id).await?;
     Ok(Data(view(&state, session).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReplyRequest {
+    /// What the operator tells the user (1-16000 characters).
+    pub message: String,
+    /// Who replies. Absent: the operator the session is assigned to. On an
+    /// unassigned session it is required, and the session becomes theirs.
+    #[serde(default)]
+    pub operator_id: Option<String>,
+}
+
+/// A reply recorded in the history and queued for delivery.
+#[derive(Serialize, ToSchema)]
+pub struct ReplyQueued {
+    pub session_id: String,
+    /// The operator turn's id in the session history.
+    pub reply_id: String,
+    /// The `chat.operator.replied` event.
+    pub event_id: String,
+    pub operator_id: String,
+    /// `queued`.
+    pub status: &'static str,
+    /// Deliveries queued, one per webhook subscribed to
+    /// `chat.operator.replied`; 0 means no integration will show it.
+    pub deliveries: usize,
+}
+
+/// An operator's reply to the user of an escalated session: recorded as an
+/// `operator` turn and sent as `chat.operator.replied` to the webhooks
+/// subscribed to it (the integration that owns the session shows it).
+#[utoipa::path(post, path = "/chat/sessions/{session_id}/reply", tag = "chat",
+    params(("session_id" = String, Path)), request_body = ReplyRequest,
+    responses((status = 202, body = ReplyQueued), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "SESSION_ENDED, or SESSION_NOT_ESCALATED: the bot has this \
+            session (escalate it first)", body = ErrorEnvelope),
+        (status = 422, description = "a field breaks a rule; operator_id is required on a \
+            session no operator has yet", body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
+pub async fn reply(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<ReplyRequest>,
+) -> Result<Accepted<ReplyQueued>, ApiError> {
+    let session_id = session_id(&id)?;
+    let reply = OperatorReply::check(&req.message, req.operator_id)?;
+    let replied = state
+        .services
+        .handover
+        .reply(
+            &session_id,
+            reply,
+            EventMetadata {
+                trace_id: current_trace_id(),
+                correlation_id: None,
+            },
+        )
+        .await?;
+    Ok(Accepted(ReplyQueued {
+        session_id: replied.session_id.to_string(),
+        reply_id: replied.reply_id.to_string(),
+        event_id: replied.event_id.to_string(),
+        operator_id: replied.operator_id,
+        status: "queued",
+        deliveries: replied.deliveries,
+    }))
+}
+
+/// Give an escalated session back to the bot: it answers the next message
+/// again. The history stays; the operator's load drops.
+#[utoipa::path(post, path = "/chat/sessions/{session_id}/handback", tag = "chat",
+    params(("session_id" = String, Path)),
+    responses((status = 200, body = SessionView), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "SESSION_ENDED, or SESSION_NOT_ESCALATED: the bot has it \
+            already", body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
+pub async fn hand_back(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<SessionView>, ApiError> {
+    state.services.handover.hand_back(&session_id(&id)?).await?;
+    let session = load_session(&state, &id).await?;
+    Ok(Data(view(&state, session).await?))
+}
+
+/// Feedback stored on one answer.
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackSaved {
+    pub session_id: String,
+    /// The chat job whose answer was rated.
+    pub job_id: String,
+    pub rating: Rating,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub at: String,
+    /// Whether it replaced an earlier feedback on the same answer.
+    pub replaced: bool,
+}
+
+/// Rate one answer of the session, up or down, with an optional comment.
+/// Name the answer by `job_id`, by the `event_id` of its
+/// `chat.response.generated`, or by `turn` (its index in the history);
+/// a second feedback on the same answer replaces the first.
+#[utoipa::path(post, path = "/chat/sessions/{session_id}/feedback", tag = "chat",
+    params(("session_id" = String, Path)), request_body = FeedbackRequest,
+    responses((status = 200, body = FeedbackSaved), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 422, description = "no such answer in this session, or a field breaks a rule",
+            body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
+pub async fn feedback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<FeedbackRequest>,
+) -> Result<Data<FeedbackSaved>, ApiError> {
+    let rated = state.services.ratings.rate(&session_id(&id)?, req).await?;
+    Ok(Data(FeedbackSaved {
+        session_id: rated.session_id.to_string(),
+        job_id: rated.job_id.to_string(),
+        rating: rated.feedback.rating,
+        comment: rated.feedback.comment,
+        at: shared::time::rfc3339(rated.feedback.at),
+        replaced: rated.replaced.is_some(),
+    }))
 }

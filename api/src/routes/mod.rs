@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod gaps;
 pub mod incoming;
 pub mod knowledge;
 pub mod ops;

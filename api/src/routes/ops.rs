@@ -9,6 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use queue::QueueDepth;
 use serde::Serialize;
+use shared::chat_stats::{ChatCounts, Rating, TurnOutcome};
 use shared::jobs::ALL_QUEUES;
 use utoipa::ToSchema;
 
@@ -101,8 +102,9 @@ async fn depths(state: &AppState) -> Result<Vec<QueueDepth>, ApiError> {
     Ok(queues)
 }
 
-/// Prometheus metrics: this process's HTTP metrics, and the queue and
-/// delivery figures of the whole system (kept in Redis by every worker).
+/// Prometheus metrics: this process's HTTP metrics, and the queue,
+/// delivery and chat figures of the whole system (kept in Redis by every
+/// worker).
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut out = String::new();
     let encoder = prometheus::TextEncoder::new();
@@ -110,6 +112,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         .encode_utf8(&state.registry.gather(), &mut out)
         .map_err(ApiError::internal)?;
     render_queues(&mut out, &depths(&state).await?);
+    let chat = state
+        .services
+        .chat_stats
+        .read()
+        .await
+        .map_err(queue::QueueError::Redis)?;
+    render_chat(&mut out, &chat);
     let latency = state.services.deliveries.latency_histogram().await?;
     let _ = writeln!(
         out,
@@ -198,5 +207,54 @@ fn render_queues(out: &mut String, depths: &[QueueDepth]) {
         for d in depths {
             let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", d.queue, pick(d));
         }
+    }
+}
+
+fn render_chat(out: &mut String, c: &ChatCounts) {
+    let name = "supportrag_chat_turns_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Chat turns the bot handled, by outcome: answered, answered with an offer \
+         of a person (offered_person), handed over to a person (handed_over)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for outcome in TurnOutcome::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{outcome=\"{}\"}} {}",
+            outcome.as_str(),
+            c.outcome(outcome)
+        );
+    }
+    for (name, help, value) in [
+        (
+            "supportrag_chat_messages_forwarded_total",
+            "User messages of escalated sessions forwarded to an operator instead of answered.",
+            c.forwarded,
+        ),
+        (
+            "supportrag_chat_operator_replies_total",
+            "Operator replies sent to users.",
+            c.operator_replies,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "supportrag_chat_feedback_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Ratings given to answers (a changed rating counts for its new value; \
+         repeating the same one does not count)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for rating in [Rating::Up, Rating::Down] {
+        let _ = writeln!(
+            out,
+            "{name}{{rating=\"{}\"}} {}",
+            rating.as_str(),
+            c.feedback(rating)
+        );
     }
 }
