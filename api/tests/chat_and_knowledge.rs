@@ -1404,3 +1404,60 @@ async fn knowledge_gaps_group_the_questions_handed_over_for_low_confidence() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn answers_fall_into_bands_a_middle_one_offering_a_person_and_a_hand_over_keeping_its_sources()
+ {
+    // Every answer with content lands in the middle band: answered, with
+    // sources, a person offered, nobody paged
+    let app = spawn_app_with(|s| {
+        s.chat.escalation_threshold = 0.0;
+        s.chat.offer_person_threshold = 1.0;
+    })
+    .await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let id = upload_text(&app, "Password reset", PASSWORD_GUIDE, "kb_password").await;
+    indexed(&app, &id).await;
+    let (receiver, _) = subscriber(&app, &[EventType::ChatEscalated]).await;
+    let offered = ask(&app, json!({"question": "How do I reset my password?"})).await;
+    assert_eq!(offered.status, StatusCode::OK, "{}", offered.body);
+    let data = offered.data();
+    assert_eq!(data["escalated"], false, "{data}");
+    assert_eq!(data["sources"][0]["document_id"], id.as_str(), "{data}");
+    let answer = data["answer"].as_str().expect("answer");
+    assert!(answer.contains("reply \"operator\""), "{answer}");
+    let russian = ask(&app, json!({"question": "Как сбросить пароль?"})).await;
+    let answer = russian.data()["answer"].as_str().expect("answer");
+    assert!(answer.contains("напишите «оператор»"), "{answer}");
+    worker.shutdown().await;
+
+    // Every answer below 1.0 is handed over: the user reads the hand-over,
+    // and the sources travel with the turn and with chat.escalated
+    let app = spawn_app_with(|s| {
+        s.chat.escalation_threshold = 1.0;
+        s.chat.offer_person_threshold = 1.0;
+    })
+    .await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let id = upload_text(&app, "Password reset", PASSWORD_GUIDE, "kb_password").await;
+    indexed(&app, &id).await;
+    let (receiver_low, _) = subscriber(&app, &[EventType::ChatEscalated]).await;
+    let handed = ask(&app, json!({"question": "How do I reset my password?"})).await;
+    let data = handed.data();
+    assert_eq!(data["escalated"], true, "{data}");
+    assert!(
+        data["answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("operator")),
+        "{data}"
+    );
+    assert_eq!(data["sources"][0]["document_id"], id.as_str(), "{data}");
+    let escalated = wait_for_event(&receiver_low, "chat.escalated").await;
+    assert_eq!(
+        escalated["data"]["sources"][0]["document_id"],
+        id.as_str(),
+        "{escalated}"
+    );
+    assert!(events_of(&receiver, "chat.escalated").is_empty());
+    worker.shutdown().await;
+}

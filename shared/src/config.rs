@@ -223,6 +223,9 @@ impl IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct ChatSettings {
     pub escalation_threshold: f64,
+    /// Below this (and at or above `escalation_threshold`) an answer also
+    /// offers a person (see `answer_policy`).
+    pub offer_person_threshold: f64,
     pub concurrency: usize,
     #[serde(with = "humantime_serde")]
     pub completion_wait: Duration,
@@ -485,6 +488,15 @@ impl Settings {
             (0.0..=1.0).contains(&self.chat.escalation_threshold),
             "chat.escalation_threshold",
             "must be between 0 and 1",
+        )?;
+        rule(
+            crate::answer_policy::Thresholds::new(
+                self.chat.escalation_threshold,
+                self.chat.offer_person_threshold,
+            )
+            .is_ok(),
+            "chat.offer_person_threshold",
+            "must be between chat.escalation_threshold and 1",
         )?;
         rule(
             self.chat.concurrency > 0,

@@ -39,6 +39,9 @@ pub struct Request {
     pub priority: Priority,
     /// The message that triggered it (the newest user turn if absent).
     pub last_message: Option<String>,
+    /// What retrieval found for it (`document_id`, `title`, `excerpt`), so
+    /// the operator starts from the best sources; empty when none.
+    pub sources: Vec<serde_json::Value>,
 }
 
 #[derive(Clone)]
@@ -92,6 +95,7 @@ impl Escalator {
             "assigned_operator_name": escalation.operator_name,
             "conversation_summary": summarize(&turns),
             "last_message": last_message.unwrap_or_default(),
+            "sources": request.sources,
         });
         self.publisher
             .publish(Event::new(

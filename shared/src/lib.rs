@@ -2,6 +2,7 @@
 //! stores, signing, the SSRF policy and the outbound HTTP client. The API
 //! and the worker are thin layers over this crate.
 
+pub mod answer_policy;
 pub mod chat_stats;
 pub mod config;
 pub mod deliveries;

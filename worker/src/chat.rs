@@ -14,6 +14,7 @@ use queue::Job;
 use rag::handover::asks_for_human;
 use rag::knowledge::{Knowledge, Reply};
 use serde_json::{Value, json};
+use shared::answer_policy::{Band, Thresholds, offer_line};
 use shared::chat_stats::{ChatStats, TurnOutcome};
 use shared::escalation::{self, EscalateError, Escalator, is_cyrillic};
 use shared::events::{Event, EventMetadata, EventType};
@@ -37,13 +38,15 @@ pub struct ChatHandler {
     pub knowledge: Knowledge,
     pub stats: ChatStats,
     pub gaps: GapLog,
-    pub escalation_threshold: f64,
+    pub thresholds: Thresholds,
 }
 
 /// Why a turn goes to a human, if it does.
 enum Handover {
     Asked,
     LowConfidence(f64),
+    /// Middle band: answered, and a person offered; nobody is paged.
+    Offered,
 }
 
 impl Handler for ChatHandler {
@@ -127,17 +130,30 @@ impl ChatHandler {
             (handover_reply(&job.message), Some(Handover::Asked))
         } else {
             let reply = self.knowledge.reply(&job.message).await?;
-            if reply.confidence < self.escalation_threshold || reply.answer.trim().is_empty() {
-                let confidence = reply.confidence;
-                (
+            let band = if reply.answer.trim().is_empty() {
+                Band::HandOver
+            } else {
+                self.thresholds.band(reply.confidence)
+            };
+            match band {
+                Band::Confident => (reply, None),
+                Band::Offer => (
                     Reply {
-                        confidence,
+                        answer: format!("{}\n\n{}", reply.answer, offer_line(&job.message)),
+                        ..reply
+                    },
+                    Some(Handover::Offered),
+                ),
+                // The hand-over keeps the best sources: the operator starts
+                // from them, and so does `chat.escalated`.
+                Band::HandOver => (
+                    Reply {
+                        confidence: reply.confidence,
+                        sources: reply.sources,
                         ..handover_reply(&job.message)
                     },
-                    Some(Handover::LowConfidence(confidence)),
-                )
-            } else {
-                (reply, None)
+                    Some(Handover::LowConfidence(reply.confidence)),
+                ),
             }
         };
         let confidence = round2(reply.confidence);
@@ -180,6 +196,10 @@ impl ChatHandler {
             .await?;
 
         let escalated = match handover {
+            Some(Handover::Offered) => {
+                self.stats.record_outcome(TurnOutcome::OfferedPerson).await;
+                false
+            }
             Some(why) => {
                 if let Handover::LowConfidence(confidence) = why {
                     self.gaps
@@ -187,7 +207,7 @@ impl ChatHandler {
                         .await;
                 }
                 self.stats.record_outcome(TurnOutcome::HandedOver).await;
-                self.hand_over(job, ctx, why, metadata).await?
+                self.hand_over(job, ctx, why, &sources, metadata).await?
             }
             None => {
                 self.stats.record_outcome(TurnOutcome::Answered).await;
@@ -228,6 +248,7 @@ impl ChatHandler {
         job: &ProcessMessage,
         ctx: &JobContext,
         why: Handover,
+        sources: &[Value],
         metadata: EventMetadata,
     ) -> anyhow::Result<bool> {
         let Some(session) = self.sessions.get(&job.session_id).await? else {
@@ -242,10 +263,12 @@ impl ChatHandler {
             Handover::LowConfidence(confidence) => (
                 format!(
                     "Answer confidence {:.2} is below the escalation threshold {:.2}",
-                    confidence, self.escalation_threshold
+                    confidence,
+                    self.thresholds.hand_over_below()
                 ),
                 Priority::Medium,
             ),
+            Handover::Offered => return Ok(session.escalated),
         };
         let escalated = self
             .escalator
@@ -255,6 +278,7 @@ impl ChatHandler {
                     reason,
                     priority,
                     last_message: Some(job.message.clone()),
+                    sources: sources.to_vec(),
                 },
                 EventId::derived(&ctx.job_id, "escalated"),
                 metadata,

@@ -10,6 +10,7 @@ use queue::RetryPolicy;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
 use rag::parse::sandbox::{NetworkIsolation, SandboxLimits, network_isolation};
+use shared::answer_policy::Thresholds;
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::services::Services;
@@ -96,7 +97,11 @@ pub async fn run_with_parser(
             knowledge: services.knowledge.clone(),
             stats: services.chat_stats.clone(),
             gaps: services.gaps.clone(),
-            escalation_threshold: settings.chat.escalation_threshold,
+            thresholds: Thresholds::new(
+                settings.chat.escalation_threshold,
+                settings.chat.offer_person_threshold,
+            )
+            .context("chat thresholds")?,
         },
         internal_retries(&settings),
         settings.chat.concurrency,

@@ -402,6 +402,7 @@ pub async fn escalate(
                 reason,
                 priority: req.priority.unwrap_or(Priority::Medium),
                 last_message: None,
+                sources: Vec::new(),
             },
             EventId::generate(),
             EventMetadata {
