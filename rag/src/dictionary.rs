@@ -47,7 +47,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::text::{Lexicon, is_cyrillic};
+use crate::text::{Lexicon, NEGATIONS, is_cyrillic};
 
 /// File name (without `.index` / `.dict.dz`) of the dictionary in its
 /// directory: the parser knows Mueller's conventions, not any dictd file's.
@@ -496,7 +496,7 @@ struct Builder {
 
 impl Builder {
     fn add(&mut self, lexicon: &Lexicon, headword: &str, entry: &str) {
-        if !is_plain_headword(headword) {
+        if !is_plain_headword(headword) || NEGATIONS.contains(&headword) {
             return;
         }
         let Some(english) = lexicon.term(headword) else {
@@ -505,7 +505,9 @@ impl Builder {
         let body = entry.split_once('\n').map_or("", |(_, body)| body);
         let mut added = false;
         for (rank, translation) in parse_entry(body).iter().enumerate() {
-            if translation.contains(' ') {
+            // A negation kept as a term is the user's; as a translation it
+            // would match every negated sentence.
+            if translation.contains(' ') || NEGATIONS.contains(&translation.as_str()) {
                 continue;
             }
             let Some(russian) = lexicon.term(translation) else {
@@ -738,6 +740,7 @@ mod tests {
         }
         assert_eq!(translate(&d, "банк"), stems(&["bank"]));
         assert_eq!(translate(&d, "заказ"), stems(&["order"]));
+        assert_eq!(translate(&d, "отказ"), stems(&["nay"]));
         // Seven English verbs translate as "возвращать"; five are kept.
         let back = translate(&d, "возвращать");
         assert_eq!(back.len(), MAX_ENGLISH_PER_RUSSIAN, "{back:?}");
@@ -748,8 +751,9 @@ mod tests {
         let d = fixture();
         // 'cause, e-mail, 00-database-short: no single word; the: a
         // stop-word; thou: poetic; thus: "так" is a stop-word and "таким
-        // образом" a phrase; predicative: only a long explanation.
-        assert_eq!(d.headwords(), 19);
+        // образом" a phrase; predicative: only a long explanation; no and
+        // нет: negations.
+        assert_eq!(d.headwords(), 20);
         for stem in [
             "caus",
             "mail",

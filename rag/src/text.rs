@@ -17,7 +17,7 @@ const MAX_TOKEN_CHARS: usize = 40;
 
 /// Negations change the meaning of a support question ("refund not
 /// received"), so they survive stop-word removal.
-const NEGATIONS: &[&str] = &["не", "нет", "ни", "без", "not", "no", "never", "without"];
+pub(crate) const NEGATIONS: &[&str] = &["не", "нет", "ни", "без", "not", "no", "never", "without"];
 
 /// NLTK's English stop-word list.
 const STOP_EN: &str = "i me my myself we our ours ourselves you you're you've you'll you'd your \
