@@ -7,7 +7,9 @@
 # script installs under ~/.cache/supportrag-node when missing. Then the API
 # is fuzzed against its OpenAPI document with Schemathesis (a bounded run,
 # scripts/schemathesis.sh), installed under ~/.cache/supportrag-py when
-# missing. SKIP_SCHEMATHESIS=1 leaves that step out.
+# missing. SKIP_SCHEMATHESIS=1 leaves that step out. The real-dictionary
+# test needs the Debian package mueller7-dict and skips without it (only a
+# hint here: installing packages is CI's job, .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,9 @@ for tool in redis-server node npm; do
     exit 1
   fi
 done
+if [ ! -f /usr/share/dictd/mueller7.index ]; then
+  echo "test.sh: no RU<->EN dictionary; the real-dictionary test will skip (Debian: apt-get install -y mueller7-dict)" >&2
+fi
 if [ ! -d "$SUPPORTRAG_NODE_MODULES/express" ]; then
   npm install --no-audit --no-fund --silent --prefix "$(dirname "$SUPPORTRAG_NODE_MODULES")" express@4
 fi

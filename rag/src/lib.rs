@@ -3,8 +3,9 @@
 //!
 //! - [`parse`] reads PDF, HTML, Markdown, text and DOCX (in a sandboxed
 //!   child process, [`parse::sandbox`]); [`chunk`] cuts them by structure.
-//! - [`text`], [`glossary`], [`lexical`], [`confidence`], [`answer`]: the
-//!   embedded retrieval (BM25 in Redis, RU↔EN, extractive answers).
+//! - [`text`], [`glossary`], [`dictionary`], [`lexical`], [`confidence`],
+//!   [`answer`]: the embedded retrieval (BM25 in Redis, RU↔EN through the
+//!   support glossary and a general dictionary, extractive answers).
 //! - [`providers`]: OpenAI-compatible embeddings/generation and Qdrant.
 //! - [`knowledge`]: the one type the service uses over either backend;
 //!   [`classify`]: intents of a document; [`handover`]: "I want a human".
@@ -13,6 +14,7 @@ pub mod answer;
 pub mod chunk;
 pub mod classify;
 pub mod confidence;
+pub mod dictionary;
 pub mod glossary;
 pub mod handover;
 pub mod knowledge;

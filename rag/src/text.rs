@@ -3,10 +3,12 @@
 //! written at index time would never be found at query time.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_segmentation::UnicodeSegmentation;
 
+use crate::dictionary::Dictionary;
 use crate::glossary::Glossary;
 
 /// Longer "words" are base64, hashes or URLs glued together: they never
@@ -15,7 +17,7 @@ const MAX_TOKEN_CHARS: usize = 40;
 
 /// Negations change the meaning of a support question ("refund not
 /// received"), so they survive stop-word removal.
-const NEGATIONS: &[&str] = &["не", "нет", "ни", "без", "not", "no", "never", "without"];
+pub(crate) const NEGATIONS: &[&str] = &["не", "нет", "ни", "без", "not", "no", "never", "without"];
 
 /// NLTK's English stop-word list.
 const STOP_EN: &str = "i me my myself we our ours ourselves you you're you've you'll you'd your \
@@ -51,15 +53,35 @@ pub struct Query {
     pub groups: Vec<TermGroup>,
 }
 
+/// Weight of a [`TermGroup::translations`] term relative to the term the user
+/// typed (1.0), for the search engine to apply. Below a glossary alternative
+/// (`ALTERNATIVE_WEIGHT`, 0.8, kept by the engine in `lexical.rs`): the
+/// glossary is support vocabulary checked by hand, the dictionary is a
+/// general one whose first sense is often not the support sense.
+pub const TRANSLATION_WEIGHT: f32 = 0.5;
+
+/// Dictionary translations kept per query term: the best-ranked ones carry
+/// the meaning, the rest mostly add postings to read.
+pub const MAX_TRANSLATIONS_PER_TERM: usize = 4;
+
+/// Dictionary translations kept per query, so a long question costs a
+/// bounded number of extra posting reads whatever its length.
+pub const MAX_TRANSLATIONS_PER_QUERY: usize = 24;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct TermGroup {
     pub term: String,
     /// Glossary equivalents, stemmed, without `term` itself.
     pub alternatives: Vec<String>,
+    /// The term's stemmed translations from the RU↔EN dictionary, best
+    /// first, without `term` or any of `alternatives`; they weigh
+    /// [`TRANSLATION_WEIGHT`]. Empty without a dictionary.
+    pub translations: Vec<String>,
 }
 
 impl TermGroup {
-    /// The term and its alternatives.
+    /// The term and its alternatives; translations are apart because they
+    /// weigh less.
     pub fn all(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.term.as_str()).chain(self.alternatives.iter().map(String::as_str))
     }
@@ -71,19 +93,16 @@ impl Query {
     }
 }
 
-pub struct Analyzer {
+/// Word → index term. The dictionary builds its stem maps with this too, so
+/// its keys and targets are exactly the terms queries and documents have.
+pub(crate) struct Lexicon {
     russian: Stemmer,
     english: Stemmer,
     stop: HashSet<String>,
-    /// Single-stem glossary key → alternative stems.
-    single: HashMap<String, Vec<String>>,
-    /// Multi-word glossary entries ("учётная запись"): stem sequence →
-    /// alternative stems, matched as consecutive query terms.
-    phrases: Vec<(Vec<String>, Vec<String>)>,
 }
 
-impl Analyzer {
-    pub fn new(glossary: Glossary) -> Self {
+impl Lexicon {
+    pub(crate) fn new() -> Self {
         let stop = STOP_EN
             .split_whitespace()
             .chain(STOP_RU.split_whitespace())
@@ -91,12 +110,60 @@ impl Analyzer {
             .filter(|w| !NEGATIONS.contains(w))
             .map(str::to_owned)
             .collect();
-        let mut analyzer = Self {
+        Self {
             russian: Stemmer::create(Algorithm::Russian),
             english: Stemmer::create(Algorithm::English),
             stop,
+        }
+    }
+
+    /// The term of one word, `None` for stop-words and junk.
+    pub(crate) fn term(&self, word: &str) -> Option<String> {
+        if word.chars().count() > MAX_TOKEN_CHARS {
+            return None;
+        }
+        let word = word.to_lowercase().replace('ё', "е");
+        if self.stop.contains(&word) {
+            return None;
+        }
+        let cyrillic = word.chars().any(is_cyrillic);
+        // Cyrillic first: it spares Russian text the slow Unicode tables,
+        // and no Cyrillic character is numeric.
+        let latin = word.chars().any(|c| !is_cyrillic(c) && c.is_alphabetic());
+        let digit = word.chars().any(|c| !is_cyrillic(c) && c.is_numeric());
+        let stem = match (cyrillic, latin, digit) {
+            (true, false, false) => self.russian.stem(&word).into_owned(),
+            (false, true, false) => self.english.stem(&word).into_owned(),
+            // Codes like "2fa", "x509" or "ЧаВо-faq" are matched verbatim.
+            _ => word,
+        };
+        (!stem.is_empty()).then_some(stem)
+    }
+}
+
+pub struct Analyzer {
+    lexicon: Lexicon,
+    /// Single-stem glossary key → alternative stems.
+    single: HashMap<String, Vec<String>>,
+    /// Multi-word glossary entries ("учётная запись"): stem sequence →
+    /// alternative stems, matched as consecutive query terms.
+    phrases: Vec<(Vec<String>, Vec<String>)>,
+    dictionary: Option<Arc<Dictionary>>,
+}
+
+impl Analyzer {
+    pub fn new(glossary: Glossary) -> Self {
+        Self::with_dictionary(glossary, None)
+    }
+
+    /// An analyzer whose queries also carry [`TermGroup::translations`]
+    /// from `dictionary`; with `None` it is [`Analyzer::new`].
+    pub fn with_dictionary(glossary: Glossary, dictionary: Option<Arc<Dictionary>>) -> Self {
+        let mut analyzer = Self {
+            lexicon: Lexicon::new(),
             single: HashMap::new(),
             phrases: Vec::new(),
+            dictionary,
         };
         analyzer.load(&glossary);
         analyzer
@@ -141,28 +208,8 @@ impl Analyzer {
     /// the term frequencies).
     pub fn terms(&self, text: &str) -> Vec<String> {
         text.unicode_words()
-            .filter_map(|word| self.term(word))
+            .filter_map(|word| self.lexicon.term(word))
             .collect()
-    }
-
-    fn term(&self, word: &str) -> Option<String> {
-        if word.chars().count() > MAX_TOKEN_CHARS {
-            return None;
-        }
-        let word = word.to_lowercase().replace('ё', "е");
-        if self.stop.contains(&word) {
-            return None;
-        }
-        let cyrillic = word.chars().any(is_cyrillic);
-        let latin = word.chars().any(|c| c.is_alphabetic() && !is_cyrillic(c));
-        let digit = word.chars().any(|c| c.is_numeric());
-        let stem = match (cyrillic, latin, digit) {
-            (true, false, false) => self.russian.stem(&word).into_owned(),
-            (false, true, false) => self.english.stem(&word).into_owned(),
-            // Codes like "2fa", "x509" or "ЧаВо-faq" are matched verbatim.
-            _ => word,
-        };
-        (!stem.is_empty()).then_some(stem)
     }
 
     pub fn query(&self, text: &str) -> Query {
@@ -176,6 +223,7 @@ impl Analyzer {
                     groups.push(TermGroup {
                         term: term.clone(),
                         alternatives: Vec::new(),
+                        translations: Vec::new(),
                     });
                     groups.len() - 1
                 }
@@ -197,7 +245,37 @@ impl Analyzer {
                 }
             }
         }
+        if let Some(dictionary) = &self.dictionary {
+            add_translations(&mut groups, dictionary);
+        }
         Query { groups }
+    }
+}
+
+/// Fills each group's translations after the glossary has run, so the
+/// dictionary only adds what the glossary did not already give. Round by
+/// round (every group's best translation, then every group's second…), so
+/// the per-query cap trims the weakest translations, not the last terms.
+fn add_translations(groups: &mut [TermGroup], dictionary: &Dictionary) {
+    let mut total = 0;
+    for round in 0..MAX_TRANSLATIONS_PER_TERM {
+        for group in groups.iter_mut() {
+            if total == MAX_TRANSLATIONS_PER_QUERY {
+                return;
+            }
+            if group.translations.len() < round {
+                continue;
+            }
+            let next = dictionary.translate(&group.term).find(|t| {
+                *t != group.term
+                    && !group.alternatives.iter().any(|a| a == t)
+                    && !group.translations.iter().any(|x| x == t)
+            });
+            if let Some(translation) = next {
+                group.translations.push(translation.to_owned());
+                total += 1;
+            }
+        }
     }
 }
 
@@ -209,7 +287,7 @@ fn add_alternatives(group: &mut TermGroup, alts: &[String]) {
     }
 }
 
-fn is_cyrillic(c: char) -> bool {
+pub(crate) fn is_cyrillic(c: char) -> bool {
     matches!(c, '\u{0400}'..='\u{052F}')
 }
 
@@ -219,6 +297,23 @@ mod tests {
 
     fn plain() -> Analyzer {
         Analyzer::new(Glossary::default())
+    }
+
+    fn with_fixture_dictionary(glossary: Glossary) -> Analyzer {
+        let dictionary = Dictionary::from_bytes(
+            include_bytes!("../tests/fixtures/dictd/mueller7.index"),
+            include_bytes!("../tests/fixtures/dictd/mueller7.dict.dz"),
+        )
+        .expect("fixture loads");
+        Analyzer::with_dictionary(glossary, Some(Arc::new(dictionary)))
+    }
+
+    fn group<'q>(a: &Analyzer, q: &'q Query, word: &str) -> &'q TermGroup {
+        let term = a.terms(word).remove(0);
+        q.groups
+            .iter()
+            .find(|g| g.term == term)
+            .unwrap_or_else(|| panic!("{word} group in {q:?}"))
     }
 
     #[test]
@@ -312,5 +407,71 @@ mod tests {
             q.groups[0].alternatives.contains(&a.terms("учётная")[0]),
             "{q:?}"
         );
+    }
+
+    #[test]
+    fn english_question_gets_russian_translations() {
+        let a = with_fixture_dictionary(Glossary::default());
+        let q = a.query("How do I get a refund for my delivery?");
+        let refund = group(&a, &q, "refund");
+        let expected: Vec<String> = ["уплата", "возвращать", "возмещать", "возвращение"]
+            .iter()
+            .flat_map(|w| a.terms(w))
+            .collect();
+        assert_eq!(refund.translations, expected);
+        let delivery = group(&a, &q, "delivery");
+        assert_eq!(delivery.translations[0], a.terms("доставка")[0]);
+        assert!(
+            group(&a, &q, "get").translations.is_empty(),
+            "not in the dictionary"
+        );
+    }
+
+    #[test]
+    fn russian_question_gets_english_translations() {
+        let a = with_fixture_dictionary(Glossary::default());
+        let q = a.query("Не помню пароль, где заказ?");
+        let password = &group(&a, &q, "пароль").translations;
+        assert!(password.contains(&"password".to_string()), "{q:?}");
+        assert_eq!(group(&a, &q, "заказ").translations, ["order"]);
+        assert!(group(&a, &q, "не").translations.is_empty());
+    }
+
+    #[test]
+    fn translations_leave_out_the_term_and_glossary_alternatives() {
+        let glossary = Glossary::parse("refund, возмещение, возвращение\n").expect("parses");
+        let a = with_fixture_dictionary(glossary);
+        let q = a.query("refund");
+        let refund = &q.groups[0];
+        assert_eq!(refund.alternatives, a.terms("возмещение возвращение"));
+        let expected: Vec<String> = ["уплата", "возвращать", "возмещать"]
+            .iter()
+            .flat_map(|w| a.terms(w))
+            .collect();
+        assert_eq!(refund.translations, expected);
+        assert_eq!(refund.all().count(), 3, "translations are not in all()");
+    }
+
+    #[test]
+    fn translations_are_capped_per_term_and_per_query() {
+        let a = with_fixture_dictionary(Glossary::default());
+        // Seven terms with at least four translations each.
+        let q = a.query("refund money delivery order bank account return");
+        assert_eq!(q.groups.len(), 7);
+        let counts: Vec<usize> = q.groups.iter().map(|g| g.translations.len()).collect();
+        assert_eq!(counts.iter().sum::<usize>(), MAX_TRANSLATIONS_PER_QUERY);
+        // Round by round: the cap takes fourth translations, not whole terms.
+        assert_eq!(counts, [4, 4, 4, 3, 3, 3, 3]);
+    }
+
+    #[test]
+    fn no_dictionary_no_translations_and_stop_words_stay_out() {
+        let q = Analyzer::new(Glossary::builtin()).query("refund пароль");
+        assert!(q.groups.iter().all(|g| g.translations.is_empty()), "{q:?}");
+        let a = with_fixture_dictionary(Glossary::default());
+        // "the" is dropped; "thus" translates only as the stop-word "так".
+        let q = a.query("the thus");
+        assert_eq!(q.groups.len(), 1);
+        assert!(q.groups[0].translations.is_empty(), "{q:?}");
     }
 }

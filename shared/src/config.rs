@@ -273,6 +273,11 @@ pub struct RetrievalSettings {
     pub glossary_file: Option<PathBuf>,
     #[serde(deserialize_with = "optional_path")]
     pub intents_file: Option<PathBuf>,
+    /// Directory of the Mueller English–Russian dictionary in dictd format
+    /// (`mueller7.index`, `mueller7.dict.dz`, Debian package
+    /// `mueller7-dict`). Missing files or `None`: the glossary alone.
+    #[serde(deserialize_with = "optional_path")]
+    pub dictionary_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -783,6 +788,10 @@ mod tests {
         assert_eq!(s.ingest.lock_ttl, Duration::from_secs(30));
         assert_eq!(s.incoming.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(s.retrieval.provider, RetrievalProvider::Embedded);
+        assert_eq!(
+            s.retrieval.dictionary_dir.as_deref(),
+            Some(Path::new("/usr/share/dictd"))
+        );
         assert!(!s.chat.operators.is_empty());
         assert_eq!(s.log.format, LogFormat::Auto);
         assert_eq!(s.metrics.bind, None);
