@@ -215,6 +215,12 @@ impl LexicalIndex {
                 let weight = if i == 0 { 1.0 } else { ALTERNATIVE_WEIGHT };
                 invocation.key(self.key("t:", term)).arg(g + 1).arg(weight);
             }
+            for term in &group.translations {
+                invocation
+                    .key(self.key("t:", term))
+                    .arg(g + 1)
+                    .arg(f64::from(crate::text::TRANSLATION_WEIGHT));
+            }
         }
         let mut conn = self.conn.clone();
         let raw: String = invocation.invoke_async(&mut conn).await?;

@@ -79,7 +79,10 @@ fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, 
             .map_err(|e| setting("retrieval.glossary_file")(e.to_string()))?;
         glossary.extend(extra);
     }
-    let analyzer = Arc::new(Analyzer::new(glossary));
+    let dictionary =
+        rag::dictionary::Dictionary::load_optional(retrieval.dictionary_dir.as_deref())
+            .map(Arc::new);
+    let analyzer = Arc::new(Analyzer::with_dictionary(glossary, dictionary));
     let classifier = match &retrieval.intents_file {
         Some(path) => Classifier::from_toml(
             &read_file("retrieval.intents_file", path)?,
