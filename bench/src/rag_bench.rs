@@ -29,9 +29,9 @@ use rag::chunk::{ChunkOptions, chunk};
 use rag::classify::Classifier;
 use rag::glossary::Glossary;
 use rag::knowledge::Knowledge;
-use rag::lexical::{IndexOptions, LexicalIndex};
 use rag::parse::sandbox::{SandboxLimits, parse_isolated};
 use rag::parse::{ParseLimits, parse};
+use rag::search::EmbeddedSearch;
 use rag::text::Analyzer;
 use rag::types::{DocumentMeta, Format};
 use serde::Deserialize;
@@ -137,12 +137,15 @@ async fn one_run(
     redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
     let memory_before = used_memory(&mut conn).await?;
     let analyzer = Arc::new(Analyzer::new(Glossary::builtin()));
-    let index = LexicalIndex::new(
+    let index = Arc::new(EmbeddedSearch::open(
         conn.clone(),
+        client.get_connection_manager().await?,
         "bench",
+        100_000,
+        None,
         analyzer.clone(),
-        IndexOptions::default(),
-    );
+    )?);
+    index.follow();
 
     let (mut parse_time, mut index_time, mut chunks_total) = (Duration::ZERO, Duration::ZERO, 0);
     for copy in 0..args.copies {
@@ -153,7 +156,7 @@ async fn one_run(
             parse_time += started.elapsed();
             let started = Instant::now();
             chunks_total += index
-                .replace_document(
+                .index(
                     &DocumentMeta {
                         document_id: format!("doc_{copy}_{n}"),
                         title: name.clone(),
@@ -191,7 +194,7 @@ async fn one_run(
     };
 
     let knowledge = Knowledge::new(
-        Arc::new(index.clone()),
+        index.clone(),
         analyzer.clone(),
         Classifier::builtin(analyzer),
         5,

@@ -3,8 +3,9 @@
 //!
 //! - [`parse`] reads PDF, HTML, Markdown, text and DOCX (in a sandboxed
 //!   child process, [`parse::sandbox`]); [`chunk`] cuts them by structure.
-//! - [`text`], [`glossary`], [`lexical`], [`confidence`], [`answer`]: the
-//!   embedded retrieval (BM25 in Redis, RU↔EN, extractive answers).
+//! - [`text`], [`glossary`], [`search`], [`confidence`], [`answer`]: the
+//!   embedded retrieval (BM25 with tantivy over a replica of the chunks
+//!   kept in Redis, RU↔EN, extractive answers).
 //! - [`providers`]: OpenAI-compatible embeddings/generation and Qdrant.
 //! - [`knowledge`]: the one type the service uses over either backend;
 //!   [`classify`]: intents of a document; [`handover`]: "I want a human".
@@ -16,8 +17,8 @@ pub mod confidence;
 pub mod glossary;
 pub mod handover;
 pub mod knowledge;
-pub mod lexical;
 pub mod parse;
 pub mod providers;
+pub mod search;
 pub mod text;
 pub mod types;
