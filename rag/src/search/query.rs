@@ -8,13 +8,15 @@
 //! (an alternative at [`ALTERNATIVE_WEIGHT`]); a chunk's score is the sum
 //! over groups, each BM25 (k1 1.2, b 0.75).
 
+use std::collections::HashMap;
+
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, DisjunctionMaxQuery, Occur, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, DocSet, Score, Searcher, TantivyDocument};
 
 use super::SearchError;
-use super::schema::Fields;
+use super::schema::{DOC_KEY, Fields, doc_key};
 use crate::confidence::{Features, confidence};
 use crate::text::{Query, TermGroup};
 use crate::types::Hit;
@@ -200,9 +202,19 @@ fn best_of_another_document(
     ranked: &[(Score, DocAddress)],
     top_doc: &str,
 ) -> Result<f64, SearchError> {
+    let top_key = doc_key(top_doc);
+    let mut columns = HashMap::new();
     for (score, address) in ranked.iter().skip(1) {
-        let doc: TantivyDocument = searcher.doc(*address)?;
-        if text_of(&doc, fields.doc) != top_doc {
+        let column = match columns.entry(address.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                searcher
+                    .segment_reader(address.segment_ord)
+                    .fast_fields()
+                    .u64(DOC_KEY)?,
+            ),
+        };
+        if column.first(address.doc_id) != Some(top_key) {
             return Ok(f64::from(*score));
         }
     }

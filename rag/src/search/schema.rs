@@ -5,8 +5,9 @@
 //! of [`Analyzer`], so stemming, the negation-keeping stop-words and the
 //! glossary behave exactly the same at index and query time, as they must.
 
+use sha2::{Digest, Sha256};
 use tantivy::schema::{
-    Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{TantivyDocument, Term};
@@ -18,11 +19,27 @@ use crate::text::Analyzer;
 /// another version is rebuilt from Redis rather than misread.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Name of the [`Fields::doc_key`] column.
+pub const DOC_KEY: &str = "doc_key";
+
+/// The [`Fields::doc_key`] of a document id (two ids sharing one is a
+/// 2⁻⁶⁴ chance, and would only blur the confidence's margin).
+pub fn doc_key(document_id: &str) -> u64 {
+    let digest = Sha256::digest(document_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Fields {
     /// Document id: indexed whole (to delete a document's chunks by it)
     /// and stored.
     pub doc: Field,
+    /// A 64-bit hash of the document id in a columnar field, so telling
+    /// chunks of different documents apart during a search reads no
+    /// stored document.
+    pub doc_key: Field,
     /// `<document id>:<version>:<index>`.
     pub chunk: Field,
     pub title: Field,
@@ -36,6 +53,7 @@ impl Fields {
     pub fn schema() -> (Schema, Fields) {
         let mut builder = Schema::builder();
         let doc = builder.add_text_field("doc", STRING | STORED);
+        let doc_key = builder.add_u64_field(DOC_KEY, FAST);
         let chunk = builder.add_text_field("chunk", STORED);
         let title = builder.add_text_field("title", STORED);
         let heading = builder.add_text_field("heading", STORED);
@@ -54,6 +72,7 @@ impl Fields {
             builder.build(),
             Fields {
                 doc,
+                doc_key,
                 chunk,
                 title,
                 heading,
@@ -99,6 +118,7 @@ impl Fields {
             .collect();
         let mut doc = TantivyDocument::default();
         doc.add_text(self.doc, document_id);
+        doc.add_u64(self.doc_key, doc_key(document_id));
         doc.add_text(
             self.chunk,
             format!("{document_id}:{}:{}", record.v, chunk.i),
