@@ -113,7 +113,7 @@ impl Vocabulary {
             } else {
                 &cyrillic
             };
-            let n = rng.random_range(2..=4);
+            let n = rng.random_range(2..=5);
             let w: String = (0..n)
                 .map(|_| syllables[rng.random_range(0..syllables.len())])
                 .collect();

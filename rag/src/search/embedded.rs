@@ -1,5 +1,6 @@
 //! The embedded retriever: writes go to Redis ([`super::store`]), reads go
-//! to this process's replica ([`super::replica`]) on the blocking pool.
+//! to this process's replica ([`super::replica`]) on the search threads
+//! ([`super::pool`]).
 //!
 //! A search first reads the feed's newest id (one O(1) Redis command) and
 //! waits, up to [`FRESHNESS_WAIT`], for the replica to reach it: a search
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use super::SearchError;
 use super::feed_id::FeedId;
 use super::follow::{self, Lag};
+use super::pool::SearchPool;
 use super::query::SearchOutcome;
 use super::replica::Replica;
 use super::store::{KnowledgeStore, Written};
@@ -42,6 +44,7 @@ pub struct Inner {
 
 pub struct EmbeddedSearch {
     inner: Arc<Inner>,
+    pool: SearchPool,
     following: AtomicBool,
     /// Dropped with this, which tells the follower to stop at once (and
     /// so release the index directory) rather than after its next read.
@@ -77,6 +80,7 @@ impl EmbeddedSearch {
                 feed_conn,
                 start_target: OnceLock::new(),
             }),
+            pool: SearchPool::new()?,
             following: AtomicBool::new(false),
             _alive: watch::channel(()).0,
         })
@@ -170,8 +174,8 @@ impl EmbeddedSearch {
         }
         let inner = self.inner.clone();
         let query = query.to_owned();
-        tokio::task::spawn_blocking(move || inner.replica.search(&query, limit))
+        self.pool
+            .run(move || inner.replica.search(&query, limit))
             .await
-            .map_err(|e| SearchError::Storage(format!("search task failed: {e}")))?
     }
 }

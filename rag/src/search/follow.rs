@@ -107,8 +107,15 @@ async fn apply(
     position: FeedId,
 ) -> Result<(), SearchError> {
     let records = inner.store.records(&documents).await?;
-    let found = stage_records(inner, documents.into_iter().zip(records).collect()).await;
-    finish(inner, found, position).await
+    let mut stager = Stager::new(inner);
+    let mut staged = stage_records(&mut stager, documents.into_iter().zip(records).collect()).await;
+    // Whatever happened, nothing may still be indexing when the batch is
+    // committed or rolled back.
+    let waited = stager.wait().await;
+    if staged.is_ok() {
+        staged = waited;
+    }
+    finish(inner, staged, position).await
 }
 
 /// Commits what was staged if `staged` went well, else drops it.
@@ -134,12 +141,13 @@ async fn rebuild(inner: &Arc<Inner>, position: FeedId) -> Result<(), SearchError
     tracing::info!(%position, "search replica: building from the stored documents");
     let replica = inner.clone();
     blocking(move || replica.replica.stage_clear()).await?;
-    let walked = async {
+    let mut stager = Stager::new(inner);
+    let mut walked = async {
         let mut cursor = 0;
         loop {
             let (next, records) = inner.store.scan_records(cursor).await?;
             stage_records(
-                inner,
+                &mut stager,
                 records.into_iter().map(|(id, r)| (id, Some(r))).collect(),
             )
             .await?;
@@ -150,6 +158,10 @@ async fn rebuild(inner: &Arc<Inner>, position: FeedId) -> Result<(), SearchError
         }
     }
     .await;
+    let waited = stager.wait().await;
+    if walked.is_ok() {
+        walked = waited;
+    }
     finish(inner, walked, position).await?;
     tracing::info!(
         %position,
@@ -160,12 +172,51 @@ async fn rebuild(inner: &Arc<Inner>, position: FeedId) -> Result<(), SearchError
     Ok(())
 }
 
+/// Hands staged changes to the indexer on the blocking pool, one batch at
+/// a time, so the next batch is read from Redis while one is indexed.
+struct Stager {
+    inner: Arc<Inner>,
+    indexing: Option<tokio::task::JoinHandle<Result<(), SearchError>>>,
+}
+
+impl Stager {
+    fn new(inner: &Arc<Inner>) -> Self {
+        Self {
+            inner: inner.clone(),
+            indexing: None,
+        }
+    }
+
+    async fn push(&mut self, changes: Vec<Change>) -> Result<(), SearchError> {
+        self.wait().await?;
+        if !changes.is_empty() {
+            let replica = self.inner.clone();
+            self.indexing = Some(tokio::task::spawn_blocking(move || {
+                replica.replica.stage(changes)
+            }));
+        }
+        Ok(())
+    }
+
+    /// Waits for the batch being indexed, if any.
+    async fn wait(&mut self) -> Result<(), SearchError> {
+        match self.indexing.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| SearchError::Storage(format!("indexing task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+}
+
 /// Reads the chunks of each document's current version and stages them
 /// (a document without a record is staged as gone).
 async fn stage_records(
-    inner: &Arc<Inner>,
+    stager: &mut Stager,
     records: Vec<(String, Option<DocRecord>)>,
 ) -> Result<(), SearchError> {
+    let inner = stager.inner.clone();
+    let inner = &inner;
     let mut changes = Vec::new();
     let mut staged_chunks = 0;
     let (small, large): (Vec<_>, Vec<_>) = records
@@ -202,7 +253,7 @@ async fn stage_records(
             group_chunks = 0;
         }
         if staged_chunks >= STAGE_CHUNKS {
-            stage(inner, std::mem::take(&mut changes)).await?;
+            stager.push(std::mem::take(&mut changes)).await?;
             staged_chunks = 0;
         }
     }
@@ -221,11 +272,11 @@ async fn stage_records(
         staged_chunks += change_chunks(&change);
         changes.push(change);
         if staged_chunks >= STAGE_CHUNKS {
-            stage(inner, std::mem::take(&mut changes)).await?;
+            stager.push(std::mem::take(&mut changes)).await?;
             staged_chunks = 0;
         }
     }
-    stage(inner, changes).await
+    stager.push(changes).await
 }
 
 /// The state of a document whose chunks vanished while we read them (a
@@ -253,14 +304,6 @@ fn change_chunks(change: &Change) -> usize {
         Change::Put { chunks, .. } => chunks.len(),
         Change::Gone { .. } => 0,
     }
-}
-
-async fn stage(inner: &Arc<Inner>, changes: Vec<Change>) -> Result<(), SearchError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let replica = inner.clone();
-    blocking(move || replica.replica.stage(changes)).await
 }
 
 /// Runs indexing work on the blocking pool, never on the async executor.

@@ -7,12 +7,14 @@
 //! and keeps it current by tailing the feed, or rebuilding from the stored
 //! chunks when it cannot ([`follow`]). Questions become tantivy queries in
 //! code ([`query`]) over terms of the shared [`crate::text::Analyzer`]
-//! ([`schema`]). [`embedded`] puts these together behind the
+//! ([`schema`]) and run on threads of their own ([`pool`]). [`embedded`]
+//! puts these together behind the
 //! [`crate::knowledge::Retriever`] the service uses.
 
 pub mod embedded;
 pub mod feed_id;
 pub mod follow;
+pub mod pool;
 pub mod query;
 pub mod replica;
 pub mod schema;

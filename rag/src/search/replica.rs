@@ -21,7 +21,7 @@ use super::feed_id::FeedId;
 use super::query::{self, SearchOutcome};
 use super::schema::{Fields, SCHEMA_VERSION};
 use super::store::{DocRecord, StoredChunk};
-use crate::text::Analyzer;
+use crate::text::{Analyzer, TermCache};
 
 /// Indexing memory of the writer; tantivy flushes a segment when its
 /// share fills, so this bounds memory, not document size.
@@ -190,8 +190,11 @@ impl Replica {
                 .chunks(per)
                 .map(|part| {
                     scope.spawn(move || {
+                        let mut cache = TermCache::default();
                         for (id, record, chunk) in part {
-                            let doc = self.fields.document(&self.analyzer, id, record, chunk);
+                            let doc =
+                                self.fields
+                                    .document(&self.analyzer, &mut cache, id, record, chunk);
                             writer_ref.add_document(doc)?;
                         }
                         Ok::<(), SearchError>(())

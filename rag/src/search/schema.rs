@@ -13,7 +13,7 @@ use tantivy::tokenizer::{PreTokenizedString, Token};
 use tantivy::{TantivyDocument, Term};
 
 use super::store::{DocRecord, StoredChunk};
-use crate::text::Analyzer;
+use crate::text::{Analyzer, TermCache};
 
 /// Bumped when the schema or the analysis changes: an index written with
 /// another version is rebuilt from Redis rather than misread.
@@ -94,6 +94,7 @@ impl Fields {
     pub fn document(
         &self,
         analyzer: &Analyzer,
+        cache: &mut TermCache,
         document_id: &str,
         record: &DocRecord,
         chunk: &StoredChunk,
@@ -105,7 +106,7 @@ impl Fields {
             chunk.t
         );
         let tokens = analyzer
-            .terms(&indexed)
+            .terms_cached(&indexed, cache)
             .into_iter()
             .enumerate()
             .map(|(position, text)| Token {
