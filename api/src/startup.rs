@@ -42,6 +42,9 @@ impl Application {
     /// Binds the listeners (port 0 picks a free one) and builds the router.
     pub async fn build(services: Services, admin_keys: AdminKeys) -> anyhow::Result<Self> {
         services.check_eviction_policy().await?;
+        if let Some(search) = &services.search {
+            search.follow();
+        }
         let settings = services.settings.clone();
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;

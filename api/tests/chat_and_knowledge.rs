@@ -379,6 +379,7 @@ async fn a_re_upload_replaces_the_old_text_and_a_delete_removes_it_at_once() {
     assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
     assert_eq!(deleted.data()["document_id"], id.as_str());
     assert_eq!(deleted.data()["status"], "deleted");
+    assert_eq!(deleted.data()["removed_from_search"], true);
 
     assert!(found(&app, "kilimanjaro").await.is_empty(), "gone at once");
     let gone = app.admin_get(&format!("{DOCUMENTS}/{id}")).await;
@@ -1460,4 +1461,75 @@ async fn answers_fall_into_bands_a_middle_one_offering_a_person_and_a_hand_over_
     );
     assert!(events_of(&receiver, "chat.escalated").is_empty());
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_and_the_api_see_each_re_index_at_once_and_a_delete_everywhere() {
+    let app = spawn_app().await;
+    // Each worker with services of its own: its own search replica, as a
+    // worker process has.
+    let workers: Vec<shared::services::Services> = (0..2)
+        .map(|_| shared::services::Services::connect((*app.services.settings).clone()).unwrap())
+        .collect();
+    let mut running = Vec::new();
+    for services in &workers {
+        running.push(spawn_worker(services.clone()).await);
+    }
+    let id = upload_text(&app, "Flip", "common alpha text", "kb_flip").await;
+    indexed(&app, &id).await;
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for services in &workers {
+        let (knowledge, done) = (services.knowledge.clone(), done.clone());
+        readers.push(tokio::spawn(async move {
+            let mut searches = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let hits = knowledge.search("common", 10).await.unwrap().hits;
+                assert_eq!(hits.len(), 1, "both versions or neither: {hits:?}");
+                searches += 1;
+            }
+            searches
+        }));
+    }
+    for round in 0..6 {
+        let word = if round % 2 == 0 { "beta" } else { "alpha" };
+        let reply = upload(
+            &app,
+            json!({"name": "Flip", "text": format!("common {word} text"), "external_document_id": "kb_flip"}),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        let staging = reply.data()["staging_id"].as_str().unwrap().to_owned();
+        // The API's replica, meanwhile, over HTTP.
+        while app.admin_get(&format!("{DOCUMENTS}/{id}")).await.data()["staging_id"] != staging
+            || app.admin_get(&format!("{DOCUMENTS}/{id}")).await.data()["status"] != "indexed"
+        {
+            assert_eq!(found(&app, "common").await, vec![id.clone()]);
+        }
+        // Announced as indexed: every replica's next search finds the new text.
+        assert_eq!(found(&app, word).await, vec![id.clone()]);
+        for services in &workers {
+            let hits = services.knowledge.search(word, 5).await.unwrap().hits;
+            assert_eq!(hits.len(), 1, "{word} on a worker: {hits:?}");
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+
+    let deleted = app
+        .send(app.admin(Method::DELETE, &format!("{DOCUMENTS}/{id}")))
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert_eq!(deleted.data()["removed_from_search"], true);
+    assert!(found(&app, "common").await.is_empty());
+    for services in &workers {
+        let hits = services.knowledge.search("common", 5).await.unwrap().hits;
+        assert!(hits.is_empty(), "deleted, yet a worker finds {hits:?}");
+    }
+    for worker in running {
+        worker.shutdown().await;
+    }
 }

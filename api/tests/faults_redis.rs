@@ -501,3 +501,132 @@ async fn soak_steady_load_with_worker_kills_and_a_redis_restart() {
         assert!(status.success());
     }
 }
+
+/// Keeps Redis busy in a script for `ms` milliseconds (every other client
+/// gets `BUSY` meanwhile, once `busy-reply-threshold` has passed).
+fn busy_script(redis: &TestRedis, ms: u64) -> std::thread::JoinHandle<()> {
+    let client = redis.client();
+    std::thread::spawn(move || {
+        let mut conn = client
+            .get_connection()
+            .expect("connection for the busy script");
+        let _: i64 = redis::Script::new(
+            r"
+local function now() local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000) end
+local start = now()
+while now() - start < tonumber(ARGV[1]) do end
+return 1
+",
+        )
+        .arg(ms)
+        .invoke(&mut conn)
+        .expect("busy script runs");
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_busy_with_a_script_while_indexing_answers_503_never_500_and_the_document_lands() {
+    let redis = TestRedis::start();
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let app = start_app(&redis, &receiver.url(), |s| {
+        s.ingest.retry_schedule = vec![Duration::from_millis(300); 8];
+    })
+    .await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg(20)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(testkit::TEST_ADMIN_KEY);
+
+    // A document of a few hundred chunks: stored in several pieces, so
+    // the script lands in the middle of its ingestion.
+    let text: String = (0..6_000)
+        .map(|n| format!("Refund rule {n} applies to order {}. ", n * 7))
+        .collect();
+    let reply = admin(app.http.post(app.url("/api/v1/knowledge/documents")))
+        .json(&json!({"name": "Rules", "text": text}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::ACCEPTED);
+    let document_id = reply.json::<serde_json::Value>().await.unwrap()["data"]["document_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let busy = busy_script(&redis, 2_000);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let upload = admin(app.http.post(app.url("/api/v1/knowledge/documents")))
+            .json(&json!({"name": "Later", "text": "Deliveries take two days."}))
+            .send()
+            .await
+            .unwrap();
+        let delete = admin(
+            app.http
+                .delete(app.url(&format!("/api/v1/knowledge/documents/{document_id}"))),
+        )
+        .send()
+        .await
+        .unwrap();
+        let search = admin(app.http.get(app.url("/api/v1/knowledge/search?q=refund")))
+            .send()
+            .await
+            .unwrap();
+        for response in [upload, delete, search] {
+            let status = response.status();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                assert!(response.headers().contains_key("retry-after"));
+            }
+            statuses.push(status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    busy.join().expect("busy script thread");
+    println!("statuses while Redis was busy: {statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s != StatusCode::INTERNAL_SERVER_ERROR),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+
+    // The ingestion interrupted by BUSY is retried and lands.
+    wait_until(
+        "the document to be indexed after BUSY",
+        PATIENCE,
+        || async {
+            let id = shared::ids::DocumentId::parse(&document_id).ok()?;
+            app.services
+                .documents
+                .get(&id)
+                .await
+                .ok()?
+                .filter(|r| r.status == shared::documents::DocumentStatus::Indexed)
+        },
+    )
+    .await;
+    let found = app
+        .services
+        .knowledge
+        .search("refund rule 4321", 5)
+        .await
+        .unwrap();
+    assert_eq!(found.hits[0].document_id, document_id);
+    worker.shutdown().await;
+}

@@ -229,7 +229,7 @@ async fn documents_in_questions_answered_escalated_and_ended() {
         assert!(data["chunks_count"].as_u64().unwrap() >= 1, "{data}");
         assert!(data["total_size_bytes"].as_u64().unwrap() > 0, "{data}");
         assert_eq!(data["embeddings_model"], "bm25");
-        assert_eq!(data["vector_store"], "redis");
+        assert_eq!(data["vector_store"], "tantivy");
         assert_eq!(data["metadata"]["department"], "CX");
         assert_eq!(event["metadata"]["trace_id"], "trace_rag_flow");
     }

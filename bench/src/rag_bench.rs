@@ -1,79 +1,214 @@
-//! `rag-bench`: how fast the embedded knowledge base ingests and answers,
-//! on the labelled support corpus of `rag/tests/corpus`.
+//! `rag-bench`: how the embedded search engine scales with the size of the
+//! knowledge base, and what it leaves of Redis for the queues.
 //!
 //! ```text
-//! cargo run --release -p supportrag-bench --bin rag-bench -- --copies 50 --rounds 20 --runs 3
+//! cargo run --release -p supportrag-bench --bin rag-bench -- --sizes 10000,100000,1000000
 //! ```
 //!
-//! Against a private `redis-server` (no persistence), per run:
+//! Against a private `redis-server` (no persistence), the knowledge base
+//! grows through each size in turn. The corpus is synthetic but shaped
+//! like text: distinct documents of 5 chunks, words drawn with Zipf
+//! frequencies from a vocabulary whose most frequent ranks are real
+//! English and Russian stop-words (as in any text) and which holds real
+//! support words (password, пароль, refund, возврат…) so that queries go
+//! through glossary expansion too. At each size:
 //!
-//! 1. **Ingestion**: every corpus document `--copies` times under distinct
-//!    ids, through the production path minus the network: parse
-//!    (Markdown), chunk (shipped defaults), index (`LexicalIndex`): chunks/s
-//!    for parse+chunk and for indexing, and Redis bytes per chunk.
-//! 2. **Parse sandbox**: the same parse in a child process, as the worker
-//!    does it (`supportrag-worker parse-document`, found next to this
-//!    binary): ms per document, the cost of isolation.
-//! 3. **Queries**: every labelled question (answerable and off-topic)
-//!    `--rounds` times against the grown index: latency percentiles of a
-//!    search and of a full reply (search + extractive answer), next to a
-//!    PING round trip measured the same way as the baseline.
+//! 1. **Store**: the new documents are written through the production
+//!    path (`EmbeddedSearch::index`: bounded pieces, flip + feed), 16
+//!    writers at once; the bench's own replica follows the feed.
+//! 2. **Fresh replica**: a new replica in an empty directory builds from
+//!    Redis (what a new worker does): time to catch up, chunks/s, its
+//!    process RSS growth and its directory's size, per chunk.
+//! 3. **Search under load**: `--clients` concurrent searchers for
+//!    `--seconds`, through `EmbeddedSearch::search` (the freshness read of
+//!    the feed included), with questions made of 2–6 words of a random
+//!    chunk (so word frequencies follow the text's); alongside, one PING
+//!    every 5 ms on a connection of its own measures what the queues would
+//!    see of Redis meanwhile.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
-use rag::chunk::{ChunkOptions, chunk};
-use rag::classify::Classifier;
 use rag::glossary::Glossary;
-use rag::knowledge::Knowledge;
-use rag::lexical::{IndexOptions, LexicalIndex};
-use rag::parse::sandbox::{SandboxLimits, parse_isolated};
-use rag::parse::{ParseLimits, parse};
+use rag::search::EmbeddedSearch;
 use rag::text::Analyzer;
-use rag::types::{DocumentMeta, Format};
-use serde::Deserialize;
-use supportrag_bench::{RedisServer, show_spread, spread, thousands};
+use rag::types::{Chunk, DocumentMeta};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use supportrag_bench::{RedisServer, quantile, rss_kib, thousands};
 
 #[derive(Parser)]
-#[command(about = "Ingestion and query benchmark of the embedded knowledge base")]
+#[command(about = "Scaling benchmark of the embedded search engine")]
 struct Args {
-    /// Copies of the corpus to index (8 documents each).
-    #[arg(long, default_value_t = 50)]
-    copies: usize,
-    /// Times every question is asked.
-    #[arg(long, default_value_t = 20)]
-    rounds: usize,
-    /// Whole runs; figures are the median (min–max) over them.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// The corpus directory (documents *.md and questions.toml).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../rag/tests/corpus"))]
-    corpus: PathBuf,
+    /// Knowledge base sizes, in chunks, reached in turn.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    sizes: Vec<usize>,
+    /// Concurrent searchers.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of searching at each size.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Words per chunk (about; a chunk of 1,200 characters holds ~150).
+    #[arg(long, default_value_t = 120)]
+    chunk_words: usize,
+    /// Distinct words in the corpus.
+    #[arg(long, default_value_t = 60_000)]
+    vocabulary: usize,
 }
 
-#[derive(Deserialize)]
-struct Questions {
-    answerable: Vec<Question>,
-    off_topic: Vec<Question>,
+const CHUNKS_PER_DOC: usize = 5;
+const WRITERS: usize = 16;
+const PING_EVERY: Duration = Duration::from_millis(5);
+
+const STOP_WORDS: &str = "the of and to a in is it you that he was for on are with as i his they \
+be at one have this from or had by not but what some we can out other were all there when up use \
+your how said an each she which do their time if will way about many then them would write like \
+so these her long make thing see him two has look more day could go come did no most my over know \
+than call first who may down side been now find и в не на я быть он с что а по это она этот к но \
+они мы как из у который то за свой весь год от так о для ты же все тот мочь вы человек такой его \
+сказать только или еще бы себя один как уже до время если сам когда другой вот говорить наш мой \
+знать стать при чтобы дело жизнь кто первый очень два день её новый рука даже во со раз где там";
+
+const SUPPORT_WORDS: &str = "password reset account login refund invoice payment delivery \
+shipping order subscription plan billing card charge cancel upgrade email address verify code \
+security token api key limit error support ticket return exchange warranty пароль сброс аккаунт \
+вход возврат счёт оплата доставка заказ подписка тариф карта списание отмена почта адрес код \
+безопасность ключ лимит ошибка поддержка обращение обмен гарантия";
+
+/// A Zipf(s ≈ 1.07) vocabulary: stop-words first, support words among the
+/// frequent content words, then made-up words of Latin or Cyrillic
+/// syllables.
+struct Vocabulary {
+    words: Vec<String>,
+    cdf: Vec<f64>,
 }
 
-#[derive(Deserialize)]
-struct Question {
-    q: String,
+impl Vocabulary {
+    fn new(size: usize) -> Self {
+        let mut words: Vec<String> = STOP_WORDS.split_whitespace().map(str::to_owned).collect();
+        let support: Vec<&str> = SUPPORT_WORDS.split_whitespace().collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let latin = [
+            "ka", "lo", "mi", "ren", "sto", "pa", "vel", "tri", "on", "dus", "ex", "ar",
+        ];
+        let cyrillic = [
+            "ка", "ло", "ми", "рен", "сто", "па", "вел", "три", "он", "дус", "ек", "ар",
+        ];
+        let mut seen: std::collections::HashSet<String> = words.iter().cloned().collect();
+        while words.len() < size {
+            let rank = words.len();
+            if (200..200 + support.len() * 4).contains(&rank) && rank.is_multiple_of(4) {
+                let w = support[(rank - 200) / 4].to_owned();
+                if seen.insert(w.clone()) {
+                    words.push(w);
+                }
+                continue;
+            }
+            let syllables = if rng.random_bool(0.5) {
+                &latin
+            } else {
+                &cyrillic
+            };
+            let n = rng.random_range(2..=5);
+            let w: String = (0..n)
+                .map(|_| syllables[rng.random_range(0..syllables.len())])
+                .collect();
+            if seen.insert(w.clone()) {
+                words.push(w);
+            }
+        }
+        let weights: Vec<f64> = (1..=words.len())
+            .map(|r| 1.0 / (r as f64).powf(1.07))
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Self { words, cdf }
+    }
+
+    fn word(&self, rng: &mut StdRng) -> &str {
+        let u: f64 = rng.random();
+        let i = self
+            .cdf
+            .partition_point(|c| *c < u)
+            .min(self.words.len() - 1);
+        &self.words[i]
+    }
 }
 
-struct Run {
-    parse_chunks_per_sec: f64,
-    index_chunks_per_sec: f64,
-    bytes_per_chunk: f64,
+/// Document `n` of the corpus, the same every time it is asked for.
+fn document(vocabulary: &Vocabulary, n: usize, words: usize) -> (DocumentMeta, Vec<Chunk>) {
+    let mut rng = StdRng::seed_from_u64(n as u64);
+    let sentence = |rng: &mut StdRng, len: usize| -> String {
+        let mut s = String::new();
+        for i in 0..len {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(vocabulary.word(rng));
+        }
+        s
+    };
+    let title = sentence(&mut rng, 4);
+    let chunks = (0..CHUNKS_PER_DOC)
+        .map(|index| {
+            let mut text = String::new();
+            let mut left = words;
+            while left > 0 {
+                let len = left.min(rng.random_range(8..20));
+                text.push_str(&sentence(&mut rng, len));
+                text.push_str(". ");
+                left -= len;
+            }
+            Chunk {
+                index,
+                heading: Some(sentence(&mut rng, 3)),
+                text,
+            }
+        })
+        .collect();
+    (
+        DocumentMeta {
+            document_id: format!("doc_{n:07}"),
+            title,
+        },
+        chunks,
+    )
+}
+
+/// A question: 2–6 words of a random chunk of the first `docs` documents.
+fn question(vocabulary: &Vocabulary, docs: usize, words: usize, rng: &mut StdRng) -> String {
+    let (_, chunks) = document(vocabulary, rng.random_range(0..docs), words);
+    let text = &chunks[rng.random_range(0..chunks.len())].text;
+    let all: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let n = rng.random_range(2..=6).min(all.len());
+    let start = rng.random_range(0..=all.len() - n);
+    all[start..start + n].join(" ")
+}
+
+struct Row {
     chunks: usize,
-    sandbox_ms_per_doc: Option<f64>,
-    search_ms: Vec<f64>,
-    reply_ms: Vec<f64>,
-    ping_ms: Vec<f64>,
+    store_chunks_per_sec: f64,
+    redis_bytes_per_chunk: f64,
+    catch_up: Duration,
+    rss_per_chunk: f64,
+    disk_per_chunk: f64,
+    searches: usize,
+    search: (f64, f64, f64),
+    ping: (f64, f64, f64),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,148 +220,166 @@ fn main() -> anyhow::Result<()> {
         .block_on(bench(args))
 }
 
-async fn bench(args: Args) -> anyhow::Result<()> {
-    let documents = load_corpus(&args.corpus)?;
-    let questions: Questions = toml::from_str(
-        &std::fs::read_to_string(args.corpus.join("questions.toml"))
-            .context("reading questions.toml")?,
+async fn open(redis: &RedisServer, analyzer: &Arc<Analyzer>) -> anyhow::Result<EmbeddedSearch> {
+    let client = redis::Client::open(redis.url())?;
+    let search = EmbeddedSearch::open(
+        client.get_connection_manager().await?,
+        client.get_connection_manager().await?,
+        "bench",
+        100_000,
+        None,
+        analyzer.clone(),
     )?;
-    let questions: Vec<String> = questions
-        .answerable
-        .into_iter()
-        .chain(questions.off_topic)
-        .map(|q| q.q)
-        .collect();
+    search.follow();
+    Ok(search)
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let redis = RedisServer::start()?;
-    let mut runs = Vec::new();
-    for run in 0..args.runs {
-        eprintln!("run {}/{}", run + 1, args.runs);
-        runs.push(one_run(&redis, &documents, &questions, &args).await?);
+    let client = redis::Client::open(redis.url())?;
+    let mut conn = client.get_connection_manager().await?;
+    let analyzer = Arc::new(Analyzer::new(Glossary::builtin()));
+    let vocabulary = Arc::new(Vocabulary::new(args.vocabulary));
+    let main = Arc::new(open(&redis, &analyzer).await?);
+    let memory_start = used_memory(&mut conn).await?;
+    let mut docs = 0;
+    let mut rows = Vec::new();
+    for &size in &args.sizes {
+        let target = size.div_ceil(CHUNKS_PER_DOC);
+        eprintln!("growing to {} chunks", target * CHUNKS_PER_DOC);
+        let started = Instant::now();
+        write(&main, &vocabulary, docs, target, args.chunk_words).await?;
+        let store_chunks_per_sec =
+            ((target - docs) * CHUNKS_PER_DOC) as f64 / started.elapsed().as_secs_f64();
+        docs = target;
+        let chunks = docs * CHUNKS_PER_DOC;
+        let redis_bytes_per_chunk =
+            used_memory(&mut conn).await?.saturating_sub(memory_start) as f64 / chunks as f64;
+        main.wait_caught_up().await;
+
+        eprintln!("a fresh replica builds from Redis");
+        let rss_before = rss_kib(std::process::id()).unwrap_or(0);
+        let started = Instant::now();
+        let fresh = open(&redis, &analyzer).await?;
+        fresh.wait_caught_up().await;
+        let catch_up = started.elapsed();
+        let rss_after = rss_kib(std::process::id()).unwrap_or(0);
+        let disk = fresh.replica().disk_bytes();
+        anyhow::ensure!(
+            fresh.replica().chunks() as usize == chunks,
+            "fresh replica holds {} chunks, expected {chunks}",
+            fresh.replica().chunks()
+        );
+        drop(fresh);
+        // Let its follower stop and its files go before measuring searches.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        eprintln!("{} clients search for {} s", args.clients, args.seconds);
+        let (search_ms, ping_ms) =
+            search_under_load(&main, &redis, &vocabulary, docs, &args).await?;
+        let mut s = search_ms;
+        let mut p = ping_ms;
+        rows.push(Row {
+            chunks,
+            store_chunks_per_sec,
+            redis_bytes_per_chunk,
+            catch_up,
+            rss_per_chunk: rss_after.saturating_sub(rss_before) as f64 * 1024.0 / chunks as f64,
+            disk_per_chunk: disk as f64 / chunks as f64,
+            searches: s.len(),
+            search: (
+                quantile(&mut s, 0.5),
+                quantile(&mut s, 0.99),
+                quantile(&mut s, 0.999),
+            ),
+            ping: (
+                quantile(&mut p, 0.5),
+                quantile(&mut p, 0.99),
+                quantile(&mut p, 0.999),
+            ),
+        });
+        report(&rows, &args);
     }
-    report(&runs, &args, documents.len(), questions.len());
     Ok(())
 }
 
-fn load_corpus(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut documents = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "md") {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            documents.push((name, std::fs::read(&path)?));
-        }
-    }
-    if documents.is_empty() {
-        bail!("no *.md documents in {}", dir.display());
-    }
-    documents.sort();
-    Ok(documents)
-}
-
-async fn one_run(
-    redis: &RedisServer,
-    documents: &[(String, Vec<u8>)],
-    questions: &[String],
-    args: &Args,
-) -> anyhow::Result<Run> {
-    let client = redis::Client::open(redis.url())?;
-    let mut conn = client.get_connection_manager().await?;
-    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
-    let memory_before = used_memory(&mut conn).await?;
-    let analyzer = Arc::new(Analyzer::new(Glossary::builtin()));
-    let index = LexicalIndex::new(
-        conn.clone(),
-        "bench",
-        analyzer.clone(),
-        IndexOptions::default(),
-    );
-
-    let (mut parse_time, mut index_time, mut chunks_total) = (Duration::ZERO, Duration::ZERO, 0);
-    for copy in 0..args.copies {
-        for (n, (name, bytes)) in documents.iter().enumerate() {
-            let started = Instant::now();
-            let parsed = parse(Format::Markdown, None, bytes, &ParseLimits::default())?;
-            let chunks = chunk(&parsed, &ChunkOptions::default());
-            parse_time += started.elapsed();
-            let started = Instant::now();
-            chunks_total += index
-                .replace_document(
-                    &DocumentMeta {
-                        document_id: format!("doc_{copy}_{n}"),
-                        title: name.clone(),
-                    },
-                    &chunks,
-                )
-                .await?;
-            index_time += started.elapsed();
-        }
-    }
-    let memory_after = used_memory(&mut conn).await?;
-
-    let sandbox_ms_per_doc = match worker_binary() {
-        Some(program) => {
-            let limits = SandboxLimits {
-                memory_bytes: 1 << 30,
-                timeout: Duration::from_secs(30),
-                parse: ParseLimits::default(),
-            };
-            let started = Instant::now();
-            for (_, bytes) in documents {
-                parse_isolated(
-                    &program,
-                    &["parse-document"],
-                    Some(Format::Markdown),
-                    None,
-                    bytes,
-                    &limits,
-                )
-                .await?;
+/// Documents `from..to`, written by [`WRITERS`] concurrent writers.
+async fn write(
+    search: &Arc<EmbeddedSearch>,
+    vocabulary: &Arc<Vocabulary>,
+    from: usize,
+    to: usize,
+    words: usize,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (search, vocabulary) = (search.clone(), vocabulary.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = from + w;
+            while n < to {
+                let (meta, chunks) = document(&vocabulary, n, words);
+                search.index(&meta, &chunks).await?;
+                n += WRITERS;
             }
-            Some(started.elapsed().as_secs_f64() * 1000.0 / documents.len() as f64)
-        }
-        None => None,
-    };
-
-    let knowledge = Knowledge::new(
-        Arc::new(index.clone()),
-        analyzer.clone(),
-        Classifier::builtin(analyzer),
-        5,
-    );
-    let (mut search_ms, mut reply_ms, mut ping_ms) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        for question in questions {
-            let started = Instant::now();
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
-            ping_ms.push(ms(started));
-            let started = Instant::now();
-            index.search(question, 5).await?;
-            search_ms.push(ms(started));
-            let started = Instant::now();
-            knowledge.reply(question).await?;
-            reply_ms.push(ms(started));
-        }
+            Ok::<(), anyhow::Error>(())
+        }));
     }
-    Ok(Run {
-        parse_chunks_per_sec: chunks_total as f64 / parse_time.as_secs_f64(),
-        index_chunks_per_sec: chunks_total as f64 / index_time.as_secs_f64(),
-        bytes_per_chunk: (memory_after.saturating_sub(memory_before)) as f64 / chunks_total as f64,
-        chunks: chunks_total,
-        sandbox_ms_per_doc,
-        search_ms,
-        reply_ms,
-        ping_ms,
-    })
+    for task in tasks {
+        task.await.context("writer task")??;
+    }
+    Ok(())
 }
 
-/// The worker binary next to this one, if it was built (same profile).
-fn worker_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.join("supportrag-worker");
-    candidate.is_file().then_some(candidate)
+async fn search_under_load(
+    search: &Arc<EmbeddedSearch>,
+    redis: &RedisServer,
+    vocabulary: &Arc<Vocabulary>,
+    docs: usize,
+    args: &Args,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pinger_conn = redis::Client::open(redis.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let pinger = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut pinger_conn)
+                    .await?;
+                samples.push(ms(started));
+                tokio::time::sleep(PING_EVERY).await;
+            }
+            Ok::<_, anyhow::Error>(samples)
+        })
+    };
+    let mut clients = Vec::new();
+    for c in 0..args.clients {
+        let (search, vocabulary, stop) = (search.clone(), vocabulary.clone(), stop.clone());
+        let words = args.chunk_words;
+        clients.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(1000 + c as u64);
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let q = question(&vocabulary, docs, words, &mut rng);
+                let started = Instant::now();
+                search.search(&q, 5).await?;
+                samples.push(ms(started));
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut search_ms = Vec::new();
+    for client in clients {
+        search_ms.extend(client.await.context("search client")??);
+    }
+    let ping_ms = pinger.await.context("pinger")??;
+    Ok((search_ms, ping_ms))
 }
 
 async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<u64> {
@@ -241,69 +394,42 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let i = ((v.len().saturating_sub(1)) as f64 * p).round() as usize;
-    v.get(i).copied().unwrap_or(f64::NAN)
-}
-
-fn report(runs: &[Run], args: &Args, documents: usize, questions: usize) {
-    let chunks = runs.first().map_or(0, |r| r.chunks);
+fn report(rows: &[Row], args: &Args) {
     println!(
-        "\nrag-bench: {} documents × {} copies = {} chunks; {} questions × {} rounds; {} run(s), median (min–max)\n",
-        documents,
-        args.copies,
-        chunks,
-        questions,
-        args.rounds,
-        runs.len()
-    );
-    println!("| ingestion | chunks/s |");
-    println!("| --- | --- |");
-    println!(
-        "| parse + chunk (in process) | {} |",
-        show_spread(spread(runs.iter().map(|r| r.parse_chunks_per_sec)))
+        "\nrag-bench: {} concurrent searchers × {} s per size, {} words per chunk, {} distinct words\n",
+        args.clients, args.seconds, args.chunk_words, args.vocabulary
     );
     println!(
-        "| index (BM25 in Redis, one script per document) | {} |",
-        show_spread(spread(runs.iter().map(|r| r.index_chunks_per_sec)))
+        "| chunks | searches | search p50 / p99 / p99.9 (ms) | Redis PING p50 / p99 / p99.9 (ms) meanwhile |"
     );
-    println!(
-        "\nRedis memory per indexed chunk: {} bytes",
-        thousands(spread(runs.iter().map(|r| r.bytes_per_chunk)).0)
-    );
-    let sandbox: Vec<f64> = runs.iter().filter_map(|r| r.sandbox_ms_per_doc).collect();
-    if sandbox.is_empty() {
+    println!("| ---: | ---: | --- | --- |");
+    for r in rows {
         println!(
-            "parse in the sandbox child: not measured (build supportrag-worker in the same profile)"
-        );
-    } else {
-        let (median, min, max) = spread(sandbox.into_iter());
-        println!(
-            "parse in the sandbox child (process start included): {median:.1} ms/document ({min:.1}–{max:.1})"
+            "| {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} |",
+            thousands(r.chunks as f64),
+            thousands(r.searches as f64),
+            r.search.0,
+            r.search.1,
+            r.search.2,
+            r.ping.0,
+            r.ping.1,
+            r.ping.2
         );
     }
-    println!("\n| latency (ms) | p50 | p99 | p99.9 |");
-    println!("| --- | --- | --- | --- |");
-    for (name, pick) in [
-        ("PING round trip (baseline)", 0),
-        ("search (top 5)", 1),
-        ("reply: search + extractive answer", 2),
-    ] {
-        let all: Vec<f64> = runs
-            .iter()
-            .flat_map(|r| match pick {
-                0 => r.ping_ms.clone(),
-                1 => r.search_ms.clone(),
-                _ => r.reply_ms.clone(),
-            })
-            .collect();
+    println!(
+        "\n| chunks | store (Redis) chunks/s | fresh replica catch-up | indexing chunks/s | replica RSS / chunk | index disk / chunk | Redis memory / chunk |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in rows {
         println!(
-            "| {name} | {:.2} | {:.2} | {:.2} |",
-            percentile(&all, 0.5),
-            percentile(&all, 0.99),
-            percentile(&all, 0.999)
+            "| {} | {} | {:.1} s | {} | {} B | {} B | {} B |",
+            thousands(r.chunks as f64),
+            thousands(r.store_chunks_per_sec),
+            r.catch_up.as_secs_f64(),
+            thousands(r.chunks as f64 / r.catch_up.as_secs_f64()),
+            thousands(r.rss_per_chunk),
+            thousands(r.disk_per_chunk),
+            thousands(r.redis_bytes_per_chunk)
         );
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! - [`parse`] reads PDF, HTML, Markdown, text and DOCX (in a sandboxed
 //!   child process, [`parse::sandbox`]); [`chunk`] cuts them by structure.
-//! - [`text`], [`glossary`], [`dictionary`], [`lexical`], [`confidence`],
-//!   [`answer`]: the embedded retrieval (BM25 in Redis, RU↔EN through the
-//!   support glossary and a general dictionary, extractive answers).
+//! - [`text`], [`glossary`], [`dictionary`], [`search`], [`confidence`],
+//!   [`answer`]: the embedded retrieval (BM25 with tantivy over a replica
+//!   of the chunks kept in Redis, RU↔EN through the support glossary and a
+//!   general dictionary, extractive answers).
 //! - [`providers`]: OpenAI-compatible embeddings/generation and Qdrant.
 //! - [`knowledge`]: the one type the service uses over either backend;
 //!   [`classify`]: intents of a document; [`handover`]: "I want a human".
@@ -18,8 +19,8 @@ pub mod dictionary;
 pub mod glossary;
 pub mod handover;
 pub mod knowledge;
-pub mod lexical;
 pub mod parse;
 pub mod providers;
+pub mod search;
 pub mod text;
 pub mod types;

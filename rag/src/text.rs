@@ -3,6 +3,7 @@
 //! written at index time would never be found at query time.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use rust_stemmers::{Algorithm, Stemmer};
@@ -55,7 +56,7 @@ pub struct Query {
 
 /// Weight of a [`TermGroup::translations`] term relative to the term the user
 /// typed (1.0), for the search engine to apply. Below a glossary alternative
-/// (`ALTERNATIVE_WEIGHT`, 0.8, kept by the engine in `lexical.rs`): the
+/// (`search::query::ALTERNATIVE_WEIGHT`, 0.8): the
 /// glossary is support vocabulary checked by hand, the dictionary is a
 /// general one whose first sense is often not the support sense.
 pub const TRANSLATION_WEIGHT: f32 = 0.5;
@@ -91,6 +92,43 @@ impl Query {
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }
+}
+
+/// Words already analysed, for [`Analyzer::terms_cached`].
+#[derive(Default)]
+pub struct TermCache {
+    terms: HashMap<String, Option<String>, BuildHasherDefault<WordHasher>>,
+}
+
+/// FNV-1a: the cache is looked up once per word indexed, and SipHash's
+/// protection against chosen collisions buys nothing for a bounded cache
+/// rebuilt per batch.
+#[derive(Default)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+impl TermCache {
+    /// Distinct words kept before the cache starts over (bounds memory;
+    /// a support corpus' vocabulary fits).
+    const MAX_WORDS: usize = 200_000;
 }
 
 /// Word → index term. The dictionary builds its stem maps with this too, so
@@ -210,6 +248,29 @@ impl Analyzer {
         text.unicode_words()
             .filter_map(|word| self.lexicon.term(word))
             .collect()
+    }
+
+    /// As [`Self::terms`], remembering each distinct word's term in
+    /// `cache`: word frequencies follow Zipf's law, so over a batch of
+    /// chunks most words were seen before and need no stemming again.
+    pub fn terms_cached(&self, text: &str, cache: &mut TermCache) -> Vec<String> {
+        if cache.terms.len() > TermCache::MAX_WORDS {
+            cache.terms.clear();
+        }
+        let mut out = Vec::new();
+        for word in text.unicode_words() {
+            let term = match cache.terms.get(word) {
+                Some(term) => term,
+                None => cache
+                    .terms
+                    .entry(word.to_owned())
+                    .or_insert_with(|| self.lexicon.term(word)),
+            };
+            if let Some(term) = term {
+                out.push(term.clone());
+            }
+        }
+        out
     }
 
     pub fn query(&self, text: &str) -> Query {
@@ -353,6 +414,19 @@ mod tests {
         let en = a.terms("refund not received, no email, never, without");
         for neg in ["not", "no", "never", "without"] {
             assert!(en.contains(&neg.to_string()), "{neg} in {en:?}");
+        }
+    }
+
+    #[test]
+    fn cached_terms_are_the_same_terms() {
+        let a = Analyzer::new(Glossary::builtin());
+        let mut cache = TermCache::default();
+        for text in [
+            "Сброс пароля: the Passwords, не пришли!",
+            "пароля passwords 2FA ёлка",
+        ] {
+            assert_eq!(a.terms_cached(text, &mut cache), a.terms(text));
+            assert_eq!(a.terms_cached(text, &mut cache), a.terms(text));
         }
     }
 

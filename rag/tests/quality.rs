@@ -1,6 +1,7 @@
 //! Retrieval quality on a small labelled support corpus (`tests/corpus/`):
 //! hit rates per language pair, confidence separation between answerable
-//! and off-topic questions, and search latency. Run with `--nocapture` to
+//! and off-topic questions, and search latency, on the embedded engine
+//! (documents stored in Redis, searched in a tantivy replica). Run with `--nocapture` to
 //! see the table; the assertions hold the level reached, with a margin.
 
 use std::path::Path;
@@ -11,8 +12,8 @@ use rag::chunk::{self, ChunkOptions};
 use rag::classify::Classifier;
 use rag::confidence::Features;
 use rag::glossary::Glossary;
-use rag::lexical::{IndexOptions, LexicalIndex};
 use rag::parse::{ParseLimits, parse};
+use rag::search::{EmbeddedSearch, SearchOutcome};
 use rag::text::Analyzer;
 use rag::types::{Chunk, DocumentMeta, Format};
 use serde::Deserialize;
@@ -93,13 +94,24 @@ fn stats(values: &[f64]) -> (f64, f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrieval_quality_on_the_labelled_corpus() {
     let redis = TestRedis::start();
-    let conn = redis::Client::open(redis.url())
-        .expect("url")
-        .get_connection_manager()
-        .await
-        .expect("connect");
+    let conn = || async {
+        redis::Client::open(redis.url())
+            .expect("url")
+            .get_connection_manager()
+            .await
+            .expect("connect")
+    };
     let analyzer = Arc::new(Analyzer::new(Glossary::builtin()));
-    let index = LexicalIndex::new(conn, "quality", analyzer.clone(), IndexOptions::default());
+    let index = EmbeddedSearch::open(
+        conn().await,
+        conn().await,
+        "quality",
+        100_000,
+        None,
+        analyzer.clone(),
+    )
+    .expect("replica opens");
+    index.follow();
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
     let questions: Questions = toml::from_str(
@@ -123,7 +135,7 @@ async fn retrieval_quality_on_the_labelled_corpus() {
             document_id: name.to_owned(),
             title,
         };
-        let n = index.replace_document(&meta, &chunks).await.expect("index");
+        let n = index.index(&meta, &chunks).await.expect("index");
         assert_eq!(n, chunks.len());
     }
 
@@ -266,7 +278,7 @@ async fn retrieval_quality_on_the_labelled_corpus() {
     );
 
     // Held-out questions: never used to fit or tune anything.
-    let distinct_docs = |outcome: &rag::lexical::SearchOutcome| {
+    let distinct_docs = |outcome: &SearchOutcome| {
         outcome.hits.iter().map(|h| h.document_id.clone()).fold(
             Vec::<String>::new(),
             |mut acc, d| {

@@ -256,7 +256,8 @@ pub enum OperatorAssignment {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RetrievalProvider {
-    /// BM25 in Redis, extractive answers: no external service.
+    /// BM25 with tantivy in each process over the chunks kept in Redis,
+    /// extractive answers: no external service.
     Embedded,
     /// Embeddings (and optionally answers) from an OpenAI-compatible API,
     /// vectors in Qdrant.
@@ -268,7 +269,13 @@ pub enum RetrievalProvider {
 pub struct RetrievalSettings {
     pub provider: RetrievalProvider,
     pub top_k: usize,
-    pub max_postings_per_term: usize,
+    /// Where this process keeps its search replica; `None`: a fresh
+    /// temporary directory (rebuilt from Redis at every start).
+    #[serde(deserialize_with = "optional_path")]
+    pub index_dir: Option<PathBuf>,
+    /// Entries the change feed keeps (about); a replica away for longer
+    /// rebuilds.
+    pub feed_length: usize,
     #[serde(deserialize_with = "optional_path")]
     pub glossary_file: Option<PathBuf>,
     #[serde(deserialize_with = "optional_path")]
@@ -554,9 +561,9 @@ impl Settings {
             "must be between 1 and 50",
         )?;
         rule(
-            self.retrieval.max_postings_per_term >= 10,
-            "retrieval.max_postings_per_term",
-            "must be at least 10",
+            self.retrieval.feed_length >= 1000,
+            "retrieval.feed_length",
+            "must be at least 1000",
         )?;
         rule(
             !self.openai.embeddings_model.trim().is_empty(),

@@ -73,8 +73,8 @@
 //!   Document keys are written by scripts that span a document's keys and
 //!   the P:docs index, so this part of the layout is for a standalone
 //!   Redis (as the client is).
-//!   The search index itself is laid out in rag's lexical module
-//!   (tag {P:kb}).
+//!   Their searchable chunks, versions and change feed are laid out in
+//!   rag's search store (`rag::search::store`, tags {P:kb} and {P:kb:D}).
 //!
 //! Webhook registry
 //!   P:webhooks          HASH    webhook id -> webhook record (JSON, with
@@ -103,6 +103,10 @@
 //!   P:metrics:chat      HASH    chat counters: answered, offered_person,
 //!                               handed_over, forwarded, operator_replies,
 //!                               feedback_up, feedback_down.
+//!   P:metrics:search_replicas  HASH  worker (consumer name) -> where its
+//!                               search replica stands (JSON: lag_entries,
+//!                               lag_ms, chunks, caught_up, at_ms); a
+//!                               report older than a minute is dropped.
 //!   P:dlv:D:retries     STRING  manual retries made of D (for the
 //!                               `D_retry_n` ids); same expiry.
 //! ```
@@ -135,6 +139,10 @@ pub fn chat_metrics(prefix: &KeyPrefix) -> String {
 
 pub fn gaps(prefix: &KeyPrefix) -> String {
     format!("{prefix}:gaps")
+}
+
+pub fn search_replicas(prefix: &KeyPrefix) -> String {
+    format!("{prefix}:metrics:search_replicas")
 }
 
 pub fn delivery_retries(prefix: &KeyPrefix, delivery_id: &str) -> String {

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod process;
 pub mod publish;
 pub mod redis_conn;
+pub mod search_replicas;
 pub mod services;
 pub mod sessions;
 pub mod signing;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use rag::classify::Classifier;
 use rag::glossary::Glossary;
 use rag::knowledge::Knowledge;
-use rag::lexical::{IndexOptions, LexicalIndex};
 use rag::providers::openai::{OpenAiClient, OpenAiSettings};
 use rag::providers::qdrant::{QdrantSettings, QdrantStore};
 use rag::providers::semantic::SemanticIndex;
+use rag::search::EmbeddedSearch;
 use rag::text::Analyzer;
 use redis::aio::ConnectionManager;
 
@@ -24,6 +24,7 @@ use crate::gaps::GapLog;
 use crate::handover::Handover;
 use crate::incoming::Intake;
 use crate::publish::Publisher;
+use crate::search_replicas::ReplicaReports;
 use crate::sessions::SessionStore;
 use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
 use crate::webhooks::{WebhookCache, WebhookStore};
@@ -45,6 +46,10 @@ pub struct Services {
     pub gaps: GapLog,
     pub chat_stats: ChatStats,
     pub knowledge: Knowledge,
+    /// The embedded search engine's replica in this process, when it is
+    /// the configured retriever (for readiness and lag).
+    pub search: Option<Arc<EmbeddedSearch>>,
+    pub replica_reports: ReplicaReports,
     pub policy: SsrfPolicy,
     pub resolver: Arc<dyn NameResolver>,
 }
@@ -70,8 +75,11 @@ fn read_file(key: &'static str, path: &Path) -> Result<String, ServicesError> {
 }
 
 /// The retrieval backend the configuration chooses, with the glossary and
-/// intents it names.
-fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, ServicesError> {
+/// intents it names (and the embedded engine, if that is the one).
+fn knowledge(
+    settings: &Settings,
+    conn: ConnectionManager,
+) -> Result<(Knowledge, Option<Arc<EmbeddedSearch>>), ServicesError> {
     let retrieval = &settings.retrieval;
     let mut glossary = Glossary::builtin();
     if let Some(path) = &retrieval.glossary_file {
@@ -93,16 +101,23 @@ fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, 
     };
     Ok(match retrieval.provider {
         RetrievalProvider::Embedded => {
-            let index = LexicalIndex::new(
-                conn,
-                settings.redis.key_prefix.as_str(),
-                analyzer.clone(),
-                IndexOptions {
-                    max_postings_per_term: retrieval.max_postings_per_term,
-                    ..IndexOptions::default()
-                },
+            let feed_conn =
+                crate::redis_conn::connect_blocking(&settings.redis, rag::search::follow::BLOCK)?;
+            let search = Arc::new(
+                EmbeddedSearch::open(
+                    conn,
+                    feed_conn,
+                    settings.redis.key_prefix.as_str(),
+                    retrieval.feed_length,
+                    retrieval.index_dir.as_deref(),
+                    analyzer.clone(),
+                )
+                .map_err(|e| setting("retrieval.index_dir")(e.to_string()))?,
             );
-            Knowledge::new(Arc::new(index), analyzer, classifier, retrieval.top_k)
+            (
+                Knowledge::new(search.clone(), analyzer, classifier, retrieval.top_k),
+                Some(search),
+            )
         }
         RetrievalProvider::Openai => {
             let openai = &settings.openai;
@@ -122,12 +137,13 @@ fn knowledge(settings: &Settings, conn: ConnectionManager) -> Result<Knowledge, 
                 timeout: qdrant.timeout,
             })
             .map_err(|e| setting("qdrant")(e.to_string()))?;
-            Knowledge::new(
+            let knowledge = Knowledge::new(
                 Arc::new(SemanticIndex::new(embedder, store)),
                 analyzer,
                 classifier,
                 retrieval.top_k,
-            )
+            );
+            (knowledge, None)
         }
     })
 }
@@ -192,7 +208,8 @@ impl Services {
         let documents = DocumentStore::new(conn.clone(), prefix.clone());
         let chat_stats = ChatStats::new(conn.clone(), &prefix);
         let gaps = GapLog::new(conn.clone(), &prefix);
-        let knowledge = knowledge(&settings, conn.clone())?;
+        let (knowledge, search) = knowledge(&settings, conn.clone())?;
+        let replica_reports = ReplicaReports::new(conn.clone(), &prefix);
         let deliveries = DeliveryStore::new(
             conn,
             prefix,
@@ -248,6 +265,8 @@ impl Services {
             gaps,
             chat_stats,
             knowledge,
+            search,
+            replica_reports,
             policy,
             resolver,
         })

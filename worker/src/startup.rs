@@ -13,6 +13,7 @@ use rag::parse::sandbox::{NetworkIsolation, SandboxLimits, network_isolation};
 use shared::answer_policy::Thresholds;
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
+use shared::search_replicas::ReplicaReport;
 use shared::services::Services;
 use shared::webhooks::WebhookCache;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,9 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
 /// The hidden command of the worker binary that parses one document from
 /// stdin (see [`rag::parse::sandbox`]).
 pub const PARSE_COMMAND: &str = "parse-document";
+
+/// How often a worker reports its search replica's lag.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Concurrency of the session queue: ending a session is one publish.
 const SESSION_CONCURRENCY: usize = 8;
@@ -148,15 +152,67 @@ pub async fn run_with_parser(
     let sweep_every = (settings.chat.session_idle_timeout / 4)
         .clamp(Duration::from_millis(100), Duration::from_secs(5));
 
+    if let Some(search) = &services.search {
+        search.follow();
+    }
     tokio::join!(
         delivery.run(stop.clone()),
-        chat.run(stop.clone()),
+        answer_chats_once_caught_up(&services, chat, stop.clone()),
+        report_replica(&services, &consumer, stop.clone()),
         ingest.run(stop.clone()),
         session.run(stop.clone()),
         sweep_idle(services.sessions.clone(), sweep_every, stop),
     );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+/// Chat answers come from this process's search replica, so the chat
+/// queue is consumed only once the replica reached the change feed's
+/// position at start (other queues, ingestion included, start at once).
+async fn answer_chats_once_caught_up(
+    services: &Services,
+    chat: QueueRunner<ChatHandler>,
+    stop: CancellationToken,
+) {
+    if let Some(search) = &services.search {
+        tracing::info!("chat answers wait for the search replica to catch up");
+        tokio::select! {
+            () = search.wait_caught_up() => {}
+            () = stop.cancelled() => return,
+        }
+        tracing::info!(position = ?search.replica().position(), "search replica caught up; answering chats");
+    }
+    chat.run(stop).await;
+}
+
+/// Reports where this worker's search replica stands, for the API's
+/// `/metrics` (workers serve none of their own).
+async fn report_replica(services: &Services, consumer: &str, stop: CancellationToken) {
+    let Some(search) = &services.search else {
+        return;
+    };
+    loop {
+        match search.status().await {
+            Ok(status) => {
+                let report = ReplicaReport {
+                    lag_entries: status.lag.entries as u64,
+                    lag_ms: status.lag.ms,
+                    chunks: status.chunks,
+                    caught_up: status.caught_up,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                };
+                if let Err(e) = services.replica_reports.put(consumer, &report).await {
+                    tracing::debug!(error = %e, "could not report the search replica's lag");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not measure the search replica's lag"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(REPORT_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Says once, at start, whether parser children will be cut off from the

@@ -485,3 +485,250 @@ async fn an_ingestion_cannot_save_after_a_newer_upload_or_without_its_lock() {
         Holder::Deleted
     );
 }
+
+/// Waits until `document_id`'s record says indexed.
+async fn wait_indexed(services: &Services, document_id: &DocumentId) {
+    wait_until(&format!("{document_id} indexed"), PATIENCE, || async {
+        services
+            .documents
+            .get(document_id)
+            .await
+            .unwrap()
+            .filter(|r| r.status == shared::documents::DocumentStatus::Indexed)
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// Services over `settings`, retried while a stopped worker's replica still
+/// holds the index directory (it lets go as its follower stops).
+async fn services_when_free(settings: &shared::config::Settings) -> Services {
+    wait_until("the index directory to be free", PATIENCE, || async {
+        Services::connect(settings.clone()).ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_with_its_index_directory_only_catches_up_and_without_one_rebuilds() {
+    let redis = TestRedis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(&redis.url());
+    settings.retrieval.index_dir = Some(dir.path().to_path_buf());
+    let upload = |services: Services, name: &'static str, text: &'static str| async move {
+        services
+            .intake
+            .upload(
+                draft(name, Some("text")),
+                text.as_bytes(),
+                format!("trace_{name}"),
+            )
+            .await
+            .unwrap()
+            .document_id
+    };
+
+    let services = Services::connect(settings.clone()).unwrap();
+    let worker = testkit::spawn_worker(services.clone()).await;
+    let first = upload(
+        services.clone(),
+        "first",
+        "Refunds take five business days.",
+    )
+    .await;
+    wait_indexed(&services, &first).await;
+    let search = services.search.clone().expect("embedded search");
+    // A search waits for its replica to reach the feed's end.
+    let found = services.knowledge.search("refunds", 5).await.unwrap();
+    assert_eq!(found.hits[0].document_id, first.as_str());
+    assert_eq!(search.replica().chunks(), 1);
+    worker.shutdown().await;
+    drop((services, search));
+
+    // While the worker is away, another process (here: a replica of its
+    // own) indexes a second document.
+    let mut elsewhere = settings.clone();
+    elsewhere.retrieval.index_dir = None;
+    let other = Services::connect(elsewhere.clone()).unwrap();
+    let second = upload(
+        other.clone(),
+        "second",
+        "Deliveries arrive within two days.",
+    )
+    .await;
+    let second_worker = testkit::spawn_worker(other.clone()).await;
+    wait_indexed(&other, &second).await;
+    second_worker.shutdown().await;
+    drop(other);
+
+    let restarted = services_when_free(&settings).await;
+    let search = restarted.search.clone().expect("embedded search");
+    // It reopens where it stopped (one chunk), not empty...
+    assert!(search.replica().position().is_some());
+    assert_eq!(search.replica().chunks(), 1);
+    // ...and catches up on what it missed.
+    let worker = testkit::spawn_worker(restarted.clone()).await;
+    search.wait_caught_up().await;
+    let found = restarted
+        .knowledge
+        .search("deliveries arrive", 5)
+        .await
+        .unwrap();
+    assert_eq!(found.hits[0].document_id, second.as_str());
+    assert_eq!(search.replica().chunks(), 2);
+    worker.shutdown().await;
+
+    // Without an index directory a worker starts empty and rebuilds.
+    let fresh = Services::connect(elsewhere).unwrap();
+    let search = fresh.search.clone().expect("embedded search");
+    assert_eq!(search.replica().position(), None);
+    assert_eq!(search.replica().chunks(), 0);
+    let worker = testkit::spawn_worker(fresh.clone()).await;
+    search.wait_caught_up().await;
+    let found = fresh
+        .knowledge
+        .search("refunds five days", 5)
+        .await
+        .unwrap();
+    assert_eq!(found.hits[0].document_id, first.as_str());
+    assert_eq!(search.replica().chunks(), 2);
+    worker.shutdown().await;
+}
+
+/// Text of about `chars` characters with varied words (a repeated line
+/// would chunk into identical pieces).
+fn long_text(chars: usize) -> String {
+    let words = [
+        "refund",
+        "delivery",
+        "account",
+        "password",
+        "invoice",
+        "order",
+        "support",
+        "ticket",
+        "возврат",
+        "доставка",
+        "счёт",
+        "пароль",
+        "заказ",
+        "поддержка",
+        "карта",
+        "оплата",
+    ];
+    let mut text = String::with_capacity(chars + 64);
+    let mut n: u64 = 1;
+    while text.len() < chars {
+        for _ in 0..12 {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push_str(words[(n >> 33) as usize % words.len()]);
+            text.push_str(&format!(" {} ", (n >> 40) % 997));
+        }
+        text.push_str(".\n\n");
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_million_character_document_does_not_stall_deliveries() {
+    let redis = TestRedis::start();
+    let mut settings = test_settings(&redis.url());
+    settings.ingest.max_document_size = shared::config::ByteSize(32 << 20);
+    let services = Services::connect(settings).unwrap();
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let webhook =
+        testkit::register_webhook(&services, &receiver.url(), vec![EventFilter::All], SECRET).await;
+    let worker = testkit::spawn_worker(services.clone()).await;
+
+    let text = long_text(5_000_000);
+    let document = services
+        .intake
+        .upload(
+            draft("huge", Some("text")),
+            text.as_bytes(),
+            "trace_huge".into(),
+        )
+        .await
+        .unwrap()
+        .document_id;
+    // A delivery every 20 ms for as long as the document is ingested.
+    let mut sent = std::collections::HashMap::new();
+    let started = std::time::Instant::now();
+    loop {
+        let id = shared::ids::EventId::generate();
+        let event = shared::events::Event::new(
+            id.clone(),
+            shared::events::EventType::ChatResponseGenerated,
+            json!({"probe": sent.len()}),
+            shared::events::EventMetadata {
+                trace_id: "trace_probe".into(),
+                correlation_id: None,
+            },
+        );
+        sent.insert(id.to_string(), std::time::Instant::now());
+        services.publisher.publish(event).await.unwrap();
+        let record = services.documents.get(&document).await.unwrap();
+        if record.is_some_and(|r| r.status == shared::documents::DocumentStatus::Indexed)
+            || started.elapsed() > PATIENCE * 4
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ingestion = started.elapsed();
+    wait_until("every probe delivered", PATIENCE, || async {
+        let got = receiver
+            .requests()
+            .iter()
+            .filter(|r| r.json()["data"]["probe"].is_number())
+            .count();
+        (got >= sent.len()).then_some(())
+    })
+    .await;
+    let mut latencies: Vec<f64> = receiver
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            let id = r.json()["event_id"].as_str()?.to_owned();
+            let at = sent.get(&id)?;
+            Some(r.received_at.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let record = services.documents.get(&document).await.unwrap().unwrap();
+    println!(
+        "5 MB document: {} chunks indexed in {:.1} s; {} deliveries meanwhile, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        record.chunks_count,
+        ingestion.as_secs_f64(),
+        latencies.len(),
+        pick(0.5),
+        pick(0.99),
+        pick(1.0)
+    );
+    assert_eq!(
+        record.status,
+        shared::documents::DocumentStatus::Indexed,
+        "{record:?}"
+    );
+    assert!(record.chunks_count > 1000);
+    // A search waits up to a second for its replica; indexing 4,000
+    // chunks may take longer in a debug build.
+    wait_until("the document to be searchable", PATIENCE, || async {
+        let found = services
+            .knowledge
+            .search("refund delivery", 5)
+            .await
+            .unwrap();
+        found
+            .hits
+            .first()
+            .filter(|h| h.document_id == document.as_str())
+            .map(|_| ())
+    })
+    .await;
+    worker.shutdown().await;
+    drop(webhook);
+}

@@ -13,7 +13,6 @@ use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rag::knowledge::KnowledgeError;
-use rag::lexical::IndexError;
 use serde::Serialize;
 use serde_json::{Value, json};
 use shared::escalation::EscalateError;
@@ -293,18 +292,12 @@ impl From<GapError> for ApiError {
     }
 }
 
-/// Retrieval failures. The embedded index lives in the same Redis, so its
-/// Redis errors are judged by the same rule as the stores' above (rag
-/// does not depend on the queue crate); an external provider
-/// (embeddings API, Qdrant) tells itself whether a retry may help.
+/// Retrieval failures: the embedded search judges its Redis errors by the
+/// queue's rule, an external provider (embeddings API, Qdrant) tells
+/// itself whether a retry may help.
 impl From<KnowledgeError> for ApiError {
     fn from(e: KnowledgeError) -> Self {
-        let unavailable = match &e {
-            KnowledgeError::Index(IndexError::Redis(redis)) => queue::is_unavailable(redis),
-            KnowledgeError::Index(IndexError::Corrupt(_)) => false,
-            KnowledgeError::Provider(provider) => provider.is_retryable(),
-        };
-        if unavailable {
+        if e.is_retryable() {
             tracing::warn!(error = %e, "retrieval backend unavailable");
             ApiError::unavailable(REDIS_RETRY_AFTER_SECS)
         } else {
@@ -365,7 +358,7 @@ mod tests {
             ),
             (
                 "KnowledgeError",
-                KnowledgeError::Index(IndexError::Redis(reply(code))).into(),
+                KnowledgeError::Search(rag::search::SearchError::Redis(reply(code))).into(),
             ),
             (
                 "HandoverError",

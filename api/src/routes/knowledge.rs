@@ -282,9 +282,14 @@ pub async fn get(
 pub struct DocumentDeleted {
     pub document_id: String,
     pub status: &'static str,
+    /// This API's search already misses the document (it waits up to 2 s
+    /// for that). Searches anywhere that start after this answer miss it
+    /// too: each waits for its replica to catch up with the change feed.
+    pub removed_from_search: bool,
 }
 
-/// Delete a document; it is out of retrieval when this answers.
+/// Delete a document; it is out of retrieval when this answers (see
+/// `removed_from_search`).
 #[utoipa::path(delete, path = "/knowledge/documents/{document_id}", tag = "knowledge",
     params(("document_id" = String, Path)),
     responses((status = 200, body = DocumentDeleted), (status = 401, body = ErrorEnvelope),
@@ -301,16 +306,17 @@ pub async fn delete(
         .documents
         .mark_deleted(&record.document_id)
         .await?;
-    state
+    let removed_from_search = state
         .services
         .knowledge
         .remove(record.document_id.as_str())
         .await?;
     state.services.documents.delete(&record).await?;
-    tracing::info!(document_id = %record.document_id, "document deleted");
+    tracing::info!(document_id = %record.document_id, removed_from_search, "document deleted");
     Ok(Data(DocumentDeleted {
         document_id: record.document_id.to_string(),
         status: "deleted",
+        removed_from_search,
     }))
 }
 

@@ -29,12 +29,74 @@ pub async fn healthz() -> Data<Health> {
     Data(Health { status: "ok" })
 }
 
-/// Redis answers, so requests can be accepted.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    /// This process's search replica (absent with an external retriever).
+    pub search_replica: Option<ReplicaView>,
+}
+
+/// Where a search replica stands against the change feed.
+#[derive(Serialize, ToSchema)]
+pub struct ReplicaView {
+    /// Feed entry id the index reflects (`null` before the first build).
+    pub position: Option<String>,
+    /// It reached the feed position it saw when the process started.
+    pub caught_up: bool,
+    /// Feed entries not applied yet (counted up to 10,000).
+    pub lag_entries: usize,
+    /// How much older the replica's position is than the feed's newest
+    /// entry, in milliseconds.
+    pub lag_ms: u64,
+    pub chunks: u64,
+}
+
+impl From<rag::search::ReplicaStatus> for ReplicaView {
+    fn from(s: rag::search::ReplicaStatus) -> Self {
+        Self {
+            position: s.position.map(|p| p.to_string()),
+            caught_up: s.caught_up,
+            lag_entries: s.lag.entries,
+            lag_ms: s.lag.ms,
+            chunks: s.chunks,
+        }
+    }
+}
+
+/// Redis answers and this process's search replica has caught up with
+/// the change feed as it stood at start, so requests can be accepted.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = ErrorEnvelope)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Data<Health>, ApiError> {
+    responses((status = 200, body = Readiness), (status = 503, body = ErrorEnvelope)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Data<Readiness>, ApiError> {
     state.services.queue.ping().await?;
-    Ok(Data(Health { status: "ready" }))
+    let search_replica = match &state.services.search {
+        Some(search) => {
+            let status = search.status().await.map_err(replica_error)?;
+            if !status.caught_up {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SEARCH_REPLICA_BEHIND",
+                    "the search index is still catching up with the knowledge base",
+                )
+                .with_retry_after(1)
+                .with_details(serde_json::json!(ReplicaView::from(status))));
+            }
+            Some(ReplicaView::from(status))
+        }
+        None => None,
+    };
+    Ok(Data(Readiness {
+        status: "ready",
+        search_replica,
+    }))
+}
+
+fn replica_error(e: rag::search::SearchError) -> ApiError {
+    if e.is_unavailable() {
+        ApiError::unavailable(2)
+    } else {
+        ApiError::internal(e)
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,6 +181,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         .await
         .map_err(queue::QueueError::Redis)?;
     render_chat(&mut out, &chat);
+    render_replicas(&mut out, &state).await?;
     let latency = state.services.deliveries.latency_histogram().await?;
     let _ = writeln!(
         out,
@@ -152,6 +215,74 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         out,
     )
         .into_response())
+}
+
+/// Search replica lag: this process's, and each worker's last report.
+async fn render_replicas(out: &mut String, state: &AppState) -> Result<(), ApiError> {
+    let mut replicas = Vec::new();
+    if let Some(search) = &state.services.search {
+        let status = search.status().await.map_err(replica_error)?;
+        replicas.push((
+            "api".to_owned(),
+            status.lag.entries as u64,
+            status.lag.ms,
+            status.chunks,
+        ));
+    }
+    let reports = state
+        .services
+        .replica_reports
+        .fresh(REPORT_MAX_AGE)
+        .await
+        .map_err(|e| {
+            if queue::is_unavailable(&e) {
+                ApiError::unavailable(2)
+            } else {
+                ApiError::internal(e)
+            }
+        })?;
+    for (worker, r) in reports {
+        replicas.push((worker, r.lag_entries, r.lag_ms, r.chunks));
+    }
+    for (name, help, pick) in [
+        (
+            "supportrag_search_replica_lag_entries",
+            "Change-feed entries a search replica has not applied yet (counted up to 10000).",
+            (|r: &(String, u64, u64, u64)| r.1 as f64) as fn(&(String, u64, u64, u64)) -> f64,
+        ),
+        (
+            "supportrag_search_replica_lag_seconds",
+            "How far behind the change feed's newest entry a search replica is.",
+            |r| r.2 as f64 / 1000.0,
+        ),
+        (
+            "supportrag_search_replica_chunks",
+            "Chunks in a search replica.",
+            |r| r.3 as f64,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for r in &replicas {
+            let _ = writeln!(
+                out,
+                "{name}{{replica=\"{}\"}} {}",
+                escape_label(&r.0),
+                pick(r)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A worker that has not reported for this long has stopped.
+const REPORT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn render_queues(out: &mut String, depths: &[QueueDepth]) {
