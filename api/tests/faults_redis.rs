@@ -573,10 +573,12 @@ async fn redis_busy_with_a_script_while_indexing_answers_503_never_500_and_the_d
             .send()
             .await
             .unwrap();
-        let delete = admin(
-            app.http
-                .delete(app.url(&format!("/api/v1/knowledge/documents/{document_id}"))),
-        )
+        // Another document's id: a delete that gets through once Redis is
+        // free again (a slow machine) must not take the one being indexed.
+        let delete = admin(app.http.delete(app.url(&format!(
+            "/api/v1/knowledge/documents/{}",
+            shared::ids::DocumentId::generate()
+        ))))
         .send()
         .await
         .unwrap();
