@@ -63,6 +63,7 @@ struct Args {
 const CHUNKS_PER_DOC: usize = 5;
 const WRITERS: usize = 16;
 const PING_EVERY: Duration = Duration::from_millis(5);
+const QUESTIONS_PER_CLIENT: usize = 2_000;
 
 const STOP_WORDS: &str = "the of and to a in is it you that he was for on are with as i his they \
 be at one have this from or had by not but what some we can out other were all there when up use \
@@ -358,15 +359,21 @@ async fn search_under_load(
     };
     let mut clients = Vec::new();
     for c in 0..args.clients {
-        let (search, vocabulary, stop) = (search.clone(), vocabulary.clone(), stop.clone());
-        let words = args.chunk_words;
+        // Made beforehand, so the clients' own work does not compete with
+        // the searches for the two cores.
+        let mut rng = StdRng::seed_from_u64(1000 + c as u64);
+        let questions: Vec<String> = (0..QUESTIONS_PER_CLIENT)
+            .map(|_| question(vocabulary, docs, args.chunk_words, &mut rng))
+            .collect();
+        let (search, stop) = (search.clone(), stop.clone());
         clients.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(1000 + c as u64);
             let mut samples = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let q = question(&vocabulary, docs, words, &mut rng);
+            for q in questions.iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let started = Instant::now();
-                search.search(&q, 5).await?;
+                search.search(q, 5).await?;
                 samples.push(ms(started));
             }
             Ok::<_, anyhow::Error>(samples)

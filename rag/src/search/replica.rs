@@ -83,7 +83,12 @@ impl Replica {
         };
         // Another schema, another analysis, or unreadable files: the
         // replica is rebuilt from Redis rather than misread.
-        let index = match Index::open_or_create(open_dir()?, schema.clone()) {
+        let builder = || {
+            Index::builder()
+                .schema(schema.clone())
+                .settings(index_settings())
+        };
+        let index = match builder().open_or_create(open_dir()?) {
             Ok(index)
                 if stored_position(&index)?.is_some()
                     || index.searchable_segment_ids()?.is_empty() =>
@@ -93,7 +98,7 @@ impl Replica {
             _ => {
                 tracing::warn!(dir = %path.display(), "index of another version or unreadable; rebuilding it");
                 wipe(&path)?;
-                Index::create(open_dir()?, schema, tantivy::IndexSettings::default())?
+                builder().open_or_create(open_dir()?)?
             }
         };
         let position = stored_position(&index)?;
@@ -243,6 +248,15 @@ impl Replica {
     pub fn search(&self, text: &str, limit: usize) -> Result<SearchOutcome, SearchError> {
         let query = query::capped(self.analyzer.query(query::bounded(text)));
         query::run(&self.reader.searcher(), &self.fields, query, limit)
+    }
+}
+
+/// Stored chunks are compressed in blocks of about four: a search reads
+/// five of them at random, and decompresses a whole block for each.
+fn index_settings() -> tantivy::IndexSettings {
+    tantivy::IndexSettings {
+        docstore_blocksize: 4096,
+        ..tantivy::IndexSettings::default()
     }
 }
 
