@@ -1507,11 +1507,25 @@ async fn two_workers_and_the_api_see_each_re_index_at_once_and_a_delete_everywhe
         {
             assert_eq!(found(&app, "common").await, vec![id.clone()]);
         }
-        // Announced as indexed: every replica's next search finds the new text.
-        assert_eq!(found(&app, word).await, vec![id.clone()]);
+        // Announced as indexed: every replica finds the new text (a search
+        // waits up to a second for its replica; a loaded test machine may
+        // need longer).
+        wait_until(
+            "the API's replica to find the new text",
+            PATIENCE,
+            || async { (found(&app, word).await == vec![id.clone()]).then_some(()) },
+        )
+        .await;
         for services in &workers {
-            let hits = services.knowledge.search(word, 5).await.unwrap().hits;
-            assert_eq!(hits.len(), 1, "{word} on a worker: {hits:?}");
+            wait_until(
+                "a worker's replica to find the new text",
+                PATIENCE,
+                || async {
+                    let hits = services.knowledge.search(word, 5).await.unwrap().hits;
+                    (hits.len() == 1).then_some(())
+                },
+            )
+            .await;
         }
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1526,8 +1540,15 @@ async fn two_workers_and_the_api_see_each_re_index_at_once_and_a_delete_everywhe
     assert_eq!(deleted.data()["removed_from_search"], true);
     assert!(found(&app, "common").await.is_empty());
     for services in &workers {
-        let hits = services.knowledge.search("common", 5).await.unwrap().hits;
-        assert!(hits.is_empty(), "deleted, yet a worker finds {hits:?}");
+        wait_until(
+            "a worker's replica to drop the document",
+            PATIENCE,
+            || async {
+                let hits = services.knowledge.search("common", 5).await.unwrap().hits;
+                hits.is_empty().then_some(())
+            },
+        )
+        .await;
     }
     for worker in running {
         worker.shutdown().await;

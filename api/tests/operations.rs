@@ -156,3 +156,42 @@ async fn delivery_history_is_bounded_per_webhook() {
     receiver.wait_for(5, PATIENCE).await;
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn readiness_and_metrics_show_each_search_replica() {
+    let app = spawn_app().await;
+    let ready = wait_until("/readyz to pass", PATIENCE, || async {
+        let reply = app.send(app.http.get(app.url("/readyz"))).await;
+        (reply.status == StatusCode::OK).then_some(reply)
+    })
+    .await;
+    let replica = &ready.data()["search_replica"];
+    assert_eq!(replica["caught_up"], true, "{}", ready.body);
+    assert_eq!(replica["lag_entries"], 0, "{}", ready.body);
+    assert!(replica["position"].is_string(), "{}", ready.body);
+
+    let worker = spawn_worker(app.services.clone()).await;
+    // The worker reports its replica through Redis when it starts.
+    let text = wait_until(
+        "metrics to show the API's and the worker's replica",
+        PATIENCE,
+        || async {
+            let reply = app.send(app.admin(Method::GET, "/metrics")).await;
+            let text = reply.body.as_str().unwrap_or_default().to_owned();
+            (text
+                .matches("supportrag_search_replica_lag_seconds{")
+                .count()
+                >= 2)
+                .then_some(text)
+        },
+    )
+    .await;
+    for line in [
+        "supportrag_search_replica_lag_entries{replica=\"api\"} 0",
+        "supportrag_search_replica_chunks{replica=\"api\"} 0",
+        "# TYPE supportrag_search_replica_lag_seconds gauge",
+    ] {
+        assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
+    }
+    worker.shutdown().await;
+}

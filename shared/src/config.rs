@@ -851,6 +851,7 @@ mod tests {
             ("[delivery]\ntimeuot = \"1s\"", "timeuot"),
             ("[chat]\noperators = \"nobody\"", "chat.operators"),
             ("[retrieval]\nprovider = \"magic\"", "retrieval.provider"),
+            ("[retrieval]\nfeed_length = 10", "retrieval.feed_length"),
             ("[openai]\nbase_url = \"not a url\"", "openai.base_url"),
             ("[server]\nbody_budget = \"20MiB\"", "server.body_budget"),
         ];

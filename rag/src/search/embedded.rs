@@ -48,7 +48,7 @@ pub struct EmbeddedSearch {
     following: AtomicBool,
     /// Dropped with this, which tells the follower to stop at once (and
     /// so release the index directory) rather than after its next read.
-    _alive: watch::Sender<()>,
+    alive: watch::Sender<()>,
 }
 
 /// Where a replica stands, for readiness and metrics.
@@ -82,7 +82,7 @@ impl EmbeddedSearch {
             }),
             pool: SearchPool::new()?,
             following: AtomicBool::new(false),
-            _alive: watch::channel(()).0,
+            alive: watch::channel(()).0,
         })
     }
 
@@ -93,7 +93,7 @@ impl EmbeddedSearch {
         if !self.following.swap(true, Ordering::SeqCst) {
             tokio::spawn(follow::follow(
                 Arc::downgrade(&self.inner),
-                self._alive.subscribe(),
+                self.alive.subscribe(),
             ));
         }
     }

@@ -88,7 +88,7 @@ async fn step(inner: &Arc<Inner>, last_check: &mut Option<Instant>) -> Result<()
     let started = Instant::now();
     let applied = apply(inner, documents, last).await;
     if applied.is_ok() {
-        tracing::debug!(position = %last, ms = started.elapsed().as_millis() as u64, "search replica caught up");
+        tracing::debug!(position = %last, ms = started.elapsed().as_millis() as u64, "search replica applied feed entries");
     }
     applied
 }

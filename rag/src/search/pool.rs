@@ -2,10 +2,11 @@
 //! executor, at a lower CPU priority than the rest of the machine.
 //!
 //! A search is pure CPU work. On a host it shares with Redis and the
-//! queue workers, eight concurrent searches at full priority would take
-//! every core and delay Redis' replies to the queues (measured: PING p99
-//! 3.9 ms at 1 M chunks). At nice 10 the kernel lets any of those preempt
-//! a search at once, and searches still get every cycle nobody else wants.
+//! queue workers, eight concurrent searches at full priority take every
+//! core and delay Redis' replies to the queues (measured on 2 cores: PING
+//! p99 1.6–2.5 ms, 3.9 ms with other load; at nice 10, 0.3–1.5 ms). At
+//! nice 10 the kernel lets any of those preempt a search at once, and
+//! searches still get every cycle nobody else wants.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
