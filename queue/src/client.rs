@@ -426,10 +426,15 @@ impl QueueClient {
         envelope: &[u8],
         due_ms: i64,
     ) -> Result<Settled, QueueError> {
-        let keys = self.keys(queue);
-        let mut invocation = self.settle(&keys, consumer, entry_id, "failed,retried", "delay");
-        invocation.key(&keys.delayed).arg(due_ms).arg(envelope);
-        self.run_settle(invocation).await
+        self.delay(
+            queue,
+            consumer,
+            entry_id,
+            envelope,
+            due_ms,
+            "failed,retried",
+        )
+        .await
     }
 
     /// Moves a job that was taken but not attempted (its endpoint is at its
@@ -443,8 +448,23 @@ impl QueueClient {
         envelope: &[u8],
         due_ms: i64,
     ) -> Result<Settled, QueueError> {
+        self.delay(queue, consumer, entry_id, envelope, due_ms, "")
+            .await
+    }
+
+    /// Takes an entry owned by `consumer` into the delayed set, adding one
+    /// to each of `counters` (comma-separated).
+    async fn delay(
+        &self,
+        queue: &str,
+        consumer: &str,
+        entry_id: &str,
+        envelope: &[u8],
+        due_ms: i64,
+        counters: &str,
+    ) -> Result<Settled, QueueError> {
         let keys = self.keys(queue);
-        let mut invocation = self.settle(&keys, consumer, entry_id, "", "delay");
+        let mut invocation = self.settle(&keys, consumer, entry_id, counters, "delay");
         invocation.key(&keys.delayed).arg(due_ms).arg(envelope);
         self.run_settle(invocation).await
     }

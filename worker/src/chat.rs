@@ -124,38 +124,7 @@ impl ChatHandler {
             return self.forward(job, ctx, &session, metadata, started).await;
         }
 
-        // A request for a person is honoured before any retrieval: the user
-        // said what they want, and an answer would only be in the way.
-        let (reply, handover) = if asks_for_human(&job.message) {
-            (handover_reply(&job.message), Some(Handover::Asked))
-        } else {
-            let reply = self.knowledge.reply(&job.message).await?;
-            let band = if reply.answer.trim().is_empty() {
-                Band::HandOver
-            } else {
-                self.thresholds.band(reply.confidence)
-            };
-            match band {
-                Band::Confident => (reply, None),
-                Band::Offer => (
-                    Reply {
-                        answer: format!("{}\n\n{}", reply.answer, offer_line(&job.message)),
-                        ..reply
-                    },
-                    Some(Handover::Offered),
-                ),
-                // The hand-over keeps the best sources: the operator starts
-                // from them, and so does `chat.escalated`.
-                Band::HandOver => (
-                    Reply {
-                        confidence: reply.confidence,
-                        sources: reply.sources,
-                        ..handover_reply(&job.message)
-                    },
-                    Some(Handover::LowConfidence(reply.confidence)),
-                ),
-            }
-        };
+        let (reply, handover) = self.reply_for(&job.message).await?;
         let confidence = round2(reply.confidence);
         let processing_time_ms = shared::time::elapsed_ms(started);
 
@@ -238,6 +207,43 @@ impl ChatHandler {
             "chat message answered"
         );
         Ok(())
+    }
+
+    /// The turn's reply by band (see `shared::answer_policy`), and whether
+    /// and why it goes to a person.
+    async fn reply_for(&self, message: &str) -> anyhow::Result<(Reply, Option<Handover>)> {
+        // A request for a person is honoured before any retrieval: the user
+        // said what they want, and an answer would only be in the way.
+        Ok(if asks_for_human(message) {
+            (handover_reply(message), Some(Handover::Asked))
+        } else {
+            let reply = self.knowledge.reply(message).await?;
+            let band = if reply.answer.trim().is_empty() {
+                Band::HandOver
+            } else {
+                self.thresholds.band(reply.confidence)
+            };
+            match band {
+                Band::Confident => (reply, None),
+                Band::Offer => (
+                    Reply {
+                        answer: format!("{}\n\n{}", reply.answer, offer_line(message)),
+                        ..reply
+                    },
+                    Some(Handover::Offered),
+                ),
+                // The hand-over keeps the best sources: the operator starts
+                // from them, and so does `chat.escalated`.
+                Band::HandOver => (
+                    Reply {
+                        confidence: reply.confidence,
+                        sources: reply.sources,
+                        ..handover_reply(message)
+                    },
+                    Some(Handover::LowConfidence(reply.confidence)),
+                ),
+            }
+        })
     }
 
     /// Escalates the session; a low-confidence turn of a session that is
