@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
+pub mod devset;
+pub mod fit;
 pub mod queue;
 
 /// A private `redis-server`, killed when dropped (error and panic included).

@@ -1,19 +1,26 @@
-//! Extractive answer: the sentences of the retrieved chunks that share the
-//! most query terms, so the service can answer without a language model and
-//! every word of the answer is traceable to a source.
-
-use std::collections::HashSet;
+//! Extractive answer: the few sentences of the best article that answer
+//! the question (see [`crate::passage`]), so the service can answer
+//! without a language model and every word of the answer is traceable to
+//! a source; and the sources themselves.
 
 use serde::Serialize;
 
-use crate::text::{Analyzer, Query};
+use crate::passage::{Sentence, Weighted};
+use crate::text::{Analyzer, Query, is_russian};
 use crate::types::Hit;
 
-/// Hits whose sentences may enter the answer; lower ones are mostly noise.
+/// Chunks of the best article whose sentences may enter the answer.
 const ANSWER_HITS: usize = 3;
 const MAX_SOURCES: usize = 3;
 const EXCERPT_CHARS: usize = 200;
 const ELLIPSIS: char = '…';
+/// A sentence joins the best one when it covers at least this share of
+/// what the best one covers: it answers the same question (chosen on the
+/// development set's fit products with `rag-eval`).
+const COMPANION: f64 = 0.15;
+/// A best sentence shorter than this, or ending in a colon, brings the
+/// next one along: it is a lead-in ("To do so:") rather than the answer.
+const LEAD_IN_CHARS: usize = 60;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Answer {
@@ -28,61 +35,98 @@ pub struct Source {
     pub excerpt: String,
 }
 
-/// A sentence of a hit: byte range in the hit text and its query overlap.
-struct Sentence {
+/// A sentence of one of the hits.
+struct Candidate {
     rank: usize,
-    start: usize,
-    end: usize,
-    overlap: usize,
+    index: usize,
+    sentence: Sentence,
 }
 
-pub fn extract(analyzer: &Analyzer, query: &Query, hits: &[Hit], max_chars: usize) -> Answer {
-    if hits.is_empty() {
+/// The answer from `hits` (best first): sentences of the first hit's
+/// article only, so the text agrees with the first source. `weights` are
+/// the query groups' weights (IDF mass); empty means equal.
+pub fn extract(
+    analyzer: &Analyzer,
+    query: &Query,
+    weights: &[f64],
+    hits: &[Hit],
+    max_chars: usize,
+) -> Answer {
+    let Some(first) = hits.first() else {
         return Answer::default();
+    };
+    let weighted = Weighted::new(query, weights);
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (rank, hit) in hits
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.document_id == first.document_id)
+        .take(ANSWER_HITS)
+    {
+        let sentences = weighted.sentences(analyzer, hit.heading.as_deref(), &hit.text);
+        candidates.extend(
+            sentences
+                .into_iter()
+                .enumerate()
+                .map(|(index, sentence)| Candidate {
+                    rank,
+                    index,
+                    sentence,
+                }),
+        );
     }
-    let mut sentences: Vec<Sentence> = Vec::new();
-    for (rank, hit) in hits.iter().enumerate().take(ANSWER_HITS) {
-        for (start, end) in sentence_spans(&hit.text) {
-            let overlap = overlap(analyzer, query, &hit.text[start..end]);
-            sentences.push(Sentence {
-                rank,
-                start,
-                end,
-                overlap,
-            });
-        }
-    }
+    let text_of = |c: &Candidate| &hits[c.rank].text[c.sentence.start..c.sentence.end];
 
-    let mut order: Vec<usize> = (0..sentences.len()).collect();
-    order.sort_by_key(|&i| {
-        let s = &sentences[i];
-        (std::cmp::Reverse(s.overlap), s.rank, s.start)
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&candidates[a], &candidates[b]);
+        y.sentence
+            .coverage
+            .total_cmp(&x.sentence.coverage)
+            .then(x.rank.cmp(&y.rank))
+            .then(x.index.cmp(&y.index))
     });
     let mut chosen: Vec<usize> = Vec::new();
     let mut used = 0;
-    for &i in &order {
-        let s = &sentences[i];
-        if s.overlap == 0 && !chosen.is_empty() {
-            break;
+    let mut take = |i: usize, chosen: &mut Vec<usize>| -> bool {
+        if chosen.contains(&i) {
+            return true;
         }
-        let len = hits[s.rank].text[s.start..s.end].chars().count();
+        let len = text_of(&candidates[i]).chars().count();
         let sep = usize::from(!chosen.is_empty());
-        if used + sep + len <= max_chars {
+        if chosen.is_empty() || used + sep + len <= max_chars {
             chosen.push(i);
             used += sep + len;
-        } else if chosen.is_empty() {
-            // The best sentence alone is too long: better cut than nothing.
-            chosen.push(i);
-            break;
+            true
+        } else {
+            false
+        }
+    };
+    if let Some(&best) = order.first() {
+        take(best, &mut chosen);
+        let lead_in = {
+            let t = text_of(&candidates[best]);
+            t.chars().count() < LEAD_IN_CHARS || t.ends_with(':')
+        };
+        if lead_in
+            && let Some(next) = candidates.iter().position(|c| {
+                c.rank == candidates[best].rank && c.index == candidates[best].index + 1
+            })
+        {
+            take(next, &mut chosen);
+        }
+        let floor = candidates[best].sentence.coverage * COMPANION;
+        for &i in order.iter().skip(1) {
+            if candidates[i].sentence.coverage < floor || candidates[i].sentence.coverage <= 0.0 {
+                break;
+            }
+            take(i, &mut chosen);
         }
     }
-    chosen.sort_by_key(|&i| (sentences[i].rank, sentences[i].start));
+    chosen.sort_by_key(|&i| (candidates[i].rank, candidates[i].index));
     let joined = chosen
         .iter()
-        .map(|&i| {
-            let s = &sentences[i];
-            &hits[s.rank].text[s.start..s.end]
-        })
+        .map(|&i| text_of(&candidates[i]))
         .collect::<Vec<_>>()
         .join(" ");
     let text = cut(&joined, max_chars);
@@ -98,30 +142,31 @@ pub fn extract(analyzer: &Analyzer, query: &Query, hits: &[Hit], max_chars: usiz
         sources.push(Source {
             document_id: hit.document_id.clone(),
             title: hit.title.clone(),
-            excerpt: excerpt(analyzer, query, &hit.text),
+            excerpt: excerpt(&weighted, analyzer, hit),
         });
     }
     Answer { text, sources }
 }
 
-/// Number of query groups (a term or any of its alternatives) in `sentence`.
-fn overlap(analyzer: &Analyzer, query: &Query, sentence: &str) -> usize {
-    let terms: HashSet<String> = analyzer.terms(sentence).into_iter().collect();
-    query
-        .groups
-        .iter()
-        .filter(|g| g.all().any(|t| terms.contains(t)))
-        .count()
+/// When the answer is in another language than the question, a line that
+/// says so, in the question's language (the user may not read the other).
+pub fn language_notice(question: &str, answer: &str) -> Option<&'static str> {
+    match (is_russian(question), is_russian(answer)) {
+        (true, false) => Some("Ответ найден в статье на английском языке:"),
+        (false, true) => Some("This answer comes from an article in Russian:"),
+        _ => None,
+    }
 }
 
-/// ≤ [`EXCERPT_CHARS`] of `text` starting at its best-matching sentence,
-/// with an ellipsis on each side where text was left out.
-fn excerpt(analyzer: &Analyzer, query: &Query, text: &str) -> String {
-    let best = sentence_spans(text)
+/// ≤ [`EXCERPT_CHARS`] of the hit's text starting at its best-matching
+/// sentence, with an ellipsis on each side where text was left out.
+fn excerpt(weighted: &Weighted, analyzer: &Analyzer, hit: &Hit) -> String {
+    let text = hit.text.as_str();
+    let best = weighted
+        .sentences(analyzer, None, text)
         .into_iter()
-        .map(|(start, end)| (overlap(analyzer, query, &text[start..end]), start))
-        .max_by_key(|&(overlap, start)| (overlap, std::cmp::Reverse(start)));
-    let Some((_, start)) = best else {
+        .reduce(|best, s| if s.coverage > best.coverage { s } else { best });
+    let Some(Sentence { start, .. }) = best else {
         return String::new();
     };
     let rest = text[start..].trim_end();
@@ -152,42 +197,6 @@ fn cut(text: &str, max: usize) -> String {
     out
 }
 
-/// Byte ranges of the sentences of `text`: split at line breaks and after
-/// `.`, `!`, `?`, `…` followed by whitespace; markdown markers trimmed off.
-fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut start = 0;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let next_is_space = chars.peek().is_none_or(|&(_, n)| n.is_whitespace());
-        let end = if c == '\n' {
-            Some(i)
-        } else if matches!(c, '.' | '!' | '?' | '…') && next_is_space {
-            Some(i + c.len_utf8())
-        } else {
-            None
-        };
-        if let Some(end) = end {
-            push_span(text, start, end, &mut spans);
-            start = end;
-        }
-    }
-    push_span(text, start, text.len(), &mut spans);
-    spans
-}
-
-fn push_span(text: &str, start: usize, end: usize, spans: &mut Vec<(usize, usize)>) {
-    let piece = &text[start..end];
-    let lead = piece.len()
-        - piece
-            .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, '#' | '-' | '*' | '>'))
-            .len();
-    let trail = piece.len() - piece.trim_end().len();
-    if start + lead < end - trail {
-        spans.push((start + lead, end - trail));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +217,7 @@ mod tests {
     fn empty_hits_give_empty_answer() {
         let a = Analyzer::new(Glossary::default());
         let q = a.query("password");
-        assert_eq!(extract(&a, &q, &[], 600), Answer::default());
+        assert_eq!(extract(&a, &q, &[], &[], 600), Answer::default());
     }
 
     #[test]
@@ -224,7 +233,7 @@ mod tests {
             hit("doc_b", "To reset your password, click Forgot password."),
             hit("doc_a", "Другой кусок про пароль."),
         ];
-        let answer = extract(&a, &q, &hits, 600);
+        let answer = extract(&a, &q, &[], &hits, 600);
         assert!(
             answer.text.starts_with("Чтобы сбросить пароль"),
             "{}",
@@ -245,12 +254,12 @@ mod tests {
         let a = Analyzer::new(Glossary::default());
         let q = a.query("пароль");
         let long = "Пароль ".repeat(200) + ".";
-        let answer = extract(&a, &q, &[hit("doc_a", &long)], 50);
+        let answer = extract(&a, &q, &[], &[hit("doc_a", &long)], 50);
         assert!(answer.text.chars().count() <= 50, "{}", answer.text);
         assert!(answer.text.ends_with('…'));
         assert!(answer.sources[0].excerpt.chars().count() <= EXCERPT_CHARS);
         let emoji = "😀".repeat(500);
-        let answer = extract(&a, &q, &[hit("doc_a", &emoji)], 7);
+        let answer = extract(&a, &q, &[], &[hit("doc_a", &emoji)], 7);
         assert!(answer.text.chars().count() <= 7);
     }
 
@@ -261,6 +270,6 @@ mod tests {
         let hits: Vec<_> = (0..5)
             .map(|i| hit(&format!("doc_{i}"), "Refund rules."))
             .collect();
-        assert_eq!(extract(&a, &q, &hits, 600).sources.len(), 3);
+        assert_eq!(extract(&a, &q, &[], &hits, 600).sources.len(), 3);
     }
 }

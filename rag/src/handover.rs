@@ -1,9 +1,9 @@
 //! Catching "I want a human" before retrieval (SPEC §11): a rule, not a
 //! model, so it works the same in every deployment and is easy to extend.
 
-/// Phrases (lowercase, `ё` written `е`) that ask for a person. Each must
-/// be specific enough not to fire on ordinary support questions ("how do
-/// I add a user to my account" must not match).
+/// Phrases (lowercase, `ё` written `е`, words joined by one space) that
+/// ask for a person wherever they stand. Each must be specific enough not
+/// to fire on ordinary support questions.
 const PHRASES: &[&str] = &[
     // Russian
     "оператор",
@@ -11,16 +11,15 @@ const PHRASES: &[&str] = &[
     "живого человека",
     "живым человеком",
     "с человеком",
-    "позовите человека",
-    "позовите менеджера",
     "соедините с",
     "переключите на",
-    "нужна помощь человека",
-    "хочу поговорить с",
     "свяжите меня с",
     "специалист поддержки",
     "сотрудник поддержки",
     "не бот",
+    "не с ботом",
+    "не с роботом",
+    "перезвоните",
     // English ("human" alone would catch "human resources")
     "a human",
     "human agent",
@@ -29,28 +28,99 @@ const PHRASES: &[&str] = &[
     "real person",
     "live person",
     "live agent",
-    "talk to a person",
-    "speak to a person",
-    "talk to someone",
-    "speak to someone",
-    "talk to an agent",
-    "speak to an agent",
-    "speak with an agent",
-    "customer service representative",
+    "real agent",
     "representative",
     "operator",
     "not a bot",
+    "call me back",
+    "callback",
+    "escalate this",
+    "escalate it",
+    "escalate my",
+    "connect me",
+    "transfer me",
+    "put me through",
 ];
+
+/// Words asking for something, and the person words they may ask for
+/// within [`WINDOW`] words after them ("get me a manager", "позовите
+/// сотрудника"). Russian words are stems, matched as prefixes.
+const CUES_EN: &[&str] = &["talk", "speak", "get", "need", "want", "call", "reach"];
+const PEOPLE_EN: &[&str] = &[
+    "human",
+    "person",
+    "agent",
+    "someone",
+    "somebody",
+    "manager",
+    "supervisor",
+    "engineer",
+    "specialist",
+    "staff",
+    "employee",
+    "rep",
+];
+const CUES_RU: &[&str] = &[
+    "позов",
+    "поговор",
+    "позвон",
+    "нуже",
+    "нужн",
+    "дайте",
+    "хочу",
+    "передайте",
+    "свяж",
+];
+const PEOPLE_RU: &[&str] = &[
+    "человек",
+    "сотрудник",
+    "менеджер",
+    "специалист",
+    "руководств",
+    "консультант",
+    "живо",
+];
+const WINDOW: usize = 3;
+/// A message this short that names a person ("agent please",
+/// "менеджера!") asks for one.
+const SHORT: usize = 3;
+
+fn is_person(word: &str) -> bool {
+    PEOPLE_EN.contains(&word) || PEOPLE_RU.iter().any(|p| word.starts_with(p))
+}
 
 /// Whether the message asks to be handed to a person.
 pub fn asks_for_human(message: &str) -> bool {
-    let normalized: String = message
-        .to_lowercase()
-        .replace('ё', "е")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    PHRASES.iter().any(|p| normalized.contains(p))
+    let lower = message.to_lowercase().replace('ё', "е");
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let joined = format!(" {} ", words.join(" "));
+    if PHRASES.iter().any(|p| joined.contains(&format!(" {p}"))) {
+        return true;
+    }
+    if words.len() <= SHORT && words.iter().any(|w| is_person(w)) {
+        return true;
+    }
+    // Russian word order is free ("с менеджером поговорить"), so a
+    // Russian cue looks both ways; an English one only forward ("the
+    // manager wants a report" asks for nobody).
+    words.iter().enumerate().any(|(i, w)| {
+        let after = || words[i + 1..].iter().take(WINDOW).any(|x| is_person(x));
+        let before = || {
+            words[i.saturating_sub(WINDOW)..i]
+                .iter()
+                .any(|x| is_person(x))
+        };
+        if CUES_EN.contains(w) {
+            after()
+        } else if CUES_RU.iter().any(|p| w.starts_with(p)) {
+            after() || before()
+        } else {
+            false
+        }
+    })
 }
 
 #[cfg(test)]
@@ -67,6 +137,14 @@ mod tests {
             "Can I speak to a real person?",
             "Please connect me with a live agent",
             "REPRESENTATIVE",
+            "agent please",
+            "get me a manager, this is the third time my transfer is blocked",
+            "I need to speak with someone from your sales team about 200 seats",
+            "can you escalate this to a support engineer please",
+            "мне нужен сотрудник банка срочно, карту украли",
+            "хватит отвечать мне шаблонами, нужен нормальный сотрудник",
+            "дайте номер телефона поддержки хочу позвонить живому сотруднику",
+            "можно с менеджером поговорить по телефону?",
         ] {
             assert!(asks_for_human(text), "{text}");
         }
@@ -81,6 +159,11 @@ mod tests {
             "Как работает документирование?",
             "What is the rate limit for the API?",
             "Who do I contact in human resources?",
+            "How do I add a person to my workspace?",
+            "Can a guest see the whole project?",
+            "Как перевести деньги другому человеку?",
+            "Can I give a manager role to a teammate?",
+            "Our manager wants a monthly report",
         ] {
             assert!(!asks_for_human(text), "{text}");
         }

@@ -111,6 +111,7 @@ impl Retriever for EmbeddedSearch {
             Ok(Retrieved {
                 hits: outcome.hits,
                 confidence: outcome.confidence,
+                group_weights: outcome.group_weights,
             })
         })
     }
@@ -148,7 +149,11 @@ impl Retriever for SemanticIndex {
         Box::pin(async move {
             let hits = SemanticIndex::search(self, query, limit).await?;
             let confidence = SemanticIndex::confidence(&hits);
-            Ok(Retrieved { hits, confidence })
+            Ok(Retrieved {
+                hits,
+                confidence,
+                group_weights: Vec::new(),
+            })
         })
     }
 
@@ -178,6 +183,9 @@ impl Retriever for SemanticIndex {
 pub struct Retrieved {
     pub hits: Vec<Hit>,
     pub confidence: f64,
+    /// Per analysed query group, how much it weighs (rare words more);
+    /// empty when the backend has no such notion (all weigh the same).
+    pub group_weights: Vec<f64>,
 }
 
 /// An answer to a question.
@@ -237,15 +245,27 @@ impl Knowledge {
     pub async fn reply(&self, question: &str) -> Result<Reply, KnowledgeError> {
         let found = self.search(question, self.top_k).await?;
         let query = self.analyzer.query(question);
-        let extractive = answer::extract(&self.analyzer, &query, &found.hits, ANSWER_CHARS);
+        let extractive = answer::extract(
+            &self.analyzer,
+            &query,
+            &found.group_weights,
+            &found.hits,
+            ANSWER_CHARS,
+        );
         let generated = if found.hits.is_empty() {
             None
         } else {
             self.retriever.generate(question, &found.hits).await
         };
         let text = match generated {
+            // The model is told to answer in the question's language.
             Some(generated) => generated?,
-            None => extractive.text,
+            None => match answer::language_notice(question, &extractive.text) {
+                Some(notice) if !extractive.text.is_empty() => {
+                    format!("{notice}\n{}", extractive.text)
+                }
+                _ => extractive.text,
+            },
         };
         Ok(Reply {
             answer: text,

@@ -20,6 +20,7 @@ pub mod glossary;
 pub mod handover;
 pub mod knowledge;
 pub mod parse;
+pub mod passage;
 pub mod providers;
 pub mod search;
 pub mod text;

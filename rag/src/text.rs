@@ -48,6 +48,20 @@ const STOP_RU: &str = "и в во не что он на я с со как а т�
 const STOP_QUESTION: &str = "сколько почему какие какое каком каким какую каких зачем это эта \
 мои свой пожалуйста please would could";
 
+/// What people write in a chat around the question: greetings, thanks,
+/// fillers and the verbs of wanting and being able. They carry no topic,
+/// and a knowledge base rarely has them, so left in they only make an
+/// answerable question look like one about something the articles lack.
+const STOP_CHAT: &str = "hi hello hey thanks thank thx pls plz ok okay guys yes yeah just still \
+really also anyway want wanna need got get getting already even ever help i'm im \
+привет здравствуйте спасибо пожалуйста подскажите скажите хочу хотел хотела хотим могу можете \
+может мочь вообще просто типа короче блин норм нормально щас очень уже помогите";
+
+/// English clitics: "what's" is "what", "wife's" is "wife".
+const CLITICS: &[&str] = &[
+    "'s", "'re", "'m", "'ve", "'ll", "'d", "’s", "’re", "’m", "’ve", "’ll", "’d",
+];
+
 /// A query: one group per distinct analysed term, in first-seen order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Query {
@@ -145,6 +159,7 @@ impl Lexicon {
             .split_whitespace()
             .chain(STOP_RU.split_whitespace())
             .chain(STOP_QUESTION.split_whitespace())
+            .chain(STOP_CHAT.split_whitespace())
             .filter(|w| !NEGATIONS.contains(w))
             .map(str::to_owned)
             .collect();
@@ -160,7 +175,13 @@ impl Lexicon {
         if word.chars().count() > MAX_TOKEN_CHARS {
             return None;
         }
-        let word = word.to_lowercase().replace('ё', "е");
+        let mut word = word.to_lowercase().replace('ё', "е");
+        if self.stop.contains(&word) {
+            return None;
+        }
+        if let Some(clitic) = CLITICS.iter().find(|c| word.ends_with(*c)) {
+            word.truncate(word.len() - clitic.len());
+        }
         if self.stop.contains(&word) {
             return None;
         }
@@ -187,6 +208,21 @@ pub struct Analyzer {
     /// alternative stems, matched as consecutive query terms.
     phrases: Vec<(Vec<String>, Vec<String>)>,
     dictionary: Option<Arc<Dictionary>>,
+}
+
+/// Whether `text` is Russian rather than English: more Cyrillic letters
+/// than Latin ones. What the service answers in, and how it tells that a
+/// source is in the other language.
+pub fn is_russian(text: &str) -> bool {
+    let (mut cyrillic, mut latin) = (0usize, 0usize);
+    for c in text.chars() {
+        if ('\u{0400}'..='\u{04FF}').contains(&c) {
+            cyrillic += 1;
+        } else if c.is_ascii_alphabetic() {
+            latin += 1;
+        }
+    }
+    cyrillic > latin
 }
 
 impl Analyzer {

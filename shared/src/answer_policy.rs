@@ -9,6 +9,9 @@
 //!   still carries the best sources, for the operator and for
 //!   `chat.escalated`.
 
+use rag::handover::asks_for_human;
+use rag::knowledge::{Knowledge, KnowledgeError, Reply};
+
 use crate::escalation::is_cyrillic;
 
 /// The two thresholds that split confidence into bands. Built only by
@@ -50,6 +53,10 @@ impl Thresholds {
         self.hand_over_below
     }
 
+    pub fn offer_below(&self) -> f64 {
+        self.offer_below
+    }
+
     pub fn band(&self, confidence: f64) -> Band {
         // NaN included: an answer of unknown confidence goes to a person.
         if confidence.is_nan() || confidence < self.hand_over_below {
@@ -67,6 +74,72 @@ pub enum Band {
     Confident,
     Offer,
     HandOver,
+}
+
+/// Why a turn goes to a person, if it does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Handover {
+    /// The user asked for one.
+    Asked,
+    /// Low band: the answer's confidence.
+    LowConfidence(f64),
+    /// Middle band: answered, and a person offered; nobody is paged.
+    Offered,
+}
+
+/// A chat turn's reply by band, and whether and why it goes to a person.
+/// The worker answers every chat message through this, and the
+/// development-set evaluation (`rag-eval`) measures exactly this.
+pub async fn reply_for(
+    knowledge: &Knowledge,
+    thresholds: &Thresholds,
+    message: &str,
+) -> Result<(Reply, Option<Handover>), KnowledgeError> {
+    // A request for a person is honoured before any retrieval: the user
+    // said what they want, and an answer would only be in the way.
+    if asks_for_human(message) {
+        return Ok((handover_reply(message), Some(Handover::Asked)));
+    }
+    let reply = knowledge.reply(message).await?;
+    let band = if reply.answer.trim().is_empty() {
+        Band::HandOver
+    } else {
+        thresholds.band(reply.confidence)
+    };
+    Ok(match band {
+        Band::Confident => (reply, None),
+        Band::Offer => (
+            Reply {
+                answer: format!("{}\n\n{}", reply.answer, offer_line(message)),
+                ..reply
+            },
+            Some(Handover::Offered),
+        ),
+        // The hand-over keeps the best sources: the operator starts from
+        // them, and so does `chat.escalated`.
+        Band::HandOver => (
+            Reply {
+                confidence: reply.confidence,
+                sources: reply.sources,
+                ..handover_reply(message)
+            },
+            Some(Handover::LowConfidence(reply.confidence)),
+        ),
+    })
+}
+
+/// What the user reads when a person takes over, in their language.
+pub fn handover_reply(message: &str) -> Reply {
+    let answer = if is_cyrillic(message) {
+        "Передаю ваш вопрос оператору поддержки: он ответит вам в этом диалоге."
+    } else {
+        "I'm handing your question to a support operator, who will reply in this conversation."
+    };
+    Reply {
+        answer: answer.to_owned(),
+        sources: Vec::new(),
+        confidence: 0.0,
+    }
 }
 
 /// The line added to a middle-band answer, in the user's language.
@@ -105,6 +178,16 @@ mod tests {
         assert!(Thresholds::new(0.6, 0.5).is_err());
         assert!(Thresholds::new(-0.1, 0.5).is_err());
         assert!(Thresholds::new(0.3, 1.5).is_err());
+    }
+
+    #[test]
+    fn handover_speaks_the_users_language() {
+        assert!(
+            handover_reply("Позовите человека")
+                .answer
+                .contains("оператору")
+        );
+        assert!(handover_reply("I want a human").answer.contains("operator"));
     }
 
     #[test]

@@ -173,17 +173,7 @@ fn quote(text: &str) -> String {
 }
 
 /// Whether a text is mostly Cyrillic (the reply language rule).
-pub fn is_cyrillic(text: &str) -> bool {
-    let (mut cyrillic, mut latin) = (0usize, 0usize);
-    for c in text.chars() {
-        if ('\u{0400}'..='\u{04FF}').contains(&c) {
-            cyrillic += 1;
-        } else if c.is_ascii_alphabetic() {
-            latin += 1;
-        }
-    }
-    cyrillic > latin
-}
+pub use rag::text::is_russian as is_cyrillic;
 
 #[cfg(test)]
 mod tests {

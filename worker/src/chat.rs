@@ -11,10 +11,9 @@ use std::time::Instant;
 
 use chrono::Utc;
 use queue::Job;
-use rag::handover::asks_for_human;
-use rag::knowledge::{Knowledge, Reply};
+use rag::knowledge::Knowledge;
 use serde_json::{Value, json};
-use shared::answer_policy::{Band, Thresholds, offer_line};
+use shared::answer_policy::{self, Handover, Thresholds};
 use shared::chat_stats::{ChatStats, TurnOutcome};
 use shared::escalation::{self, EscalateError, Escalator, is_cyrillic};
 use shared::events::{Event, EventMetadata, EventType};
@@ -39,14 +38,6 @@ pub struct ChatHandler {
     pub stats: ChatStats,
     pub gaps: GapLog,
     pub thresholds: Thresholds,
-}
-
-/// Why a turn goes to a human, if it does.
-enum Handover {
-    Asked,
-    LowConfidence(f64),
-    /// Middle band: answered, and a person offered; nobody is paged.
-    Offered,
 }
 
 impl Handler for ChatHandler {
@@ -124,7 +115,8 @@ impl ChatHandler {
             return self.forward(job, ctx, &session, metadata, started).await;
         }
 
-        let (reply, handover) = self.reply_for(&job.message).await?;
+        let (reply, handover) =
+            answer_policy::reply_for(&self.knowledge, &self.thresholds, &job.message).await?;
         let confidence = round2(reply.confidence);
         let processing_time_ms = shared::time::elapsed_ms(started);
 
@@ -207,43 +199,6 @@ impl ChatHandler {
             "chat message answered"
         );
         Ok(())
-    }
-
-    /// The turn's reply by band (see `shared::answer_policy`), and whether
-    /// and why it goes to a person.
-    async fn reply_for(&self, message: &str) -> anyhow::Result<(Reply, Option<Handover>)> {
-        // A request for a person is honoured before any retrieval: the user
-        // said what they want, and an answer would only be in the way.
-        Ok(if asks_for_human(message) {
-            (handover_reply(message), Some(Handover::Asked))
-        } else {
-            let reply = self.knowledge.reply(message).await?;
-            let band = if reply.answer.trim().is_empty() {
-                Band::HandOver
-            } else {
-                self.thresholds.band(reply.confidence)
-            };
-            match band {
-                Band::Confident => (reply, None),
-                Band::Offer => (
-                    Reply {
-                        answer: format!("{}\n\n{}", reply.answer, offer_line(message)),
-                        ..reply
-                    },
-                    Some(Handover::Offered),
-                ),
-                // The hand-over keeps the best sources: the operator starts
-                // from them, and so does `chat.escalated`.
-                Band::HandOver => (
-                    Reply {
-                        confidence: reply.confidence,
-                        sources: reply.sources,
-                        ..handover_reply(message)
-                    },
-                    Some(Handover::LowConfidence(reply.confidence)),
-                ),
-            }
-        })
     }
 
     /// Escalates the session; a low-confidence turn of a session that is
@@ -357,20 +312,6 @@ fn forwarded_notice(message: &str) -> &'static str {
     }
 }
 
-/// What the user reads when a person takes over, in their language.
-fn handover_reply(message: &str) -> Reply {
-    let answer = if is_cyrillic(message) {
-        "Передаю ваш вопрос оператору поддержки: он ответит вам в этом диалоге."
-    } else {
-        "I'm handing your question to a support operator, who will reply in this conversation."
-    };
-    Reply {
-        answer: answer.to_owned(),
-        sources: Vec::new(),
-        confidence: 0.0,
-    }
-}
-
 fn round2(x: f64) -> f64 {
     if x.is_finite() {
         (x.clamp(0.0, 1.0) * 100.0).round() / 100.0
@@ -388,15 +329,5 @@ mod tests {
         assert_eq!(round2(0.9449), 0.94);
         assert_eq!(round2(1.7), 1.0);
         assert_eq!(round2(f64::NAN), 0.0);
-    }
-
-    #[test]
-    fn handover_speaks_the_users_language() {
-        assert!(
-            handover_reply("Позовите человека")
-                .answer
-                .contains("оператору")
-        );
-        assert!(handover_reply("I want a human").answer.contains("operator"));
     }
 }

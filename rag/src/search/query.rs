@@ -19,7 +19,8 @@ use tantivy::{DocAddress, DocSet, Score, Searcher, TantivyDocument};
 use super::SearchError;
 use super::schema::{DOC_KEY, Fields, doc_key};
 use crate::confidence::{Features, confidence};
-use crate::text::{Query, TRANSLATION_WEIGHT, TermGroup};
+use crate::passage::Weighted;
+use crate::text::{Analyzer, Query, TRANSLATION_WEIGHT, TermGroup};
 use crate::types::Hit;
 
 /// Weight of a glossary alternative relative to the term the user typed: a
@@ -38,6 +39,8 @@ pub const MAX_LIMIT: usize = 100;
 /// Hits ranked to find the best chunk of another document than the top
 /// one (for the margin) without a second search, in the common case.
 const MARGIN_DEPTH: usize = 20;
+/// Hits whose agreement on one document the confidence looks at.
+const AGREEMENT_DEPTH: usize = 5;
 
 /// BM25's k1, as tantivy uses it: a term's best possible score is
 /// `idf · (k1 + 1)`.
@@ -114,6 +117,9 @@ pub struct SearchOutcome {
     pub confidence: f64,
     pub features: Features,
     pub query: Query,
+    /// Per query group, its IDF mass (see [`Features`]): what the answer
+    /// weighs a sentence's words by.
+    pub group_weights: Vec<f64>,
 }
 
 impl SearchOutcome {
@@ -127,6 +133,7 @@ impl SearchOutcome {
             confidence: 0.0,
             features,
             query,
+            group_weights: Vec::new(),
         }
     }
 }
@@ -135,6 +142,7 @@ impl SearchOutcome {
 pub fn run(
     searcher: &Searcher,
     fields: &Fields,
+    analyzer: &Analyzer,
     query: Query,
     limit: usize,
 ) -> Result<SearchOutcome, SearchError> {
@@ -158,16 +166,42 @@ pub fn run(
     let top_doc = text_of(&stored[0].1, fields.doc);
 
     let other = best_of_another_document(searcher, fields, &tantivy_query, &ranked, &top_doc)?;
-    let groups = query.groups.len();
     let matched = groups_matched(searcher, fields, &query, top_address)?;
+    let reach = reach(searcher, fields, &query)?;
+    let mass: f64 = reach.iter().map(|r| r.idf_mass).sum();
+    let weighted = |pick: &dyn Fn(usize, &Reach) -> bool| {
+        ratio(
+            reach
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| pick(*i, r))
+                .map(|(_, r)| r.idf_mass)
+                .sum(),
+            mass,
+        )
+    };
     let top = f64::from(top_score);
+    let groups = query.groups.len();
+    let known_mass: f64 = reach.iter().filter(|r| r.known).map(|r| r.idf_mass).sum();
     let features = Features {
-        top_norm: ratio(top, reachable(searcher, fields, &query)?),
-        coverage: ratio(matched as f64, groups as f64),
+        top_norm: ratio(top, known_mass),
+        coverage: ratio(matched.iter().filter(|m| **m).count() as f64, groups as f64),
+        idf_coverage: ratio(
+            reach
+                .iter()
+                .zip(&matched)
+                .filter(|(r, m)| r.known && **m)
+                .map(|(r, _)| r.idf_mass)
+                .sum(),
+            known_mass,
+        ),
+        known: weighted(&|_, r| r.known),
         margin: ratio(top - other, top),
+        agreement: agreement(&ranked, searcher, top_key(searcher, top_address)?)?,
+        passage: 0.0,
         groups,
     };
-    let hits = stored
+    let hits: Vec<Hit> = stored
         .into_iter()
         .map(|(score, doc)| Hit {
             document_id: text_of(&doc, fields.doc),
@@ -181,11 +215,29 @@ pub fn run(
             score: f64::from(score),
         })
         .collect();
+    // A group the corpus lacks can match no sentence: `known` already
+    // says how much of the question that is.
+    let group_weights: Vec<f64> = reach
+        .iter()
+        .map(|r| if r.known { r.idf_mass } else { 0.0 })
+        .collect();
+    let weighted = Weighted::new(&query, &group_weights);
+    let passage = hits
+        .iter()
+        .filter(|h| h.document_id == top_doc)
+        .flat_map(|h| weighted.sentences(analyzer, h.heading.as_deref(), &h.text))
+        .map(|s| s.coverage)
+        .fold(0.0, f64::max);
+    let features = Features {
+        passage,
+        ..features
+    };
     Ok(SearchOutcome {
         hits,
         confidence: confidence(&features),
         features,
         query,
+        group_weights,
     })
 }
 
@@ -236,16 +288,16 @@ fn best_of_another_document(
     Ok(best.first().map_or(0.0, |(score, _)| f64::from(*score)))
 }
 
-/// How many groups the chunk at `address` contains a term of.
+/// Per group, whether the chunk at `address` contains one of its terms.
 fn groups_matched(
     searcher: &Searcher,
     fields: &Fields,
     query: &Query,
     address: DocAddress,
-) -> Result<usize, SearchError> {
+) -> Result<Vec<bool>, SearchError> {
     let segment = searcher.segment_reader(address.segment_ord);
     let inverted = segment.inverted_index(fields.terms)?;
-    let mut matched = 0;
+    let mut matched = Vec::with_capacity(query.groups.len());
     for group in &query.groups {
         let mut found = false;
         for term in group
@@ -264,37 +316,83 @@ fn groups_matched(
                 break;
             }
         }
-        matched += usize::from(found);
+        matched.push(found);
     }
     Ok(matched)
 }
 
-/// The best score this query could reach: per group, its best term's
-/// `weight · idf · (k1 + 1)`. A group none of whose terms occur still
-/// counts at its own term's idf (the question asks for something the
-/// corpus lacks); one found only through a translation counts at the
-/// translation's reach.
-fn reachable(searcher: &Searcher, fields: &Fields, query: &Query) -> Result<f64, SearchError> {
+/// What one query group can contribute to a score.
+struct Reach {
+    /// The best score the group can add: its best term's
+    /// `weight · idf · (k1 + 1)`. A group none of whose terms occur counts
+    /// at its own term's idf: the question asks for something the corpus
+    /// lacks, and the rarer the better a sign of that.
+    idf_mass: f64,
+    /// Whether any of its terms (translations included) occurs at all.
+    known: bool,
+}
+
+fn reach(searcher: &Searcher, fields: &Fields, query: &Query) -> Result<Vec<Reach>, SearchError> {
     // tantivy's BM25 counts every document slot, deleted or not.
     let n: u64 = searcher
         .segment_readers()
         .iter()
         .map(|s| u64::from(s.max_doc()))
         .sum();
-    let mut total = 0.0;
+    let mut out = Vec::with_capacity(query.groups.len());
     for group in &query.groups {
+        let weighted = group
+            .all()
+            .enumerate()
+            .map(|(i, t)| (t, if i == 0 { 1.0 } else { ALTERNATIVE_WEIGHT }))
+            .chain(
+                group
+                    .translations
+                    .iter()
+                    .map(|t| (t.as_str(), TRANSLATION_WEIGHT)),
+            );
         let mut best: Option<f32> = None;
-        for (i, term) in group.all().enumerate() {
+        for (term, weight) in weighted {
             let df = searcher.doc_freq(&fields.term(term))?.min(n);
             if df > 0 {
-                let weight = if i == 0 { 1.0 } else { ALTERNATIVE_WEIGHT };
                 let reach = weight * idf(df, n) * (K1 + 1.0);
                 best = Some(best.map_or(reach, |b| b.max(reach)));
             }
         }
-        total += f64::from(best.unwrap_or_else(|| idf(0, n) * (K1 + 1.0)));
+        out.push(Reach {
+            idf_mass: f64::from(best.unwrap_or_else(|| idf(0, n) * (K1 + 1.0))),
+            known: best.is_some(),
+        });
     }
-    Ok(total)
+    Ok(out)
+}
+
+/// The document key of the chunk at `address`.
+fn top_key(searcher: &Searcher, address: DocAddress) -> Result<Option<u64>, SearchError> {
+    Ok(searcher
+        .segment_reader(address.segment_ord)
+        .fast_fields()
+        .u64(DOC_KEY)?
+        .first(address.doc_id))
+}
+
+/// Share of the score of the first [`AGREEMENT_DEPTH`] hits that goes to
+/// chunks of the top document: several passages of one article agreeing
+/// is a better sign than one lucky chunk among many articles.
+fn agreement(
+    ranked: &[(Score, DocAddress)],
+    searcher: &Searcher,
+    top_key: Option<u64>,
+) -> Result<f64, SearchError> {
+    let (mut same, mut all) = (0.0, 0.0);
+    for (score, address) in ranked.iter().take(AGREEMENT_DEPTH) {
+        let key = self::top_key(searcher, *address)?;
+        all += f64::from(*score);
+        if key == top_key {
+            same += f64::from(*score);
+        }
+    }
+    Ok(ratio(same, all))
 }
 
 fn idf(doc_freq: u64, docs: u64) -> f32 {

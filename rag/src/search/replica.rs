@@ -247,7 +247,13 @@ impl Replica {
     /// executor).
     pub fn search(&self, text: &str, limit: usize) -> Result<SearchOutcome, SearchError> {
         let query = query::capped(self.analyzer.query(query::bounded(text)));
-        query::run(&self.reader.searcher(), &self.fields, query, limit)
+        query::run(
+            &self.reader.searcher(),
+            &self.fields,
+            &self.analyzer,
+            query,
+            limit,
+        )
     }
 }
 

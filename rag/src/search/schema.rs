@@ -17,7 +17,7 @@ use crate::text::{Analyzer, TermCache};
 
 /// Bumped when the schema or the analysis changes: an index written with
 /// another version is rebuilt from Redis rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the [`Fields::doc_key`] column.
 pub const DOC_KEY: &str = "doc_key";
