@@ -34,6 +34,25 @@ pub fn devset_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rag/tests/devset")
 }
 
+/// The answer bands `config/default.toml` ships.
+pub fn shipped_thresholds() -> anyhow::Result<Thresholds> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.toml");
+    let config: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)?;
+    let chat = config
+        .get("chat")
+        .and_then(|c| c.as_table())
+        .context("config/default.toml: [chat]")?;
+    let get = |key: &str| {
+        chat.get(key)
+            .and_then(|v| v.as_float())
+            .with_context(|| format!("config/default.toml: chat.{key}"))
+    };
+    Ok(Thresholds::new(
+        get("escalation_threshold")?,
+        get("offer_person_threshold")?,
+    )?)
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

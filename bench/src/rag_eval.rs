@@ -17,7 +17,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
 use rag::confidence::Model;
 use rag::dictionary::Dictionary;
@@ -60,24 +59,6 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(args))
 }
 
-fn shipped_thresholds() -> anyhow::Result<Thresholds> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.toml");
-    let config: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)?;
-    let chat = config
-        .get("chat")
-        .and_then(|c| c.as_table())
-        .context("config/default.toml: [chat]")?;
-    let get = |key: &str| {
-        chat.get(key)
-            .and_then(|v| v.as_float())
-            .with_context(|| format!("config/default.toml: chat.{key}"))
-    };
-    Ok(Thresholds::new(
-        get("escalation_threshold")?,
-        get("offer_person_threshold")?,
-    )?)
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     let dir = devset::devset_dir();
     let dictionary = (!args.dictionary_dir.is_empty())
@@ -99,7 +80,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let thresholds = shipped_thresholds()?;
+    let thresholds = devset::shipped_thresholds()?;
     let redis = RedisServer::start()?;
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut names = Vec::new();
