@@ -97,6 +97,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     print_table(&outcomes, &names, &thresholds);
+    for (label, role) in [
+        ("fit products", Role::Fit),
+        ("held-out product", Role::Holdout),
+    ] {
+        let chosen: Vec<&Outcome> = outcomes.iter().filter(|o| o.role == role).collect();
+        if !chosen.is_empty() {
+            print_reliability(label, &chosen);
+        }
+    }
     if let Some(name) = &args.misses {
         print_misses(&outcomes, name);
     }
@@ -186,6 +195,44 @@ fn print_table(outcomes: &[Outcome], names: &[(String, Role)], thresholds: &Thre
             print!(" {} |", pct(get(f)));
         }
         println!(" {target} |");
+    }
+}
+
+/// What a confidence figure means: per band of confidence, how many
+/// questions (requests for a person left out) and how many of them the
+/// right article answers.
+fn print_reliability(label: &str, outcomes: &[&Outcome]) {
+    const EDGES: [f64; 7] = [0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0];
+    println!("\nreliability, {label}:\n");
+    println!("| confidence | questions | answerable | right article first |");
+    println!("|---|---|---|---|");
+    for pair in EDGES.windows(2) {
+        let last = pair[1] >= 1.0;
+        let inside: Vec<&&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.expected != Expected::Person)
+            .filter(|o| o.confidence >= pair[0] && (o.confidence < pair[1] || last))
+            .collect();
+        let n = inside.len();
+        let share = |k: usize| {
+            if n == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.2}", k as f64 / n as f64)
+            }
+        };
+        let answerable = inside
+            .iter()
+            .filter(|o| matches!(o.expected, Expected::Answer { .. }))
+            .count();
+        let right = inside.iter().filter(|o| o.right_article()).count();
+        println!(
+            "| {:.2}–{:.2} | {n} | {} | {} |",
+            pair[0],
+            pair[1],
+            share(answerable),
+            share(right)
+        );
     }
 }
 

@@ -28,6 +28,13 @@ impl QueueError {
             QueueError::Encode(_) | QueueError::Reply(_) => false,
         }
     }
+
+    /// Whether the stream's consumer group is missing: its creation failed
+    /// while Redis was unavailable, or Redis lost it (a restart without
+    /// persistence). The runner creates it again.
+    pub fn is_missing_group(&self) -> bool {
+        matches!(self, QueueError::Redis(e) if e.code() == Some("NOGROUP"))
+    }
 }
 
 /// Server error codes that mean "not now": still loading its data

@@ -245,7 +245,7 @@ impl<H: Handler> QueueRunner<H> {
         // keep taking the same other jobs down with it.
         let suspect_running = Arc::new(AtomicBool::new(false));
         if let Err(e) = self.client.ensure_group(queue).await {
-            warn!(queue, error = %e, "could not create the consumer group yet; will retry");
+            warn!(queue, error = %e, "could not create the consumer group yet; the first fetch will try again");
         }
         loop {
             while tasks.try_join_next().is_some() {}
@@ -292,6 +292,21 @@ impl<H: Handler> QueueRunner<H> {
                 Ok(f) => {
                     backoff.reset();
                     f
+                }
+                Err(e) if e.is_missing_group() => {
+                    drop(permits);
+                    match self.client.ensure_group(queue).await {
+                        Ok(()) => info!(queue, "consumer group created"),
+                        Err(e) => {
+                            let delay = backoff.next();
+                            warn!(queue, error = %e, retry_in_ms = delay.as_millis() as u64, "could not create the consumer group");
+                            tokio::select! {
+                                () = shared.stop.cancelled() => return,
+                                () = tokio::time::sleep(delay) => {}
+                            }
+                        }
+                    }
+                    continue;
                 }
                 Err(e) => {
                     let delay = backoff.next();

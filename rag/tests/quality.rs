@@ -321,7 +321,7 @@ async fn retrieval_quality_on_the_labelled_corpus() {
         questions.holdout_answerable.len(),
         held_off.len()
     );
-    // Reached: top-1 0.92, top-3 1.00, 0.75 of answerable above the
+    // Reached: top-1 0.92, top-3 1.00, 0.83 of answerable above the
     // threshold, every off-topic one below it.
     assert!(held_t1 >= 0.8, "held-out top-1 {held_t1:.2}");
     assert!(held_t3 >= 0.9, "held-out top-3 {held_t3:.2}");
@@ -368,9 +368,11 @@ async fn retrieval_quality_on_the_labelled_corpus() {
         assert!(got1 >= t1, "{name} top-1 {got1:.2} < {t1}");
         assert!(got3 >= t3, "{name} top-3 {got3:.2} < {t3}");
     };
-    // Reached: all 0.97 / 1.00, EN→EN and RU→RU 1.00 / 1.00, cross-lingual
-    // 0.93 / 1.00; confidence separation 1.00 / 1.00, AUC 1.000 (in-sample:
-    // the confidence coefficients were fitted on these questions).
+    // Reached: all 1.00 / 1.00 in every language pair; confidence
+    // separation 1.00 / 1.00, AUC 1.000. This corpus is the development
+    // set's "classic" product, which the confidence model was fitted on
+    // (with other questions): the figure that predicts a new knowledge
+    // base is `rag-eval --holdout`'s, in docs/QUALITY.md.
     at_least("all", 0.9, 0.95);
     at_least("EN→EN", 0.9, 0.95);
     at_least("RU→RU", 0.85, 0.95);
