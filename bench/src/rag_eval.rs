@@ -116,6 +116,9 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("–".to_owned(), |x| format!("{:.2}", x))
 }
 
+/// A table row: its name, its figure and issue 10's target for it.
+type Row = (&'static str, fn(&Figures) -> Option<f64>, &'static str);
+
 fn print_table(outcomes: &[Outcome], names: &[(String, Role)], thresholds: &Thresholds) {
     let of = |pick: &dyn Fn(&Outcome) -> bool| {
         Figures::of(&outcomes.iter().filter(|o| pick(o)).collect::<Vec<_>>())
@@ -131,7 +134,7 @@ fn print_table(outcomes: &[Outcome], names: &[(String, Role)], thresholds: &Thre
         })
         .collect();
     columns.push(("all fit".to_owned(), of(&|o| o.role == Role::Fit)));
-    let rows: [(&str, fn(&Figures) -> Option<f64>, &str); 12] = [
+    let rows: [Row; 12] = [
         (
             "right article first, same language",
             |f| f.same_language_first,
@@ -370,13 +373,13 @@ fn cross_validate(outcomes: &[Outcome], names: &[(String, Role)], escalation: f6
     };
     println!(
         "\nchosen λ = {lambda}; on all fit products:\n\
-         pub const MODEL: Model = Model {{\n    bias: {:.2},\n    weights: [{}],\n}};\n\
+         pub const MODEL: Model = Model {{\n    bias: {:.3},\n    weights: [{}],\n}};\n\
          chat.escalation_threshold = {:.2}\nchat.offer_person_threshold = {:.2}",
         model.bias,
         model
             .weights
             .iter()
-            .map(|w| format!("{w:.2}"))
+            .map(|w| format!("{w:.3}"))
             .collect::<Vec<_>>()
             .join(", "),
         bands.escalation,

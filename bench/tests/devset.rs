@@ -47,16 +47,16 @@ async fn fit_products_keep_their_level() {
         let got = got.unwrap_or(f64::NAN);
         assert!(got >= floor, "{name}: {got:.3} < {floor}");
     };
-    // Reached (all fit products, with the dictionary): 0.88, 0.39, 1.00,
-    // 0.43, 0.85, 0.75; answerable handed over 0.27.
+    // Reached (all fit products, with the dictionary): 0.88, 0.61, 1.00,
+    // 0.45, 0.86, 0.83; answerable handed over 0.31.
     at_least("same-language first", f.same_language_first, 0.83);
     if with_dictionary {
-        at_least("cross-lingual first", f.cross_lingual_first, 0.33);
+        at_least("cross-lingual first", f.cross_lingual_first, 0.55);
     }
     at_least("person requests", f.person_requests_honoured, 1.0);
-    at_least("facts", f.facts_in_answer, 0.38);
+    at_least("facts", f.facts_in_answer, 0.4);
     at_least("AUC off-topic", f.auc_off_topic, 0.8);
-    at_least("off-topic handed over", f.off_topic_handed_over, 0.68);
+    at_least("off-topic handed over", f.off_topic_handed_over, 0.75);
     let handed = f.answerable_handed_over.unwrap_or(f64::NAN);
-    assert!(handed <= 0.33, "answerable handed over {handed:.3}");
+    assert!(handed <= 0.37, "answerable handed over {handed:.3}");
 }
