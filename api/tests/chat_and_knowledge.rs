@@ -185,12 +185,14 @@ async fn hostile_searches_through_the_api_answer_correctly() {
         }
     };
 
-    // Over the 2,000-character cap: refused, whatever it holds.
+    // Over the 2,000-character cap: refused, whatever it holds. (Much
+    // longer URLs, such as 1 MB, are refused by the HTTP server before the
+    // handler; rag/tests/search.rs sends those to the engine directly.)
     for (name, q) in [
-        ("1 MB of one letter", "a".repeat(1 << 20)),
+        ("just over the cap", "a".repeat(2_001)),
         (
-            "10k distinct terms",
-            (0..10_000).map(|n| format!("w{n} ")).collect(),
+            "1,000 distinct terms",
+            (0..1_000).map(|n| format!("w{n} ")).collect(),
         ),
     ] {
         let reply = get(q).await;
