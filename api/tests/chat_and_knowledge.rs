@@ -158,6 +158,95 @@ async fn a_text_upload_is_indexed_classified_and_searchable() {
     worker.shutdown().await;
 }
 
+/// Percent-encodes every byte that is not an ASCII letter or digit.
+fn encode_query(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn hostile_searches_through_the_api_answer_correctly() {
+    let app = spawn_app().await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let id = upload_text(&app, "Password reset", PASSWORD_GUIDE, "kb_password").await;
+    indexed(&app, &id).await;
+    let get = |q: String| {
+        let app = &app;
+        async move {
+            app.admin_get(&format!("/api/v1/knowledge/search?q={}", encode_query(&q)))
+                .await
+        }
+    };
+
+    // Over the 2,000-character cap: refused, whatever it holds. (Much
+    // longer URLs, such as 1 MB, are refused by the HTTP server before the
+    // handler; rag/tests/search.rs sends those to the engine directly.)
+    for (name, q) in [
+        ("just over the cap", "a".repeat(2_001)),
+        (
+            "1,000 distinct terms",
+            (0..1_000).map(|n| format!("w{n} ")).collect(),
+        ),
+    ] {
+        let reply = get(q).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{name}: {}",
+            reply.body
+        );
+        assert_eq!(reply.error_code(), "INVALID_QUERY", "{name}");
+    }
+    // Within it: answered, and the password guide still comes first.
+    let cases = [
+        (
+            "as many distinct terms as fit",
+            format!(
+                "password {}",
+                (0..330)
+                    .map(|n| format!("w{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ),
+        (
+            "control characters",
+            "\u{0000}\u{0007}\u{001b}[2J\r\n\t password ".repeat(40),
+        ),
+        (
+            "query syntax",
+            "password AND (reset OR x) title:* \"link\"~2 -email +[a TO z] ^3 \\ *:*".to_owned(),
+        ),
+        ("key-like", "{kb:kb}:feed password ' ) -- ; DROP".to_owned()),
+    ];
+    for (name, q) in cases {
+        assert!(q.chars().count() <= 2000, "{name}");
+        let reply = get(q).await;
+        assert_found_first(&reply, &id);
+        let confidence = reply.data()["confidence"].as_f64().expect("confidence");
+        assert!((0.0..=1.0).contains(&confidence), "{name}: {confidence}");
+    }
+    // Nothing to search for once analysed: an empty answer, not an error.
+    for q in [
+        "\u{0000}\u{0001}",
+        "?!.,:;",
+        "the and of",
+        "\u{202e}\u{200b}",
+    ] {
+        let reply = get(q.to_owned()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{q:?}: {}", reply.body);
+        assert_eq!(reply.data()["results"], json!([]), "{q:?}");
+    }
+    worker.shutdown().await;
+}
+
 #[tokio::test]
 async fn base64_and_multipart_uploads_are_indexed_too() {
     let app = spawn_app().await;

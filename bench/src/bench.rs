@@ -19,7 +19,11 @@
 //!    signed load; every accepted request is counted in the queue after;
 //! 4. retry timing: 1,000 deliveries in the delayed set, lateness of each;
 //! 5. footprint: RSS of the API and a worker, Redis bytes per queued job;
-//! 6. scaling: delivery rate with 1, 2 and 4 worker processes.
+//! 6. scaling: delivery rate with 1, 2 and 4 worker processes;
+//! 7. documents: upload API → searchable, with the real API and two real
+//!    workers (sandboxed parse, chunk, index, replicas): documents/s, and
+//!    p50/p99 from the upload's request to the first search through the
+//!    API that finds the document.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,8 +46,8 @@ use shared::signing::Secret;
 use shared::webhooks::{Webhook, WebhookDraft};
 use supportrag_bench::queue::{BenchArgs, PREFIX, WorkerArgs, redis_settings, worker_process};
 use supportrag_bench::{
-    RedisServer, command_counts, quantile, rss_kib, show_spread, spread, thousands, total_delta,
-    used_memory,
+    RedisServer, command_counts, cpu_seconds, quantile, rss_kib, show_spread, spread, thousands,
+    total_delta, used_memory,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command as Process};
@@ -97,8 +101,21 @@ struct Args {
     /// Worker process counts for the scaling row.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4])]
     scaling: Vec<usize>,
-    /// Sections to run (queue, delivery, ingest, retry, footprint, scaling).
-    #[arg(long, value_delimiter = ',', default_values_t = ["queue".to_owned(), "delivery".to_owned(), "ingest".to_owned(), "retry".to_owned(), "footprint".to_owned(), "scaling".to_owned()])]
+    /// Documents uploaded per documents run (~5 chunks each).
+    #[arg(long, default_value_t = 4_000)]
+    documents: usize,
+    /// Uploads in flight during a documents run.
+    #[arg(long, default_value_t = 16)]
+    upload_concurrency: usize,
+    /// Uploads per second in a documents run; 0: as fast as they are taken.
+    #[arg(long, default_value_t = 0)]
+    upload_rate: u64,
+    /// A setting for the workers of the documents runs, as KEY=VALUE in
+    /// the environment form (`INGEST__CONCURRENCY=2`); repeatable.
+    #[arg(long = "worker-setting")]
+    worker_settings: Vec<String>,
+    /// Sections to run (queue, delivery, ingest, retry, footprint, scaling, documents).
+    #[arg(long, value_delimiter = ',', default_values_t = ["queue".to_owned(), "delivery".to_owned(), "ingest".to_owned(), "retry".to_owned(), "footprint".to_owned(), "scaling".to_owned(), "documents".to_owned()])]
     only: Vec<String>,
     /// Leave out the BullMQ baselines (no node needed).
     #[arg(long)]
@@ -202,6 +219,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wants("scaling") {
         bench.scaling().await?;
+    }
+    if wants("documents") {
+        bench.documents().await?;
     }
 
     let version = supportrag_bench::info(&mut bench.conn, "server")
@@ -889,6 +909,296 @@ impl Bench {
         })
     }
 
+    // -------------------------------------------------------- documents
+
+    async fn documents(&mut self) -> anyhow::Result<()> {
+        let mut rates = Vec::new();
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        let mut chunks = 0;
+        let mut cpu = Vec::new();
+        for run in 1..=self.args.runs {
+            let r = self.documents_run().await?;
+            eprintln!(
+                "documents run {run}: {} documents/s upload → searchable, p50 {:.0} ms, p99 {:.0} ms ({} chunks per document); CPU per document: API {:.2} ms, workers {:.2} ms (parsers included), Redis {:.2} ms",
+                thousands(r.rate),
+                r.p50,
+                r.p99,
+                r.chunks,
+                r.cpu_ms.0,
+                r.cpu_ms.1,
+                r.cpu_ms.2
+            );
+            cpu.push(r.cpu_ms);
+            rates.push(r.rate);
+            p50.push(r.p50);
+            p99.push(r.p99);
+            chunks = r.chunks;
+        }
+        let n = self.args.documents;
+        let pace = match self.args.upload_rate {
+            0 => format!("{} uploads in flight", self.args.upload_concurrency),
+            rate => format!("uploads at {rate}/s"),
+        };
+        self.rows.push(row(
+            format!(
+                "documents: upload API → searchable, documents/s ({n} of {chunks} chunks, 2 worker processes, {pace})"
+            ),
+            show_spread(spread(rates.iter().copied())),
+            "",
+            "target ≥ 500",
+        ));
+        for (name, v) in [("p50", &p50), ("p99", &p99)] {
+            self.rows.push(row(
+                format!("documents: upload → searchable {name}"),
+                ms(spread(v.iter().copied())),
+                "",
+                "",
+            ));
+        }
+        let median = |pick: fn(&(f64, f64, f64)) -> f64| spread(cpu.iter().map(pick)).0;
+        self.rows.push(row(
+            "documents: CPU per document, API / 2 workers (parsers included) / Redis",
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                median(|c| c.0),
+                median(|c| c.1),
+                median(|c| c.2)
+            ),
+            "",
+            "what the rate is on two cores shared by all of them",
+        ));
+        Ok(())
+    }
+
+    async fn documents_run(&mut self) -> anyhow::Result<DocumentsRun> {
+        const KEY: &str = "bench-admin-key-0123456789";
+        self.flush().await?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut children = vec![self.spawn_binary(
+            "supportrag-api",
+            &[("SERVER__BIND", format!("127.0.0.1:{port}"))],
+        )?];
+        let worker_settings: Vec<(&str, String)> = self
+            .args
+            .worker_settings
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k, v.to_owned()))
+                    .with_context(|| format!("--worker-setting {kv}: not KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for _ in 0..2 {
+            children.push(self.spawn_binary("supportrag-worker", &worker_settings)?);
+        }
+        wait_listening(port).await?;
+        let pids: Vec<u32> = children.iter().filter_map(Child::id).collect();
+        ensure!(pids.len() == 3, "a process of the documents run has no pid");
+        let redis_pid = self.redis.pid();
+        let cpu_now = move || -> anyhow::Result<(f64, f64, f64)> {
+            let of = |pid: u32| cpu_seconds(pid).with_context(|| format!("CPU time of {pid}"));
+            Ok((of(pids[0])?, of(pids[1])? + of(pids[2])?, of(redis_pid)?))
+        };
+        let cpu_before = cpu_now()?;
+        let base = format!("http://127.0.0.1:{port}/api/v1");
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+
+        let n = self.args.documents;
+        let texts: Vec<String> = (0..n).map(bench_document).collect();
+        let texts = Arc::new(texts);
+        // document id → (its index, when its upload was sent)
+        let uploads: Arc<Mutex<HashMap<String, (usize, Instant)>>> =
+            Arc::new(Mutex::new(HashMap::with_capacity(n)));
+        let searchable: Arc<Mutex<Vec<(Instant, Instant)>>> =
+            Arc::new(Mutex::new(Vec::with_capacity(n)));
+
+        // The change feed names each document as it becomes current in
+        // Redis; from there a search through the API must find it.
+        let feed_key = format!("{PREFIX}:{{{PREFIX}:kb}}:feed");
+        let mut feed_conn = redis::Client::open(self.redis.url())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let watcher = tokio::spawn(async move {
+            let mut last = "0-0".to_owned();
+            loop {
+                let opts = redis::streams::StreamReadOptions::default()
+                    .count(1000)
+                    .block(1000);
+                let reply: Option<redis::streams::StreamReadReply> =
+                    redis::AsyncCommands::xread_options(
+                        &mut feed_conn,
+                        &[feed_key.as_str()],
+                        &[last.as_str()],
+                        &opts,
+                    )
+                    .await?;
+                for key in reply.map(|r| r.keys).unwrap_or_default() {
+                    for entry in key.ids {
+                        if let Some(doc) = entry.get::<String>("d") {
+                            let _ = found_tx.send(doc);
+                        }
+                        last = entry.id;
+                    }
+                }
+                if found_tx.is_closed() {
+                    return Ok::<(), anyhow::Error>(());
+                }
+            }
+        });
+        let confirm = {
+            let http = http.clone();
+            let base = base.clone();
+            let uploads = uploads.clone();
+            let searchable = searchable.clone();
+            tokio::spawn(async move {
+                let limit = Arc::new(tokio::sync::Semaphore::new(32));
+                let mut tasks = tokio::task::JoinSet::new();
+                let mut seen = std::collections::HashSet::new();
+                while let Some(doc) = found_rx.recv().await {
+                    if !seen.insert(doc.clone()) {
+                        continue;
+                    }
+                    let permit = limit.clone().acquire_owned().await?;
+                    let (http, base, uploads, searchable) = (
+                        http.clone(),
+                        base.clone(),
+                        uploads.clone(),
+                        searchable.clone(),
+                    );
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        confirm_searchable(&http, &base, KEY, &doc, &uploads, &searchable).await
+                    });
+                    while let Some(done) = tasks.try_join_next() {
+                        done??;
+                    }
+                }
+                while let Some(done) = tasks.join_next().await {
+                    done??;
+                }
+                Ok::<(), anyhow::Error>(())
+            })
+        };
+
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let begin = Instant::now();
+        let rate = self.args.upload_rate;
+        let mut uploaders = tokio::task::JoinSet::new();
+        for _ in 0..self.args.upload_concurrency.max(1) {
+            let (http, base, texts, uploads, next) = (
+                http.clone(),
+                base.clone(),
+                texts.clone(),
+                uploads.clone(),
+                next.clone(),
+            );
+            uploaders.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= texts.len() {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    if rate > 0 {
+                        let due = begin + Duration::from_secs_f64(i as f64 / rate as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    let sent = Instant::now();
+                    let response = http
+                        .post(format!("{base}/knowledge/documents"))
+                        .bearer_auth(KEY)
+                        .json(&json!({
+                            "name": format!("Bench document {i}"),
+                            "text": texts[i],
+                            "format": "markdown",
+                        }))
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    let body: serde_json::Value = response.json().await?;
+                    ensure!(status.is_success(), "upload {i}: {status} {body}");
+                    let id = body["data"]["document_id"]
+                        .as_str()
+                        .context("upload answer without document_id")?
+                        .to_owned();
+                    uploads
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .insert(id, (i, sent));
+                }
+            });
+        }
+        while let Some(done) = uploaders.join_next().await {
+            done??;
+        }
+        let uploaded = begin.elapsed();
+        loop {
+            let count = searchable
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .len();
+            if count >= n {
+                break;
+            }
+            ensure!(
+                begin.elapsed() < PATIENCE,
+                "only {count} of {n} documents searchable after {} s (uploads took {:.1} s)",
+                PATIENCE.as_secs(),
+                uploaded.as_secs_f64()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        watcher.abort();
+        let _ = watcher.await;
+        confirm.await??;
+
+        // How many chunks the documents came to (one is representative:
+        // they are all cut alike).
+        let any = uploads
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .keys()
+            .next()
+            .cloned()
+            .context("no upload")?;
+        let record: serde_json::Value = http
+            .get(format!("{base}/knowledge/documents/{any}"))
+            .bearer_auth(KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let chunks = record["data"]["chunks_count"].as_u64().unwrap_or(0);
+        let cpu_after = cpu_now()?;
+        let per_doc = |before: f64, after: f64| (after - before) * 1e3 / n as f64;
+        let cpu_ms = (
+            per_doc(cpu_before.0, cpu_after.0),
+            per_doc(cpu_before.1, cpu_after.1),
+            per_doc(cpu_before.2, cpu_after.2),
+        );
+        stop_all(children).await?;
+
+        let times = searchable.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let first_sent = times.iter().map(|t| t.0).min().context("no documents")?;
+        let last_found = times.iter().map(|t| t.1).max().context("no documents")?;
+        let mut latencies: Vec<f64> = times
+            .iter()
+            .map(|(sent, found)| found.duration_since(*sent).as_secs_f64() * 1e3)
+            .collect();
+        Ok(DocumentsRun {
+            rate: n as f64 / last_found.duration_since(first_sent).as_secs_f64(),
+            p50: quantile(&mut latencies, 0.5),
+            p99: quantile(&mut latencies, 0.99),
+            chunks,
+            cpu_ms,
+        })
+    }
+
     // ------------------------------------------------------------ retry
 
     async fn retry_timing(&mut self) -> anyhow::Result<()> {
@@ -1085,6 +1395,120 @@ async fn stop_all(children: Vec<Child>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+struct DocumentsRun {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    chunks: u64,
+    /// CPU milliseconds per document: the API, both workers, Redis.
+    cpu_ms: (f64, f64, f64),
+}
+
+/// Waits for something to listen on the loopback port.
+async fn wait_listening(port: u16) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing listened on port {port} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The word only document `i` holds: letters and digits, which the
+/// analyser keeps verbatim.
+fn marker(i: usize) -> String {
+    format!("zq{i}x")
+}
+
+/// A support-article-like markdown document of ~5 chunks (at the shipped
+/// `ingest.chunk_size` of 1,200 characters): a title and five paragraphs
+/// of ~1,000 characters drawn from a small vocabulary, with its marker.
+fn bench_document(i: usize) -> String {
+    const WORDS: &str = "account password reset login email verify code security token refund \
+invoice payment delivery shipping order subscription plan billing card charge cancel upgrade \
+address support ticket return exchange warranty the a to of and in is it you for on with your \
+can not this be are we will please when how if after before our settings page click open \
+select button change update check status request receive send message team customer service";
+    let words: Vec<&str> = WORDS.split_whitespace().collect();
+    let mut state = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut text = format!("# Article {i}\n\n");
+    for paragraph in 0..5 {
+        let mut len = 0;
+        if paragraph == 0 {
+            text.push_str(&marker(i));
+            text.push(' ');
+        }
+        while len < 1000 {
+            let w = words[(next() % words.len() as u64) as usize];
+            text.push_str(w);
+            len += w.len() + 1;
+            text.push(if next() % 12 == 0 { '.' } else { ' ' });
+            if text.ends_with('.') {
+                text.push(' ');
+            }
+        }
+        text.push_str("\n\n");
+    }
+    text
+}
+
+/// Searches the API for `doc`'s marker until the document comes first,
+/// and notes when (with when its upload was sent).
+async fn confirm_searchable(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    doc: &str,
+    uploads: &Mutex<HashMap<String, (usize, Instant)>>,
+    searchable: &Mutex<Vec<(Instant, Instant)>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        ensure!(
+            started.elapsed() < PATIENCE,
+            "document {doc} announced in the feed but never searchable"
+        );
+        // The feed can name a document before its upload's answer came.
+        let known = uploads
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(doc)
+            .copied();
+        let Some((i, sent)) = known else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        };
+        let found: serde_json::Value = http
+            // The marker is letters and digits: nothing to escape.
+            .get(format!("{base}/knowledge/search?q={}&limit=1", marker(i)))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if found["data"]["results"][0]["document_id"].as_str() == Some(doc) {
+            searchable
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .push((sent, Instant::now()));
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 struct IngestRun {

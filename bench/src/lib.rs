@@ -21,6 +21,10 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start() -> anyhow::Result<Self> {
         let mut last_log = String::new();
         // The port is free when we look, but may be taken before redis binds
@@ -206,6 +210,24 @@ pub async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> anyhow::Re
         .get("used_memory")
         .and_then(|v| v.parse().ok())
         .context("INFO memory has no used_memory")
+}
+
+/// CPU seconds a process used, its reaped children's included (user +
+/// system, from /proc), if it runs.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid … : fields after the command, 1-based from
+    // state; utime, stime, cutime, cstime are the 12th to 15th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / hz.max(1) as f64)
 }
 
 /// Resident set size of a process in KiB (`VmRSS` in /proc), if it runs.

@@ -17,8 +17,10 @@
 //!    path (`EmbeddedSearch::index`: bounded pieces, flip + feed), 16
 //!    writers at once; the bench's own replica follows the feed.
 //! 2. **Fresh replica**: a new replica in an empty directory builds from
-//!    Redis (what a new worker does): time to catch up, chunks/s, its
-//!    process RSS growth and its directory's size, per chunk.
+//!    Redis (what a new worker does): time to catch up, chunks/s, the CPU
+//!    time it took (this process', and Redis'), its process RSS growth
+//!    and its directory's size, per chunk. CPU time per chunk holds on a
+//!    machine that others use too; chunks/s is what two free cores give.
 //! 3. **Search under load**: `--clients` concurrent searchers for
 //!    `--seconds`, through `EmbeddedSearch::search` (the freshness read of
 //!    the feed included), with questions made of 2–6 words of a random
@@ -38,7 +40,7 @@ use rag::text::Analyzer;
 use rag::types::{Chunk, DocumentMeta};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use supportrag_bench::{RedisServer, quantile, rss_kib, thousands};
+use supportrag_bench::{RedisServer, cpu_seconds, quantile, rss_kib, thousands};
 
 #[derive(Parser)]
 #[command(about = "Scaling benchmark of the embedded search engine")]
@@ -205,6 +207,8 @@ struct Row {
     store_chunks_per_sec: f64,
     redis_bytes_per_chunk: f64,
     catch_up: Duration,
+    /// CPU seconds of the catch-up: this process, Redis.
+    catch_up_cpu: (f64, f64),
     rss_per_chunk: f64,
     disk_per_chunk: f64,
     searches: usize,
@@ -260,10 +264,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
         eprintln!("a fresh replica builds from Redis");
         let rss_before = rss_kib(std::process::id()).unwrap_or(0);
+        let cpu = || {
+            (
+                cpu_seconds(std::process::id()).unwrap_or(0.0),
+                cpu_seconds(redis.pid()).unwrap_or(0.0),
+            )
+        };
+        let cpu_before = cpu();
         let started = Instant::now();
         let fresh = open(&redis, &analyzer).await?;
         fresh.wait_caught_up().await;
         let catch_up = started.elapsed();
+        let cpu_after = cpu();
+        let catch_up_cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
         let rss_after = rss_kib(std::process::id()).unwrap_or(0);
         let disk = fresh.replica().disk_bytes();
         anyhow::ensure!(
@@ -285,6 +298,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             store_chunks_per_sec,
             redis_bytes_per_chunk,
             catch_up,
+            catch_up_cpu,
             rss_per_chunk: rss_after.saturating_sub(rss_before) as f64 * 1024.0 / chunks as f64,
             disk_per_chunk: disk as f64 / chunks as f64,
             searches: s.len(),
@@ -424,16 +438,19 @@ fn report(rows: &[Row], args: &Args) {
         );
     }
     println!(
-        "\n| chunks | store (Redis) chunks/s | fresh replica catch-up | indexing chunks/s | replica RSS / chunk | index disk / chunk | Redis memory / chunk |"
+        "\n| chunks | store (Redis) chunks/s | fresh replica catch-up | indexing chunks/s | catch-up CPU: replica / Redis | chunks per CPU-second (replica) | replica RSS / chunk | index disk / chunk | Redis memory / chunk |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} s | {} | {} B | {} B | {} B |",
+            "| {} | {} | {:.1} s | {} | {:.1} s / {:.1} s | {} | {} B | {} B | {} B |",
             thousands(r.chunks as f64),
             thousands(r.store_chunks_per_sec),
             r.catch_up.as_secs_f64(),
             thousands(r.chunks as f64 / r.catch_up.as_secs_f64()),
+            r.catch_up_cpu.0,
+            r.catch_up_cpu.1,
+            thousands(r.chunks as f64 / r.catch_up_cpu.0.max(1e-9)),
             thousands(r.rss_per_chunk),
             thousands(r.disk_per_chunk),
             thousands(r.redis_bytes_per_chunk)

@@ -5,11 +5,11 @@
 //! something else, which is what the service needs to route it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::Analyzer;
+use crate::text::{Analyzer, TermCache};
 
 const BUILTIN: &str = include_str!("../data/intents.toml");
 /// Below this cosine an intent is not reported.
@@ -59,6 +59,10 @@ pub struct Classifier {
     analyzer: Arc<Analyzer>,
     idf: HashMap<String, f64>,
     centroids: Vec<Centroid>,
+    /// Analysed words, kept across documents (one cache per concurrent
+    /// call): stemming the start of every ingested document anew was the
+    /// costliest step of ingesting a small one.
+    caches: Mutex<Vec<TermCache>>,
 }
 
 impl Classifier {
@@ -70,6 +74,7 @@ impl Classifier {
                 analyzer,
                 idf: HashMap::new(),
                 centroids: Vec::new(),
+                caches: Mutex::new(Vec::new()),
             }
         })
     }
@@ -124,11 +129,23 @@ impl Classifier {
             analyzer,
             idf,
             centroids,
+            caches: Mutex::new(Vec::new()),
         })
     }
 
     pub fn classify(&self, text: &str) -> Vec<Classification> {
-        let vector = unit(tfidf(&self.idf, &self.analyzer.terms(text)));
+        let mut cache = self
+            .caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let terms = self.analyzer.terms_cached(text, &mut cache);
+        self.caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(cache);
+        let vector = unit(tfidf(&self.idf, &terms));
         let mut scored: Vec<(f64, &Centroid)> = self
             .centroids
             .iter()

@@ -203,6 +203,12 @@ pub struct IngestSettings {
     #[serde(with = "humantime_serde")]
     pub parse_timeout: Duration,
     pub parse_memory_limit: ByteSize,
+    /// Parser child processes alive at once per worker process, whatever
+    /// `concurrency` is (each within `parse_memory_limit`).
+    pub parser_processes: usize,
+    /// Small documents one parser child parses in turn before it is
+    /// replaced; 1: a fresh child per document.
+    pub parser_reuse: usize,
     /// How long a document's ingestion lock outlives a worker that died
     /// holding it; a live worker renews it every third of this.
     #[serde(with = "humantime_serde")]
@@ -528,6 +534,16 @@ impl Settings {
         rule(
             self.ingest.concurrency > 0,
             "ingest.concurrency",
+            "must be at least 1",
+        )?;
+        rule(
+            self.ingest.parser_processes > 0,
+            "ingest.parser_processes",
+            "must be at least 1",
+        )?;
+        rule(
+            self.ingest.parser_reuse > 0,
+            "ingest.parser_reuse",
             "must be at least 1",
         )?;
         rule(

@@ -16,7 +16,7 @@ use queue::RetryPlan;
 use rag::chunk::{ChunkOptions, chunk};
 use rag::knowledge::Knowledge;
 use rag::parse::ParseError;
-use rag::parse::sandbox::{SandboxLimits, parse_isolated};
+use rag::parse::sandbox::ParserPool;
 use rag::types::{BlockKind, DocumentMeta, ParsedDocument};
 use serde_json::json;
 use shared::documents::{
@@ -55,8 +55,8 @@ pub struct IngestHandler {
     pub publisher: Publisher,
     pub knowledge: Knowledge,
     pub egress: EgressClient,
-    pub parser: ParserCommand,
-    pub limits: SandboxLimits,
+    /// Parser children, shared by this process' ingestion jobs.
+    pub parsers: ParserPool,
     pub chunking: ChunkOptions,
     pub max_document_size: usize,
     pub max_retries: u32,
@@ -294,20 +294,10 @@ impl IngestHandler {
         }
 
         let (bytes, content_type) = self.fetch(job).await?;
-        let parsed = parse_isolated(
-            &self.parser.program,
-            &self
-                .parser
-                .args
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-            job.format,
-            content_type.as_deref(),
-            &bytes,
-            &self.limits,
-        )
-        .await?;
+        let parsed = self
+            .parsers
+            .parse(job.format, content_type.as_deref(), &bytes)
+            .await?;
         let chunks = chunk(&parsed, &self.chunking);
         if chunks.is_empty() {
             return Err(ParseError::Empty.into());

@@ -9,7 +9,7 @@ use anyhow::Context;
 use queue::RetryPolicy;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
-use rag::parse::sandbox::{NetworkIsolation, SandboxLimits, network_isolation};
+use rag::parse::sandbox::{NetworkIsolation, ParserPool, SandboxLimits, network_isolation};
 use shared::answer_policy::Thresholds;
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
@@ -118,12 +118,17 @@ pub async fn run_with_parser(
             publisher: services.publisher.clone(),
             knowledge: services.knowledge.clone(),
             egress: fetcher,
-            parser,
-            limits: SandboxLimits {
-                memory_bytes: settings.ingest.parse_memory_limit.0 as u64,
-                timeout: settings.ingest.parse_timeout,
-                parse: ParseLimits::default(),
-            },
+            parsers: ParserPool::new(
+                parser.program,
+                parser.args,
+                SandboxLimits {
+                    memory_bytes: settings.ingest.parse_memory_limit.0 as u64,
+                    timeout: settings.ingest.parse_timeout,
+                    parse: ParseLimits::default(),
+                },
+                settings.ingest.parser_processes,
+                settings.ingest.parser_reuse,
+            ),
             chunking: ChunkOptions {
                 max_chars: settings.ingest.chunk_size,
                 overlap_chars: settings.ingest.chunk_overlap,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rag::parse::sandbox::{
-    NetworkIsolation, SandboxLimits, network_isolation, parse_isolated, spawn_confined,
+    NetworkIsolation, ParserPool, SandboxLimits, network_isolation, parse_isolated, spawn_confined,
 };
 use rag::parse::{ParseError, ParseLimits};
 use rag::types::Format;
@@ -194,6 +194,154 @@ async fn garbage_output_and_bad_exit_are_failures() {
     assert!(
         matches!(&err, ParseError::Failed(m) if m.contains("segmentation fault")),
         "{err:?}"
+    );
+}
+
+fn pool(processes: usize, reuse: usize, limits: SandboxLimits) -> ParserPool {
+    ParserPool::new(
+        CHILD.into(),
+        CHILD_ARGS.iter().map(|a| (*a).to_owned()).collect(),
+        limits,
+        processes,
+        reuse,
+    )
+}
+
+fn article(i: usize) -> Vec<u8> {
+    format!("# Article {i}\n\nHow to reset password number {i}.\n").into_bytes()
+}
+
+fn text_of(doc: &rag::types::ParsedDocument) -> String {
+    doc.blocks
+        .iter()
+        .map(|b| b.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_reused_child_gives_each_document_its_own_result() {
+    let pool = pool(1, 8, limits(1024));
+    for i in 0..20 {
+        let doc = pool
+            .parse(Some(Format::Markdown), None, &article(i))
+            .await
+            .unwrap();
+        assert!(
+            text_of(&doc).contains(&format!("password number {i}.")),
+            "{doc:?}"
+        );
+    }
+    // The typed errors come back from a reused child as from a fresh one.
+    let err = pool
+        .parse(Some(Format::Text), None, b"  \n\n ")
+        .await
+        .unwrap_err();
+    assert_eq!(err, ParseError::Empty);
+    let err = pool
+        .parse(None, None, &common::random_bytes(4096, 7))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ParseError::UnsupportedFormat(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_hostile_document_fails_only_itself_among_its_batch_mates() {
+    // One child for everything: the bomb and the deep nesting land in a
+    // child that parsed good documents before and must parse more after.
+    let pool = pool(1, 16, limits(256));
+    let bomb = common::flate_bomb_pdf(300);
+    let nested = common::deeply_nested_pdf(100_000);
+    let alone_bomb = isolated(None, &bomb, &limits(256)).await.unwrap_err();
+    let mut outcomes = Vec::new();
+    for i in 0..9 {
+        let outcome = match i {
+            3 => pool.parse(None, None, &bomb).await.map(|_| String::new()),
+            6 => pool.parse(None, None, &nested).await.map(|_| String::new()),
+            _ => pool
+                .parse(Some(Format::Markdown), None, &article(i))
+                .await
+                .map(|d| text_of(&d)),
+        };
+        outcomes.push(outcome);
+    }
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match i {
+            3 => assert_eq!(outcome.as_ref().unwrap_err(), &alone_bomb),
+            6 => assert!(
+                matches!(outcome, Err(ParseError::InvalidPdf(_) | ParseError::Empty)),
+                "{outcome:?}"
+            ),
+            _ => assert!(
+                outcome
+                    .as_ref()
+                    .unwrap()
+                    .contains(&format!("password number {i}.")),
+                "document {i}: {outcome:?}"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_documents_share_children_and_keep_their_results() {
+    let pool = std::sync::Arc::new(pool(2, 4, limits(256)));
+    let bomb = std::sync::Arc::new(common::flate_bomb_pdf(300));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let (pool, bomb) = (pool.clone(), bomb.clone());
+        tasks.spawn(async move {
+            let outcome = if i % 8 == 5 {
+                pool.parse(None, None, &bomb).await.map(|_| String::new())
+            } else {
+                pool.parse(Some(Format::Markdown), None, &article(i))
+                    .await
+                    .map(|d| text_of(&d))
+            };
+            (i, outcome)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, outcome) = done.unwrap();
+        if i % 8 == 5 {
+            assert!(
+                matches!(outcome, Err(ParseError::InvalidPdf(_))),
+                "{outcome:?}"
+            );
+        } else {
+            assert!(
+                outcome
+                    .as_ref()
+                    .unwrap()
+                    .contains(&format!("password number {i}.")),
+                "document {i}: {outcome:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_child_that_hangs_is_killed_at_the_timeout() {
+    let limits = SandboxLimits {
+        memory_bytes: 1 << 30,
+        timeout: Duration::from_millis(500),
+        parse: ParseLimits::default(),
+    };
+    let pool = ParserPool::new("/bin/sleep".into(), vec!["10".into()], limits, 1, 8);
+    for _ in 0..2 {
+        let err = pool
+            .parse(Some(Format::Text), None, b"hello")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ParseError::Failed("parser timed out after 500ms".into())
+        );
+    }
+    assert!(
+        sleep_children().is_empty(),
+        "left behind: {:?}",
+        sleep_children()
     );
 }
 

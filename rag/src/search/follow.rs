@@ -38,6 +38,12 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 const STAGE_CHUNKS: usize = 4096;
 /// Attempts to read a document whose version keeps changing under us.
 const READ_ATTEMPTS: usize = 5;
+/// Least time from one commit's start to the next read of the feed while
+/// changes keep coming. Every commit writes a segment (and syncs it to
+/// disk) that merges later redo: a busy feed applied a few documents at a
+/// time spends more on commits and merges than on indexing. A change that
+/// arrives while the feed is quiet is read (and committed) at once.
+const COMMIT_GAP: Duration = Duration::from_millis(50);
 
 /// Runs until the replica is dropped (`alive` closes).
 pub async fn follow(inner: Weak<Inner>, mut alive: watch::Receiver<()>) {
@@ -75,7 +81,8 @@ async fn step(inner: &Arc<Inner>, last_check: &mut Option<Instant>) -> Result<()
     let Some(&(last, _)) = entries.last() else {
         return Ok(());
     };
-    if entries.len() == BATCH {
+    let behind = entries.len() == BATCH;
+    if behind {
         // Behind: make sure nothing was trimmed before reading on.
         *last_check = None;
     }
@@ -86,11 +93,12 @@ async fn step(inner: &Arc<Inner>, last_check: &mut Option<Instant>) -> Result<()
         .filter_map(|(_, doc)| seen.insert(doc.clone()).then_some(doc))
         .collect();
     let started = Instant::now();
-    let applied = apply(inner, documents, last).await;
-    if applied.is_ok() {
-        tracing::debug!(position = %last, ms = started.elapsed().as_millis() as u64, "search replica applied feed entries");
+    apply(inner, documents, last).await?;
+    tracing::debug!(position = %last, ms = started.elapsed().as_millis() as u64, "search replica applied feed entries");
+    if !behind {
+        tokio::time::sleep(COMMIT_GAP.saturating_sub(started.elapsed())).await;
     }
-    applied
+    Ok(())
 }
 
 fn needs_rebuild(position: Option<FeedId>, bounds: FeedBounds) -> bool {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::SearchError;
 use super::feed_id::FeedId;
 use super::query::{self, SearchOutcome};
-use super::schema::{Fields, SCHEMA_VERSION};
+use super::schema::{Fields, SCHEMA_VERSION, doc_key, register_tokenizer};
 use super::store::{DocRecord, StoredChunk};
 use crate::text::{Analyzer, TermCache};
 
@@ -52,6 +52,10 @@ pub struct Replica {
     writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
     analyzer: Arc<Analyzer>,
+    /// Analysed words, one cache per analysis thread, kept from batch to
+    /// batch: a follower applies a few documents at a time, and a cache
+    /// that starts cold each time stems nearly every word again.
+    caches: Mutex<Vec<TermCache>>,
     /// The feed position the searchable index reflects; `None` while it
     /// has never been built.
     position: watch::Sender<Option<FeedId>>,
@@ -101,6 +105,7 @@ impl Replica {
                 builder().open_or_create(open_dir()?)?
             }
         };
+        register_tokenizer(&index);
         let position = stored_position(&index)?;
         let writer = index.writer_with_num_threads(1, WRITER_MEMORY).map_err(|e| match e {
             tantivy::TantivyError::LockFailure(..) => SearchError::Storage(format!(
@@ -119,6 +124,7 @@ impl Replica {
             writer: Mutex::new(writer),
             fields,
             analyzer,
+            caches: Mutex::new(Vec::new()),
             position: watch::channel(position).0,
             _temp: temp,
         })
@@ -181,30 +187,47 @@ impl Replica {
                 }
             }
         }
-        let work: Vec<(&str, &DocRecord, &StoredChunk)> = puts
+        let keys: Vec<u64> = puts.iter().map(|(id, _, _)| doc_key(id)).collect();
+        let work: Vec<(&str, u64, &DocRecord, &StoredChunk)> = puts
             .iter()
-            .flat_map(|(id, record, chunks)| chunks.iter().map(move |c| (id.as_str(), record, c)))
+            .zip(&keys)
+            .flat_map(|((id, record, chunks), &key)| {
+                chunks.iter().map(move |c| (id.as_str(), key, record, c))
+            })
             .collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .min(work.len().div_ceil(64).max(1));
         let per = work.len().div_ceil(threads).max(1);
         let writer_ref: &IndexWriter<TantivyDocument> = &writer;
+        let index_part = |part: &[(&str, u64, &DocRecord, &StoredChunk)]| {
+            let mut cache = self
+                .caches
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .pop()
+                .unwrap_or_default();
+            let added = part.iter().try_for_each(|&(id, key, record, chunk)| {
+                let doc = self
+                    .fields
+                    .document(&self.analyzer, &mut cache, id, key, record, chunk);
+                writer_ref.add_document(doc)?;
+                Ok::<(), SearchError>(())
+            });
+            self.caches
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(cache);
+            added
+        };
+        if threads == 1 {
+            // A few documents (a follower's usual batch): not worth a thread.
+            return index_part(&work);
+        }
         std::thread::scope(|scope| {
             let handles: Vec<_> = work
                 .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        let mut cache = TermCache::default();
-                        for (id, record, chunk) in part {
-                            let doc =
-                                self.fields
-                                    .document(&self.analyzer, &mut cache, id, record, chunk);
-                            writer_ref.add_document(doc)?;
-                        }
-                        Ok::<(), SearchError>(())
-                    })
-                })
+                .map(|part| scope.spawn(move || index_part(part)))
                 .collect();
             handles.into_iter().try_for_each(|h| {
                 h.join()
