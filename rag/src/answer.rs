@@ -77,6 +77,29 @@ pub fn extract(
     }
     let text_of = |c: &Candidate| &hits[c.rank].text[c.sentence.start..c.sentence.end];
 
+    let chosen = choose(&candidates, &text_of, max_chars);
+    let joined = chosen
+        .iter()
+        .map(|&i| text_of(&candidates[i]))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = cut(&joined, max_chars);
+
+    Answer {
+        text,
+        sources: sources(&weighted, analyzer, hits),
+    }
+}
+
+/// Which candidates make the answer, in text order: the best-covering
+/// sentence, the next one if it is a lead-in, then the others that cover
+/// at least [`COMPANION`] of what it covers, best first, while they fit
+/// in `max_chars`.
+fn choose<'a>(
+    candidates: &[Candidate],
+    text_of: &impl Fn(&Candidate) -> &'a str,
+    max_chars: usize,
+) -> Vec<usize> {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&candidates[a], &candidates[b]);
@@ -88,18 +111,15 @@ pub fn extract(
     });
     let mut chosen: Vec<usize> = Vec::new();
     let mut used = 0;
-    let mut take = |i: usize, chosen: &mut Vec<usize>| -> bool {
+    let mut take = |i: usize, chosen: &mut Vec<usize>| {
         if chosen.contains(&i) {
-            return true;
+            return;
         }
         let len = text_of(&candidates[i]).chars().count();
         let sep = usize::from(!chosen.is_empty());
         if chosen.is_empty() || used + sep + len <= max_chars {
             chosen.push(i);
             used += sep + len;
-            true
-        } else {
-            false
         }
     };
     if let Some(&best) = order.first() {
@@ -124,13 +144,12 @@ pub fn extract(
         }
     }
     chosen.sort_by_key(|&i| (candidates[i].rank, candidates[i].index));
-    let joined = chosen
-        .iter()
-        .map(|&i| text_of(&candidates[i]))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let text = cut(&joined, max_chars);
+    chosen
+}
 
+/// The first [`MAX_SOURCES`] distinct documents of `hits`, each with an
+/// excerpt at its best sentence.
+fn sources(weighted: &Weighted, analyzer: &Analyzer, hits: &[Hit]) -> Vec<Source> {
     let mut sources: Vec<Source> = Vec::new();
     for hit in hits {
         if sources.len() == MAX_SOURCES {
@@ -142,10 +161,10 @@ pub fn extract(
         sources.push(Source {
             document_id: hit.document_id.clone(),
             title: hit.title.clone(),
-            excerpt: excerpt(&weighted, analyzer, hit),
+            excerpt: excerpt(weighted, analyzer, hit),
         });
     }
-    Answer { text, sources }
+    sources
 }
 
 /// When the answer is in another language than the question, a line that

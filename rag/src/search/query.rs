@@ -169,17 +169,6 @@ pub fn run(
     let matched = groups_matched(searcher, fields, &query, top_address)?;
     let reach = reach(searcher, fields, &query)?;
     let mass: f64 = reach.iter().map(|r| r.idf_mass).sum();
-    let weighted = |pick: &dyn Fn(usize, &Reach) -> bool| {
-        ratio(
-            reach
-                .iter()
-                .enumerate()
-                .filter(|(i, r)| pick(*i, r))
-                .map(|(_, r)| r.idf_mass)
-                .sum(),
-            mass,
-        )
-    };
     let top = f64::from(top_score);
     let groups = query.groups.len();
     let known_mass: f64 = reach.iter().filter(|r| r.known).map(|r| r.idf_mass).sum();
@@ -195,7 +184,7 @@ pub fn run(
                 .sum(),
             known_mass,
         ),
-        known: weighted(&|_, r| r.known),
+        known: ratio(known_mass, mass),
         margin: ratio(top - other, top),
         agreement: agreement(&ranked, searcher, top_key(searcher, top_address)?)?,
         passage: 0.0,
@@ -203,17 +192,7 @@ pub fn run(
     };
     let hits: Vec<Hit> = stored
         .into_iter()
-        .map(|(score, doc)| Hit {
-            document_id: text_of(&doc, fields.doc),
-            chunk_id: text_of(&doc, fields.chunk),
-            title: text_of(&doc, fields.title),
-            heading: doc
-                .get_first(fields.heading)
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            text: text_of(&doc, fields.text),
-            score: f64::from(score),
-        })
+        .map(|(score, doc)| hit(fields, score, &doc))
         .collect();
     // A group the corpus lacks can match no sentence: `known` already
     // says how much of the question that is.
@@ -239,6 +218,20 @@ pub fn run(
         query,
         group_weights,
     })
+}
+
+fn hit(fields: &Fields, score: Score, doc: &TantivyDocument) -> Hit {
+    Hit {
+        document_id: text_of(doc, fields.doc),
+        chunk_id: text_of(doc, fields.chunk),
+        title: text_of(doc, fields.title),
+        heading: doc
+            .get_first(fields.heading)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        text: text_of(doc, fields.text),
+        score: f64::from(score),
+    }
 }
 
 fn text_of(doc: &TantivyDocument, field: tantivy::schema::Field) -> String {
