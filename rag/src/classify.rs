@@ -5,11 +5,11 @@
 //! something else, which is what the service needs to route it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::{Analyzer, TermCache};
+use crate::text::{Analyzer, TermCaches};
 
 const BUILTIN: &str = include_str!("../data/intents.toml");
 /// Below this cosine an intent is not reported.
@@ -62,7 +62,7 @@ pub struct Classifier {
     /// Analysed words, kept across documents (one cache per concurrent
     /// call): stemming the start of every ingested document anew was the
     /// costliest step of ingesting a small one.
-    caches: Mutex<Vec<TermCache>>,
+    caches: TermCaches,
 }
 
 impl Classifier {
@@ -74,7 +74,7 @@ impl Classifier {
                 analyzer,
                 idf: HashMap::new(),
                 centroids: Vec::new(),
-                caches: Mutex::new(Vec::new()),
+                caches: TermCaches::default(),
             }
         })
     }
@@ -129,22 +129,14 @@ impl Classifier {
             analyzer,
             idf,
             centroids,
-            caches: Mutex::new(Vec::new()),
+            caches: TermCaches::default(),
         })
     }
 
     pub fn classify(&self, text: &str) -> Vec<Classification> {
-        let mut cache = self
-            .caches
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-            .unwrap_or_default();
+        let mut cache = self.caches.take();
         let terms = self.analyzer.terms_cached(text, &mut cache);
-        self.caches
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(cache);
+        self.caches.give_back(cache);
         let vector = unit(tfidf(&self.idf, &terms));
         let mut scored: Vec<(f64, &Centroid)> = self
             .centroids

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_segmentation::UnicodeSegmentation;
@@ -112,6 +112,28 @@ impl Query {
 #[derive(Default)]
 pub struct TermCache {
     terms: HashMap<String, Option<String>, BuildHasherDefault<WordHasher>>,
+}
+
+/// Term caches kept across calls, one per concurrent caller: a caller
+/// takes one (warm if another call left it) and gives it back.
+#[derive(Default)]
+pub struct TermCaches(Mutex<Vec<TermCache>>);
+
+impl TermCaches {
+    pub fn take(&self) -> TermCache {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    pub fn give_back(&self, cache: TermCache) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(cache);
+    }
 }
 
 /// FNV-1a: the cache is looked up once per word indexed, and SipHash's

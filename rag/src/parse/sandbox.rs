@@ -277,31 +277,25 @@ impl ParserPool {
             .await
             .map_err(|_| ParseError::Failed("the parser pool is closed".into()))?;
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let result = if self.reuse == 1 || bytes.len() > REUSE_MAX_BYTES {
-            run_child(
-                &self.program,
-                &args,
-                format,
-                content_type,
-                bytes,
-                &self.limits,
-            )
-            .await
+        let reused = if self.reuse == 1 || bytes.len() > REUSE_MAX_BYTES {
+            Reused::Again
         } else {
-            match self.parse_reused(format, content_type, bytes).await {
-                Reused::Done(result) => result,
-                // Decided in a fresh child, as if it had been alone.
-                Reused::Again => {
-                    run_child(
-                        &self.program,
-                        &args,
-                        format,
-                        content_type,
-                        bytes,
-                        &self.limits,
-                    )
-                    .await
-                }
+            self.parse_reused(format, content_type, bytes).await
+        };
+        let result = match reused {
+            Reused::Done(result) => result,
+            // Too large to share a child, reuse off, or undecided in a
+            // reused child: a fresh child, as if it were alone.
+            Reused::Again => {
+                run_child(
+                    &self.program,
+                    &args,
+                    format,
+                    content_type,
+                    bytes,
+                    &self.limits,
+                )
+                .await
             }
         };
         match result {

@@ -21,7 +21,7 @@ use super::feed_id::FeedId;
 use super::query::{self, SearchOutcome};
 use super::schema::{Fields, SCHEMA_VERSION, doc_key, register_tokenizer};
 use super::store::{DocRecord, StoredChunk};
-use crate::text::{Analyzer, TermCache};
+use crate::text::{Analyzer, TermCaches};
 
 /// Indexing memory of the writer; tantivy flushes a segment when its
 /// share fills, so this bounds memory, not document size.
@@ -55,7 +55,7 @@ pub struct Replica {
     /// Analysed words, one cache per analysis thread, kept from batch to
     /// batch: a follower applies a few documents at a time, and a cache
     /// that starts cold each time stems nearly every word again.
-    caches: Mutex<Vec<TermCache>>,
+    caches: TermCaches,
     /// The feed position the searchable index reflects; `None` while it
     /// has never been built.
     position: watch::Sender<Option<FeedId>>,
@@ -124,7 +124,7 @@ impl Replica {
             writer: Mutex::new(writer),
             fields,
             analyzer,
-            caches: Mutex::new(Vec::new()),
+            caches: TermCaches::default(),
             position: watch::channel(position).0,
             _temp: temp,
         })
@@ -201,12 +201,7 @@ impl Replica {
         let per = work.len().div_ceil(threads).max(1);
         let writer_ref: &IndexWriter<TantivyDocument> = &writer;
         let index_part = |part: &[(&str, u64, &DocRecord, &StoredChunk)]| {
-            let mut cache = self
-                .caches
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .pop()
-                .unwrap_or_default();
+            let mut cache = self.caches.take();
             let added = part.iter().try_for_each(|&(id, key, record, chunk)| {
                 let doc = self
                     .fields
@@ -214,10 +209,7 @@ impl Replica {
                 writer_ref.add_document(doc)?;
                 Ok::<(), SearchError>(())
             });
-            self.caches
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(cache);
+            self.caches.give_back(cache);
             added
         };
         if threads == 1 {
