@@ -502,28 +502,6 @@ async fn soak_steady_load_with_worker_kills_and_a_redis_restart() {
     }
 }
 
-/// Keeps Redis busy in a script for `ms` milliseconds (every other client
-/// gets `BUSY` meanwhile, once `busy-reply-threshold` has passed).
-fn busy_script(redis: &TestRedis, ms: u64) -> std::thread::JoinHandle<()> {
-    let client = redis.client();
-    std::thread::spawn(move || {
-        let mut conn = client
-            .get_connection()
-            .expect("connection for the busy script");
-        let _: i64 = redis::Script::new(
-            r"
-local function now() local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000) end
-local start = now()
-while now() - start < tonumber(ARGV[1]) do end
-return 1
-",
-        )
-        .arg(ms)
-        .invoke(&mut conn)
-        .expect("busy script runs");
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_busy_with_a_script_while_indexing_answers_503_never_500_and_the_document_lands() {
     let redis = TestRedis::start();
@@ -533,18 +511,6 @@ async fn redis_busy_with_a_script_while_indexing_answers_503_never_500_and_the_d
     })
     .await;
     let worker = spawn_worker(app.services.clone()).await;
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("busy-reply-threshold")
-        .arg(20)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let admin = |request: reqwest::RequestBuilder| request.bearer_auth(testkit::TEST_ADMIN_KEY);
 
     // A document of a few hundred chunks: stored in several pieces, so
@@ -563,7 +529,7 @@ async fn redis_busy_with_a_script_while_indexing_answers_503_never_500_and_the_d
         .unwrap()
         .to_owned();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let busy = busy_script(&redis, 2_000);
+    let busy = redis.busy_for(2_000);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let mut statuses = Vec::new();

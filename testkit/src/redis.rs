@@ -91,6 +91,36 @@ impl TestRedis {
             .expect("testkit: a redis:// URL we built ourselves must parse")
     }
 
+    /// Keeps the server busy in a script for `ms` milliseconds, on a
+    /// thread of its own: every other client gets `BUSY` meanwhile (the
+    /// `busy-reply-threshold` is set to 20 ms first). Join the handle to
+    /// wait for the script's end.
+    pub fn busy_for(&self, ms: u64) -> std::thread::JoinHandle<()> {
+        let mut conn = self
+            .client()
+            .get_connection()
+            .expect("testkit: connection for the busy script");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("busy-reply-threshold")
+            .arg(20)
+            .query(&mut conn)
+            .expect("testkit: CONFIG SET busy-reply-threshold");
+        std::thread::spawn(move || {
+            let _: i64 = redis::Script::new(
+                r"
+local function now() local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000) end
+local start = now()
+while now() - start < tonumber(ARGV[1]) do end
+return 1
+",
+            )
+            .arg(ms)
+            .invoke(&mut conn)
+            .expect("testkit: busy script runs");
+        })
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))

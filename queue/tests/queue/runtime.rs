@@ -288,27 +288,6 @@ async fn two_runners_share_a_backlog_and_run_each_job_once_in_total() {
     );
 }
 
-/// Keeps Redis busy with a script for `ms` (every other client gets BUSY).
-fn busy_script(redis: &TestRedis, ms: u64) -> std::thread::JoinHandle<()> {
-    let client = redis.client();
-    std::thread::spawn(move || {
-        let mut conn = client
-            .get_connection()
-            .expect("connection for the busy script");
-        let _: i64 = redis::Script::new(
-            r"
-local function now() local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000) end
-local start = now()
-while now() - start < tonumber(ARGV[1]) do end
-return 1
-",
-        )
-        .arg(ms)
-        .invoke(&mut conn)
-        .expect("busy script runs");
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_started_while_redis_is_busy_creates_its_group_later_and_runs_jobs() {
     // Given Redis busy with a script when the runner starts, long enough
@@ -317,19 +296,7 @@ async fn a_runner_started_while_redis_is_busy_creates_its_group_later_and_runs_j
     let redis = TestRedis::start();
     let mut settings = TestQueue::new(&redis);
     settings.runner.visibility_timeout = Duration::from_millis(400);
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("busy-reply-threshold")
-        .arg(20)
-        .query_async(&mut conn)
-        .await
-        .expect("config set");
-    let busy = busy_script(&redis, 3_000);
+    let busy = redis.busy_for(3_000);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let tally = Arc::new(Tally::default());
     let handler = TestHandler::new(&tally, Act::Succeed);
