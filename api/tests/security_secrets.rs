@@ -7,7 +7,7 @@
 //! the registration that generated a secret, which shows it once).
 //!
 //! Constant-time comparison cannot be proven by a test; see
-//! docs/RELIABILITY-security.md for where it is done in code.
+//! docs/RELIABILITY.md for where it is done in code.
 
 use std::net::TcpListener;
 

@@ -784,7 +784,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
-/// Capped exponential backoff for reconnect-style retries.
+/// Capped exponential backoff for reconnect-style retries, with half of
+/// each delay random: every worker loses Redis at the same moment, and
+/// without jitter they would all come back in lock-step.
 #[derive(Default)]
 struct Backoff {
     attempts: u32,
@@ -797,10 +799,35 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let exp = self.attempts.min(10);
         self.attempts = self.attempts.saturating_add(1);
-        (Self::BASE * 2u32.pow(exp)).min(Self::CAP)
+        let full = (Self::BASE * 2u32.pow(exp)).min(Self::CAP);
+        full / 2 + full.mul_f64(rand::random::<f64>() / 2.0)
     }
 
     fn reset(&mut self) {
         self.attempts = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_grow_to_the_cap_with_half_of_each_random() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..14).map(|_| backoff.next()).collect();
+        for (n, delay) in delays.iter().enumerate() {
+            let full = (Backoff::BASE * 2u32.pow(n.min(10) as u32)).min(Backoff::CAP);
+            assert!(
+                *delay >= full / 2 && *delay <= full,
+                "attempt {n}: {delay:?}"
+            );
+        }
+        // Two workers starting together do not keep the same schedule.
+        let mut other = Backoff::default();
+        let others: Vec<Duration> = (0..14).map(|_| other.next()).collect();
+        assert_ne!(delays, others);
+        backoff.reset();
+        assert!(backoff.next() <= Backoff::BASE);
     }
 }

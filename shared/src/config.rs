@@ -48,6 +48,7 @@ pub struct Settings {
     pub qdrant: QdrantSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub worker: WorkerSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -180,6 +181,14 @@ pub struct QueueSettings {
     pub promote_batch: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Touched every few seconds while the worker's runtime is responsive,
+    /// for a container health check; empty: none.
+    pub heartbeat_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

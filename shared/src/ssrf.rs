@@ -138,6 +138,13 @@ static BLOCKED_RANGES: &[(IpNet, Verdict)] = &[
         v4(198, 18, 0, 0, 15),
         block("benchmarking", "a benchmarking address (RFC 2544)"),
     ),
+    (
+        v4(192, 88, 99, 0, 24),
+        block(
+            "6to4 relay anycast",
+            "a deprecated 6to4 relay anycast address (RFC 7526)",
+        ),
+    ),
     (v4(192, 0, 2, 0, 24), DOC_V4),
     (v4(198, 51, 100, 0, 24), DOC_V4),
     (v4(203, 0, 113, 0, 24), DOC_V4),
@@ -205,6 +212,14 @@ static BLOCKED_RANGES: &[(IpNet, Verdict)] = &[
     (
         v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
         block("documentation", "a documentation address (RFC 3849)"),
+    ),
+    (
+        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        block("documentation", "a documentation address (RFC 9637)"),
+    ),
+    (
+        v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48),
+        block("benchmarking", "a benchmarking address (RFC 5180)"),
     ),
 ];
 
@@ -672,6 +687,11 @@ mod tests {
         ("198.51.100.1", "documentation"),
         ("203.0.113.1", "documentation"),
         ("2001:db8::1", "documentation"),
+        ("3fff::1", "documentation"),
+        ("3fff:fff:ffff::1", "documentation"),
+        ("2001:2::1", "benchmarking"),
+        ("2001:2:0:ffff::1", "benchmarking"),
+        ("192.88.99.1", "6to4 relay anycast"),
         ("192.0.0.8", "IETF protocol assignments"),
         ("fc00::1", "unique-local"),
         ("fd12:3456::1", "unique-local"),
@@ -716,6 +736,10 @@ mod tests {
             "::ffff:93.184.216.34",
             "64:ff9b::93.184.216.34",
             "2002:5db8:d822::1",
+            // Just outside the newest table rows.
+            "192.88.100.1",
+            "3fff:1000::1",
+            "2001:3::1",
         ] {
             assert_eq!(open().check_ip(ip(addr)), Ok(()), "{addr}");
         }

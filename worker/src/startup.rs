@@ -166,6 +166,7 @@ pub async fn run_with_parser(
         report_replica(&services, &consumer, stop.clone()),
         ingest.run(stop.clone()),
         session.run(stop.clone()),
+        heartbeat(settings.worker.heartbeat_file.clone(), stop.clone()),
         sweep_idle(services.sessions.clone(), sweep_every, stop),
     );
     tracing::info!(consumer, "worker stopped");
@@ -189,6 +190,25 @@ async fn answer_chats_once_caught_up(
         tracing::info!(position = ?search.replica().position(), "search replica caught up; answering chats");
     }
     chat.run(stop).await;
+}
+
+/// Touches `file` while this runtime keeps scheduling tasks, so a container
+/// health check can tell a hung worker from a live one by the file's age.
+async fn heartbeat(file: Option<std::path::PathBuf>, stop: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let Some(file) = file else {
+        return;
+    };
+    loop {
+        let stamp = chrono::Utc::now().to_rfc3339();
+        if let Err(e) = tokio::fs::write(&file, stamp).await {
+            tracing::warn!(file = %file.display(), error = %e, "could not write the heartbeat file");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Reports where this worker's search replica stands, for the API's

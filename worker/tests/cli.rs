@@ -22,3 +22,31 @@ fn a_bad_setting_stops_the_binary_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("queue.visibility_timeout"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_worker_keeps_its_heartbeat_file_fresh_while_it_runs() {
+    let redis = testkit::TestRedis::start();
+    let settings = testkit::test_settings(&redis.url());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("alive");
+    let mut env = testkit::settings_env(&settings);
+    env.push((
+        "SUPPORTRAG__WORKER__HEARTBEAT_FILE".to_owned(),
+        file.display().to_string(),
+    ));
+    let mut worker = testkit::WorkerProcess::spawn(env!("CARGO_BIN_EXE_supportrag-worker"), &env);
+
+    let first = testkit::wait_until("the first heartbeat", testkit::PATIENCE, || async {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .await;
+    // A second, different stamp shows a loop, not a one-off write at start.
+    testkit::wait_until("a later heartbeat", testkit::PATIENCE, || async {
+        std::fs::read_to_string(&file).ok().filter(|s| *s != first)
+    })
+    .await;
+    assert!(worker.is_running());
+    worker.terminate();
+}
