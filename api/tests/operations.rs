@@ -96,9 +96,32 @@ async fn metrics_and_queue_depths_cover_the_whole_system() {
         "supportrag_queue_jobs{queue=\"deliver\",state=\"dead\"} 0",
         "supportrag_delivery_latency_seconds_count 3",
         "http_requests_total",
+        "supportrag_build_info{component=\"api\",version=",
+        "process_resident_memory_bytes",
     ] {
         assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
     }
+    // Per instance and cluster-wide apart, so several API instances can be
+    // scraped without adding up the cluster's figures.
+    let instance = app
+        .send(app.admin(Method::GET, "/metrics?scope=instance"))
+        .await;
+    let instance = instance.body.as_str().unwrap_or_default();
+    assert!(instance.contains("http_requests_total"), "{instance}");
+    assert!(!instance.contains("supportrag_queue_jobs"), "{instance}");
+    let cluster = app
+        .send(app.admin(Method::GET, "/metrics?scope=cluster"))
+        .await;
+    let cluster = cluster.body.as_str().unwrap_or_default();
+    assert!(
+        cluster.contains("supportrag_queue_jobs{queue=\"deliver\""),
+        "{cluster}"
+    );
+    assert!(!cluster.contains("http_requests_total"), "{cluster}");
+    let wrong = app
+        .send(app.admin(Method::GET, "/metrics?scope=everything"))
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
     worker.shutdown().await;
 }
 

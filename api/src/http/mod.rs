@@ -12,6 +12,8 @@ pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod openapi;
+pub mod panic;
+pub mod reference;
 pub mod throttle;
 pub mod trace;
 
@@ -20,9 +22,10 @@ mod tests;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 
 use crate::http::body::{BodyPolicy, screen_body};
+use crate::http::panic::catch_panics;
 use crate::http::trace::{HttpMetrics, trace_requests};
 
 /// Wraps every route of `router` in the request-wide layers.
@@ -30,7 +33,7 @@ use crate::http::trace::{HttpMetrics, trace_requests};
 /// Call it last, after all routes (including admin sub-routers that carry
 /// their own auth `route_layer`) are in place: axum only layers routes that
 /// exist at that point. The resulting order, outermost first, is
-/// trace → body screening (declared size, media type) → (auth, per
+/// trace → panic catcher → body screening (declared size, media type) → (auth, per
 /// sub-router) → body reading and budget ([`body::buffered`], per
 /// sub-router) → handler, which is what gives 413/415 precedence over 401,
 /// 401 over the handler's 400/422, and means no body is read for a caller
@@ -45,5 +48,6 @@ where
         // the largest limit, for a route that would read its body itself.
         .layer(DefaultBodyLimit::max(body.largest_limit()))
         .layer(from_fn_with_state(body, screen_body))
+        .layer(from_fn(catch_panics))
         .layer(from_fn_with_state(metrics, trace_requests))
 }

@@ -26,6 +26,7 @@ use crate::http::auth::{AdminAuth, require_admin};
 use crate::http::body::buffered;
 use crate::http::envelope::{Meta, PageMeta};
 use crate::http::error::{ErrorBody, ErrorEnvelope, ErrorMeta};
+use crate::http::reference;
 
 /// Name of the security scheme admin operations refer to.
 pub const ADMIN_SECURITY_SCHEME: &str = "admin_key";
@@ -129,7 +130,8 @@ pub async fn serve_openapi(State(doc): State<OpenApiJson>) -> Response {
 }
 
 /// Splits the documented router into the axum router and the document, and
-/// adds `GET /openapi.json` serving that document.
+/// adds `GET /openapi.json` serving that document and the interactive
+/// reference that renders it.
 pub fn finish<S>(
     router: OpenApiRouter<S>,
 ) -> Result<(Router<S>, utoipa::openapi::OpenApi), serde_json::Error>
@@ -143,7 +145,7 @@ where
     let docs = Router::new()
         .route(OPENAPI_PATH, get(serve_openapi))
         .with_state(json);
-    Ok((router.merge(docs), doc))
+    Ok((router.merge(docs).merge(reference::routes()), doc))
 }
 
 /// Handlers document what they return (`body = Thing`), but every 2xx JSON

@@ -105,6 +105,10 @@ async fn search(Query(search): Query<Search>) -> Data<u32> {
     Data(search.min)
 }
 
+async fn panics() -> Data<()> {
+    panic!("a handler bug")
+}
+
 async fn boom() -> Result<Data<()>, ApiError> {
     Err(ApiError::internal("db connect failed: password=hunter2"))
 }
@@ -128,6 +132,7 @@ fn app() -> App {
         .routes(routes!(list_things))
         .route("/search", axum::routing::get(search))
         .route("/boom", axum::routing::get(boom))
+        .route("/panic", axum::routing::get(panics))
         .nest("/admin", admin);
     let (router, _doc) = finish(documented).unwrap();
     let policy = BodyPolicy {
@@ -206,6 +211,42 @@ async fn error_envelope_has_code_message_trace_and_hides_internals() {
     assert_eq!(body["meta"]["trace_id"], "client-trace.42");
     assert!(body["error"].get("details").is_none());
     assert!(!body.to_string().contains("hunter2"), "{body}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_the_500_envelope_and_the_next_request_is_served() {
+    let app = app();
+    let res = send(&app, get("/panic")).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let trace = res.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let body = json_of(res).await;
+    assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+    assert_eq!(body["meta"]["trace_id"], trace);
+    assert!(!body.to_string().contains("a handler bug"), "{body}");
+    assert_eq!(send(&app, get("/health")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_interactive_reference_is_served_with_a_strict_policy() {
+    let app = app();
+    let page = send(&app, get("/api/v1/docs")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        header_of(&page, "content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let policy = header_of(&page, "content-security-policy")
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let script = send(&app, get("/api/v1/docs/app.js")).await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(
+        header_of(&script, "content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
 }
 
 #[tokio::test]

@@ -97,6 +97,27 @@ pub struct HttpMetrics {
     duration: HistogramVec,
 }
 
+/// `process_*` (CPU, memory, open files; Linux only) and
+/// `supportrag_build_info`, so a dashboard can tell instances and versions
+/// apart.
+fn register_process_metrics(registry: &Registry) -> Result<(), prometheus::Error> {
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let info = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "supportrag_build_info",
+            "Always 1; the labels say which build this instance runs.",
+        ),
+        &["version", "component"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), "api"])
+        .set(1);
+    registry.register(Box::new(info))?;
+    Ok(())
+}
+
 impl HttpMetrics {
     /// Creates the metrics and registers them in `registry`; fails if they
     /// are already registered there.
@@ -114,6 +135,7 @@ impl HttpMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        register_process_metrics(registry)?;
         Ok(Self { requests, duration })
     }
 

@@ -8,12 +8,13 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use queue::QueueDepth;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::chat_stats::{ChatCounts, Rating, TurnOutcome};
+use shared::deliveries::LatencyHistogram;
 use shared::jobs::ALL_QUEUES;
 use utoipa::ToSchema;
 
-use crate::http::envelope::Data;
+use crate::http::envelope::{Data, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 
@@ -164,51 +165,59 @@ async fn depths(state: &AppState) -> Result<Vec<QueueDepth>, ApiError> {
     Ok(queues)
 }
 
-/// Prometheus metrics: this process's HTTP metrics, and the queue,
+/// Which metrics a scrape wants. The cluster-wide figures live in Redis and
+/// are the same on every API instance, so with several instances scrape
+/// them from one (`?scope=cluster`) and the rest per instance
+/// (`?scope=instance`), or they add up to a multiple of the truth.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    All,
+    Instance,
+    Cluster,
+}
+
+#[derive(Deserialize)]
+pub struct MetricsQuery {
+    #[serde(default)]
+    scope: Scope,
+}
+
+/// Prometheus metrics. Per instance: this process's HTTP metrics, process
+/// figures, build info and its own search replica. Cluster-wide: the queue,
 /// delivery and chat figures of the whole system (kept in Redis by every
-/// worker).
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// worker) and each worker's search replica.
+pub async fn metrics(
+    State(state): State<AppState>,
+    Query(query): Query<MetricsQuery>,
+) -> Result<Response, ApiError> {
     let mut out = String::new();
-    let encoder = prometheus::TextEncoder::new();
-    encoder
-        .encode_utf8(&state.registry.gather(), &mut out)
-        .map_err(ApiError::internal)?;
-    render_queues(&mut out, &depths(&state).await?);
-    let chat = state
-        .services
-        .chat_stats
-        .read()
-        .await
-        .map_err(queue::QueueError::Redis)?;
-    render_chat(&mut out, &chat);
-    render_replicas(&mut out, &state).await?;
-    let latency = state.services.deliveries.latency_histogram().await?;
-    let _ = writeln!(
-        out,
-        "# HELP supportrag_delivery_latency_seconds Duration of delivery attempts, all workers."
-    );
-    let _ = writeln!(out, "# TYPE supportrag_delivery_latency_seconds histogram");
-    for (bound, count) in &latency.buckets {
-        let _ = writeln!(
-            out,
-            "supportrag_delivery_latency_seconds_bucket{{le=\"{bound}\"}} {count}"
-        );
+    if query.scope != Scope::Cluster {
+        prometheus::TextEncoder::new()
+            .encode_utf8(&state.registry.gather(), &mut out)
+            .map_err(ApiError::internal)?;
     }
-    let _ = writeln!(
-        out,
-        "supportrag_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        latency.count
-    );
-    let _ = writeln!(
-        out,
-        "supportrag_delivery_latency_seconds_sum {}",
-        latency.sum_seconds
-    );
-    let _ = writeln!(
-        out,
-        "supportrag_delivery_latency_seconds_count {}",
-        latency.count
-    );
+    let mut replicas = Vec::new();
+    if query.scope != Scope::Cluster {
+        replicas.extend(own_replica(&state).await?);
+    }
+    if query.scope != Scope::Instance {
+        render_queues(&mut out, &depths(&state).await?);
+        let chat = state
+            .services
+            .chat_stats
+            .read()
+            .await
+            .map_err(queue::QueueError::Redis)?;
+        render_chat(&mut out, &chat);
+        render_delivery_latency(
+            &mut out,
+            &state.services.deliveries.latency_histogram().await?,
+        );
+        replicas.extend(worker_replicas(&state).await?);
+    }
+    render_replicas(&mut out, &replicas);
     Ok((
         StatusCode::OK,
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -217,18 +226,38 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         .into_response())
 }
 
-/// Search replica lag: this process's, and each worker's last report.
-async fn render_replicas(out: &mut String, state: &AppState) -> Result<(), ApiError> {
-    let mut replicas = Vec::new();
-    if let Some(search) = &state.services.search {
-        let status = search.status().await.map_err(replica_error)?;
-        replicas.push((
-            "api".to_owned(),
-            status.lag.entries as u64,
-            status.lag.ms,
-            status.chunks,
-        ));
+fn render_delivery_latency(out: &mut String, latency: &LatencyHistogram) {
+    let name = "supportrag_delivery_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Duration of delivery attempts, all workers (cluster-wide)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, count) in &latency.buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
     }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", latency.count);
+    let _ = writeln!(out, "{name}_sum {}", latency.sum_seconds);
+    let _ = writeln!(out, "{name}_count {}", latency.count);
+}
+
+/// One search replica's figures: name, lag in entries, lag in ms, chunks.
+type ReplicaRow = (String, u64, u64, u64);
+
+async fn own_replica(state: &AppState) -> Result<Option<ReplicaRow>, ApiError> {
+    let Some(search) = &state.services.search else {
+        return Ok(None);
+    };
+    let status = search.status().await.map_err(replica_error)?;
+    Ok(Some((
+        "api".to_owned(),
+        status.lag.entries as u64,
+        status.lag.ms,
+        status.chunks,
+    )))
+}
+
+async fn worker_replicas(state: &AppState) -> Result<Vec<ReplicaRow>, ApiError> {
     let reports = state
         .services
         .replica_reports
@@ -241,14 +270,19 @@ async fn render_replicas(out: &mut String, state: &AppState) -> Result<(), ApiEr
                 ApiError::internal(e)
             }
         })?;
-    for (worker, r) in reports {
-        replicas.push((worker, r.lag_entries, r.lag_ms, r.chunks));
-    }
+    Ok(reports
+        .into_iter()
+        .map(|(worker, r)| (worker, r.lag_entries, r.lag_ms, r.chunks))
+        .collect())
+}
+
+/// Search replica lag: this process's, and each worker's last report.
+fn render_replicas(out: &mut String, replicas: &[ReplicaRow]) {
     for (name, help, pick) in [
         (
             "supportrag_search_replica_lag_entries",
             "Change-feed entries a search replica has not applied yet (counted up to 10000).",
-            (|r: &(String, u64, u64, u64)| r.1 as f64) as fn(&(String, u64, u64, u64)) -> f64,
+            (|r: &ReplicaRow| r.1 as f64) as fn(&ReplicaRow) -> f64,
         ),
         (
             "supportrag_search_replica_lag_seconds",
@@ -263,7 +297,7 @@ async fn render_replicas(out: &mut String, state: &AppState) -> Result<(), ApiEr
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
-        for r in &replicas {
+        for r in replicas {
             let _ = writeln!(
                 out,
                 "{name}{{replica=\"{}\"}} {}",
@@ -272,7 +306,6 @@ async fn render_replicas(out: &mut String, state: &AppState) -> Result<(), ApiEr
             );
         }
     }
-    Ok(())
 }
 
 /// A worker that has not reported for this long has stopped.
