@@ -16,12 +16,25 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/supportrag-target}"
 export SUPPORTRAG_NODE_MODULES="${SUPPORTRAG_NODE_MODULES:-$HOME/.cache/supportrag-node/node_modules}"
 
-for tool in redis-server node npm; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "test.sh: $tool is required (Debian: apt-get install -y redis-server nodejs npm)" >&2
-    exit 1
-  fi
-done
+# Every missing prerequisite at once, before a long cargo run, with the one
+# line that installs them.
+missing=()
+command -v cargo >/dev/null || { echo "test.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+command -v cc >/dev/null || missing+=(gcc)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v curl >/dev/null || missing+=(curl)
+if [ -z "${SKIP_SCHEMATHESIS:-}" ] && ! command -v st >/dev/null; then
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: missing prerequisites; install them with:" >&2
+  echo "  sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
 if [ ! -f /usr/share/dictd/mueller7.index ]; then
   echo "test.sh: no RU<->EN dictionary; the real-dictionary test will skip (Debian: apt-get install -y mueller7-dict)" >&2
 fi
