@@ -26,6 +26,7 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ -z "${SKIP_SCHEMATHESIS:-}" ] && ! command -v st >/dev/null; then
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)

@@ -546,3 +546,38 @@ async fn a_filter_matching_far_back_costs_bounded_pages_and_still_reaches_its_ma
     assert_eq!(totals.len(), 3, "1,000 deliveries examined per page");
     assert_eq!(totals.last(), Some(&2));
 }
+
+/// Managed Redis is often reachable over TLS only, with client
+/// certificates: the API and a worker work through `rediss://`.
+#[tokio::test]
+async fn over_rediss_with_client_certificates_a_test_event_is_delivered() {
+    let redis = testkit::TestRedis::start();
+    let tls = redis.enable_tls(true);
+    let tls_settings = |s: &mut shared::config::Settings| {
+        s.redis.url = shared::config::RedisUrl::parse(&tls.url).expect("rediss URL");
+        s.redis.tls_ca_file = Some(tls.ca.clone());
+        s.redis.tls_cert_file = Some(tls.cert.clone());
+        s.redis.tls_key_file = Some(tls.key.clone());
+    };
+    // Without a client certificate the server refuses the connection.
+    let mut anonymous = testkit::test_settings(&tls.url);
+    anonymous.redis.tls_ca_file = Some(tls.ca.clone());
+    let client = shared::redis_conn::client(&anonymous.redis).expect("client");
+    assert!(client.get_multiplexed_async_connection().await.is_err());
+
+    let app = common::spawn_app_on(
+        redis,
+        tls_settings,
+        std::sync::Arc::new(shared::ssrf::SystemResolver),
+    )
+    .await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let id = app.register(&receiver.url(), &["*"], SECRET).await;
+    let queued = app
+        .send(app.admin(Method::POST, &format!("/api/v1/webhooks/{id}/test")))
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.body);
+    receiver.wait_for(1, PATIENCE).await;
+    worker.shutdown().await;
+}

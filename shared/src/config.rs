@@ -85,6 +85,16 @@ pub struct RedisSettings {
     /// Start even when Redis' `maxmemory-policy` may evict keys (queued
     /// jobs among them). Off: such a Redis is refused at start.
     pub allow_eviction: bool,
+    /// For `rediss://`: the CA that signed the server's certificate (PEM);
+    /// unset, the system's roots are trusted.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// For `rediss://` with client authentication (`tls-auth-clients`):
+    /// this client's certificate and key (PEM). Both or neither.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Shortest admin key accepted: anything shorter is guessable offline or
@@ -427,6 +437,11 @@ impl Settings {
             "must be greater than zero",
         )?;
         rule(
+            self.redis.tls_cert_file.is_some() == self.redis.tls_key_file.is_some(),
+            "redis.tls_cert_file",
+            "a client certificate needs its key (redis.tls_key_file), and a key its certificate",
+        )?;
+        rule(
             !self.server.header_read_timeout.is_zero(),
             "server.header_read_timeout",
             "must be greater than zero",
@@ -658,6 +673,10 @@ impl RedisUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
     }
 }
 

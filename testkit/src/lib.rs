@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 pub use file_server::{FileServer, Served, spawn_file_server};
 pub use processes::{WorkerProcess, settings_env};
 pub use receiver::{Behaviour, Receiver, Recorded, spawn_receiver};
-pub use redis::TestRedis;
+pub use redis::{RedisTls, TestRedis};
 pub use replica::TestReplica;
 pub use settings::{TEST_ADMIN_KEY, test_settings};
 pub use verifier::{JsVerifier, spawn_js_verifier, spawn_js_verifier_failing_first};

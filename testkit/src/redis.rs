@@ -121,6 +121,118 @@ return 1
         })
     }
 
+    /// Opens a TLS port beside the plain one (`CONFIG SET tls-*`), with a
+    /// fresh CA, a server certificate for 127.0.0.1 and a client
+    /// certificate made by the `openssl` command. With
+    /// `require_client_certs`, clients without a certificate from that CA
+    /// are refused (`tls-auth-clients yes`).
+    pub fn enable_tls(&self, require_client_certs: bool) -> RedisTls {
+        let dir = tempfile::Builder::new()
+            .prefix("supportrag-tls-")
+            .tempdir()
+            .expect("testkit: temporary directory for certificates");
+        let d = dir.path();
+        // Extensions make both certificates X.509 v3, the only version
+        // rustls accepts.
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("testkit: write the server certificate extensions");
+        std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+            .expect("testkit: write the client certificate extensions");
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=supportrag test CA",
+            ],
+        );
+        for name in ["server", "client"] {
+            let (key, csr, pem, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                ],
+            );
+        }
+        let port = free_port();
+        let mut conn = self
+            .client()
+            .get_connection()
+            .expect("testkit: connection to enable TLS");
+        let auth = if require_client_certs { "yes" } else { "no" };
+        for (name, value) in [
+            ("tls-cert-file", d.join("server.pem").display().to_string()),
+            ("tls-key-file", d.join("server.key").display().to_string()),
+            ("tls-ca-cert-file", d.join("ca.pem").display().to_string()),
+            ("tls-auth-clients", auth.to_owned()),
+            ("tls-port", port.to_string()),
+        ] {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(&value)
+                .query(&mut conn)
+                .unwrap_or_else(|e| {
+                    panic!("testkit: CONFIG SET {name}: {e} (is redis-server built with TLS?)")
+                });
+        }
+        RedisTls {
+            url: format!("rediss://127.0.0.1:{port}/"),
+            ca: d.join("ca.pem"),
+            cert: d.join("client.pem"),
+            key: d.join("client.key"),
+            _dir: dir,
+        }
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
@@ -205,6 +317,29 @@ fn log_path(dir: &Path) -> PathBuf {
 }
 
 /// A port the OS just gave us on loopback, never 6379.
+/// A TLS port of a [`TestRedis`] and the files a client needs for it.
+pub struct RedisTls {
+    pub url: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: TempDir,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("testkit: the openssl command is needed for TLS tests (Debian: apt-get install -y openssl)");
+    assert!(
+        output.status.success(),
+        "testkit: openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn free_port() -> u16 {
     loop {
         let listener = TcpListener::bind("127.0.0.1:0")

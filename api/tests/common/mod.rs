@@ -40,7 +40,15 @@ pub async fn spawn_app_resolving(
     adjust: impl FnOnce(&mut Settings),
     resolver: Arc<dyn NameResolver>,
 ) -> TestApp {
-    let redis = TestRedis::start();
+    spawn_app_on(TestRedis::start(), adjust, resolver).await
+}
+
+/// As [`spawn_app_with`], on a Redis the test prepared (e.g. with TLS).
+pub async fn spawn_app_on(
+    redis: TestRedis,
+    adjust: impl FnOnce(&mut Settings),
+    resolver: Arc<dyn NameResolver>,
+) -> TestApp {
     let mut settings = test_settings(&redis.url());
     settings.server.bind = "127.0.0.1:0".parse().expect("literal address");
     settings.server.body_limit = shared::config::ByteSize(64 * 1024);
