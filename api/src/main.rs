@@ -17,7 +17,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Args::parse().config.load()?;
-    shared::telemetry::init(&settings.log);
+    let _telemetry = shared::telemetry::init(&settings.log, &settings.telemetry, "supportrag-api")?;
     let keys = admin_keys(&settings.auth.admin_keys);
     let app = Application::build(Services::connect(settings)?, keys).await?;
     tracing::info!(addr = %app.local_addr()?, "API listening");

@@ -218,3 +218,102 @@ async fn readiness_and_metrics_show_each_search_replica() {
     }
     worker.shutdown().await;
 }
+
+/// One trace, followed in a tracing tool: a signed incoming message, its
+/// chat job (the RAG step) and the deliveries of what it produced share the
+/// caller's W3C trace id in the spans exported over OTLP, and receivers get
+/// it in `traceparent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_message_its_job_and_its_deliveries_form_one_exported_trace() {
+    use shared::signing::{Secret, sign_incoming_timestamped};
+
+    let collector = spawn_receiver(Behaviour::AlwaysOk).await;
+    let telemetry = shared::config::TelemetrySettings {
+        otlp_endpoint: Some(
+            url::Url::parse(&format!("http://{}", collector.addr())).expect("collector URL"),
+        ),
+    };
+    let defaults = shared::config::Settings::defaults().expect("defaults");
+    let guard = shared::telemetry::init(&defaults.log, &telemetry, "supportrag-test")
+        .expect("telemetry starts");
+    let app = spawn_app().await;
+    let worker = spawn_worker(app.services.clone()).await;
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    let secret = "otel_test_secret_0123456789";
+    let id = app.register(&receiver.url(), &["*"], secret).await;
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = serde_json::to_vec(&serde_json::json!({
+        "event_type": "message.received",
+        "timestamp": "2025-01-09T12:00:00Z",
+        "source": "slack",
+        "data": {"user_id": "U1", "message": "How do I reset my password?",
+                 "external_message_id": "m1"},
+    }))
+    .expect("JSON");
+    let now = chrono::Utc::now().timestamp();
+    let signature = sign_incoming_timestamped(&Secret::parse(secret).expect("secret"), now, &body);
+    let reply = app
+        .send(
+            app.http
+                .post(app.url("/api/v1/webhooks/incoming/message"))
+                .header("Content-Type", "application/json")
+                .header("X-Webhook-ID", &id)
+                .header("X-Webhook-Timestamp", now.to_string())
+                .header("X-Webhook-Signature", signature)
+                .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+                .body(body),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+
+    let delivered = receiver.wait_for(1, PATIENCE).await;
+    let parent = delivered[0]
+        .header("traceparent")
+        .expect("traceparent sent");
+    assert!(parent.starts_with(&format!("00-{trace}-")), "{parent}");
+
+    // Spans are exported in batches (every few seconds).
+    let spans = wait_until("the trace's spans at the collector", PATIENCE, || async {
+        let spans: Vec<(String, Option<String>)> = collector
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/traces")
+            .flat_map(|r| exported_spans(&r.json(), trace))
+            .collect();
+        let has = |name: &str, queue: Option<&str>| {
+            spans
+                .iter()
+                .any(|(n, q)| n == name && q.as_deref() == queue)
+        };
+        (has("http_request", None) && has("job", Some("chat")) && has("job", Some("deliver")))
+            .then_some(spans)
+    })
+    .await;
+    assert!(spans.len() >= 3, "{spans:?}");
+    worker.shutdown().await;
+    drop(guard);
+}
+
+/// (span name, its `queue` attribute) of every exported span of `trace`.
+fn exported_spans(body: &serde_json::Value, trace: &str) -> Vec<(String, Option<String>)> {
+    let mut found = Vec::new();
+    for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+            for span in scope["spans"].as_array().into_iter().flatten() {
+                if span["traceId"].as_str() != Some(trace) {
+                    continue;
+                }
+                let queue = span["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["key"] == "queue")
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .map(str::to_owned);
+                found.push((span["name"].as_str().unwrap_or_default().to_owned(), queue));
+            }
+        }
+    }
+    found
+}

@@ -360,6 +360,9 @@ async fn run_one<H: Handler>(shared: &Shared<H>, fetched: Fetched) {
     let attempt = envelope.attempt.saturating_add(crashes).saturating_add(1);
     let span =
         info_span!("job", queue, job_id = %envelope.id, trace_id = %envelope.trace_id, attempt);
+    if let Some(hook) = JOB_SPAN_HOOK.get() {
+        hook(&span, &envelope.trace_id);
+    }
     async {
         if crashes > 0 && attempt > shared.policy.max_attempts() {
             let error = format!("worker stopped {crashes} time(s) while running this job (crashed or killed)");
@@ -782,6 +785,16 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Called with each job's span and trace id before the job runs: how the
+/// service joins the span to a distributed trace, without this crate
+/// knowing which tracing system that is.
+static JOB_SPAN_HOOK: std::sync::OnceLock<fn(&tracing::Span, &str)> = std::sync::OnceLock::new();
+
+/// Sets the job span hook for this process; the first call wins.
+pub fn set_job_span_hook(hook: fn(&tracing::Span, &str)) {
+    let _ = JOB_SPAN_HOOK.set(hook);
 }
 
 /// Capped exponential backoff for reconnect-style retries, with half of

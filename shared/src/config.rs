@@ -49,6 +49,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub worker: WorkerSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -191,6 +192,33 @@ pub struct QueueSettings {
     pub promote_batch: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`);
+    /// traces go to its `/v1/traces` as JSON. Unset: no export.
+    #[serde(default, deserialize_with = "optional_http_url")]
+    pub otlp_endpoint: Option<url::Url>,
+}
+
+/// An empty string means "unset", as environment overrides can only clear
+/// a setting that way.
+fn optional_http_url<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<url::Url>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let url = url::Url::parse(text.trim()).map_err(de::Error::custom)?;
+    match url.scheme() {
+        "http" | "https" => Ok(Some(url)),
+        other => Err(de::Error::custom(format!(
+            "{other}:// is not an http(s) URL"
+        ))),
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -232,7 +232,11 @@ impl Handler for DeliveryHandler {
         let Some(lane) = self.lanes.enter(&job.webhook_id).await else {
             return Outcome::Later(defer_delay());
         };
-        let headers = headers(&webhook, &job.event.event_id, attempt_number, &body);
+        let mut headers = headers(&webhook, &job.event.event_id, attempt_number, &body);
+        // The receiver can join its own trace to ours (W3C Trace Context).
+        if let Ok(value) = HeaderValue::from_str(&shared::telemetry::traceparent(&ctx.trace_id)) {
+            headers.insert(HeaderName::from_static("traceparent"), value);
+        }
         // "in progress" is written while the request is out rather than
         // before it: one Redis round trip less per delivery. The attempt's
         // own record below is written after both.

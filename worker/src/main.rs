@@ -37,7 +37,8 @@ fn main() -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?
         .block_on(async {
-            shared::telemetry::init(&settings.log);
+            let _telemetry =
+                shared::telemetry::init(&settings.log, &settings.telemetry, "supportrag-worker")?;
             worker::startup::run(Services::connect(settings)?, stop_on_signals()).await
         })?;
     Ok(ExitCode::SUCCESS)

@@ -169,6 +169,7 @@ pub async fn trace_requests(
     let path = route.clone().unwrap_or_else(|| req.uri().path().to_owned());
     let span =
         tracing::info_span!("http_request", trace_id = %trace_id, method = %method, path = %path);
+    shared::telemetry::adopt_trace(&span, &trace_id);
 
     let started = Instant::now();
     let mut response = TRACE_ID
