@@ -420,6 +420,59 @@ mod tests {
         assert!(!has(EventType::ChatResponseGenerated, "metadata.source"));
     }
 
+    /// The typed payloads give the bytes the `json!` they replaced gave.
+    #[test]
+    fn timestamps_and_statuses_serialize_as_before() {
+        let started = Utc::now();
+        let session = SessionId::generate();
+        let ended = serde_json::to_string(&SessionEnded {
+            session_id: session.clone(),
+            user_id: "u".into(),
+            started_at: started,
+            ended_at: None,
+            messages_count: 2,
+            escalated: false,
+            reason: EndReason::IdleTimeout,
+        })
+        .unwrap();
+        let before = serde_json::json!({
+            "session_id": session,
+            "user_id": "u",
+            "started_at": crate::time::rfc3339(started),
+            "ended_at": None::<String>,
+            "messages_count": 2,
+            "escalated": false,
+            "reason": EndReason::IdleTimeout.as_str(),
+        });
+        assert_eq!(ended, before.to_string());
+
+        let document = DocumentId::generate();
+        let failed = serde_json::to_string(&KnowledgeDocumentFailed {
+            document_id: document.clone(),
+            name: "a.pdf".into(),
+            external_document_id: None,
+            status: FailedStatus::Failed,
+            error_code: "PARSE".into(),
+            error_message: "bad".into(),
+            retry_count: 1,
+            max_retries: 3,
+            next_retry: Some(started),
+        })
+        .unwrap();
+        let before = serde_json::json!({
+            "document_id": document,
+            "name": "a.pdf",
+            "external_document_id": None::<String>,
+            "status": "failed",
+            "error_code": "PARSE",
+            "error_message": "bad",
+            "retry_count": 1,
+            "max_retries": 3,
+            "next_retry": Some(crate::time::rfc3339(started)),
+        });
+        assert_eq!(failed, before.to_string());
+    }
+
     #[test]
     fn payloads_serialize_in_the_order_receivers_know() {
         let data = serde_json::to_string(&ErrorOccurred {
