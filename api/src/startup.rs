@@ -27,7 +27,9 @@ use crate::http::openapi::{admin_only, api_router, finish};
 use crate::http::throttle::FailureLimiter;
 use crate::http::trace::HttpMetrics;
 use crate::http::with_common_layers;
-use crate::routes::{chat, dead_letters, deliveries, gaps, incoming, knowledge, ops, webhooks};
+use crate::routes::{
+    chat, dead_letters, deliveries, event_types, gaps, incoming, knowledge, ops, webhooks,
+};
 use crate::state::AppState;
 
 pub struct Application {
@@ -62,6 +64,8 @@ impl Application {
             .routes(routes!(webhooks::list))
             .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
             .routes(routes!(webhooks::test))
+            .routes(routes!(event_types::list))
+            .routes(routes!(event_types::get))
             .routes(routes!(deliveries::list))
             .routes(routes!(deliveries::get))
             .routes(routes!(deliveries::retry))

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, WebhookStats};
+use shared::filters::Filters;
 use shared::time::rfc3339;
 use shared::webhooks::{Metadata, Webhook};
 use utoipa::ToSchema;
@@ -14,6 +15,9 @@ pub struct WebhookView {
     pub name: String,
     pub url: String,
     pub events: Vec<String>,
+    /// Conditions on the payload, on top of `events`; `{}` when none.
+    #[schema(value_type = Object)]
+    pub filters: Filters,
     pub active: bool,
     /// Why the system turned the webhook off (e.g. its receiver answered
     /// `410 Gone`); absent when it did not.
@@ -38,6 +42,7 @@ impl WebhookView {
             name: w.name.clone(),
             url: w.url.clone(),
             events: w.events.iter().map(|e| e.as_str().to_owned()).collect(),
+            filters: w.filters.clone(),
             active: w.active,
             disabled_reason: w.disabled_reason.clone(),
             metadata: w.metadata.clone(),

@@ -298,6 +298,7 @@ impl Bench {
                 name: "bench receiver".into(),
                 url: url.to_owned(),
                 events: vec![EventFilter::All],
+                filters: Default::default(),
                 secret: Secret::parse(SECRET).map_err(|e| anyhow::anyhow!("{e}"))?,
                 secret_generated: false,
                 active: true,

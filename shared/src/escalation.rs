@@ -3,10 +3,9 @@
 //! conversation. The worker (low confidence, a request for a human) and the
 //! admin endpoint both come through here.
 
-use serde_json::json;
-
 use crate::config::{Operator, OperatorAssignment};
-use crate::events::{Event, EventMetadata, EventType};
+use crate::event_payloads::{ChatEscalated, SourceRef};
+use crate::events::{Event, EventMetadata};
 use crate::ids::EventId;
 use crate::publish::{PublishError, Publisher};
 use crate::sessions::{Escalation, Priority, Role, Session, SessionError, SessionStore, Turn};
@@ -41,7 +40,7 @@ pub struct Request {
     pub last_message: Option<String>,
     /// What retrieval found for it (`document_id`, `title`, `excerpt`), so
     /// the operator starts from the best sources; empty when none.
-    pub sources: Vec<serde_json::Value>,
+    pub sources: Vec<SourceRef>,
 }
 
 #[derive(Clone)]
@@ -86,25 +85,19 @@ impl Escalator {
                 .find(|t| t.role == Role::User)
                 .map(|t| t.text.clone())
         });
-        let data = json!({
-            "session_id": session.session_id,
-            "user_id": session.user_id,
-            "escalation_reason": escalation.reason,
-            "escalation_priority": escalation.priority,
-            "assigned_operator_id": escalation.operator_id,
-            "assigned_operator_name": escalation.operator_name,
-            "conversation_summary": summarize(&turns),
-            "last_message": last_message.unwrap_or_default(),
-            "sources": request.sources,
-        });
-        self.publisher
-            .publish(Event::new(
-                event_id,
-                EventType::ChatEscalated,
-                data,
-                metadata,
-            ))
-            .await?;
+        let data = ChatEscalated {
+            session_id: session.session_id.clone(),
+            user_id: session.user_id.clone(),
+            escalation_reason: escalation.reason.clone(),
+            escalation_priority: escalation.priority,
+            assigned_operator_id: escalation.operator_id.clone(),
+            assigned_operator_name: escalation.operator_name.clone(),
+            conversation_summary: summarize(&turns),
+            last_message: last_message.unwrap_or_default(),
+            sources: request.sources,
+        };
+        let event = Event::of(event_id, &data, metadata).map_err(PublishError::from)?;
+        self.publisher.publish(event).await?;
         Ok(escalation)
     }
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::event_payloads::EventPayload;
 use crate::ids::{EventId, WebhookId};
 use crate::time::serde_rfc3339;
 
@@ -24,6 +25,9 @@ macro_rules! event_types {
                     $(EventType::$variant => $name,)*
                 }
             }
+
+            /// Every type, in catalogue order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
         }
 
         impl FromStr for EventType {
@@ -39,42 +43,30 @@ macro_rules! event_types {
     };
 }
 
-// The `data` of each event is written where it is built; the doc of each
-// variant lists its fields so the catalogue can be read in one place.
+// The `data` of each event is one struct of `event_payloads` (named like
+// the variant): its fields, their docs and the JSON Schema the catalogue
+// serves all come from it.
 event_types! {
-    /// The bot answered a message. `session_id, user_id, message, answer,
-    /// sources[{document_id, title, excerpt}], confidence,
-    /// processing_time_ms`.
+    /// The bot answered a message.
     ChatResponseGenerated => "chat.response.generated",
-    /// A conversation went to a person. `session_id, user_id,
-    /// escalation_reason, escalation_priority, assigned_operator_id,
-    /// assigned_operator_name` (both null while nobody is assigned),
-    /// `conversation_summary, last_message`.
+    /// A conversation went to a person.
     ChatEscalated => "chat.escalated",
     /// A user wrote in a session a person owns: the bot did not answer, the
-    /// message is for the operator. `session_id, user_id, message,
-    /// operator_id` (null while nobody is assigned).
+    /// message is for the operator.
     ChatMessageForwarded => "chat.message.forwarded",
     /// An operator answered the user (`POST /chat/sessions/{id}/reply`).
-    /// `session_id, user_id, message, operator_id`.
     ChatOperatorReplied => "chat.operator.replied",
-    /// A session was closed. `session_id, user_id, started_at, ended_at,
-    /// messages_count, escalated, reason`.
+    /// A session was closed.
     SessionEnded => "session.ended",
-    /// `document_id, name, external_document_id, status, chunks_count,
-    /// total_size_bytes, processing_time_ms, metadata, embeddings_model,
-    /// vector_store`.
+    /// A document was parsed, chunked and indexed.
     KnowledgeDocumentIndexed => "knowledge.document.indexed",
-    /// `document_id, name, external_document_id, status, error_code,
-    /// error_message, retry_count, max_retries, next_retry`.
+    /// An ingestion attempt failed.
     KnowledgeDocumentFailed => "knowledge.document.failed",
-    /// `document_id, classifications[{intent, confidence, category}],
-    /// processing_time_ms`.
+    /// A document was classified.
     AnalysisClassificationCompleted => "analysis.classification.completed",
-    /// A job ended in the dead-letter set. `error_code, error_message,
-    /// job_type, job_id, dead_letter_id` and the ids it concerned.
+    /// A job ended in the dead-letter set.
     ErrorOccurred => "error.occurred",
-    /// `POST /webhooks/{id}/test`: `message, webhook_id`.
+    /// `POST /webhooks/{id}/test`.
     WebhookTest => "webhook.test",
 }
 
@@ -85,6 +77,12 @@ impl EventType {
         self != EventType::WebhookTest
     }
 }
+
+/// A payload that did not serialize (none of ours can fail: their maps
+/// have string keys); kept as an error rather than a panic all the same.
+#[derive(Debug, thiserror::Error)]
+#[error("event data could not be serialized: {0}")]
+pub struct PayloadError(#[from] serde_json::Error);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown event type {0:?}")]
@@ -176,6 +174,23 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event a publishing site sends: its type and `data` come from the
+    /// payload struct, so what is sent is what the catalogue's schema says.
+    pub fn of<P: EventPayload>(
+        event_id: EventId,
+        payload: &P,
+        metadata: EventMetadata,
+    ) -> Result<Self, PayloadError> {
+        Ok(Self::new(
+            event_id,
+            P::TYPE,
+            serde_json::to_value(payload)?,
+            metadata,
+        ))
+    }
+
+    /// An event from raw `data`: for stored events and tests; publishing
+    /// sites use [`Event::of`].
     pub fn new(
         event_id: EventId,
         event_type: EventType,

@@ -16,11 +16,10 @@
 //! the user, an operator console to `chat.message.forwarded`; each tells
 //! its conversations apart by `session_id`.
 
-use serde_json::json;
-
 use crate::chat_stats::ChatStats;
 use crate::config::Operator;
-use crate::events::{Event, EventMetadata, EventType};
+use crate::event_payloads::{ChatMessageForwarded, ChatOperatorReplied};
+use crate::events::{Event, EventMetadata};
 use crate::ids::{EventId, JobId, SessionId};
 use crate::incoming::{optional_text, text_field};
 use crate::publish::{PublishError, Publisher};
@@ -109,20 +108,14 @@ impl Handover {
             .escalation
             .as_ref()
             .and_then(|e| e.operator_id.clone());
-        let data = json!({
-            "session_id": session.session_id,
-            "user_id": session.user_id,
-            "message": message,
-            "operator_id": operator_id,
-        });
-        self.publisher
-            .publish(Event::new(
-                event_id,
-                EventType::ChatMessageForwarded,
-                data,
-                metadata,
-            ))
-            .await?;
+        let data = ChatMessageForwarded {
+            session_id: session.session_id.clone(),
+            user_id: session.user_id.clone(),
+            message: message.to_owned(),
+            operator_id: operator_id.clone(),
+        };
+        let event = Event::of(event_id, &data, metadata).map_err(PublishError::from)?;
+        self.publisher.publish(event).await?;
         self.stats.record_forwarded().await;
         Ok(operator_id)
     }
@@ -166,22 +159,14 @@ impl Handover {
             )
             .await?;
         let event_id = EventId::derived(&reply_id, "operator_reply");
-        let data = json!({
-            "session_id": session_id,
-            "user_id": session.user_id,
-            "message": reply.message,
-            "operator_id": operator_id,
-        });
-        let deliveries = self
-            .publisher
-            .publish(Event::new(
-                event_id.clone(),
-                EventType::ChatOperatorReplied,
-                data,
-                metadata,
-            ))
-            .await?
-            .len();
+        let data = ChatOperatorReplied {
+            session_id: session_id.clone(),
+            user_id: session.user_id.clone(),
+            message: reply.message,
+            operator_id: operator_id.clone(),
+        };
+        let event = Event::of(event_id.clone(), &data, metadata).map_err(PublishError::from)?;
+        let deliveries = self.publisher.publish(event).await?.len();
         self.stats.record_operator_reply().await;
         tracing::info!(%session_id, operator_id, deliveries, "operator replied");
         Ok(Replied {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::deliveries::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
-use crate::events::Event;
+use crate::events::{Event, PayloadError};
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
 use crate::webhooks::{StoreError, Webhook, WebhookStore};
@@ -39,6 +39,8 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
     #[error("no free manual retry id for {0}: the next ones exist already")]
     RetryIdsTaken(DeliveryId),
 }
@@ -48,7 +50,7 @@ impl PublishError {
         match self {
             PublishError::Store(e) => e.is_unavailable(),
             PublishError::Queue(e) => e.is_unavailable(),
-            PublishError::RetryIdsTaken(_) => false,
+            PublishError::RetryIdsTaken(_) | PublishError::Payload(_) => false,
         }
     }
 }
@@ -67,14 +69,15 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Sends `event` to every active webhook subscribed to its type.
+    /// Sends `event` to every active webhook subscribed to its type whose
+    /// filters its payload passes.
     pub async fn publish(&self, event: Event) -> Result<Vec<DeliveryId>, PublishError> {
         let targets: Vec<Webhook> = self
             .webhooks
             .all_readable()
             .await?
             .into_iter()
-            .filter(|w| w.active && w.subscribes_to(event.event_type))
+            .filter(|w| w.active && w.wants(&event))
             .collect();
         let planned = targets
             .iter()

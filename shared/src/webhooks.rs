@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::KeyPrefix;
 use crate::events::EventFilter;
+use crate::filters::Filters;
 use crate::ids::WebhookId;
 use crate::keys;
 use crate::signing::Secret;
@@ -33,6 +34,9 @@ pub struct Webhook {
     pub name: String,
     pub url: String,
     pub events: Vec<EventFilter>,
+    /// Conditions on the payload, on top of `events` (see `filters.rs`).
+    #[serde(default, skip_serializing_if = "Filters::is_empty")]
+    pub filters: Filters,
     pub secret: Secret,
     pub active: bool,
     /// Why the system (not an administrator) turned `active` off, e.g. a
@@ -54,6 +58,12 @@ pub struct Webhook {
 impl Webhook {
     pub fn subscribes_to(&self, event: crate::events::EventType) -> bool {
         self.events.iter().any(|f| f.matches(event))
+    }
+
+    /// Whether a published event is for this webhook: its type subscribed
+    /// and its payload passing every filter.
+    pub fn wants(&self, event: &crate::events::Event) -> bool {
+        self.subscribes_to(event.event_type) && self.filters.matches(event)
     }
 }
 
@@ -83,6 +93,12 @@ pub struct WebhookRequest {
     pub url: Option<String>,
     /// Event types, or `"*"` for all.
     pub events: Option<Vec<String>>,
+    /// Conditions on the event's payload, all of which must hold:
+    /// `{"data.<field>": value}` (equality) or `{"data.<field>": {"in":
+    /// [values]}}`; each path must be a field of a subscribed type's `data`
+    /// (`GET /event-types`). At most 10; `{}` removes them.
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<serde_json::Map<String, serde_json::Value>>,
     /// At least 16 characters; generated (`whsec_…`) when absent at
     /// registration.
     pub secret: Option<String>,
@@ -99,6 +115,7 @@ pub struct WebhookDraft {
     pub name: String,
     pub url: String,
     pub events: Vec<EventFilter>,
+    pub filters: Filters,
     pub secret: Secret,
     /// Whether the secret was generated here and must be shown once.
     pub secret_generated: bool,
@@ -120,6 +137,7 @@ impl Rules<'_> {
             .destination("url", req.url.as_deref().ok_or_else(|| missing("url"))?)
             .await?;
         let events = parse_events(req.events.as_deref().ok_or_else(|| missing("events"))?)?;
+        let filters = parse_filters(req.filters.as_ref(), &events)?;
         let (secret, secret_generated) = match req.secret.as_deref() {
             Some(text) => (parse_secret(text)?, false),
             None => (Secret::generate(), true),
@@ -128,6 +146,7 @@ impl Rules<'_> {
             name,
             url,
             events,
+            filters,
             secret,
             secret_generated,
             active: req.active.unwrap_or(true),
@@ -150,6 +169,14 @@ impl Rules<'_> {
         }
         if let Some(events) = req.events.as_deref() {
             webhook.events = parse_events(events)?;
+        }
+        // Checked against the events as changed, whether or not the
+        // filters are: new events can leave a kept path without a field.
+        if let Some(filters) = req.filters.as_ref() {
+            webhook.filters = Filters::parse(filters)?;
+        }
+        if req.filters.is_some() || req.events.is_some() {
+            webhook.filters.check_paths(&webhook.events)?;
         }
         if let Some(secret) = req.secret.as_deref() {
             webhook.secret = parse_secret(secret)?;
@@ -219,6 +246,16 @@ fn parse_events(events: &[String]) -> Result<Vec<EventFilter>, FieldError> {
     Ok(parsed)
 }
 
+/// Absent filters are none.
+fn parse_filters(
+    raw: Option<&serde_json::Map<String, serde_json::Value>>,
+    events: &[EventFilter],
+) -> Result<Filters, FieldError> {
+    let filters = raw.map(Filters::parse).transpose()?.unwrap_or_default();
+    filters.check_paths(events)?;
+    Ok(filters)
+}
+
 fn parse_secret(text: &str) -> Result<Secret, FieldError> {
     Secret::parse(text).map_err(|e| FieldError::new("secret", e.to_string()))
 }
@@ -274,6 +311,7 @@ impl WebhookStore {
             name: draft.name,
             url: draft.url,
             events: draft.events,
+            filters: draft.filters,
             secret: draft.secret,
             active: draft.active,
             disabled_reason: None,
@@ -491,6 +529,7 @@ mod tests {
             name: "n".into(),
             url: "https://example.com/hook".into(),
             events: vec![EventFilter::All],
+            filters: Filters::default(),
             secret: Secret::generate(),
             active: true,
             disabled_reason: None,

@@ -135,6 +135,7 @@ pub async fn register_webhook(
             name: "test receiver".into(),
             url: url.into(),
             events,
+            filters: Default::default(),
             secret: shared::signing::Secret::parse(secret)
                 .expect("testkit: test secrets are long enough"),
             secret_generated: false,

@@ -12,11 +12,12 @@ use std::time::Instant;
 use chrono::Utc;
 use queue::Job;
 use rag::knowledge::Knowledge;
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::answer_policy::{self, Handover, Thresholds};
 use shared::chat_stats::{ChatStats, TurnOutcome};
 use shared::escalation::{self, EscalateError, Escalator, is_cyrillic};
-use shared::events::{Event, EventMetadata, EventType};
+use shared::event_payloads::{ChatResponseGenerated, ErrorRelated, SourceRef};
+use shared::events::{Event, EventMetadata};
 use shared::gaps::GapLog;
 use shared::ids::EventId;
 use shared::jobs::ProcessMessage;
@@ -72,13 +73,13 @@ impl Handler for ChatHandler {
             ProcessMessage::QUEUE,
             "CHAT_FAILED",
             ctx,
-            json!({
-                "session_id": job.map(|j| &j.session_id),
-                "webhook_id": job.and_then(|j| j.webhook_id.as_ref()),
-                "webhook_event_id": job.and_then(|j| j.webhook_event_id.as_ref()),
-            }),
+            ErrorRelated::Chat {
+                session_id: job.map(|j| j.session_id.clone()),
+                webhook_id: job.and_then(|j| j.webhook_id.clone()),
+                webhook_event_id: job.and_then(|j| j.webhook_event_id.clone()),
+            },
             job.and_then(|j| j.correlation_id.clone()),
-        );
+        )?;
         self.publisher.publish(event).await?;
         Ok(())
     }
@@ -133,27 +134,22 @@ impl ChatHandler {
                 },
             )
             .await?;
-        let sources: Vec<Value> = reply
-            .sources
-            .iter()
-            .map(|s| json!({"document_id": s.document_id, "title": s.title, "excerpt": s.excerpt}))
-            .collect();
-        let data = json!({
-            "session_id": job.session_id,
-            "user_id": job.user_id,
-            "message": job.message,
-            "answer": reply.answer,
-            "sources": sources,
-            "confidence": confidence,
-            "processing_time_ms": processing_time_ms,
-        });
+        let sources: Vec<SourceRef> = reply.sources.iter().map(SourceRef::from).collect();
+        let data = ChatResponseGenerated {
+            session_id: job.session_id.clone(),
+            user_id: job.user_id.clone(),
+            message: job.message.clone(),
+            answer: reply.answer.clone(),
+            sources: sources.clone(),
+            confidence,
+            processing_time_ms,
+        };
         self.publisher
-            .publish(Event::new(
+            .publish(Event::of(
                 EventId::derived(&ctx.job_id, "response"),
-                EventType::ChatResponseGenerated,
-                data,
+                &data,
                 metadata.clone(),
-            ))
+            )?)
             .await?;
 
         let escalated = match handover {
@@ -209,7 +205,7 @@ impl ChatHandler {
         job: &ProcessMessage,
         ctx: &JobContext,
         why: Handover,
-        sources: &[Value],
+        sources: &[SourceRef],
         metadata: EventMetadata,
     ) -> anyhow::Result<bool> {
         let Some(session) = self.sessions.get(&job.session_id).await? else {

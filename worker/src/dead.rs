@@ -2,7 +2,8 @@
 //! dead-letter set.
 
 use queue::runtime::DeadContext;
-use shared::events::{Event, EventMetadata, EventType};
+use shared::event_payloads::{ErrorOccurred, ErrorRelated};
+use shared::events::{Event, EventMetadata, PayloadError};
 use shared::ids::EventId;
 
 /// `error.occurred` for a job that ended in the dead-letter set (SPEC §5).
@@ -14,28 +15,25 @@ pub fn dead_job_event(
     job_type: &str,
     error_code: &str,
     ctx: &DeadContext,
-    related: serde_json::Value,
+    related: ErrorRelated,
     correlation_id: Option<String>,
-) -> Event {
-    let mut data = serde_json::json!({
-        "error_code": error_code,
-        "error_message": ctx.error,
-        "job_type": job_type,
-        "job_id": ctx.job_id,
-        "dead_letter_id": ctx.dead_letter_id,
-        "attempts": ctx.overall_attempts,
-    });
-    if let (Some(data), serde_json::Value::Object(related)) = (data.as_object_mut(), related) {
-        data.extend(related);
-    }
+) -> Result<Event, PayloadError> {
+    let data = ErrorOccurred {
+        error_code: error_code.to_owned(),
+        error_message: ctx.error.clone(),
+        job_type: job_type.to_owned(),
+        job_id: ctx.job_id.clone(),
+        dead_letter_id: ctx.dead_letter_id.clone(),
+        attempts: ctx.overall_attempts,
+        related,
+    };
     let metadata = EventMetadata {
         trace_id: ctx.trace_id.clone(),
         correlation_id,
     };
-    Event::new(
+    Event::of(
         EventId::for_dead_letter(&ctx.dead_letter_id),
-        EventType::ErrorOccurred,
-        data,
+        &data,
         metadata,
     )
 }

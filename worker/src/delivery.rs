@@ -7,12 +7,12 @@ use chrono::Utc;
 use queue::Job;
 use queue::RetryPlan;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use serde_json::json;
 use shared::deliveries::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
 };
 use shared::egress::{EgressClient, EgressError, EgressResponse};
-use shared::events::{Event, EventType};
+use shared::event_payloads::ErrorRelated;
+use shared::events::{Event, EventType, PayloadError};
 use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
 use shared::publish::Publisher;
@@ -299,7 +299,7 @@ impl Handler for DeliveryHandler {
                 return Ok(());
             }
         }
-        let event = error_event(job, ctx);
+        let event = error_event(job, ctx)?;
         self.publisher.publish(event).await?;
         Ok(())
     }
@@ -364,17 +364,17 @@ fn kept_body(response: &EgressResponse) -> String {
 }
 
 /// `error.occurred` for a dead-lettered delivery.
-pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Event {
+pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Result<Event, PayloadError> {
     dead_job_event(
         DeliverEvent::QUEUE,
         "DELIVERY_FAILED",
         ctx,
-        json!({
-            "delivery_id": job.map(|j| &j.delivery_id),
-            "webhook_id": job.map(|j| &j.webhook_id),
-            "event_id": job.map(|j| &j.event.event_id),
-            "event_type": job.map(|j| j.event.event_type),
-        }),
+        ErrorRelated::Delivery {
+            delivery_id: job.map(|j| j.delivery_id.clone()),
+            webhook_id: job.map(|j| j.webhook_id.clone()),
+            event_id: job.map(|j| j.event.event_id.clone()),
+            event_type: job.map(|j| j.event.event_type),
+        },
         job.and_then(|j| j.event.metadata.correlation_id.clone()),
     )
 }

@@ -18,13 +18,16 @@ use rag::knowledge::Knowledge;
 use rag::parse::ParseError;
 use rag::parse::sandbox::ParserPool;
 use rag::types::{BlockKind, DocumentMeta, ParsedDocument};
-use serde_json::json;
 use shared::documents::{
     CHUNK_PREVIEWS, ChunkPreview, ClassificationView, DocumentFailure, DocumentRecord,
     DocumentStatus, DocumentStore, Holder,
 };
 use shared::egress::{EgressClient, EgressError};
-use shared::events::{Event, EventMetadata, EventType};
+use shared::event_payloads::{
+    AnalysisClassificationCompleted, ErrorRelated, FailedStatus, IndexedStatus,
+    KnowledgeDocumentFailed, KnowledgeDocumentIndexed,
+};
+use shared::events::{Event, EventMetadata};
 use shared::ids::{DocumentId, EventId};
 use shared::jobs::{DocumentSource, IngestDocument};
 use shared::publish::Publisher;
@@ -153,14 +156,14 @@ impl Handler for IngestHandler {
             IngestDocument::QUEUE,
             "INGEST_FAILED",
             ctx,
-            json!({
-                "document_id": job.map(|j| &j.document_id),
-                "staging_id": job.map(|j| &j.staging_id),
-                "external_document_id": job.and_then(|j| j.external_document_id.as_ref()),
-                "webhook_id": job.and_then(|j| j.webhook_id.as_ref()),
-            }),
+            ErrorRelated::Ingest {
+                document_id: job.map(|j| j.document_id.clone()),
+                staging_id: job.map(|j| j.staging_id.clone()),
+                external_document_id: job.and_then(|j| j.external_document_id.clone()),
+                webhook_id: job.and_then(|j| j.webhook_id.clone()),
+            },
             job.and_then(|j| j.correlation_id.clone()),
-        );
+        )?;
         self.publisher.publish(event).await?;
         Ok(())
     }
@@ -457,35 +460,33 @@ impl IngestHandler {
             correlation_id: job.correlation_id.clone(),
         };
         self.publisher
-            .publish(Event::new(
+            .publish(Event::of(
                 EventId::derived(&ctx.job_id, "indexed"),
-                EventType::KnowledgeDocumentIndexed,
-                json!({
-                    "document_id": record.document_id,
-                    "name": record.name,
-                    "external_document_id": record.external_document_id,
-                    "status": "indexed",
-                    "chunks_count": record.chunks_count,
-                    "total_size_bytes": record.total_size_bytes,
-                    "processing_time_ms": indexed.processing_time_ms,
-                    "metadata": record.metadata,
-                    "embeddings_model": record.embeddings_model,
-                    "vector_store": record.vector_store,
-                }),
+                &KnowledgeDocumentIndexed {
+                    document_id: record.document_id.clone(),
+                    name: record.name.clone(),
+                    external_document_id: record.external_document_id.clone(),
+                    status: IndexedStatus::Indexed,
+                    chunks_count: record.chunks_count,
+                    total_size_bytes: record.total_size_bytes,
+                    processing_time_ms: indexed.processing_time_ms,
+                    metadata: record.metadata.clone(),
+                    embeddings_model: record.embeddings_model.clone(),
+                    vector_store: record.vector_store.clone(),
+                },
                 metadata.clone(),
-            ))
+            )?)
             .await?;
         self.publisher
-            .publish(Event::new(
+            .publish(Event::of(
                 EventId::derived(&ctx.job_id, "classified"),
-                EventType::AnalysisClassificationCompleted,
-                json!({
-                    "document_id": record.document_id,
-                    "classifications": record.classifications,
-                    "processing_time_ms": indexed.classification_time_ms,
-                }),
+                &AnalysisClassificationCompleted {
+                    document_id: record.document_id.clone(),
+                    classifications: record.classifications.clone(),
+                    processing_time_ms: indexed.classification_time_ms,
+                },
                 metadata,
-            ))
+            )?)
             .await?;
         if matches!(job.source, DocumentSource::Upload { .. })
             && let Err(e) = self.documents.drop_staged_bytes(&job.staging_id).await
@@ -557,26 +558,29 @@ impl IngestHandler {
             }
             Err(e) => warn!(error = %e, "could not record the failed ingestion"),
         }
-        let event = Event::new(
+        let event = Event::of(
             EventId::derived(&ctx.job_id, &format!("failed_{}", failure.retry_count)),
-            EventType::KnowledgeDocumentFailed,
-            json!({
-                "document_id": record.document_id,
-                "name": record.name,
-                "external_document_id": record.external_document_id,
-                "status": "failed",
-                "error_code": failure.error_code,
-                "error_message": failure.error_message,
-                "retry_count": failure.retry_count,
-                "max_retries": failure.max_retries,
-                "next_retry": failure.next_retry.map(shared::time::rfc3339),
-            }),
+            &KnowledgeDocumentFailed {
+                document_id: record.document_id.clone(),
+                name: record.name.clone(),
+                external_document_id: record.external_document_id.clone(),
+                status: FailedStatus::Failed,
+                error_code: failure.error_code.clone(),
+                error_message: failure.error_message.clone(),
+                retry_count: failure.retry_count,
+                max_retries: failure.max_retries,
+                next_retry: failure.next_retry,
+            },
             EventMetadata {
                 trace_id: ctx.trace_id.clone(),
                 correlation_id: job.correlation_id.clone(),
             },
         );
-        if let Err(e) = self.publisher.publish(event).await {
+        let announced = match event {
+            Ok(event) => self.publisher.publish(event).await.map(drop),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = announced {
             warn!(error = %e, "could not announce the failed ingestion");
         }
         Outcome::Failed {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use queue::Job;
-use serde_json::json;
-use shared::events::{Event, EventMetadata, EventType};
+use shared::event_payloads::{ErrorRelated, SessionEnded};
+use shared::events::{Event, EventMetadata};
 use shared::ids::EventId;
 use shared::jobs::EndSession;
 use shared::publish::Publisher;
@@ -44,9 +44,11 @@ impl Handler for SessionHandler {
             EndSession::QUEUE,
             "SESSION_END_FAILED",
             ctx,
-            json!({"session_id": job.map(|j| &j.session_id)}),
+            ErrorRelated::Session {
+                session_id: job.map(|j| j.session_id.clone()),
+            },
             None,
-        );
+        )?;
         self.publisher.publish(event).await?;
         Ok(())
     }
@@ -60,25 +62,24 @@ impl SessionHandler {
             warn!(session_id = %job.session_id, "ended session no longer exists");
             return Ok(());
         };
-        let data = json!({
-            "session_id": session.session_id,
-            "user_id": session.user_id,
-            "started_at": shared::time::rfc3339(session.started_at),
-            "ended_at": session.ended_at.map(shared::time::rfc3339),
-            "messages_count": session.messages_count,
-            "escalated": session.escalated,
-            "reason": job.reason.as_str(),
-        });
+        let data = SessionEnded {
+            session_id: session.session_id.clone(),
+            user_id: session.user_id.clone(),
+            started_at: session.started_at,
+            ended_at: session.ended_at,
+            messages_count: session.messages_count,
+            escalated: session.escalated,
+            reason: job.reason,
+        };
         self.publisher
-            .publish(Event::new(
+            .publish(Event::of(
                 EventId::derived(&ctx.job_id, "ended"),
-                EventType::SessionEnded,
-                data,
+                &data,
                 EventMetadata {
                     trace_id: ctx.trace_id.clone(),
                     correlation_id: None,
                 },
-            ))
+            )?)
             .await?;
         self.sessions.expire_turns(&session.session_id).await?;
         info!(session_id = %session.session_id, reason = job.reason.as_str(), "session ended");

@@ -54,6 +54,7 @@ impl Modify for AdminKeySecurity {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Support RAG API"),
+    tags((name = "event-types", description = "The event catalogue: every outbound event type with a JSON Schema of its `data`, generated from the payload types the system sends.")),
     modifiers(&AdminKeySecurity),
     components(schemas(ErrorEnvelope, ErrorBody, ErrorMeta, Meta, PageMeta))
 )]

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod event_types;
 pub mod gaps;
 pub mod incoming;
 pub mod knowledge;

@@ -3,9 +3,10 @@
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use serde_json::json;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::event_payloads::WebhookTest;
+use shared::events::{Event, EventFilter, EventMetadata};
 use shared::ids::{EventId, WebhookId};
+use shared::publish::PublishError;
 use shared::webhooks::{Rules, Webhook, WebhookRequest};
 use utoipa::IntoParams;
 
@@ -170,18 +171,18 @@ pub async fn test(
 ) -> Result<Accepted<TestQueued>, ApiError> {
     let webhook = load_webhook(&state, &id).await?;
     refuse_inactive(&webhook)?;
-    let event = Event::new(
+    let event = Event::of(
         EventId::generate(),
-        EventType::WebhookTest,
-        json!({
-            "message": "This is a test event from Support RAG.",
-            "webhook_id": webhook.webhook_id,
-        }),
+        &WebhookTest {
+            message: "This is a test event from Support RAG.".into(),
+            webhook_id: webhook.webhook_id.clone(),
+        },
         EventMetadata {
             trace_id: current_trace_id(),
             correlation_id: None,
         },
-    );
+    )
+    .map_err(PublishError::from)?;
     let event_id = event.event_id.to_string();
     let delivery_id = state
         .services
