@@ -42,6 +42,10 @@ impl Application {
     /// Binds the listeners (port 0 picks a free one) and builds the router.
     pub async fn build(services: Services, admin_keys: AdminKeys) -> anyhow::Result<Self> {
         services.check_eviction_policy().await?;
+        services
+            .webhooks
+            .secure_at_start(services.settings.app.environment)
+            .await?;
         if let Some(search) = &services.search {
             search.follow();
         }
@@ -62,6 +66,7 @@ impl Application {
             .routes(routes!(webhooks::list))
             .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
             .routes(routes!(webhooks::test))
+            .routes(routes!(webhooks::rotate_secret))
             .routes(routes!(deliveries::list))
             .routes(routes!(deliveries::get))
             .routes(routes!(deliveries::retry))
