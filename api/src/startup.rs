@@ -44,6 +44,10 @@ impl Application {
     /// Binds the listeners (port 0 picks a free one) and builds the router.
     pub async fn build(services: Services, admin_keys: AdminKeys) -> anyhow::Result<Self> {
         services.check_eviction_policy().await?;
+        services
+            .webhooks
+            .secure_at_start(services.settings.app.environment)
+            .await?;
         if let Some(search) = &services.search {
             search.follow();
         }
@@ -66,6 +70,7 @@ impl Application {
             .routes(routes!(webhooks::test))
             .routes(routes!(event_types::list))
             .routes(routes!(event_types::get))
+            .routes(routes!(webhooks::rotate_secret))
             .routes(routes!(deliveries::list))
             .routes(routes!(deliveries::get))
             .routes(routes!(deliveries::retry))

@@ -1,6 +1,7 @@
 //! The JSON shapes the API answers with (SPEC §4, §9, and the seed). Built
 //! from stored records here, so no handler formats a field by hand and a
-//! secret has no way into a response except [`Registered::secret`].
+//! secret has no way into a response except [`Registered::secret`] and
+//! [`SecretRotated::secret`].
 
 use serde::Serialize;
 use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, WebhookStats};
@@ -65,6 +66,30 @@ pub struct Registered {
     pub webhook: WebhookView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+/// The rotation answer: the new secret, shown this once, never again.
+#[derive(Serialize, ToSchema)]
+pub struct SecretRotated {
+    pub webhook_id: String,
+    pub secret: String,
+    /// Until when the replaced secret still signs deliveries and verifies
+    /// incoming requests; absent when the overlap was zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+    /// Secrets valid now, the new one included (at most 3).
+    pub valid_secrets: usize,
+}
+
+impl SecretRotated {
+    pub fn new(w: &Webhook, now: chrono::DateTime<chrono::Utc>) -> Self {
+        Self {
+            webhook_id: w.webhook_id.to_string(),
+            secret: w.secret.expose().to_owned(),
+            previous_secret_expires_at: w.previous_secrets.first().map(|p| rfc3339(p.expires_at)),
+            valid_secrets: w.valid_secrets(now).len(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

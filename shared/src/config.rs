@@ -33,11 +33,13 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    pub app: AppSettings,
     pub server: ServerSettings,
     pub redis: RedisSettings,
     pub auth: AuthSettings,
     pub security: SecuritySettings,
     pub signing: SigningSettings,
+    pub secrets: SecretsSettings,
     pub delivery: DeliverySettings,
     pub queue: QueueSettings,
     pub incoming: IncomingSettings,
@@ -50,6 +52,21 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub worker: WorkerSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Where this deployment runs: decides what a missing safeguard means
+/// (a warning in a local trial, a refusal to start in production).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnvironment {
+    Local,
+    Production,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    pub environment: AppEnvironment,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -140,6 +157,17 @@ pub struct SecuritySettings {
 pub struct SigningSettings {
     #[serde(with = "humantime_serde")]
     pub timestamp_tolerance: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// Keys that encrypt webhook secrets at rest, `id:base64(32 bytes)`;
+    /// the first encrypts, all decrypt (by the id stored with each value).
+    /// Empty: secrets are stored in clear (refused when
+    /// `app.environment = production`).
+    #[serde(deserialize_with = "encryption_key_list")]
+    pub encryption_keys: Vec<crate::secret_box::EncryptionKey>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -752,6 +780,29 @@ fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         .collect())
 }
 
+fn encryption_key_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<crate::secret_box::EncryptionKey>, D::Error> {
+    let keys = string_list(deserializer)?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            // Which key, never the key: this message goes to logs.
+            crate::secret_box::EncryptionKey::parse(item)
+                .map_err(|e| de::Error::custom(format!("key {}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].iter().any(|k| k.id() == key.id()) {
+            return Err(de::Error::custom(format!(
+                "key id {:?} is given twice",
+                key.id()
+            )));
+        }
+    }
+    Ok(keys)
+}
+
 fn duration_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     string_list(deserializer)?
         .iter()
@@ -874,6 +925,36 @@ mod tests {
         assert!(!s.chat.operators.is_empty());
         assert_eq!(s.log.format, LogFormat::Auto);
         assert_eq!(s.metrics.bind, None);
+        assert_eq!(s.app.environment, AppEnvironment::Local);
+        assert!(s.secrets.encryption_keys.is_empty());
+    }
+
+    #[test]
+    fn encryption_keys_parse_in_order_and_bad_ones_name_the_key_not_its_material() {
+        let s = load_toml(
+            "[app]\nenvironment = \"production\"\n[secrets]\nencryption_keys = \
+             \"k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=, k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"",
+        )
+        .unwrap();
+        assert_eq!(s.app.environment, AppEnvironment::Production);
+        let ids: Vec<&str> = s.secrets.encryption_keys.iter().map(|k| k.id()).collect();
+        assert_eq!(ids, ["k2", "k1"]);
+        assert!(!format!("{s:?}").contains("AgICAg"));
+        for bad in [
+            "[secrets]\nencryption_keys = \"k1:QUJD\"",
+            "[secrets]\nencryption_keys = \"k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=,k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"",
+            "[app]\nenvironment = \"staging\"",
+        ] {
+            let err = load_toml(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("secrets.encryption_keys") || err.contains("app.environment"),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("QUJD") && !err.contains("AQEB"), "{err}");
+        }
     }
 
     fn load_toml(extra: &str) -> Result<Settings, ConfigError> {

@@ -248,12 +248,15 @@ impl Intake {
             }
         };
         let webhook = webhook.filter(|w| w.active).ok_or_else(unknown)?;
-        signing::verify_incoming(
-            &webhook.secret,
+        let now = Utc::now();
+        // During a rotation's overlap the sender may still sign with the
+        // previous secret.
+        signing::verify_incoming_any(
+            &webhook.valid_secrets(now),
             req.signature,
             req.timestamp,
             req.body,
-            Utc::now().timestamp(),
+            now.timestamp(),
             i64::try_from(self.timestamp_tolerance.as_secs()).unwrap_or(i64::MAX),
             webhook.strict_signatures,
         )?;

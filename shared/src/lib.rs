@@ -24,6 +24,7 @@ pub mod process;
 pub mod publish;
 pub mod redis_conn;
 pub mod search_replicas;
+pub mod secret_box;
 pub mod services;
 pub mod sessions;
 pub mod signing;

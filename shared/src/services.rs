@@ -25,6 +25,7 @@ use crate::handover::Handover;
 use crate::incoming::Intake;
 use crate::publish::Publisher;
 use crate::search_replicas::ReplicaReports;
+use crate::secret_box::SecretBox;
 use crate::sessions::SessionStore;
 use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
 use crate::webhooks::{WebhookCache, WebhookStore};
@@ -197,7 +198,11 @@ impl Services {
             replicas: settings.redis.wait_replicas,
             timeout: settings.redis.wait_timeout,
         });
-        let webhooks = WebhookStore::new(conn.clone(), &prefix);
+        let webhooks = WebhookStore::new(
+            conn.clone(),
+            &prefix,
+            SecretBox::new(settings.secrets.encryption_keys.clone()),
+        );
         let sessions = SessionStore::new(
             conn.clone(),
             &prefix,

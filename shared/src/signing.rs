@@ -17,6 +17,17 @@
 //!   where the key is the base64-decoded part of a `whsec_` secret (see
 //!   [`Secret::key_bytes_standard`]).
 //!
+//! During a secret rotation's overlap a delivery is signed by every valid
+//! secret (see [`sign_outbound_all`]): `webhook-signature` lists one `v1,…`
+//! per secret, space-separated, newest first (Standard Webhooks verifiers
+//! accept a message if any one matches). The seed's verifier compares
+//! `X-Webhook-Signature` to a single value, so that header keeps the
+//! signature by the oldest valid secret, the one every receiver had before
+//! the rotation, and `X-Webhook-Signature-Next` carries the newer ones
+//! (`sha256=…`, comma-separated, newest first) for receivers that already
+//! switched: nothing changes for a receiver until it switches or the
+//! overlap ends.
+//!
 //! Bodies are signed as the exact bytes sent. For receivers that re-serialize
 //! the parsed JSON before checking, produce the body with
 //! [`crate::jsonjs::to_vec`].
@@ -33,6 +44,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Header carrying the legacy `sha256=…` signature.
 pub const LEGACY_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
+/// Header carrying, during a rotation's overlap only, the legacy
+/// signatures by the secrets newer than the one in
+/// [`LEGACY_SIGNATURE_HEADER`], comma-separated, newest first.
+pub const LEGACY_NEXT_SIGNATURE_HEADER: &str = "X-Webhook-Signature-Next";
 /// Standard Webhooks header carrying the message id (our event id).
 pub const STANDARD_ID_HEADER: &str = "webhook-id";
 /// Standard Webhooks header carrying the unix-seconds timestamp.
@@ -129,18 +144,24 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Both signatures for one outbound delivery; send each in its header.
+/// The signatures of one outbound delivery; send each in its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundSignature {
-    /// Unix seconds that both signatures cover.
+    /// Unix seconds that every signature covers.
     pub timestamp: i64,
-    /// Value for [`LEGACY_SIGNATURE_HEADER`]: `sha256=<hex>`.
+    /// Value for [`LEGACY_SIGNATURE_HEADER`]: `sha256=<hex>` by the oldest
+    /// valid secret.
     pub legacy: String,
-    /// Value for [`STANDARD_SIGNATURE_HEADER`]: `v1,<base64>`.
+    /// Value for [`LEGACY_NEXT_SIGNATURE_HEADER`] when there are newer
+    /// secrets (an overlap): their `sha256=<hex>`, comma-separated, newest
+    /// first.
+    pub legacy_next: Option<String>,
+    /// Value for [`STANDARD_SIGNATURE_HEADER`]: `v1,<base64>` per secret,
+    /// space-separated, newest first.
     pub standard: String,
 }
 
-/// Signs one outbound delivery under both schemes.
+/// Signs one outbound delivery under both schemes with one secret.
 ///
 /// `event_id` is the Standard Webhooks message id; `body` must be the exact
 /// bytes that will be sent.
@@ -150,23 +171,47 @@ pub fn sign_outbound(
     timestamp: i64,
     body: &[u8],
 ) -> OutboundSignature {
+    sign_outbound_all(&[secret], event_id, timestamp, body)
+}
+
+/// Signs one outbound delivery with every valid secret, `secrets` newest
+/// first (as [`crate::webhooks::Webhook::valid_secrets`] gives them); see
+/// the module documentation for where each signature goes.
+pub fn sign_outbound_all(
+    secrets: &[&Secret],
+    event_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> OutboundSignature {
     let timestamp_text = timestamp.to_string();
-    let standard_tag = mac_over(
-        &secret.key_bytes_standard(),
-        &[
-            event_id.as_bytes(),
-            b".",
-            timestamp_text.as_bytes(),
-            b".",
-            body,
-        ],
-    )
-    .finalize()
-    .into_bytes();
+    let standard: Vec<String> = secrets
+        .iter()
+        .map(|secret| {
+            let tag = mac_over(
+                &secret.key_bytes_standard(),
+                &[
+                    event_id.as_bytes(),
+                    b".",
+                    timestamp_text.as_bytes(),
+                    b".",
+                    body,
+                ],
+            )
+            .finalize()
+            .into_bytes();
+            format!("v1,{}", BASE64.encode(tag))
+        })
+        .collect();
+    let mut legacy: Vec<String> = secrets
+        .iter()
+        .map(|secret| sign_incoming_timestamped(secret, timestamp, body))
+        .collect();
+    let oldest = legacy.pop().unwrap_or_default();
     OutboundSignature {
         timestamp,
-        legacy: sign_incoming_timestamped(secret, timestamp, body),
-        standard: format!("v1,{}", BASE64.encode(standard_tag)),
+        legacy: oldest,
+        legacy_next: (!legacy.is_empty()).then(|| legacy.join(",")),
+        standard: standard.join(" "),
     }
 }
 
@@ -266,6 +311,41 @@ pub fn verify_incoming(
         return Ok(SignatureForm::BodyOnly);
     }
     Err(IncomingSignatureError::InvalidSignature)
+}
+
+/// [`verify_incoming`] with each of `secrets` in turn (a webhook's valid
+/// secrets during a rotation's overlap): the first that matches wins. A
+/// failure before the MAC (headers, window) is the same for every secret
+/// and is answered at once.
+pub fn verify_incoming_any(
+    secrets: &[&Secret],
+    header_signature: Option<&str>,
+    header_timestamp: Option<&str>,
+    body: &[u8],
+    now_unix: i64,
+    tolerance_secs: i64,
+    strict: bool,
+) -> Result<SignatureForm, IncomingSignatureError> {
+    let mut refused = IncomingSignatureError::InvalidSignature;
+    for secret in secrets {
+        match verify_incoming(
+            secret,
+            header_signature,
+            header_timestamp,
+            body,
+            now_unix,
+            tolerance_secs,
+            strict,
+        ) {
+            Ok(form) => return Ok(form),
+            Err(IncomingSignatureError::InvalidSignature) => {}
+            Err(other) => {
+                refused = other;
+                break;
+            }
+        }
+    }
+    Err(refused)
 }
 
 /// The `sha256=…` value a client sends for a timestamped request (also our
@@ -420,6 +500,76 @@ mod tests {
         assert_eq!(out.standard, SW_EXPECTED);
         // The legacy scheme keys with the whole secret, `whsec_` included.
         assert_eq!(out.legacy, format!("sha256={SW_SECRET_LEGACY_HEX}"));
+    }
+
+    #[test]
+    fn several_secrets_sign_newest_first_and_the_seed_header_keeps_the_oldest() {
+        let new = Secret::parse(SW_SECRET).unwrap();
+        let mid = Secret::parse("a-middle-secret-value").unwrap();
+        let old = kat_secret();
+        let all = sign_outbound_all(&[&new, &mid, &old], SW_MSG_ID, SW_TIMESTAMP, SW_BODY);
+        let one = |s: &Secret| sign_outbound(s, SW_MSG_ID, SW_TIMESTAMP, SW_BODY);
+        assert_eq!(
+            all.standard,
+            format!(
+                "{} {} {}",
+                one(&new).standard,
+                one(&mid).standard,
+                one(&old).standard
+            )
+        );
+        assert!(all.standard.starts_with(SW_EXPECTED));
+        assert_eq!(all.legacy, one(&old).legacy);
+        assert_eq!(
+            all.legacy_next.as_deref(),
+            Some(format!("{},{}", one(&new).legacy, one(&mid).legacy).as_str())
+        );
+        // One secret: no second header.
+        assert_eq!(one(&new).legacy_next, None);
+        assert!(!one(&new).standard.contains(' '));
+    }
+
+    #[test]
+    fn incoming_accepts_any_valid_secret_and_reports_header_faults_once() {
+        let old = kat_secret();
+        let new = Secret::parse("the-new-secret-after-rotation").unwrap();
+        let ts = NOW.to_string();
+        let both = [&new, &old];
+        for signer in both {
+            let sig = sign_incoming_timestamped(signer, NOW, KAT_BODY);
+            assert_eq!(
+                verify_incoming_any(&both, Some(&sig), Some(&ts), KAT_BODY, NOW, TOLERANCE, true),
+                Ok(SignatureForm::Timestamped)
+            );
+        }
+        let by_old = sign_incoming_timestamped(&old, NOW, KAT_BODY);
+        assert_eq!(
+            verify_incoming_any(
+                &[&new],
+                Some(&by_old),
+                Some(&ts),
+                KAT_BODY,
+                NOW,
+                TOLERANCE,
+                true
+            ),
+            Err(IncomingSignatureError::InvalidSignature)
+        );
+        let stale = (NOW - TOLERANCE - 1).to_string();
+        assert_eq!(
+            verify_incoming_any(
+                &both,
+                Some(&by_old),
+                Some(&stale),
+                KAT_BODY,
+                NOW,
+                TOLERANCE,
+                true
+            ),
+            Err(IncomingSignatureError::StaleTimestamp {
+                skew_secs: TOLERANCE + 1
+            })
+        );
     }
 
     #[test]

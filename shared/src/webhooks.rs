@@ -15,11 +15,12 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
-use crate::config::KeyPrefix;
+use crate::config::{AppEnvironment, KeyPrefix};
 use crate::events::EventFilter;
 use crate::filters::Filters;
 use crate::ids::WebhookId;
 use crate::keys;
+use crate::secret_box::{Sealed, SecretBox, SecretBoxError};
 use crate::signing::Secret;
 use crate::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
 use crate::time::serde_rfc3339;
@@ -27,7 +28,7 @@ use crate::time::serde_rfc3339;
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// A registered webhook. `secret` never leaves the process except in the
-/// response to the registration that generated it.
+/// response to the registration (or rotation) that generated it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Webhook {
     pub webhook_id: WebhookId,
@@ -38,6 +39,10 @@ pub struct Webhook {
     #[serde(default, skip_serializing_if = "Filters::is_empty")]
     pub filters: Filters,
     pub secret: Secret,
+    /// Secrets replaced by a rotation that stay valid until their
+    /// `expires_at` (the overlap), newest first; see [`Webhook::rotate_secret`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_secrets: Vec<PreviousSecret>,
     pub active: bool,
     /// Why the system (not an administrator) turned `active` off, e.g. a
     /// receiver answering `410 Gone`; cleared by any change of `active`.
@@ -55,6 +60,23 @@ pub struct Webhook {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A secret replaced by a rotation, still valid before `expires_at`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: Secret,
+    #[serde(with = "serde_rfc3339")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Most secrets valid at once (the current one and the previous ones in
+/// their overlap): each one costs an HMAC per delivery and per incoming
+/// request, and a receiver never needs more than the last two or three.
+pub const MAX_VALID_SECRETS: usize = 3;
+/// Longest overlap a rotation may ask for.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Overlap of a rotation that names none: a day for integrators to switch.
+pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
 impl Webhook {
     pub fn subscribes_to(&self, event: crate::events::EventType) -> bool {
         self.events.iter().any(|f| f.matches(event))
@@ -64,6 +86,106 @@ impl Webhook {
     /// and its payload passing every filter.
     pub fn wants(&self, event: &crate::events::Event) -> bool {
         self.subscribes_to(event.event_type) && self.filters.matches(event)
+    }
+
+    /// The secrets that sign and verify at `now`: the current one first,
+    /// then the previous ones whose overlap has not ended, newest first.
+    /// Expiry is judged here, by time, so no job has to remove them.
+    pub fn valid_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
+        std::iter::once(&self.secret)
+            .chain(
+                self.previous_secrets
+                    .iter()
+                    .filter(|p| p.expires_at > now)
+                    .map(|p| &p.secret),
+            )
+            .collect()
+    }
+
+    /// Makes `new` the current secret. The secret it replaces, and any
+    /// previous one still valid, stay valid until `now + overlap` at the
+    /// latest (never longer than they already had), so once the overlap
+    /// ends only `new` is valid whatever rotations came before. An overlap
+    /// of zero invalidates every older secret at once (a leaked secret).
+    /// At most [`MAX_VALID_SECRETS`] stay valid; the oldest go first.
+    pub fn rotate_secret(&mut self, new: Secret, overlap: Duration, now: DateTime<Utc>) {
+        let until = chrono::Duration::from_std(overlap)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
+        let replaced = std::mem::replace(&mut self.secret, new);
+        let mut previous = Vec::with_capacity(MAX_VALID_SECRETS);
+        if until > now {
+            previous.push(PreviousSecret {
+                secret: replaced,
+                expires_at: until,
+            });
+            previous.extend(
+                self.previous_secrets
+                    .drain(..)
+                    .filter(|p| p.expires_at > now)
+                    .map(|p| PreviousSecret {
+                        expires_at: p.expires_at.min(until),
+                        secret: p.secret,
+                    }),
+            );
+        }
+        previous.truncate(MAX_VALID_SECRETS - 1);
+        self.previous_secrets = previous;
+        self.updated_at = now;
+    }
+
+    /// Forgets previous secrets whose overlap has ended.
+    fn drop_expired_secrets(&mut self, now: DateTime<Utc>) {
+        self.previous_secrets.retain(|p| p.expires_at > now);
+    }
+}
+
+/// `POST /webhooks/{id}/rotate-secret` as sent.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct RotateSecretRequest {
+    /// The new secret (at least 16 characters); generated (`whsec_…`) when
+    /// absent.
+    pub secret: Option<String>,
+    /// How long the replaced secret stays valid, e.g. `"24h"`, `"30m"`,
+    /// `"0s"` (at once); at most 30 days. Default `"24h"`.
+    pub overlap: Option<String>,
+}
+
+/// A checked rotation.
+#[derive(Debug)]
+pub struct Rotation {
+    pub secret: Secret,
+    /// Whether the secret was generated here (it is returned either way).
+    pub secret_generated: bool,
+    pub overlap: Duration,
+}
+
+impl RotateSecretRequest {
+    pub fn check(self) -> Result<Rotation, FieldError> {
+        let (secret, secret_generated) = match self.secret.as_deref() {
+            Some(text) => (parse_secret(text)?, false),
+            None => (Secret::generate(), true),
+        };
+        let overlap = match self.overlap.as_deref().map(str::trim) {
+            None => DEFAULT_OVERLAP,
+            // humantime wants a unit; a bare 0 is unambiguous.
+            Some("0") => Duration::ZERO,
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                FieldError::new(
+                    "overlap",
+                    format!("{text:?} is not a duration such as \"24h\": {e}"),
+                )
+            })?,
+        };
+        if overlap > MAX_OVERLAP {
+            return Err(FieldError::new("overlap", "must be at most 30 days"));
+        }
+        Ok(Rotation {
+            secret,
+            secret_generated,
+            overlap,
+        })
     }
 }
 
@@ -179,7 +301,9 @@ impl Rules<'_> {
             webhook.filters.check_paths(&webhook.events)?;
         }
         if let Some(secret) = req.secret.as_deref() {
-            webhook.secret = parse_secret(secret)?;
+            // A PATCH swaps at once, as it always did; an overlap is what
+            // rotate-secret is for.
+            webhook.rotate_secret(parse_secret(secret)?, Duration::ZERO, Utc::now());
         }
         if let Some(active) = req.active {
             webhook.active = active;
@@ -266,12 +390,30 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("webhook {webhook_id}: its secret cannot be decrypted: {source}")]
+    Secret {
+        webhook_id: String,
+        source: SecretBoxError,
+    },
 }
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Redis(e) if queue::is_unavailable(e))
     }
+}
+
+/// Why a process must not start with the registry as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsAtStartError {
+    #[error(
+        "secrets.encryption_keys: required when app.environment = production \
+         (webhook secrets would be stored in clear); set one, e.g. \
+         SUPPORTRAG__SECRETS__ENCRYPTION_KEYS=k1:$(openssl rand -base64 32)"
+    )]
+    NoKeyInProduction,
+    #[error("encrypting webhook secrets at start: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Sets a registry field only if it still holds what the caller read.
@@ -289,18 +431,22 @@ return 0
 });
 
 /// Where webhooks live: one hash, id → record (a registry is small; listing
-/// reads it whole).
+/// reads it whole). Secrets are sealed with `secrets` on the way in and
+/// opened on the way out, so a record in Redis holds no clear secret once a
+/// key is configured, and nothing outside this store sees a sealed one.
 #[derive(Clone)]
 pub struct WebhookStore {
     conn: ConnectionManager,
     key: String,
+    secrets: SecretBox,
 }
 
 impl WebhookStore {
-    pub fn new(conn: ConnectionManager, prefix: &KeyPrefix) -> Self {
+    pub fn new(conn: ConnectionManager, prefix: &KeyPrefix, secrets: SecretBox) -> Self {
         Self {
             conn,
             key: keys::webhooks(prefix),
+            secrets,
         }
     }
 
@@ -313,6 +459,7 @@ impl WebhookStore {
             events: draft.events,
             filters: draft.filters,
             secret: draft.secret,
+            previous_secrets: Vec::new(),
             active: draft.active,
             disabled_reason: None,
             metadata: draft.metadata,
@@ -331,7 +478,7 @@ impl WebhookStore {
             .hset(
                 &self.key,
                 webhook.webhook_id.as_str(),
-                serde_json::to_vec(webhook)?,
+                self.encode(webhook)?,
             )
             .await?;
         Ok(())
@@ -339,13 +486,14 @@ impl WebhookStore {
 
     pub async fn get(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
         let raw: Option<Vec<u8>> = self.conn.clone().hget(&self.key, id.as_str()).await?;
-        Ok(raw.map(|raw| serde_json::from_slice(&raw)).transpose()?)
+        raw.map(|raw| self.decode(id.as_str(), &raw)).transpose()
     }
 
     /// Every webhook that can be read, oldest first. Publishing must not
     /// stop for every subscriber because one record is unreadable (written
-    /// by hand, or by a version that stored another shape): such a record
-    /// is logged with its id and left out.
+    /// by hand, by a version that stored another shape, or sealed under a
+    /// key no longer configured, which the start-up check refuses anyway):
+    /// such a record is logged with its id and left out.
     pub async fn all_readable(&self) -> Result<Vec<Webhook>, StoreError> {
         Ok(self
             .decoded()
@@ -374,7 +522,7 @@ impl WebhookStore {
         loop {
             let raw: Option<Vec<u8>> = conn.hget(&self.key, id.as_str()).await?;
             let Some(raw) = raw else { return Ok(None) };
-            let mut webhook: Webhook = serde_json::from_slice(&raw)?;
+            let mut webhook = self.decode(id.as_str(), &raw)?;
             if !webhook.active {
                 return Ok(Some(webhook));
             }
@@ -385,7 +533,7 @@ impl WebhookStore {
                 .key(&self.key)
                 .arg(id.as_str())
                 .arg(raw)
-                .arg(serde_json::to_vec(&webhook)?)
+                .arg(self.encode(&webhook)?)
                 .invoke_async(&mut conn)
                 .await?;
             if replaced == 1 {
@@ -399,16 +547,19 @@ impl WebhookStore {
         self.decoded()
             .await?
             .into_iter()
-            .map(|(_, webhook)| webhook.map_err(StoreError::from))
+            .map(|(_, webhook)| webhook)
             .collect()
     }
 
     /// Every record of the registry by id, decoded, oldest first.
-    async fn decoded(&self) -> Result<Vec<(String, serde_json::Result<Webhook>)>, StoreError> {
+    async fn decoded(&self) -> Result<Vec<(String, Result<Webhook, StoreError>)>, StoreError> {
         let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
         let mut decoded: Vec<_> = raw
             .into_iter()
-            .map(|(id, raw)| (id, serde_json::from_slice(&raw)))
+            .map(|(id, raw)| {
+                let webhook = self.decode(&id, &raw);
+                (id, webhook)
+            })
             .collect();
         decoded.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(decoded)
@@ -418,6 +569,168 @@ impl WebhookStore {
         let removed: i64 = self.conn.clone().hdel(&self.key, id.as_str()).await?;
         Ok(removed == 1)
     }
+
+    /// What both binaries run before serving: refuses to go on without an
+    /// encryption key in production (warns in a local trial), then seals
+    /// every clear secret and re-seals every secret sealed under a key other
+    /// than the first (see [`WebhookStore::reseal_all`]). A Redis out of
+    /// reach is warned about, not fatal (processes start during an outage;
+    /// the next start finishes the job, and every save seals meanwhile); a
+    /// secret that cannot be decrypted is fatal, naming the webhook and the
+    /// key id. Returns how many records were rewritten.
+    pub async fn secure_at_start(
+        &self,
+        environment: AppEnvironment,
+    ) -> Result<usize, SecretsAtStartError> {
+        if self.secrets.primary().is_none() {
+            if environment == AppEnvironment::Production {
+                return Err(SecretsAtStartError::NoKeyInProduction);
+            }
+            tracing::warn!(
+                "secrets.encryption_keys is empty: webhook secrets are stored in clear \
+                 (accepted for a local trial; refused when app.environment = production)"
+            );
+        }
+        match self.reseal_all().await {
+            Ok(rewritten) => {
+                if rewritten > 0 {
+                    tracing::info!(
+                        rewritten,
+                        key_id = self.secrets.primary().unwrap_or_default(),
+                        "webhook secrets encrypted under the current key"
+                    );
+                }
+                Ok(rewritten)
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "Redis out of reach: stored webhook secrets not checked at start");
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rewrites every record whose secrets are not all sealed under the
+    /// first key. Idempotent, and safe with several processes starting at
+    /// once: a record is replaced only if it is still the one read, else
+    /// read again and judged again. Records that are not JSON are left
+    /// alone (reading them reports them); a secret that does not decrypt
+    /// stops here, naming the webhook.
+    pub async fn reseal_all(&self) -> Result<usize, StoreError> {
+        let raw: Vec<(String, Vec<u8>)> = self.conn.clone().hgetall(&self.key).await?;
+        let mut rewritten = 0;
+        for (id, record) in raw {
+            if self.reseal(&id, record).await? {
+                rewritten += 1;
+            }
+        }
+        Ok(rewritten)
+    }
+
+    async fn reseal(&self, id: &str, mut raw: Vec<u8>) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        loop {
+            let webhook = match self.decode(id, &raw) {
+                Ok(webhook) => webhook,
+                Err(StoreError::Corrupt(e)) => {
+                    tracing::warn!(webhook_id = %id, error = %e, "unreadable webhook record left as it is");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            if !self.needs_reseal(&raw)? {
+                return Ok(false);
+            }
+            let replaced: i64 = REPLACE_IF_UNCHANGED
+                .key(&self.key)
+                .arg(id)
+                .arg(&raw)
+                .arg(self.encode(&webhook)?)
+                .invoke_async(&mut conn)
+                .await?;
+            if replaced == 1 {
+                return Ok(true);
+            }
+            match conn.hget::<_, _, Option<Vec<u8>>>(&self.key, id).await? {
+                Some(now) => raw = now,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Whether a stored record has a clear secret while a key is
+    /// configured, or one sealed under a key other than the first.
+    fn needs_reseal(&self, raw: &[u8]) -> Result<bool, StoreError> {
+        let Some(primary) = self.secrets.primary() else {
+            return Ok(false);
+        };
+        let mut record: serde_json::Value = serde_json::from_slice(raw)?;
+        Ok(secret_slots(&mut record).iter().any(|slot| match slot {
+            serde_json::Value::Object(sealed) => {
+                sealed.get("kid").and_then(|k| k.as_str()) != Some(primary)
+            }
+            _ => true,
+        }))
+    }
+
+    /// The stored form: expired previous secrets dropped, every secret
+    /// sealed when a key is configured.
+    fn encode(&self, webhook: &Webhook) -> Result<Vec<u8>, StoreError> {
+        let mut webhook = webhook.clone();
+        webhook.drop_expired_secrets(Utc::now());
+        let mut record = serde_json::to_value(&webhook)?;
+        let aad = webhook.webhook_id.as_str().as_bytes();
+        for slot in secret_slots(&mut record) {
+            if let Some(plain) = slot.as_str()
+                && let Some(sealed) = self.secrets.seal(plain, aad)
+            {
+                *slot = serde_json::to_value(sealed)?;
+            }
+        }
+        Ok(serde_json::to_vec(&record)?)
+    }
+
+    /// A stored record back to a webhook, opening sealed secrets with the
+    /// key they name; `id` is the registry field (and the sealing's AAD).
+    fn decode(&self, id: &str, raw: &[u8]) -> Result<Webhook, StoreError> {
+        let mut record: serde_json::Value = serde_json::from_slice(raw)?;
+        for slot in secret_slots(&mut record) {
+            if slot.is_object() {
+                let sealed: Sealed = serde_json::from_value(slot.take())?;
+                let plain = self
+                    .secrets
+                    .open(&sealed, id.as_bytes())
+                    .map_err(|source| StoreError::Secret {
+                        webhook_id: id.to_owned(),
+                        source,
+                    })?;
+                *slot = serde_json::Value::String(plain);
+            }
+        }
+        Ok(serde_json::from_value(record)?)
+    }
+}
+
+/// Where a stored record keeps secrets: `secret` and each
+/// `previous_secrets[].secret`. A string is a clear secret, an object a
+/// [`Sealed`] one.
+fn secret_slots(record: &mut serde_json::Value) -> Vec<&mut serde_json::Value> {
+    let mut slots = Vec::new();
+    let Some(fields) = record.as_object_mut() else {
+        return slots;
+    };
+    for (name, value) in fields.iter_mut() {
+        match name.as_str() {
+            "secret" => slots.push(value),
+            "previous_secrets" => {
+                if let Some(items) = value.as_array_mut() {
+                    slots.extend(items.iter_mut().filter_map(|item| item.get_mut("secret")));
+                }
+            }
+            _ => {}
+        }
+    }
+    slots
 }
 
 /// Stale entries are dropped once the cache holds more than this many.
@@ -531,6 +844,7 @@ mod tests {
             events: vec![EventFilter::All],
             filters: Filters::default(),
             secret: Secret::generate(),
+            previous_secrets: Vec::new(),
             active: true,
             disabled_reason: None,
             metadata: Metadata::default(),
@@ -538,6 +852,149 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }
+    }
+
+    fn secret(text: &str) -> Secret {
+        Secret::parse(text).unwrap()
+    }
+
+    fn exposed(webhook: &Webhook, now: DateTime<Utc>) -> Vec<&str> {
+        webhook
+            .valid_secrets(now)
+            .into_iter()
+            .map(Secret::expose)
+            .collect()
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_old_secret_for_the_overlap_only() {
+        let mut hook = webhook("webhook_a");
+        hook.secret = secret("secret_number_one_1");
+        let t0 = Utc::now();
+        hook.rotate_secret(secret("secret_number_two_2"), Duration::from_secs(60), t0);
+        assert_eq!(
+            exposed(&hook, t0),
+            ["secret_number_two_2", "secret_number_one_1"]
+        );
+        let end = t0 + chrono::Duration::seconds(60);
+        assert_eq!(hook.previous_secrets[0].expires_at, end);
+        assert_eq!(exposed(&hook, end), ["secret_number_two_2"]);
+
+        // Rotating again within the overlap: the oldest keeps its own end,
+        // capped by the new overlap; never more than three valid.
+        let t1 = t0 + chrono::Duration::seconds(10);
+        hook.rotate_secret(secret("secret_number_three"), Duration::from_secs(3600), t1);
+        assert_eq!(
+            exposed(&hook, t1),
+            [
+                "secret_number_three",
+                "secret_number_two_2",
+                "secret_number_one_1"
+            ]
+        );
+        assert_eq!(hook.previous_secrets[1].expires_at, end);
+        hook.rotate_secret(secret("secret_number_four_"), Duration::from_secs(5), t1);
+        assert_eq!(
+            exposed(&hook, t1),
+            [
+                "secret_number_four_",
+                "secret_number_three",
+                "secret_number_two_2"
+            ]
+        );
+        assert!(
+            hook.previous_secrets
+                .iter()
+                .all(|p| p.expires_at <= t1 + chrono::Duration::seconds(5))
+        );
+
+        // Zero overlap: only the new one, at once (a leaked secret).
+        hook.rotate_secret(secret("secret_number_five_"), Duration::ZERO, t1);
+        assert_eq!(exposed(&hook, t1), ["secret_number_five_"]);
+        assert!(hook.previous_secrets.is_empty());
+    }
+
+    #[test]
+    fn a_rotation_request_is_checked_field_by_field() {
+        let check = |secret: Option<&str>, overlap: Option<&str>| {
+            RotateSecretRequest {
+                secret: secret.map(str::to_owned),
+                overlap: overlap.map(str::to_owned),
+            }
+            .check()
+        };
+        let default = check(None, None).unwrap();
+        assert!(default.secret_generated);
+        assert!(default.secret.expose().starts_with("whsec_"));
+        assert_eq!(default.overlap, DEFAULT_OVERLAP);
+        let given = check(Some("a_given_secret_1234"), Some("90m")).unwrap();
+        assert!(!given.secret_generated);
+        assert_eq!(given.overlap, Duration::from_secs(5400));
+        assert_eq!(check(None, Some("0")).unwrap().overlap, Duration::ZERO);
+        assert_eq!(check(None, Some("30days")).unwrap().overlap, MAX_OVERLAP);
+        for (secret, overlap, field) in [
+            (None, Some("31days"), "overlap"),
+            (None, Some("soon"), "overlap"),
+            (None, Some("-1h"), "overlap"),
+            (Some("short"), None, "secret"),
+        ] {
+            assert_eq!(check(secret, overlap).unwrap_err().field, field);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_patch_of_the_secret_swaps_it_at_once() {
+        let mut hook = webhook("webhook_a");
+        hook.rotate_secret(
+            secret("secret_number_two_2"),
+            Duration::from_secs(60),
+            Utc::now(),
+        );
+        assert_eq!(hook.valid_secrets(Utc::now()).len(), 2);
+        let policy = SsrfPolicy::default();
+        let resolver = StaticResolver::new();
+        let rules = Rules {
+            policy: &policy,
+            resolver: &resolver,
+        };
+        let patched = rules
+            .update(
+                hook,
+                WebhookRequest {
+                    secret: Some("secret_number_three".into()),
+                    ..WebhookRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(exposed(&patched, Utc::now()), ["secret_number_three"]);
+    }
+
+    #[test]
+    fn every_secret_of_a_record_is_found_for_sealing_expired_ones_included() {
+        use base64::Engine as _;
+        let key = crate::secret_box::EncryptionKey::parse(&format!(
+            "k1:{}",
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+        ))
+        .unwrap();
+        let sealing = SecretBox::new(vec![key]);
+        let mut hook = webhook("webhook_a");
+        hook.secret = secret("secret_number_one_1");
+        let now = Utc::now();
+        hook.rotate_secret(secret("secret_number_two_2"), Duration::from_secs(60), now);
+        hook.previous_secrets.push(PreviousSecret {
+            secret: secret("an_expired_secret_0"),
+            expires_at: now - chrono::Duration::seconds(1),
+        });
+        let mut record = serde_json::to_value(&hook).unwrap();
+        for slot in secret_slots(&mut record) {
+            let sealed = sealing.seal(slot.as_str().unwrap(), b"webhook_a").unwrap();
+            *slot = serde_json::to_value(sealed).unwrap();
+        }
+        let text = record.to_string();
+        assert!(!text.contains("secret_number"), "{text}");
+        assert_eq!(text.matches("\"kid\":\"k1\"").count(), 3);
     }
 
     #[test]

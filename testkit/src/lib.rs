@@ -44,7 +44,9 @@ pub use receiver::{Behaviour, Receiver, Recorded, spawn_receiver};
 pub use redis::{RedisTls, TestRedis};
 pub use replica::TestReplica;
 pub use settings::{TEST_ADMIN_KEY, test_settings};
-pub use verifier::{JsVerifier, spawn_js_verifier, spawn_js_verifier_failing_first};
+pub use verifier::{
+    JsVerifier, spawn_js_verifier, spawn_js_verifier_failing_first, spawn_js_verifier_rotating,
+};
 
 /// The generous bound tests wait for something that should take
 /// milliseconds; only a real hang should ever reach it.

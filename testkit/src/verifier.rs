@@ -29,6 +29,7 @@ use tempfile::TempDir;
 use crate::files::{create_log, tail};
 
 const SCRIPT: &str = include_str!("verifier.js");
+const ROTATING_SCRIPT: &str = include_str!("verifier_rotating.js");
 const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// A running `node verifier.js`; killed when dropped.
@@ -41,23 +42,30 @@ pub struct JsVerifier {
 
 /// Starts the verifier knowing these `(webhook_id, secret)` pairs.
 pub fn spawn_js_verifier(secrets: &[(&str, &str)]) -> JsVerifier {
-    spawn_with(secrets, 0)
+    spawn_with(SCRIPT, secrets, 0)
+}
+
+/// As [`spawn_js_verifier`], with the seed's verifier changed as README
+/// tells receivers to change it for secret rotation: it also tries each
+/// signature of `X-Webhook-Signature-Next`.
+pub fn spawn_js_verifier_rotating(secrets: &[(&str, &str)]) -> JsVerifier {
+    spawn_with(ROTATING_SCRIPT, secrets, 0)
 }
 
 /// As [`spawn_js_verifier`], answering 500 to the first `fail_first`
 /// webhook requests.
 pub fn spawn_js_verifier_failing_first(secrets: &[(&str, &str)], fail_first: usize) -> JsVerifier {
-    spawn_with(secrets, fail_first)
+    spawn_with(SCRIPT, secrets, fail_first)
 }
 
-fn spawn_with(secrets: &[(&str, &str)], fail_first: usize) -> JsVerifier {
+fn spawn_with(script_text: &str, secrets: &[(&str, &str)], fail_first: usize) -> JsVerifier {
     let node_modules = node_modules_with_express();
     let dir = tempfile::Builder::new()
         .prefix("supportrag-verifier-")
         .tempdir()
         .expect("testkit: could not create a temporary directory for the verifier");
     let script = dir.path().join("verifier.js");
-    std::fs::write(&script, SCRIPT).expect("testkit: could not write verifier.js");
+    std::fs::write(&script, script_text).expect("testkit: could not write verifier.js");
     let secrets: HashMap<&str, &str> = secrets.iter().copied().collect();
     let secrets = serde_json::to_string(&secrets).expect("testkit: a string map always serializes");
     let stderr = create_log(&dir.path().join("node.stderr.log"));

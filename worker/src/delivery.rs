@@ -44,8 +44,16 @@ pub struct DeliveryHandler {
 /// The headers of one attempt, exactly as SPEC §6 names them, plus the
 /// Standard Webhooks trio so receivers can use its libraries.
 fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> HeaderMap {
-    let timestamp = Utc::now().timestamp();
-    let signature = signing::sign_outbound(&webhook.secret, event_id.as_str(), timestamp, body);
+    let now = Utc::now();
+    let timestamp = now.timestamp();
+    // Every valid secret signs, so receivers on either side of a rotation
+    // verify during its overlap.
+    let signature = signing::sign_outbound_all(
+        &webhook.valid_secrets(now),
+        event_id.as_str(),
+        timestamp,
+        body,
+    );
     let mut headers = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -53,6 +61,9 @@ fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> 
         }
     };
     put("x-webhook-signature", signature.legacy);
+    if let Some(next) = signature.legacy_next {
+        put("x-webhook-signature-next", next);
+    }
     put("x-webhook-timestamp", timestamp.to_string());
     put("x-webhook-id", webhook.webhook_id.to_string());
     put("x-delivery-attempt", attempt.to_string());

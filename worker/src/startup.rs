@@ -66,6 +66,10 @@ pub async fn run_with_parser(
     let consumer = consumer_name();
     tracing::info!(consumer, "worker starting");
     services.check_eviction_policy().await?;
+    services
+        .webhooks
+        .secure_at_start(settings.app.environment)
+        .await?;
     log_parser_isolation().await;
     let egress = egress_client(&services, settings.delivery.timeout, 32)
         .context("building the delivery HTTP client")?;

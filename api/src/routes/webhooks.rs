@@ -7,7 +7,7 @@ use shared::event_payloads::WebhookTest;
 use shared::events::{Event, EventFilter, EventMetadata};
 use shared::ids::{EventId, WebhookId};
 use shared::publish::PublishError;
-use shared::webhooks::{Rules, Webhook, WebhookRequest};
+use shared::webhooks::{RotateSecretRequest, Rules, Webhook, WebhookRequest};
 use utoipa::IntoParams;
 
 use crate::http::body::Json;
@@ -15,7 +15,7 @@ use crate::http::envelope::{Accepted, Created, Data, Paged, Pagination, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::trace::current_trace_id;
 use crate::state::AppState;
-use crate::views::{Deleted, Registered, TestQueued, WebhookView};
+use crate::views::{Deleted, Registered, SecretRotated, TestQueued, WebhookView};
 
 pub(crate) fn parse_webhook_id(id: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook", id))
@@ -157,6 +157,36 @@ pub async fn update(
     let webhook = rules(&state).update(webhook, req).await?;
     state.services.webhooks.save(&webhook).await?;
     Ok(Data(view(&state, &webhook).await?))
+}
+
+/// Replace the webhook's secret, keeping the old one valid for `overlap`.
+///
+/// The new secret (given, or generated as `whsec_…`) is in the answer, and
+/// only there. Until the overlap ends deliveries are signed by both (see
+/// README, "Rotating a webhook's secret") and incoming requests signed by
+/// either are accepted; then the old one stops working by itself.
+#[utoipa::path(post, path = "/webhooks/{webhook_id}/rotate-secret", tag = "webhooks",
+    params(("webhook_id" = String, Path)), request_body = RotateSecretRequest,
+    responses((status = 200, body = SecretRotated), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<RotateSecretRequest>,
+) -> Result<Data<SecretRotated>, ApiError> {
+    let mut webhook = load_webhook(&state, &id).await?;
+    let rotation = req.check()?;
+    let now = chrono::Utc::now();
+    webhook.rotate_secret(rotation.secret, rotation.overlap, now);
+    state.services.webhooks.save(&webhook).await?;
+    tracing::info!(
+        webhook_id = %webhook.webhook_id,
+        overlap_secs = rotation.overlap.as_secs(),
+        generated = rotation.secret_generated,
+        "webhook secret rotated"
+    );
+    Ok(Data(SecretRotated::new(&webhook, now)))
 }
 
 /// Send a `webhook.test` event to this webhook alone.
