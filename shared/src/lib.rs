@@ -24,6 +24,7 @@ pub mod redis_conn;
 pub mod search_replicas;
 pub mod services;
 pub mod sessions;
+pub mod signature_profiles;
 pub mod signing;
 pub mod ssrf;
 pub mod telemetry;

@@ -29,7 +29,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// Header carrying the legacy `sha256=…` signature.
 pub const LEGACY_SIGNATURE_HEADER: &str = "X-Webhook-Signature";
@@ -290,7 +290,7 @@ fn legacy_header_value(mac: HmacSha256) -> String {
     )
 }
 
-fn mac_over(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+pub(crate) fn mac_over(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
     // HMAC takes keys of any length (RFC 2104 hashes long ones and pads short
     // ones); the Result only exists because `KeyInit` is shared with
     // fixed-key ciphers, so no input can reach the error arm.
