@@ -7,13 +7,17 @@
 # script installs under ~/.cache/supportrag-node when missing. Then the API
 # is fuzzed against its OpenAPI document with Schemathesis (a bounded run,
 # scripts/schemathesis.sh), installed under ~/.cache/supportrag-py when
-# missing. SKIP_SCHEMATHESIS=1 leaves that step out. The real-dictionary
+# missing. SKIP_SCHEMATHESIS=1 leaves that step out. The providers' signing
+# libraries for the signature-profile tests (Standard Webhooks, Slack,
+# Stripe, GitHub) are installed by scripts/signers.sh under
+# ~/.cache/supportrag-signers. The real-dictionary
 # test needs the Debian package mueller7-dict and skips without it (only a
 # hint here: installing packages is CI's job, .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/supportrag-target}"
+export SUPPORTRAG_SIGNERS="${SUPPORTRAG_SIGNERS:-$HOME/.cache/supportrag-signers}"
 export SUPPORTRAG_NODE_MODULES="${SUPPORTRAG_NODE_MODULES:-$HOME/.cache/supportrag-node/node_modules}"
 
 # Every missing prerequisite at once, before a long cargo run, with the one
@@ -42,6 +46,8 @@ fi
 if [ ! -d "$SUPPORTRAG_NODE_MODULES/express" ]; then
   npm install --no-audit --no-fund --silent --prefix "$(dirname "$SUPPORTRAG_NODE_MODULES")" express@4
 fi
+
+scripts/signers.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

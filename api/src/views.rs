@@ -6,6 +6,7 @@
 use serde::Serialize;
 use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, WebhookStats};
 use shared::filters::Filters;
+use shared::signature_profiles::SignatureProfile;
 use shared::time::rfc3339;
 use shared::webhooks::{Metadata, Webhook};
 use utoipa::ToSchema;
@@ -27,6 +28,8 @@ pub struct WebhookView {
     #[schema(value_type = Object)]
     pub metadata: Metadata,
     pub strict_signatures: bool,
+    /// How incoming requests of this integration are signed.
+    pub signature_profile: SignatureProfile,
     pub created_at: String,
     pub updated_at: String,
     pub last_delivery: Option<String>,
@@ -48,6 +51,7 @@ impl WebhookView {
             disabled_reason: w.disabled_reason.clone(),
             metadata: w.metadata.clone(),
             strict_signatures: w.strict_signatures,
+            signature_profile: w.signature_profile,
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
             last_delivery: stats.last_delivery,

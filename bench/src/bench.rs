@@ -304,6 +304,7 @@ impl Bench {
                 active: true,
                 metadata: serde_json::Map::new(),
                 strict_signatures: false,
+                signature_profile: Default::default(),
             })
             .await?)
     }

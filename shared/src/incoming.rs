@@ -17,7 +17,7 @@ use crate::documents::{DocumentError, DocumentRecord, DocumentStore};
 use crate::ids::{DocumentId, EventId, SessionId, StagingId, WebhookId};
 use crate::jobs::{DocumentSource, IngestDocument, ProcessMessage};
 use crate::sessions::{SessionError, SessionStore, ThreadKey};
-use crate::signing::{self, IncomingSignatureError};
+use crate::signature_profiles::{self, Presented, SignatureError, Window};
 use crate::ssrf::{NameResolver, SsrfPolicy};
 use crate::webhooks::{FieldError, Rules, StoreError, Webhook, WebhookCache, WebhookStore};
 use queue::{Envelope, Job, PushOnce, QueueClient, QueueError};
@@ -34,7 +34,7 @@ pub enum IntakeError {
     #[error("{0}")]
     UnknownWebhook(String),
     #[error(transparent)]
-    Signature(#[from] IncomingSignatureError),
+    Signature(#[from] SignatureError),
     #[error("{}: {}", .0.field, .0.message)]
     Field(#[from] FieldError),
     #[error(transparent)]
@@ -59,11 +59,14 @@ impl IntakeError {
     }
 }
 
-/// The signature headers of a request, as received.
+/// An incoming request as received: the sending webhook's id, every header
+/// (which ones carry the signature depends on the webhook's
+/// `signature_profile`) and the raw body.
 pub struct SignedRequest<'a> {
+    /// `X-Webhook-ID`, or the `webhook_id` query parameter for senders that
+    /// cannot add headers of their own.
     pub webhook_id: Option<&'a str>,
-    pub signature: Option<&'a str>,
-    pub timestamp: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
 }
 
@@ -227,8 +230,9 @@ pub struct Intake {
 
 impl Intake {
     /// The sending integration, if the request is signed by it: an active
-    /// webhook named by `X-Webhook-ID`, a timestamp within the window and
-    /// a valid signature over the raw body.
+    /// webhook named by `X-Webhook-ID` (or `?webhook_id=`), and a valid
+    /// signature over the raw body under the webhook's signature profile,
+    /// with a timestamp within the window where the profile has one.
     pub async fn authenticate(&self, req: &SignedRequest<'_>) -> Result<Webhook, IntakeError> {
         let raw_id = req
             .webhook_id
@@ -249,15 +253,21 @@ impl Intake {
         };
         let webhook = webhook.filter(|w| w.active).ok_or_else(unknown)?;
         let now = Utc::now();
-        // During a rotation's overlap the sender may still sign with the
-        // previous secret.
-        signing::verify_incoming_any(
+        let window = Window {
+            now_unix: now.timestamp(),
+            tolerance_secs: i64::try_from(self.timestamp_tolerance.as_secs()).unwrap_or(i64::MAX),
+        };
+        let presented = Presented {
+            headers: req.headers,
+            body: req.body,
+        };
+        signature_profiles::verify(
+            webhook.signature_profile,
+            // During a rotation's overlap the sender may still sign with
+            // the previous secret.
             &webhook.valid_secrets(now),
-            req.signature,
-            req.timestamp,
-            req.body,
-            now.timestamp(),
-            i64::try_from(self.timestamp_tolerance.as_secs()).unwrap_or(i64::MAX),
+            &presented,
+            window,
             webhook.strict_signatures,
         )?;
         Ok(webhook)

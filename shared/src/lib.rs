@@ -27,6 +27,7 @@ pub mod search_replicas;
 pub mod secret_box;
 pub mod services;
 pub mod sessions;
+pub mod signature_profiles;
 pub mod signing;
 pub mod ssrf;
 pub mod telemetry;

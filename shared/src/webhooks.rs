@@ -21,6 +21,7 @@ use crate::filters::Filters;
 use crate::ids::WebhookId;
 use crate::keys;
 use crate::secret_box::{Sealed, SecretBox, SecretBoxError};
+use crate::signature_profiles::SignatureProfile;
 use crate::signing::Secret;
 use crate::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
 use crate::time::serde_rfc3339;
@@ -54,6 +55,10 @@ pub struct Webhook {
     /// of the seed's Python sender is refused.
     #[serde(default)]
     pub strict_signatures: bool,
+    /// How incoming requests are signed (records from before profiles
+    /// existed read as `seed`).
+    #[serde(default)]
+    pub signature_profile: SignatureProfile,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "serde_rfc3339")]
@@ -229,6 +234,10 @@ pub struct WebhookRequest {
     pub metadata: Option<Metadata>,
     /// Refuse incoming requests signed over the body alone.
     pub strict_signatures: Option<bool>,
+    /// How incoming requests are signed: `seed` (default),
+    /// `standard_webhooks`, `slack`, `stripe` or `github`.
+    #[schema(value_type = Option<SignatureProfile>)]
+    pub signature_profile: Option<String>,
 }
 
 /// A checked registration; holding one means every rule passed.
@@ -244,6 +253,7 @@ pub struct WebhookDraft {
     pub active: bool,
     pub metadata: Metadata,
     pub strict_signatures: bool,
+    pub signature_profile: SignatureProfile,
 }
 
 /// What the URL and secret rules need from the outside world.
@@ -274,6 +284,7 @@ impl Rules<'_> {
             active: req.active.unwrap_or(true),
             metadata: req.metadata.unwrap_or_default(),
             strict_signatures: req.strict_signatures.unwrap_or(false),
+            signature_profile: parse_profile(req.signature_profile.as_deref())?.unwrap_or_default(),
         })
     }
 
@@ -314,6 +325,9 @@ impl Rules<'_> {
         }
         if let Some(strict) = req.strict_signatures {
             webhook.strict_signatures = strict;
+        }
+        if let Some(profile) = parse_profile(req.signature_profile.as_deref())? {
+            webhook.signature_profile = profile;
         }
         webhook.updated_at = Utc::now();
         Ok(webhook)
@@ -378,6 +392,13 @@ fn parse_filters(
     let filters = raw.map(Filters::parse).transpose()?.unwrap_or_default();
     filters.check_paths(events)?;
     Ok(filters)
+}
+
+fn parse_profile(text: Option<&str>) -> Result<Option<SignatureProfile>, FieldError> {
+    text.map(|t| {
+        SignatureProfile::parse(t).map_err(|e| FieldError::new("signature_profile", e.to_string()))
+    })
+    .transpose()
 }
 
 fn parse_secret(text: &str) -> Result<Secret, FieldError> {
@@ -464,6 +485,7 @@ impl WebhookStore {
             disabled_reason: None,
             metadata: draft.metadata,
             strict_signatures: draft.strict_signatures,
+            signature_profile: draft.signature_profile,
             created_at: now,
             updated_at: now,
         };
@@ -836,6 +858,65 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn signature_profile_defaults_to_seed_and_is_checked_by_name() {
+        let policy = SsrfPolicy::default();
+        let resolver = StaticResolver::new();
+        let rules = Rules {
+            policy: &policy,
+            resolver: &resolver,
+        };
+        let url = "https://hooks.example/in";
+        let draft = rules.register(request(url)).await.unwrap();
+        assert_eq!(draft.signature_profile, SignatureProfile::Seed);
+        let slack = WebhookRequest {
+            signature_profile: Some("slack".into()),
+            ..request(url)
+        };
+        assert_eq!(
+            rules.register(slack).await.unwrap().signature_profile,
+            SignatureProfile::Slack
+        );
+        let unknown = WebhookRequest {
+            signature_profile: Some("hmac".into()),
+            ..request(url)
+        };
+        assert_eq!(
+            rules.register(unknown).await.unwrap_err().field,
+            "signature_profile"
+        );
+        // A change keeps the profile unless it names one.
+        let changed = rules
+            .update(
+                webhook("webhook_p"),
+                WebhookRequest {
+                    signature_profile: Some("github".into()),
+                    ..WebhookRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(changed.signature_profile, SignatureProfile::Github);
+        let kept = rules
+            .update(changed, WebhookRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(kept.signature_profile, SignatureProfile::Github);
+        let refused = WebhookRequest {
+            signature_profile: Some("Stripe".into()),
+            ..WebhookRequest::default()
+        };
+        assert_eq!(
+            rules.update(kept, refused).await.unwrap_err().field,
+            "signature_profile"
+        );
+        // Records stored before profiles existed read as `seed`.
+        let mut old = serde_json::to_value(webhook("webhook_o")).unwrap();
+        old.as_object_mut().unwrap().remove("signature_profile");
+        let read: Webhook = serde_json::from_value(old).unwrap();
+        assert_eq!(read.signature_profile, SignatureProfile::Seed);
+    }
+
     fn webhook(id: &str) -> Webhook {
         Webhook {
             webhook_id: WebhookId::parse(id).unwrap(),
@@ -849,6 +930,7 @@ mod tests {
             disabled_reason: None,
             metadata: Metadata::default(),
             strict_signatures: false,
+            signature_profile: SignatureProfile::Seed,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

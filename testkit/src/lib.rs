@@ -144,6 +144,7 @@ pub async fn register_webhook(
             active: true,
             metadata: serde_json::Map::new(),
             strict_signatures: false,
+            signature_profile: Default::default(),
         })
         .await
         .expect("testkit: register webhook")

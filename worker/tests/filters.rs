@@ -34,6 +34,7 @@ async fn register(services: &Services, receiver: &Receiver, filters: serde_json:
             active: true,
             metadata: serde_json::Map::new(),
             strict_signatures: false,
+            signature_profile: Default::default(),
         })
         .await
         .expect("register")

@@ -6,12 +6,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::incoming::{IncomingDocument, IncomingMessage, IntakeError, SignedRequest};
-use utoipa::ToSchema;
+use shared::webhooks::Webhook;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;
-use crate::http::envelope::{Accepted, Data};
+use crate::http::envelope::{Accepted, Data, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::trace::current_trace_id;
 use crate::state::AppState;
@@ -55,13 +56,37 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn signed<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> SignedRequest<'a> {
-    SignedRequest {
-        webhook_id: header(headers, "x-webhook-id"),
-        signature: header(headers, "x-webhook-signature"),
-        timestamp: header(headers, "x-webhook-timestamp"),
+/// Where senders that cannot add an `X-Webhook-ID` header (Slack, Stripe,
+/// GitHub…) name their webhook: `…/incoming/message?webhook_id=webhook_…`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IncomingQuery {
+    /// The sending integration's webhook_id, when `X-Webhook-ID` is absent.
+    pub webhook_id: Option<String>,
+}
+
+/// Every header that is valid UTF-8, for the webhook's signature profile to
+/// pick its own from.
+fn header_pairs(headers: &HeaderMap) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect()
+}
+
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &IncomingQuery,
+    body: &[u8],
+) -> Result<Webhook, ApiError> {
+    let pairs = header_pairs(headers);
+    let request = SignedRequest {
+        webhook_id: header(headers, "x-webhook-id").or(query.webhook_id.as_deref()),
+        headers: &pairs,
         body,
-    }
+    };
+    Ok(state.services.intake.authenticate(&request).await?)
 }
 
 /// The receipt's `status`.
@@ -81,10 +106,10 @@ fn receipt<T: Serialize>(duplicate: bool, body: T) -> Response {
 /// A chat message from an integration.
 #[utoipa::path(post, path = "/webhooks/incoming/message", tag = "incoming",
     request_body = IncomingMessage,
-    params(
-        ("X-Webhook-ID" = String, Header, description = "the sending integration's webhook_id"),
-        ("X-Webhook-Timestamp" = String, Header, description = "unix seconds, within the window"),
-        ("X-Webhook-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256(secret, \"<timestamp>.<raw body>\")>")),
+    params(IncomingQuery,
+        ("X-Webhook-ID" = Option<String>, Header, description = "the sending integration's webhook_id (or `?webhook_id=`)"),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "`seed` profile: unix seconds, within the window"),
+        ("X-Webhook-Signature" = Option<String>, Header, description = "`seed` profile: sha256=<hex HMAC-SHA256(secret, \"<timestamp>.<raw body>\")>; other profiles read their provider's headers (README, Incoming signature profiles)")),
     responses(
         (status = 202, description = "queued", body = MessageReceipt),
         (status = 200, description = "a repeat: nothing queued", body = MessageReceipt),
@@ -93,11 +118,12 @@ fn receipt<T: Serialize>(duplicate: bool, body: T) -> Response {
         (status = 422, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
 pub async fn message(
     State(state): State<AppState>,
+    Query(query): Query<IncomingQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let webhook = authenticate(&state, &headers, &query, &body).await?;
     let intake = &state.services.intake;
-    let webhook = intake.authenticate(&signed(&headers, &body)).await?;
     let msg: IncomingMessage = decode_json(&body)?;
     let accepted = intake.message(&webhook, msg, current_trace_id()).await?;
     tracing::info!(
@@ -124,10 +150,10 @@ pub async fn message(
 /// A document upload notice from an integration.
 #[utoipa::path(post, path = "/webhooks/incoming/document", tag = "incoming",
     request_body = IncomingDocument,
-    params(
-        ("X-Webhook-ID" = String, Header, description = "the sending integration's webhook_id"),
-        ("X-Webhook-Timestamp" = String, Header, description = "unix seconds, within the window"),
-        ("X-Webhook-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256(secret, \"<timestamp>.<raw body>\")>")),
+    params(IncomingQuery,
+        ("X-Webhook-ID" = Option<String>, Header, description = "the sending integration's webhook_id (or `?webhook_id=`)"),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "`seed` profile: unix seconds, within the window"),
+        ("X-Webhook-Signature" = Option<String>, Header, description = "`seed` profile: sha256=<hex HMAC-SHA256(secret, \"<timestamp>.<raw body>\")>; other profiles read their provider's headers (README, Incoming signature profiles)")),
     responses(
         (status = 202, description = "queued", body = DocumentReceipt),
         (status = 200, description = "a repeat: nothing queued", body = DocumentReceipt),
@@ -136,11 +162,12 @@ pub async fn message(
         (status = 422, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
 pub async fn document(
     State(state): State<AppState>,
+    Query(query): Query<IncomingQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let webhook = authenticate(&state, &headers, &query, &body).await?;
     let intake = &state.services.intake;
-    let webhook = intake.authenticate(&signed(&headers, &body)).await?;
     let doc: IncomingDocument = decode_json(&body)?;
     let accepted = intake
         .document(&webhook, doc, &body, current_trace_id())
