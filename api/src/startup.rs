@@ -14,6 +14,8 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::Registry;
+use shared::idempotency::IdempotencyStore;
+use shared::replays::Replayer;
 use shared::services::Services;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,7 @@ use utoipa_axum::routes;
 
 use crate::http::auth::{AdminAuth, AdminKeys, require_admin};
 use crate::http::body::{BodyBudget, BodyPolicy, UploadRoute, buffered};
+use crate::http::idempotency::idempotent;
 use crate::http::openapi::{admin_only, api_router, finish};
 use crate::http::throttle::FailureLimiter;
 use crate::http::trace::HttpMetrics;
@@ -54,7 +57,23 @@ impl Application {
         let settings = services.settings.clone();
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
-        let state = AppState { services, registry };
+        let prefix = settings.redis.key_prefix.clone();
+        let replayer = Replayer::new(
+            services.publisher.clone(),
+            services.queue.connection(),
+            prefix.clone(),
+        );
+        let idempotency = IdempotencyStore::new(
+            services.queue.connection(),
+            prefix,
+            settings.idempotency.ttl,
+            settings.idempotency.in_progress_ttl,
+        );
+        let state = AppState {
+            services,
+            registry,
+            replayer,
+        };
         let admin = AdminAuth::new(
             admin_keys,
             FailureLimiter::new(
@@ -71,11 +90,13 @@ impl Application {
             .routes(routes!(event_types::list))
             .routes(routes!(event_types::get))
             .routes(routes!(webhooks::rotate_secret))
+            .routes(routes!(webhooks::recover))
             .routes(routes!(deliveries::list))
             .routes(routes!(deliveries::get))
             .routes(routes!(deliveries::retry))
             .routes(routes!(dead_letters::list))
             .routes(routes!(dead_letters::replay_many))
+            .routes(routes!(dead_letters::replay_status))
             .routes(routes!(dead_letters::get, dead_letters::discard))
             .routes(routes!(dead_letters::replay))
             .routes(routes!(ops::queues))
@@ -101,7 +122,7 @@ impl Application {
         let documented = api_router()
             .nest(
                 "/api/v1",
-                admin_only(management, admin.clone()).merge(incoming),
+                admin_only(idempotent(management, idempotency), admin.clone()).merge(incoming),
             )
             .routes(routes!(ops::healthz))
             .routes(routes!(ops::readyz));

@@ -43,6 +43,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub queue: QueueSettings,
     pub incoming: IncomingSettings,
+    pub idempotency: IdempotencySettings,
     pub ingest: IngestSettings,
     pub chat: ChatSettings,
     pub retrieval: RetrievalSettings,
@@ -264,6 +265,19 @@ pub struct IncomingSettings {
     pub idempotency_ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub webhook_cache_ttl: Duration,
+}
+
+/// `Idempotency-Key` on admin POSTs (see `idempotency.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a first answer is replayed for the same key.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long a key stays claimed by a request that has not answered
+    /// (a crashed API frees it after this).
+    #[serde(with = "humantime_serde")]
+    pub in_progress_ttl: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -535,6 +549,16 @@ impl Settings {
         rule(
             !self.auth.failed_attempts_window.is_zero(),
             "auth.failed_attempts_window",
+            "must be greater than zero",
+        )?;
+        rule(
+            !self.idempotency.ttl.is_zero(),
+            "idempotency.ttl",
+            "must be greater than zero",
+        )?;
+        rule(
+            !self.idempotency.in_progress_ttl.is_zero(),
+            "idempotency.in_progress_ttl",
             "must be greater than zero",
         )?;
         rule(

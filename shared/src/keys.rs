@@ -109,6 +109,18 @@
 //!                               report older than a minute is dropped.
 //!   P:dlv:D:retries     STRING  manual retries made of D (for the
 //!                               `D_retry_n` ids); same expiry.
+//!
+//! Admin API idempotency and paced replays
+//!   P:idem:H            HASH    Idempotency-Key whose SHA-256 is H: fp
+//!                               (request fingerprint), token (while the
+//!                               first request runs; expires after
+//!                               idempotency.in_progress_ttl), then status,
+//!                               ctype, body of the first answer; expires
+//!                               idempotency.ttl after that answer.
+//!   P:replay:R          STRING  paced replay or recovery run R (JSON:
+//!                               kind, filter, rate, total, replayed,
+//!                               skipped, failed, state, heartbeat); kept
+//!                               7 days after its last update.
 //! ```
 
 use queue::KeyPrefix;
@@ -147,6 +159,14 @@ pub fn search_replicas(prefix: &KeyPrefix) -> String {
 
 pub fn delivery_retries(prefix: &KeyPrefix, delivery_id: &str) -> String {
     format!("{prefix}:dlv:{delivery_id}:retries")
+}
+
+pub fn idempotency(prefix: &KeyPrefix, key_hash: &str) -> String {
+    format!("{prefix}:idem:{key_hash}")
+}
+
+pub fn replay_run(prefix: &KeyPrefix, replay_id: &str) -> String {
+    format!("{prefix}:replay:{replay_id}")
 }
 
 /// Keys of chat sessions; see the layout above.

@@ -225,7 +225,9 @@ storage_errors!(
     shared::webhooks::StoreError,
     queue::QueueError,
     shared::publish::PublishError,
-    shared::documents::DocumentError
+    shared::documents::DocumentError,
+    shared::idempotency::IdempotencyError,
+    shared::replays::ReplayError
 );
 
 /// A session in the wrong state for the request is the client's to know

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod envelope;
 pub mod error;
+pub mod idempotency;
 pub mod openapi;
 pub mod panic;
 pub mod reference;

@@ -2,15 +2,17 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use queue::{AttemptError, DeadLetter, DeadLetterFilter, Labels};
 use serde::{Deserialize, Serialize};
 use shared::ids::DeadLetterId;
 use shared::jobs::{ALL_QUEUES, label};
+use shared::replays::{Pace, ReplayRun, RunKind, Work};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;
-use crate::http::envelope::{Data, Paged, Pagination, Query};
+use crate::http::envelope::{Accepted, Data, Paged, Pagination, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::state::AppState;
 use crate::views::{BulkReplayed, Discarded, Replayed};
@@ -55,17 +57,6 @@ impl DeadLetterQuery {
             labels,
             job_type: self.job_type,
         })
-    }
-
-    /// Body fields, where given, win over the query string.
-    fn merged(self, body: DeadLetterQuery) -> Self {
-        Self {
-            webhook_id: body.webhook_id.or(self.webhook_id),
-            event_type: body.event_type.or(self.event_type),
-            job_type: body.job_type.or(self.job_type),
-            since: body.since.or(self.since),
-            until: body.until.or(self.until),
-        }
     }
 }
 
@@ -194,53 +185,181 @@ pub async fn replay(
     }))
 }
 
-/// Dead letters read per round of a bulk replay: its memory stays bounded
-/// however large the set.
-const REPLAY_PAGE: usize = 100;
+/// `POST /dead-letters/replay` options: the list filters plus `dry_run`
+/// and `rate`, in the query string or the JSON body (the body wins).
+#[derive(Clone, Debug, Default, Deserialize, IntoParams, ToSchema)]
+pub struct BulkReplayRequest {
+    webhook_id: Option<String>,
+    event_type: Option<String>,
+    job_type: Option<String>,
+    /// RFC 3339; only entries that failed at or after this time.
+    since: Option<String>,
+    /// RFC 3339; only entries that failed at or before this time.
+    until: Option<String>,
+    /// Only count what would be replayed; change nothing.
+    dry_run: Option<bool>,
+    /// Replays per second (above 0, at most 1000). With it the replay runs
+    /// in the background and answers 202 with a `replay_id` to follow.
+    rate: Option<f64>,
+}
+
+impl BulkReplayRequest {
+    /// Body fields, where given, win over the query string.
+    fn merged(self, body: BulkReplayRequest) -> Self {
+        Self {
+            webhook_id: body.webhook_id.or(self.webhook_id),
+            event_type: body.event_type.or(self.event_type),
+            job_type: body.job_type.or(self.job_type),
+            since: body.since.or(self.since),
+            until: body.until.or(self.until),
+            dry_run: body.dry_run.or(self.dry_run),
+            rate: body.rate.or(self.rate),
+        }
+    }
+
+    fn filter(&self) -> DeadLetterQuery {
+        DeadLetterQuery {
+            webhook_id: self.webhook_id.clone(),
+            event_type: self.event_type.clone(),
+            job_type: self.job_type.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+        }
+    }
+}
+
+/// The `rate` of a replay or recovery request, checked.
+pub(crate) fn pace(rate: Option<f64>) -> Result<Option<Pace>, ApiError> {
+    rate.map(|r| Pace::new(r).map_err(|e| ApiError::validation("rate", e.to_string())))
+        .transpose()
+}
+
+/// What a dry run answers.
+#[derive(Serialize, ToSchema)]
+pub struct DryRun {
+    /// Always true.
+    pub dry_run: bool,
+    /// Entries a real call would re-send now.
+    pub would_replay: u64,
+}
+
+/// The answer of a replay or recovery without a rate (done when answered),
+/// or of a dry run.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ReplayAnswer {
+    Done(BulkReplayed),
+    DryRun(DryRun),
+}
+
+/// Runs `work` as the request asks: counted only, at once, or paced in the
+/// background (202 and the run to follow).
+pub(crate) async fn replay_as_asked(
+    state: &AppState,
+    kind: RunKind,
+    webhook_id: Option<String>,
+    work: Work,
+    dry_run: bool,
+    pace: Option<Pace>,
+) -> Result<Response, ApiError> {
+    let replayer = &state.replayer;
+    if dry_run {
+        let would_replay = replayer.count(&work).await?;
+        return Ok(Data(ReplayAnswer::DryRun(DryRun {
+            dry_run: true,
+            would_replay,
+        }))
+        .into_response());
+    }
+    match pace {
+        Some(pace) => {
+            let run = replayer.start(kind, webhook_id, work, pace).await?;
+            tracing::info!(replay_id = %run.replay_id, total = run.total, rate = pace.rate(),
+                "paced replay started");
+            Ok(Accepted(run).into_response())
+        }
+        None => {
+            let tally = replayer.run_now(work, None).await?;
+            tracing::info!(
+                replayed = tally.replayed,
+                skipped = tally.skipped,
+                failed = tally.failed,
+                ?kind,
+                "replay done"
+            );
+            Ok(Data(ReplayAnswer::Done(BulkReplayed {
+                replayed: usize::try_from(tally.replayed).unwrap_or(usize::MAX),
+                skipped: usize::try_from(tally.skipped + tally.failed).unwrap_or(usize::MAX),
+            }))
+            .into_response())
+        }
+    }
+}
 
 /// Re-enqueue every dead letter matching the filters (query string or JSON
-/// body). Safe to call twice: an entry is replayed once.
+/// body). Safe to call twice: an entry is replayed once. With `dry_run`,
+/// only counts; with `rate`, replays that many per second in the
+/// background and answers 202 with the run (follow it at
+/// `GET /dead-letters/replays/{replay_id}`).
 #[utoipa::path(post, path = "/dead-letters/replay", tag = "dead-letters",
-    params(DeadLetterQuery), request_body(content = Option<DeadLetterQuery>),
-    responses((status = 200, body = BulkReplayed), (status = 400, body = ErrorEnvelope),
-        (status = 401, body = ErrorEnvelope)))]
+    params(BulkReplayRequest), request_body(content = Option<BulkReplayRequest>),
+    responses(
+        (status = 200, description = "replayed now (no rate), or the count of a dry run",
+            body = ReplayAnswer),
+        (status = 202, description = "paced run started", body = ReplayRun),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)))]
 pub async fn replay_many(
     State(state): State<AppState>,
-    Query(query): Query<DeadLetterQuery>,
+    Query(query): Query<BulkReplayRequest>,
     body: Bytes,
-) -> Result<Data<BulkReplayed>, ApiError> {
-    let body: DeadLetterQuery = if body.iter().all(u8::is_ascii_whitespace) {
+) -> Result<Response, ApiError> {
+    let body: BulkReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         Default::default()
     } else {
         decode_json(&body)?
     };
-    let mut filter = query.merged(body).parse()?;
+    let request = query.merged(body);
+    let pace = pace(request.rate)?;
+    let mut filter = request.filter().parse()?;
     // Only what was dead when the call came: a replayed job that dies
     // again at once is not replayed again in the same call.
     let now = Utc::now();
     filter.until = Some(filter.until.map_or(now, |until| until.min(now)));
-    let (mut replayed, mut skipped) = (0, 0);
-    loop {
-        // Replayed entries leave the set, so the next page starts after
-        // the ones that were not (gone meanwhile).
-        let page = state
-            .services
-            .queue
-            .dead_letters(ALL_QUEUES, &filter, skipped, REPLAY_PAGE)
-            .await?;
-        if page.items.is_empty() {
-            break;
-        }
-        for dead in &page.items {
-            if state.services.publisher.replay(dead).await? {
-                replayed += 1;
-            } else {
-                skipped += 1;
-            }
-        }
+    replay_as_asked(
+        &state,
+        RunKind::DeadLetters,
+        request.webhook_id,
+        Work::DeadLetters(filter),
+        request.dry_run.unwrap_or(false),
+        pace,
+    )
+    .await
+}
+
+/// A paced replay or recovery run and how far it got. `interrupted`: the
+/// process running it stopped (what it had not re-sent is still where it
+/// was; ask again to re-send it).
+#[utoipa::path(get, path = "/dead-letters/replays/{replay_id}", tag = "dead-letters",
+    params(("replay_id" = String, Path)),
+    responses((status = 200, body = ReplayRun), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope)))]
+pub async fn replay_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Data<ReplayRun>, ApiError> {
+    let well_formed = id.strip_prefix("replay_").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 64 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if !well_formed {
+        return Err(ApiError::not_found("replay", &id));
     }
-    tracing::info!(replayed, skipped, "bulk replay");
-    Ok(Data(BulkReplayed { replayed, skipped }))
+    state
+        .replayer
+        .get(&id)
+        .await?
+        .map(Data)
+        .ok_or_else(|| ApiError::not_found("replay", &id))
 }
 
 /// Discard one dead letter, on purpose.

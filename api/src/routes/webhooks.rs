@@ -252,3 +252,59 @@ pub async fn delete(
         cancelled_deliveries: cancelled,
     }))
 }
+
+/// `POST /webhooks/{id}/recover` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// RFC 3339: deliveries created at or after this time.
+    since: String,
+    /// Re-sends per second (above 0, at most 1000); with it the recovery
+    /// runs in the background and answers 202 with a `replay_id`.
+    rate: Option<f64>,
+    /// Only count what would be re-sent; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Re-send this webhook's failed and dead deliveries created since a time:
+/// per event its newest record counts; a dead one is replayed from the
+/// dead-letter set (which it leaves), a failed one (retry scheduled) gets a
+/// manual retry now. Same event id, attempt numbering continuing. Paced
+/// and followed like a bulk replay.
+#[utoipa::path(post, path = "/webhooks/{webhook_id}/recover", tag = "webhooks",
+    params(("webhook_id" = String, Path)), request_body = RecoverRequest,
+    responses(
+        (status = 200, description = "re-sent now (no rate), or the count of a dry run",
+            body = crate::routes::dead_letters::ReplayAnswer),
+        (status = 202, description = "paced run started; follow it at \
+            /dead-letters/replays/{replay_id}", body = shared::replays::ReplayRun),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
+pub async fn recover(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<RecoverRequest>,
+) -> Result<axum::response::Response, ApiError> {
+    let webhook = load_webhook(&state, &id).await?;
+    let since = chrono::DateTime::parse_from_rfc3339(&req.since)
+        .map_err(|_| ApiError::validation("since", "since must be an RFC 3339 time"))?
+        .with_timezone(&chrono::Utc);
+    let pace = crate::routes::dead_letters::pace(req.rate)?;
+    if !req.dry_run {
+        refuse_inactive(&webhook)?;
+    }
+    let records = state
+        .replayer
+        .recoverable(&webhook.webhook_id, since)
+        .await?;
+    crate::routes::dead_letters::replay_as_asked(
+        &state,
+        shared::replays::RunKind::Recover,
+        Some(webhook.webhook_id.to_string()),
+        shared::replays::Work::Recover(records),
+        req.dry_run,
+        pace,
+    )
+    .await
+}
