@@ -62,6 +62,7 @@ impl Application {
             .routes(routes!(webhooks::list))
             .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
             .routes(routes!(webhooks::test))
+            .routes(routes!(webhooks::enable))
             .routes(routes!(deliveries::list))
             .routes(routes!(deliveries::get))
             .routes(routes!(deliveries::retry))

@@ -22,6 +22,11 @@ pub struct WebhookView {
     #[schema(value_type = Object)]
     pub metadata: Metadata,
     pub strict_signatures: bool,
+    /// Deliveries per second at most, across every worker; null: no limit.
+    pub rate_limit_per_second: Option<f64>,
+    /// Headers sent with every delivery (lowercase names).
+    #[schema(value_type = Object)]
+    pub headers: std::collections::BTreeMap<String, String>,
     pub created_at: String,
     pub updated_at: String,
     pub last_delivery: Option<String>,
@@ -42,6 +47,8 @@ impl WebhookView {
             disabled_reason: w.disabled_reason.clone(),
             metadata: w.metadata.clone(),
             strict_signatures: w.strict_signatures,
+            rate_limit_per_second: w.rate_limit_per_second,
+            headers: w.headers.clone(),
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
             last_delivery: stats.last_delivery,
@@ -60,6 +67,15 @@ pub struct Registered {
     pub webhook: WebhookView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+}
+
+/// The answer to `POST /webhooks/{id}/enable`.
+#[derive(Serialize, ToSchema)]
+pub struct EnabledView {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    /// Dead letters of this webhook re-queued (0 unless asked).
+    pub dead_letters_replayed: usize,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -303,6 +303,8 @@ impl Bench {
                 active: true,
                 metadata: serde_json::Map::new(),
                 strict_signatures: false,
+                rate_limit_per_second: None,
+                headers: Default::default(),
             })
             .await?)
     }

@@ -141,6 +141,8 @@ pub async fn register_webhook(
             active: true,
             metadata: serde_json::Map::new(),
             strict_signatures: false,
+            rate_limit_per_second: None,
+            headers: Default::default(),
         })
         .await
         .expect("testkit: register webhook")
