@@ -27,7 +27,12 @@ async fn rate_limits_and_headers_are_checked_shown_and_changed() {
                     "headers": {"X-Tenant": "acme", "Authorization": "Bearer t"}}),
         )
         .await;
-    assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
     let data = registered.data();
     assert_eq!(data["rate_limit_per_second"], 20.0);
     assert_eq!(
@@ -46,7 +51,12 @@ async fn rate_limits_and_headers_are_checked_shown_and_changed() {
                     "headers": {"X-Webhook-Signature": "sha256=0"}}),
         )
         .await;
-    assert_eq!(forged.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", forged.body);
+    assert_eq!(
+        forged.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        forged.body
+    );
     let message = forged.body["error"].to_string();
     assert!(message.contains("headers.X-Webhook-Signature"), "{message}");
 
@@ -57,8 +67,17 @@ async fn rate_limits_and_headers_are_checked_shown_and_changed() {
             &json!({"rate_limit_per_second": 0}),
         )
         .await;
-    assert_eq!(zero.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", zero.body);
-    assert!(zero.body["error"].to_string().contains("rate_limit_per_second"));
+    assert_eq!(
+        zero.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        zero.body
+    );
+    assert!(
+        zero.body["error"]
+            .to_string()
+            .contains("rate_limit_per_second")
+    );
 
     // null lifts the limit; a headers map replaces the old one.
     let changed = app
@@ -71,6 +90,16 @@ async fn rate_limits_and_headers_are_checked_shown_and_changed() {
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
     assert_eq!(changed.data()["rate_limit_per_second"], json!(null));
     assert_eq!(changed.data()["headers"], json!({"x-region": "eu"}));
+
+    // The OpenAPI document shows the endpoint and the fields.
+    let doc = app
+        .send(app.http.get(app.url("/api/v1/openapi.json")))
+        .await;
+    assert!(doc.body["paths"]["/api/v1/webhooks/{webhook_id}/enable"]["post"].is_object());
+    let request = &doc.body["components"]["schemas"]["WebhookRequest"]["properties"];
+    for field in ["rate_limit_per_second", "headers"] {
+        assert!(request[field].is_object(), "{field} not in {request}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,11 +282,6 @@ impl Handler for DeliveryHandler {
         };
         record.attempt = attempt_number;
         record.set_status(DeliveryStatus::InProgress, None);
-        // At most `per_webhook_concurrency` requests to one webhook are out
-        // from this process at once; over that the job goes back for a
-        // moment, so a hanging endpoint cannot take every slot (see
-        // `lanes`). The permit covers the request only, not the Redis work
-        // around it, so a fast endpoint is not slowed by the cap.
         // The webhook's rate limit and any Retry-After pause: a delivery
         // that must wait is not an attempt (see `rate_limit`).
         match self
@@ -304,6 +299,11 @@ impl Handler for DeliveryHandler {
                 return Outcome::Later(defer_delay());
             }
         }
+        // At most `per_webhook_concurrency` requests to one webhook are out
+        // from this process at once; over that the job goes back for a
+        // moment, so a hanging endpoint cannot take every slot (see
+        // `lanes`). The permit covers the request only, not the Redis work
+        // around it, so a fast endpoint is not slowed by the cap.
         let Some(lane) = self.lanes.enter(&job.webhook_id).await else {
             return Outcome::Later(defer_delay());
         };
