@@ -19,12 +19,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use queue::Job;
 use serde_json::json;
 
 use crate::config::DeliverySettings;
 use crate::deliveries::DeliveryRecord;
 use crate::events::{Event, EventFilter, EventMetadata, EventType};
 use crate::ids::{DeliveryId, EventId, WebhookId};
+use crate::jobs::DeliverEvent;
 use crate::publish::{Planned, PublishError, Publisher};
 use crate::webhooks::Webhook;
 
@@ -173,23 +175,34 @@ pub const ADMIN_REASON: &str = "disabled by an administrator";
 
 /// What an administrator's change of `active` sets in motion, once the
 /// changed webhook is saved: turned on, its failure streak starts afresh
-/// and `webhook.enabled` goes out; turned off, `webhook.disabled`.
+/// and `webhook.enabled` goes out; turned off, `webhook.disabled`. The
+/// change stands whatever happens here, so a failure is logged rather than
+/// answered (a client retrying the change would find nothing to change).
 pub async fn after_admin_change(
     publisher: &Publisher,
     before: &Webhook,
     after: &Webhook,
     trace_id: &str,
-) -> Result<(), PublishError> {
+) {
     let event = match (before.active, after.active) {
         (false, true) => {
-            publisher.deliveries.reset_streak(&after.webhook_id).await?;
+            if let Err(e) = publisher.deliveries.reset_streak(&after.webhook_id).await {
+                tracing::warn!(webhook_id = %after.webhook_id, error = %e, "could not reset a failure streak");
+            }
             enabled_event(after, before.disabled_reason.as_deref(), 0, trace_id)
         }
         (true, false) => disabled_event(after, ADMIN_REASON, None, trace_id),
-        _ => return Ok(()),
+        _ => return,
     };
-    announce(publisher, event, &after.webhook_id).await?;
-    Ok(())
+    announce_logged(publisher, event, &after.webhook_id).await;
+}
+
+/// [`announce`], logging a failure: what it announces has happened.
+pub async fn announce_logged(publisher: &Publisher, event: Event, subject: &WebhookId) {
+    let event_type = event.event_type;
+    if let Err(e) = announce(publisher, event, subject).await {
+        tracing::warn!(webhook_id = %subject, %event_type, error = %e, "could not announce");
+    }
 }
 
 /// What [`enable`] did.
@@ -230,7 +243,10 @@ pub async fn enable(
             .into(),
             ..queue::DeadLetterFilter::default()
         };
-        publisher.replay_dead_deliveries(filter).await?.0
+        publisher
+            .replay_dead_letters(&[DeliverEvent::QUEUE], filter)
+            .await?
+            .0
     } else {
         0
     };
@@ -241,7 +257,7 @@ pub async fn enable(
             replayed,
             trace_id,
         );
-        announce(publisher, event, &webhook.webhook_id).await?;
+        announce_logged(publisher, event, &webhook.webhook_id).await;
     }
     Ok(Enabled {
         webhook,

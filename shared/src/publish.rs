@@ -259,12 +259,13 @@ impl Publisher {
 const REPLAY_PAGE: usize = 100;
 
 impl Publisher {
-    /// Replays every delivery dead letter matching `filter` that was dead
-    /// when the call came (a replayed job dying again at once is not
+    /// Replays every dead letter of `queues` matching `filter` that was
+    /// dead when the call came (a replayed job dying again at once is not
     /// replayed again by the same call). Safe to call twice: an entry is
     /// replayed once. Returns (replayed, skipped: gone meanwhile).
-    pub async fn replay_dead_deliveries(
+    pub async fn replay_dead_letters(
         &self,
+        queues: &[&str],
         mut filter: DeadLetterFilter,
     ) -> Result<(usize, usize), PublishError> {
         let now = Utc::now();
@@ -275,7 +276,7 @@ impl Publisher {
             // the ones that were not.
             let page = self
                 .queue
-                .dead_letters(&[DeliverEvent::QUEUE], &filter, skipped, REPLAY_PAGE)
+                .dead_letters(queues, &filter, skipped, REPLAY_PAGE)
                 .await?;
             if page.items.is_empty() {
                 break;

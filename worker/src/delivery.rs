@@ -171,11 +171,7 @@ impl DeliveryHandler {
                 }
                 warn!(webhook_id = %webhook.webhook_id, url = %webhook.url, "{reason}");
                 let event = auto_disable::disabled_event(&off.webhook, reason, streak, trace_id);
-                if let Err(e) =
-                    auto_disable::announce(&self.publisher, event, &webhook.webhook_id).await
-                {
-                    warn!(webhook_id = %webhook.webhook_id, error = %e, "could not announce webhook.disabled");
-                }
+                auto_disable::announce_logged(&self.publisher, event, &webhook.webhook_id).await;
             }
             Ok(None) => {}
             // The delivery goes on by its plan; the next failure tries

@@ -163,7 +163,7 @@ pub async fn update(
         &webhook,
         &current_trace_id(),
     )
-    .await?;
+    .await;
     Ok(Data(view(&state, &webhook).await?))
 }
 
