@@ -460,3 +460,33 @@ pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Event {
         job.and_then(|j| j.event.metadata.correlation_id.clone()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::webhooks::SYSTEM_HEADERS;
+
+    #[test]
+    fn every_header_the_worker_sets_is_one_a_webhook_may_not_give() {
+        let webhook: Webhook = serde_json::from_value(json!({
+            "webhook_id": "webhook_a",
+            "name": "a",
+            "url": "https://a.example/hook",
+            "events": ["*"],
+            "secret": "a_long_enough_secret_123",
+            "active": true,
+            "headers": {"x-tenant": "acme"},
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+        }))
+        .expect("a webhook record");
+        let set = headers(&webhook, &EventId::generate(), 1, b"{}");
+        for name in set.keys() {
+            assert!(
+                name == "x-tenant" || SYSTEM_HEADERS.contains(&name.as_str()),
+                "{name} is set on deliveries but not reserved in SYSTEM_HEADERS"
+            );
+        }
+        assert_eq!(set.len(), 10, "{set:?}");
+    }
+}
