@@ -91,6 +91,7 @@ impl Application {
             .routes(routes!(event_types::get))
             .routes(routes!(webhooks::rotate_secret))
             .routes(routes!(webhooks::recover))
+            .routes(routes!(webhooks::enable))
             .routes(routes!(deliveries::list))
             .routes(routes!(deliveries::get))
             .routes(routes!(deliveries::retry))

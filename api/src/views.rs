@@ -30,6 +30,11 @@ pub struct WebhookView {
     pub strict_signatures: bool,
     /// How incoming requests of this integration are signed.
     pub signature_profile: SignatureProfile,
+    /// Deliveries per second at most, across every worker; null: no limit.
+    pub rate_limit_per_second: Option<f64>,
+    /// Headers sent with every delivery (lowercase names).
+    #[schema(value_type = Object)]
+    pub headers: std::collections::BTreeMap<String, String>,
     pub created_at: String,
     pub updated_at: String,
     pub last_delivery: Option<String>,
@@ -52,6 +57,8 @@ impl WebhookView {
             metadata: w.metadata.clone(),
             strict_signatures: w.strict_signatures,
             signature_profile: w.signature_profile,
+            rate_limit_per_second: w.rate_limit_per_second,
+            headers: w.headers.clone(),
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
             last_delivery: stats.last_delivery,
@@ -94,6 +101,15 @@ impl SecretRotated {
             valid_secrets: w.valid_secrets(now).len(),
         }
     }
+}
+
+/// The answer to `POST /webhooks/{id}/enable`.
+#[derive(Serialize, ToSchema)]
+pub struct EnabledView {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    /// Dead letters of this webhook re-queued (0 unless asked).
+    pub dead_letters_replayed: usize,
 }
 
 #[derive(Serialize, ToSchema)]

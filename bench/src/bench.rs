@@ -305,6 +305,8 @@ impl Bench {
                 metadata: serde_json::Map::new(),
                 strict_signatures: false,
                 signature_profile: Default::default(),
+                rate_limit_per_second: None,
+                headers: Default::default(),
             })
             .await?)
     }

@@ -192,6 +192,11 @@ pub struct DeliverySettings {
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
     pub history_max_per_webhook: u64,
+    /// A webhook whose deliveries have all failed for this long (and at
+    /// least `disable_min_failures` times) is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    pub disable_min_failures: u64,
 }
 
 impl QueueSettings {
@@ -584,6 +589,16 @@ impl Settings {
         rule(
             self.delivery.history_max_per_webhook > 0,
             "delivery.history_max_per_webhook",
+            "must be at least 1",
+        )?;
+        rule(
+            !self.delivery.disable_after.is_zero(),
+            "delivery.disable_after",
+            "must be greater than zero",
+        )?;
+        rule(
+            self.delivery.disable_min_failures > 0,
+            "delivery.disable_min_failures",
             "must be at least 1",
         )?;
         rule(

@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
+use crate::auto_disable::FailureStreak;
 use crate::config::KeyPrefix;
 use crate::events::{Event, EventType};
 use crate::ids::{DeliveryId, EventId, WebhookId};
@@ -308,6 +309,29 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 "#;
+
+/// Counts an attempt in its webhook's failure streak (see
+/// `auto_disable`): a success ends the streak (returns {}), a failure adds
+/// to it, starting it if none is running; returns {since ms, failures}.
+/// KEYS: streak. ARGV: 1 for success else 0, now (unix ms).
+const STREAK_LUA: &str = r"
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[1])
+  return {}
+end
+redis.call('HSETNX', KEYS[1], 'since', ARGV[2])
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+return {tonumber(redis.call('HGET', KEYS[1], 'since')), failures}
+";
+
+/// What [`DeliveryStore::save_attempt`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct SavedAttempt {
+    /// The record took the attempt (false: another run got further).
+    pub written: bool,
+    /// The webhook's failure streak after a failed attempt.
+    pub streak: Option<FailureStreak>,
+}
 
 /// A record's status and event type, read from its first bytes (see
 /// [`HEAD_BYTES`]) so that judging a record never needs it whole (its
@@ -612,17 +636,37 @@ impl DeliveryStore {
         Ok(written == 1)
     }
 
-    /// Saves an attempt's outcome (as [`Self::transition`]: false when
-    /// refused) and counts it in the webhook's stats, which count attempts
-    /// made whether or not the record took it.
+    /// Ends a webhook's failure streak without a success (re-enabled by an
+    /// administrator: it starts afresh).
+    pub async fn reset_streak(&self, webhook: &WebhookId) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .del(keys::webhook_streak(&self.prefix, webhook.as_str()))
+            .await?;
+        Ok(())
+    }
+
+    /// Saves an attempt's outcome (as [`Self::transition`]: `written`
+    /// false when refused) and counts it in the webhook's stats and failure
+    /// streak, which count attempts made whether or not the record took it.
     pub async fn save_attempt(
         &self,
         record: &DeliveryRecord,
         success: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<SavedAttempt, StoreError> {
         let stats = keys::webhook_stats(&self.prefix, record.webhook_id.as_str());
         let mut pipe = redis::pipe();
         self.push_transition(&mut pipe, record)?;
+        pipe.cmd("EVAL")
+            .arg(STREAK_LUA)
+            .arg(1)
+            .arg(keys::webhook_streak(
+                &self.prefix,
+                record.webhook_id.as_str(),
+            ))
+            .arg(u8::from(success))
+            .arg(Utc::now().timestamp_millis());
         pipe.hincr(&stats, "attempts", 1)
             .ignore()
             .hset(&stats, "last_delivery", crate::time::rfc3339(Utc::now()))
@@ -641,8 +685,18 @@ impl DeliveryStore {
                 .hincr(&latency, "sum_ms", ms)
                 .ignore();
         }
-        let (written,): (i64,) = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(written == 1)
+        let (written, streak): (i64, Vec<i64>) = pipe.query_async(&mut self.conn.clone()).await?;
+        let streak = match streak.as_slice() {
+            [since, failures] => Some(FailureStreak {
+                since: DateTime::from_timestamp_millis(*since).unwrap_or_else(Utc::now),
+                failures: u64::try_from(*failures).unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok(SavedAttempt {
+            written: written == 1,
+            streak,
+        })
     }
 
     /// The delivery latency histogram of every worker, from Redis.
@@ -1009,6 +1063,8 @@ impl DeliveryStore {
             .del(&[
                 keys::webhook_deliveries(&self.prefix, webhook.as_str()),
                 keys::webhook_stats(&self.prefix, webhook.as_str()),
+                keys::webhook_streak(&self.prefix, webhook.as_str()),
+                keys::webhook_rate(&self.prefix, webhook.as_str()),
             ])
             .await?;
         Ok(())

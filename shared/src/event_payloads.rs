@@ -266,6 +266,50 @@ pub struct WebhookTest {
     pub webhook_id: WebhookId,
 }
 
+/// A webhook was turned off: by the system (a receiver answering
+/// `410 Gone`, or failing continuously for `delivery.disable_after`) or by
+/// an administrator. Sent only to webhooks that list this type by name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct WebhookDisabled {
+    #[schema(value_type = String)]
+    pub webhook_id: WebhookId,
+    pub name: String,
+    pub url: String,
+    pub reason: String,
+    #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub disabled_at: DateTime<Utc>,
+    /// The failures that disabled it; null when it was not a streak.
+    pub failure_streak: Option<FailureStreakView>,
+}
+
+/// Failed attempts since the webhook's last success.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FailureStreakView {
+    /// The first failed attempt of the streak.
+    #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub since: DateTime<Utc>,
+    pub failures: u64,
+}
+
+/// A webhook was turned on again by an administrator. Sent only to
+/// webhooks that list this type by name.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct WebhookEnabled {
+    #[schema(value_type = String)]
+    pub webhook_id: WebhookId,
+    pub name: String,
+    pub url: String,
+    /// Why the system had turned it off, if it had.
+    pub reason: Option<String>,
+    #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub enabled_at: DateTime<Utc>,
+    /// Its dead letters re-queued on the way (when asked).
+    pub dead_letters_replayed: usize,
+}
+
 /// Ties each payload struct to its event type (same name), and the
 /// catalogue to the payloads.
 macro_rules! payloads {
@@ -293,6 +337,8 @@ payloads!(
     AnalysisClassificationCompleted,
     ErrorOccurred,
     WebhookTest,
+    WebhookDisabled,
+    WebhookEnabled,
 );
 
 /// One entry of the event catalogue.

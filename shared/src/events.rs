@@ -68,6 +68,15 @@ event_types! {
     ErrorOccurred => "error.occurred",
     /// `POST /webhooks/{id}/test`.
     WebhookTest => "webhook.test",
+    /// Operational: a webhook was turned off, by the system (410 Gone, a
+    /// failure streak) or an administrator. `webhook_id, name, url, reason,
+    /// disabled_at, failure_streak{since, failures}` (null when no streak).
+    /// Only to webhooks listing it by name (see `is_operational`).
+    WebhookDisabled => "webhook.disabled",
+    /// Operational: an administrator turned a webhook back on. `webhook_id,
+    /// name, url, reason` (why it had been off, if the system said),
+    /// `enabled_at, dead_letters_replayed`.
+    WebhookEnabled => "webhook.enabled",
 }
 
 impl EventType {
@@ -75,6 +84,15 @@ impl EventType {
     /// subscribes to; it is not something to subscribe to.
     pub fn is_subscribable(self) -> bool {
         self != EventType::WebhookTest
+    }
+
+    /// News about the webhooks themselves, for the people operating the
+    /// integrations rather than for the integrations: like Svix's
+    /// operational webhooks they go only to webhooks that list the type by
+    /// name, never through `"*"` (a catch-all integration did not ask for
+    /// them, and would otherwise receive another receiver's failures).
+    pub fn is_operational(self) -> bool {
+        matches!(self, EventType::WebhookDisabled | EventType::WebhookEnabled)
     }
 }
 
@@ -128,7 +146,7 @@ impl EventFilter {
 
     pub fn matches(self, event: EventType) -> bool {
         match self {
-            EventFilter::All => event.is_subscribable(),
+            EventFilter::All => event.is_subscribable() && !event.is_operational(),
             EventFilter::Only(t) => t == event,
         }
     }
@@ -251,6 +269,11 @@ mod tests {
         }
         assert!(EventFilter::parse("webhook.test").is_err());
         assert!(!EventFilter::All.matches(EventType::WebhookTest));
+        for operational in [EventType::WebhookDisabled, EventType::WebhookEnabled] {
+            assert!(!EventFilter::All.matches(operational), "{operational}");
+            let named = EventFilter::parse(operational.as_str()).unwrap();
+            assert!(named.matches(operational));
+        }
     }
 
     #[test]

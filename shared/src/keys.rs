@@ -85,6 +85,16 @@
 //!                               (unix ms); trimmed to
 //!                               delivery.history_max_per_webhook.
 //!   P:{P:wh:W}:stats    HASH    attempts, failures, last_delivery.
+//!   P:{P:wh:W}:streak   HASH    the current failure streak: since (unix
+//!                               ms of its first failed attempt), failures
+//!                               (attempts failed since). Deleted by any
+//!                               success and by re-enabling; judged by
+//!                               `auto_disable`.
+//!   P:{P:wh:W}:rate     HASH    the rate limiter's state (`rate_limit`):
+//!                               tat (unix µs when the next delivery may
+//!                               go), line (unix µs when the next deferred
+//!                               delivery comes back). Pushed forward by a
+//!                               receiver's Retry-After; expires once idle.
 //!   P:dlv:D             STRING  delivery record (JSON: status, every
 //!                               attempt, the payload sent); expires after
 //!                               delivery.history_ttl.
@@ -135,6 +145,14 @@ pub fn webhook_deliveries(prefix: &KeyPrefix, webhook_id: &str) -> String {
 
 pub fn webhook_stats(prefix: &KeyPrefix, webhook_id: &str) -> String {
     format!("{prefix}:{{{prefix}:wh:{webhook_id}}}:stats")
+}
+
+pub fn webhook_streak(prefix: &KeyPrefix, webhook_id: &str) -> String {
+    format!("{prefix}:{{{prefix}:wh:{webhook_id}}}:streak")
+}
+
+pub fn webhook_rate(prefix: &KeyPrefix, webhook_id: &str) -> String {
+    format!("{prefix}:{{{prefix}:wh:{webhook_id}}}:rate")
 }
 
 pub fn delivery(prefix: &KeyPrefix, delivery_id: &str) -> String {

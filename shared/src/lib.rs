@@ -3,6 +3,7 @@
 //! and the worker are thin layers over this crate.
 
 pub mod answer_policy;
+pub mod auto_disable;
 pub mod chat_stats;
 pub mod config;
 pub mod deliveries;
@@ -23,6 +24,7 @@ pub mod jsonjs;
 pub mod keys;
 pub mod process;
 pub mod publish;
+pub mod rate_limit;
 pub mod redis_conn;
 pub mod replays;
 pub mod search_replicas;

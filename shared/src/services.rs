@@ -24,6 +24,7 @@ use crate::gaps::GapLog;
 use crate::handover::Handover;
 use crate::incoming::Intake;
 use crate::publish::Publisher;
+use crate::rate_limit::RateLimiter;
 use crate::search_replicas::ReplicaReports;
 use crate::secret_box::SecretBox;
 use crate::sessions::SessionStore;
@@ -38,6 +39,8 @@ pub struct Services {
     pub webhooks: WebhookStore,
     pub deliveries: DeliveryStore,
     pub publisher: Publisher,
+    /// Per-webhook rate limits, shared by every worker.
+    pub rate_limiter: RateLimiter,
     pub sessions: SessionStore,
     pub documents: DocumentStore,
     pub intake: Intake,
@@ -215,6 +218,7 @@ impl Services {
         let gaps = GapLog::new(conn.clone(), &prefix);
         let (knowledge, search) = knowledge(&settings, conn.clone())?;
         let replica_reports = ReplicaReports::new(conn.clone(), &prefix);
+        let rate_limiter = RateLimiter::new(conn.clone(), prefix.clone());
         let deliveries = DeliveryStore::new(
             conn,
             prefix,
@@ -261,6 +265,7 @@ impl Services {
             webhooks,
             deliveries,
             publisher,
+            rate_limiter,
             sessions,
             documents,
             intake,

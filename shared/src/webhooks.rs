@@ -6,7 +6,7 @@
 //! [`Webhook`] is always valid (URL allowed by the SSRF policy, known events,
 //! a long enough secret).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -59,6 +59,14 @@ pub struct Webhook {
     /// existed read as `seed`).
     #[serde(default)]
     pub signature_profile: SignatureProfile,
+    /// Deliveries per second at most, across every worker (`None`: no
+    /// limit); see `rate_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Headers added to every delivery (lowercase name → value); never one
+    /// of [`SYSTEM_HEADERS`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "serde_rfc3339")]
@@ -238,6 +246,24 @@ pub struct WebhookRequest {
     /// `standard_webhooks`, `slack`, `stripe` or `github`.
     #[schema(value_type = Option<SignatureProfile>)]
     pub signature_profile: Option<String>,
+    /// Deliveries per second at most (a positive number, up to 1000), shared
+    /// by every worker; `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
+    pub rate_limit_per_second: Option<Option<f64>>,
+    /// Headers sent with every delivery (name → value), at most 20. The
+    /// headers the system sets (signatures, ids, timestamp, attempt,
+    /// content type) cannot be given. A `PATCH` replaces the whole map.
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A checked registration; holding one means every rule passed.
@@ -254,6 +280,8 @@ pub struct WebhookDraft {
     pub metadata: Metadata,
     pub strict_signatures: bool,
     pub signature_profile: SignatureProfile,
+    pub rate_limit_per_second: Option<f64>,
+    pub headers: BTreeMap<String, String>,
 }
 
 /// What the URL and secret rules need from the outside world.
@@ -285,6 +313,17 @@ impl Rules<'_> {
             metadata: req.metadata.unwrap_or_default(),
             strict_signatures: req.strict_signatures.unwrap_or(false),
             signature_profile: parse_profile(req.signature_profile.as_deref())?.unwrap_or_default(),
+            rate_limit_per_second: req
+                .rate_limit_per_second
+                .flatten()
+                .map(parse_rate)
+                .transpose()?,
+            headers: req
+                .headers
+                .as_ref()
+                .map(parse_headers)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 
@@ -328,6 +367,12 @@ impl Rules<'_> {
         }
         if let Some(profile) = parse_profile(req.signature_profile.as_deref())? {
             webhook.signature_profile = profile;
+        }
+        if let Some(rate) = req.rate_limit_per_second {
+            webhook.rate_limit_per_second = rate.map(parse_rate).transpose()?;
+        }
+        if let Some(headers) = &req.headers {
+            webhook.headers = parse_headers(headers)?;
         }
         webhook.updated_at = Utc::now();
         Ok(webhook)
@@ -401,6 +446,107 @@ fn parse_profile(text: Option<&str>) -> Result<Option<SignatureProfile>, FieldEr
     .transpose()
 }
 
+/// The highest `rate_limit_per_second`: above it the limiter's bookkeeping
+/// (a Redis call per delivery) would cost more than the limit saves.
+pub const MAX_RATE_PER_SECOND: f64 = 1000.0;
+
+fn parse_rate(rate: f64) -> Result<f64, FieldError> {
+    if rate.is_finite() && rate > 0.0 && rate <= MAX_RATE_PER_SECOND {
+        Ok(rate)
+    } else {
+        Err(FieldError::new(
+            "rate_limit_per_second",
+            format!("must be a number above 0 and at most {MAX_RATE_PER_SECOND}, or null"),
+        ))
+    }
+}
+
+/// The headers every delivery carries, set by the worker (SPEC §6), and
+/// the ones HTTP framing owns: a webhook's own headers may name none of
+/// them, so a receiver can trust that these came from us and a request
+/// cannot be malformed by configuration. Lowercase.
+pub const SYSTEM_HEADERS: &[&str] = &[
+    "x-webhook-signature",
+    "x-webhook-signature-next",
+    "traceparent",
+    "user-agent",
+    "x-webhook-timestamp",
+    "x-webhook-id",
+    "x-delivery-attempt",
+    "x-event-id",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// Bounds of a webhook's own headers: a few credentials or routing tags,
+/// not a second body.
+pub const MAX_HEADERS: usize = 20;
+const MAX_HEADER_VALUE_BYTES: usize = 1024;
+const MAX_HEADERS_BYTES: usize = 8 * 1024;
+
+fn parse_headers(
+    headers: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(FieldError::new(
+            "headers",
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut parsed = BTreeMap::new();
+    let mut total = 0;
+    for (name, value) in headers {
+        let field = || format!("headers.{name}");
+        let lower = name.to_ascii_lowercase();
+        if reqwest::header::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            return Err(FieldError::new(field(), "is not a valid header name"));
+        }
+        if SYSTEM_HEADERS.contains(&lower.as_str()) {
+            return Err(FieldError::new(
+                field(),
+                "is set by the system on every delivery and cannot be given",
+            ));
+        }
+        // Visible ASCII and spaces only: what every receiver's stack reads
+        // the same way (no obs-text, no control characters).
+        if value.len() > MAX_HEADER_VALUE_BYTES
+            || !value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        {
+            return Err(FieldError::new(
+                field(),
+                format!("value must be printable ASCII, at most {MAX_HEADER_VALUE_BYTES} bytes"),
+            ));
+        }
+        total += lower.len() + value.len();
+        if total > MAX_HEADERS_BYTES {
+            return Err(FieldError::new(
+                "headers",
+                format!("at most {MAX_HEADERS_BYTES} bytes of names and values in all"),
+            ));
+        }
+        if parsed.insert(lower, value.trim().to_owned()).is_some() {
+            return Err(FieldError::new(
+                field(),
+                "is given twice (names ignore case)",
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
 fn parse_secret(text: &str) -> Result<Secret, FieldError> {
     Secret::parse(text).map_err(|e| FieldError::new("secret", e.to_string()))
 }
@@ -451,6 +597,14 @@ return 0
     )
 });
 
+/// What [`WebhookStore::deactivate`] found.
+#[derive(Debug)]
+pub struct Deactivated {
+    pub webhook: Webhook,
+    /// This call turned it off (it was active).
+    pub now: bool,
+}
+
 /// Where webhooks live: one hash, id → record (a registry is small; listing
 /// reads it whole). Secrets are sealed with `secrets` on the way in and
 /// opened on the way out, so a record in Redis holds no clear secret once a
@@ -486,6 +640,8 @@ impl WebhookStore {
             metadata: draft.metadata,
             strict_signatures: draft.strict_signatures,
             signature_profile: draft.signature_profile,
+            rate_limit_per_second: draft.rate_limit_per_second,
+            headers: draft.headers,
             created_at: now,
             updated_at: now,
         };
@@ -534,19 +690,24 @@ impl WebhookStore {
     /// Turns a webhook off on the system's initiative, saying why. Changes
     /// nothing if it is off already (an administrator's reason, or none,
     /// stays), and loses no concurrent edit: the record is replaced only if
-    /// it is still the one read. The webhook as it is now, if it exists.
+    /// it is still the one read. The webhook as it is now, if it exists,
+    /// and whether this call is the one that turned it off (of several
+    /// workers meeting the same failure, exactly one is).
     pub async fn deactivate(
         &self,
         id: &WebhookId,
         reason: &str,
-    ) -> Result<Option<Webhook>, StoreError> {
+    ) -> Result<Option<Deactivated>, StoreError> {
         let mut conn = self.conn.clone();
         loop {
             let raw: Option<Vec<u8>> = conn.hget(&self.key, id.as_str()).await?;
             let Some(raw) = raw else { return Ok(None) };
             let mut webhook = self.decode(id.as_str(), &raw)?;
             if !webhook.active {
-                return Ok(Some(webhook));
+                return Ok(Some(Deactivated {
+                    webhook,
+                    now: false,
+                }));
             }
             webhook.active = false;
             webhook.disabled_reason = Some(reason.to_owned());
@@ -559,7 +720,7 @@ impl WebhookStore {
                 .invoke_async(&mut conn)
                 .await?;
             if replaced == 1 {
-                return Ok(Some(webhook));
+                return Ok(Some(Deactivated { webhook, now: true }));
             }
         }
     }
@@ -931,6 +1092,8 @@ mod tests {
             metadata: Metadata::default(),
             strict_signatures: false,
             signature_profile: SignatureProfile::Seed,
+            rate_limit_per_second: None,
+            headers: BTreeMap::new(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }
@@ -1077,6 +1240,99 @@ mod tests {
         let text = record.to_string();
         assert!(!text.contains("secret_number"), "{text}");
         assert_eq!(text.matches("\"kid\":\"k1\"").count(), 3);
+    }
+
+    fn rules_check<'a>(policy: &'a SsrfPolicy, resolver: &'a StaticResolver) -> Rules<'a> {
+        Rules { policy, resolver }
+    }
+
+    #[tokio::test]
+    async fn rate_limits_are_positive_numbers_and_null_removes_one() {
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let resolver = StaticResolver::new();
+        let rules = rules_check(&policy, &resolver);
+        let with_rate = |rate: Option<f64>| WebhookRequest {
+            rate_limit_per_second: Some(rate),
+            ..request("http://127.0.0.1/hook")
+        };
+        let draft = rules.register(with_rate(Some(2.5))).await.unwrap();
+        assert_eq!(draft.rate_limit_per_second, Some(2.5));
+        for bad in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            MAX_RATE_PER_SECOND * 2.0,
+        ] {
+            let refused = rules.register(with_rate(Some(bad))).await.unwrap_err();
+            assert_eq!(refused.field, "rate_limit_per_second", "{bad}");
+        }
+        let mut hook = webhook("webhook_a");
+        hook.rate_limit_per_second = Some(5.0);
+        let kept = rules.update(hook.clone(), WebhookRequest::default()).await;
+        assert_eq!(kept.unwrap().rate_limit_per_second, Some(5.0));
+        let cleared: WebhookRequest =
+            serde_json::from_str(r#"{"rate_limit_per_second": null}"#).unwrap();
+        assert_eq!(cleared.rate_limit_per_second, Some(None));
+        let cleared = rules.update(hook, cleared).await.unwrap();
+        assert_eq!(cleared.rate_limit_per_second, None);
+    }
+
+    #[tokio::test]
+    async fn custom_headers_are_checked_and_never_override_the_systems() {
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let resolver = StaticResolver::new();
+        let rules = rules_check(&policy, &resolver);
+        let with_headers = |pairs: &[(&str, &str)]| WebhookRequest {
+            headers: Some(
+                pairs
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..request("http://127.0.0.1/hook")
+        };
+        let draft = rules
+            .register(with_headers(&[
+                ("X-Tenant", "acme"),
+                ("Authorization", "Bearer t"),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(
+            draft.headers.get("x-tenant").map(String::as_str),
+            Some("acme")
+        );
+        assert_eq!(draft.headers.len(), 2);
+        for system in SYSTEM_HEADERS {
+            let name = system.to_ascii_uppercase();
+            let refused = rules
+                .register(with_headers(&[(&name, "forged")]))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.field, format!("headers.{name}"));
+            assert!(refused.message.contains("set by the system"), "{refused}");
+        }
+        for (name, value) in [("bad name", "v"), ("x-ok", "line\nbreak"), ("x-ok", "ü")] {
+            let refused = rules
+                .register(with_headers(&[(name, value)]))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.field, format!("headers.{name}"));
+        }
+        let twice = rules
+            .register(with_headers(&[("X-A", "1"), ("x-a", "2")]))
+            .await
+            .unwrap_err();
+        assert!(twice.message.contains("twice"), "{twice}");
+        let many: Vec<(String, String)> = (0..=MAX_HEADERS)
+            .map(|i| (format!("x-h{i}"), "v".to_owned()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(
+            rules.register(with_headers(&many)).await.unwrap_err().field,
+            "headers"
+        );
     }
 
     #[test]

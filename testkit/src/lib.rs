@@ -145,6 +145,8 @@ pub async fn register_webhook(
             metadata: serde_json::Map::new(),
             strict_signatures: false,
             signature_profile: Default::default(),
+            rate_limit_per_second: None,
+            headers: Default::default(),
         })
         .await
         .expect("testkit: register webhook")

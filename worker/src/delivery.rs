@@ -1,21 +1,23 @@
 //! Outbound delivery: sign one event for one webhook, POST it, record the
 //! attempt, and tell the runtime whether and when to try again.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
 use queue::Job;
 use queue::RetryPlan;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use shared::auto_disable::{self, DisablePolicy, FailureStreak};
 use shared::deliveries::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
 };
 use shared::egress::{EgressClient, EgressError, EgressResponse};
 use shared::event_payloads::ErrorRelated;
 use shared::events::{Event, EventType, PayloadError};
-use shared::ids::EventId;
+use shared::ids::{EventId, WebhookId};
 use shared::jobs::DeliverEvent;
 use shared::publish::Publisher;
+use shared::rate_limit::{Admission, RateLimiter};
 use shared::signing;
 use shared::webhooks::{Webhook, WebhookCache, WebhookStore};
 use tracing::{info, warn};
@@ -39,10 +41,19 @@ pub struct DeliveryHandler {
     pub lanes: Lanes,
     /// Webhooks read recently (`delivery.webhook_cache_ttl`).
     pub webhook_cache: WebhookCache,
+    /// Per-webhook rate limits and `Retry-After` pauses, shared by every
+    /// worker.
+    pub rate: RateLimiter,
+    /// When a failure streak disables a webhook.
+    pub disable: DisablePolicy,
+    /// The longest pause a receiver's `Retry-After` imposes.
+    pub max_retry_after: Duration,
 }
 
 /// The headers of one attempt, exactly as SPEC §6 names them, plus the
-/// Standard Webhooks trio so receivers can use its libraries.
+/// Standard Webhooks trio so receivers can use its libraries, over the
+/// webhook's own headers (which registration keeps off these names; set
+/// last, ours would win anyway).
 fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> HeaderMap {
     let now = Utc::now();
     let timestamp = now.timestamp();
@@ -55,6 +66,14 @@ fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> 
         body,
     );
     let mut headers = HeaderMap::new();
+    for (name, value) in &webhook.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
@@ -114,7 +133,7 @@ impl DeliveryHandler {
         record: &mut DeliveryRecord,
         attempt: Attempt,
         plan: Option<RetryPlan>,
-    ) -> DeliveryStatus {
+    ) -> (DeliveryStatus, Option<FailureStreak>) {
         let success = attempt.success;
         let (status, next_retry) = match plan {
             None => (DeliveryStatus::Success, None),
@@ -126,37 +145,60 @@ impl DeliveryHandler {
         };
         record.record(attempt, status, next_retry);
         match self.deliveries.save_attempt(record, success).await {
-            Ok(true) => {}
-            // Another run of this delivery got further (its record shows
-            // success, or a later attempt); that one stands.
-            Ok(false) => {
-                info!(delivery_id = %record.delivery_id, "record had moved on; attempt counted, record kept")
+            Ok(saved) => {
+                if !saved.written {
+                    // Another run of this delivery got further (its record
+                    // shows success, or a later attempt); that one stands.
+                    info!(delivery_id = %record.delivery_id, "record had moved on; attempt counted, record kept")
+                }
+                (status, saved.streak)
             }
             // The attempt happened; losing its record is worse than a
             // duplicate, but failing here would resend a delivered event.
-            Err(e) => warn!(error = %e, "could not record a delivery attempt"),
+            Err(e) => {
+                warn!(error = %e, "could not record a delivery attempt");
+                (status, None)
+            }
         }
-        status
     }
 
-    /// Turns the webhook off after a `410 Gone`, and lets this process's
-    /// next jobs for it see that at once rather than after the cache TTL.
-    async fn disable_gone(&self, webhook: &Webhook) {
-        match self
-            .webhooks
-            .deactivate(&webhook.webhook_id, GONE_REASON)
-            .await
-        {
-            Ok(Some(now)) => {
-                warn!(webhook_id = %webhook.webhook_id, url = %webhook.url, "{GONE_REASON}");
-                self.webhook_cache.put(&now);
+    /// Turns the webhook off (after a `410 Gone`, or a failure streak past
+    /// `delivery.disable_*`), lets this process's next jobs for it see that
+    /// at once rather than after the cache TTL, and announces it to the
+    /// operational subscribers — once: of several workers meeting the
+    /// failure, only the one whose call turned it off announces.
+    async fn disable(
+        &self,
+        webhook: &Webhook,
+        reason: &str,
+        streak: Option<&FailureStreak>,
+        trace_id: &str,
+    ) {
+        match self.webhooks.deactivate(&webhook.webhook_id, reason).await {
+            Ok(Some(off)) => {
+                self.webhook_cache.put(&off.webhook);
+                if !off.now {
+                    return;
+                }
+                warn!(webhook_id = %webhook.webhook_id, url = %webhook.url, "{reason}");
+                let event = auto_disable::disabled_event(&off.webhook, reason, streak, trace_id);
+                auto_disable::announce_logged(&self.publisher, event, &webhook.webhook_id).await;
             }
             Ok(None) => {}
-            // The delivery is dead-lettered anyway; the next delivery's 410
-            // tries again.
+            // The delivery goes on by its plan; the next failure tries
+            // again.
             Err(e) => {
-                warn!(webhook_id = %webhook.webhook_id, error = %e, "could not disable a webhook after 410 Gone")
+                warn!(webhook_id = %webhook.webhook_id, error = %e, "could not disable a webhook")
             }
+        }
+    }
+
+    /// Holds the webhook's next deliveries (every worker's) back for the
+    /// receiver's `Retry-After`, capped by `delivery.max_retry_after`.
+    async fn honour_retry_after(&self, webhook: &WebhookId, retry_after: Duration) {
+        let pause = retry_after.min(self.max_retry_after);
+        if let Err(e) = self.rate.pause(webhook, pause).await {
+            warn!(webhook_id = %webhook, error = %e, "could not pause a webhook for its Retry-After");
         }
     }
 }
@@ -167,6 +209,7 @@ impl Handler for DeliveryHandler {
     async fn handle(&self, job: DeliverEvent, ctx: &JobContext) -> Outcome {
         // The webhook (cached briefly) and the record are read at once.
         let cached = self.webhook_cache.get(&job.webhook_id);
+        let from_cache = cached.is_some();
         let (webhook, record) = match cached {
             Some(webhook) => (
                 Ok(Some(webhook)),
@@ -192,6 +235,17 @@ impl Handler for DeliveryHandler {
             return Outcome::Done;
         }
         let webhook = match webhook {
+            // Inactive by a cached copy: asked again before parking the
+            // delivery, since a webhook just re-enabled (with its dead
+            // letters replayed) must not send them back to the dead-letter
+            // set for the cache's TTL.
+            Ok(Some(webhook)) if !webhook.active && from_cache => {
+                match self.webhooks.get(&job.webhook_id).await {
+                    Ok(Some(fresh)) => fresh,
+                    Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
+                    Err(_) => webhook,
+                }
+            }
             Ok(Some(webhook)) => webhook,
             Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
             Err(e) => {
@@ -235,6 +289,23 @@ impl Handler for DeliveryHandler {
         };
         record.attempt = attempt_number;
         record.set_status(DeliveryStatus::InProgress, None);
+        // The webhook's rate limit and any Retry-After pause: a delivery
+        // that must wait is not an attempt (see `rate_limit`).
+        match self
+            .rate
+            .admit(&webhook.webhook_id, webhook.rate_limit_per_second)
+            .await
+        {
+            Ok(Admission::Go(wait)) if wait.is_zero() => {}
+            Ok(Admission::Go(wait)) => tokio::time::sleep(wait).await,
+            Ok(Admission::Defer(wait)) => return Outcome::Later(wait),
+            // Redis is out of reach: the attempt could not be recorded
+            // either; not counted, try again in a moment.
+            Err(e) => {
+                warn!(webhook_id = %webhook.webhook_id, error = %e, "rate limiter unavailable; delivery deferred");
+                return Outcome::Later(defer_delay());
+            }
+        }
         // At most `per_webhook_concurrency` requests to one webhook are out
         // from this process at once; over that the job goes back for a
         // moment, so a hanging endpoint cannot take every slot (see
@@ -267,16 +338,31 @@ impl Handler for DeliveryHandler {
         }
 
         let (attempt, plan) = judge(&result, attempt_number, elapsed_ms, ctx);
-        let gone = attempt.http_status == Some(410);
-        if gone {
-            self.disable_gone(&webhook).await;
+        if let Ok(response) = &result
+            && matches!(response.status, 429 | 503)
+            && let Some(retry_after) = response.retry_after(SystemTime::now())
+        {
+            self.honour_retry_after(&webhook.webhook_id, retry_after)
+                .await;
         }
+        let gone = attempt.http_status == Some(410);
         let error = if gone {
             Some(GONE_REASON.to_owned())
         } else {
             attempt.error.clone()
         };
-        let status = self.save_outcome(&mut record, attempt, plan).await;
+        let (status, streak) = self.save_outcome(&mut record, attempt, plan).await;
+        let trace_id = &job.event.metadata.trace_id;
+        if gone {
+            self.disable(&webhook, GONE_REASON, streak.as_ref(), trace_id)
+                .await;
+        } else if let Some(streak) = streak
+            && self.disable.should_disable(&streak, Utc::now())
+        {
+            let reason = self.disable.reason(&streak);
+            self.disable(&webhook, &reason, Some(&streak), trace_id)
+                .await;
+        }
         info!(
             delivery_id = %job.delivery_id,
             webhook_id = %job.webhook_id,
@@ -388,4 +474,34 @@ pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Result<Even
         },
         job.and_then(|j| j.event.metadata.correlation_id.clone()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::webhooks::SYSTEM_HEADERS;
+
+    #[test]
+    fn every_header_the_worker_sets_is_one_a_webhook_may_not_give() {
+        let webhook: Webhook = serde_json::from_value(serde_json::json!({
+            "webhook_id": "webhook_a",
+            "name": "a",
+            "url": "https://a.example/hook",
+            "events": ["*"],
+            "secret": "a_long_enough_secret_123",
+            "active": true,
+            "headers": {"x-tenant": "acme"},
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+        }))
+        .expect("a webhook record");
+        let set = headers(&webhook, &EventId::generate(), 1, b"{}");
+        for name in set.keys() {
+            assert!(
+                name == "x-tenant" || SYSTEM_HEADERS.contains(&name.as_str()),
+                "{name} is set on deliveries but not reserved in SYSTEM_HEADERS"
+            );
+        }
+        assert_eq!(set.len(), 10, "{set:?}");
+    }
 }

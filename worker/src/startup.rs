@@ -11,6 +11,7 @@ use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
 use rag::parse::sandbox::{NetworkIsolation, ParserPool, SandboxLimits, network_isolation};
 use shared::answer_policy::Thresholds;
+use shared::auto_disable::DisablePolicy;
 use shared::config::Settings;
 use shared::egress::{EgressClient, EgressOptions};
 use shared::search_replicas::ReplicaReport;
@@ -86,6 +87,9 @@ pub async fn run_with_parser(
             egress,
             lanes: Lanes::new(settings.delivery.per_webhook_concurrency),
             webhook_cache: WebhookCache::new(settings.delivery.webhook_cache_ttl),
+            rate: services.rate_limiter.clone(),
+            disable: DisablePolicy::from_settings(&settings.delivery),
+            max_retry_after: settings.delivery.max_retry_after,
         },
         RetryPolicy::new(
             settings.delivery.retry_schedule.clone(),

@@ -35,6 +35,8 @@ async fn register(services: &Services, receiver: &Receiver, filters: serde_json:
             metadata: serde_json::Map::new(),
             strict_signatures: false,
             signature_profile: Default::default(),
+            rate_limit_per_second: None,
+            headers: Default::default(),
         })
         .await
         .expect("register")

@@ -1,21 +1,23 @@
 //! The webhook registry endpoints (SPEC §4). Each handler extracts, calls
 //! the library, and maps the result.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 use shared::event_payloads::WebhookTest;
+use shared::auto_disable;
 use shared::events::{Event, EventFilter, EventMetadata};
 use shared::ids::{EventId, WebhookId};
 use shared::publish::PublishError;
 use shared::webhooks::{RotateSecretRequest, Rules, Webhook, WebhookRequest};
 use utoipa::IntoParams;
 
-use crate::http::body::Json;
+use crate::http::body::{Json, decode_json};
 use crate::http::envelope::{Accepted, Created, Data, Paged, Pagination, Query};
 use crate::http::error::{ApiError, ErrorEnvelope};
 use crate::http::trace::current_trace_id;
 use crate::state::AppState;
-use crate::views::{Deleted, Registered, SecretRotated, TestQueued, WebhookView};
+use crate::views::{Deleted, EnabledView, Registered, SecretRotated, TestQueued, WebhookView};
 
 pub(crate) fn parse_webhook_id(id: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook", id))
@@ -153,9 +155,16 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<WebhookRequest>,
 ) -> Result<Data<WebhookView>, ApiError> {
-    let webhook = load_webhook(&state, &id).await?;
-    let webhook = rules(&state).update(webhook, req).await?;
+    let before = load_webhook(&state, &id).await?;
+    let webhook = rules(&state).update(before.clone(), req).await?;
     state.services.webhooks.save(&webhook).await?;
+    auto_disable::after_admin_change(
+        &state.services.publisher,
+        &before,
+        &webhook,
+        &current_trace_id(),
+    )
+    .await;
     Ok(Data(view(&state, &webhook).await?))
 }
 
@@ -187,6 +196,52 @@ pub async fn rotate_secret(
         "webhook secret rotated"
     );
     Ok(Data(SecretRotated::new(&webhook, now)))
+}
+
+/// What `POST /webhooks/{id}/enable` may ask besides turning it on.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct EnableRequest {
+    /// Also re-queue every dead letter of this webhook (deliveries parked
+    /// while it was failing or off).
+    #[serde(default)]
+    pub replay_dead_letters: bool,
+}
+
+/// Turn a webhook back on (e.g. after it was disabled for `410 Gone` or a
+/// failure streak), optionally replaying its dead letters; announces
+/// `webhook.enabled` to operational subscribers if it was off.
+#[utoipa::path(post, path = "/webhooks/{webhook_id}/enable", tag = "webhooks",
+    params(("webhook_id" = String, Path)), request_body(content = Option<EnableRequest>),
+    responses((status = 200, body = EnabledView), (status = 400, body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
+pub async fn enable(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Data<EnabledView>, ApiError> {
+    let req: EnableRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        EnableRequest::default()
+    } else {
+        decode_json(&body)?
+    };
+    let webhook = load_webhook(&state, &id).await?;
+    let enabled = auto_disable::enable(
+        &state.services.publisher,
+        webhook,
+        req.replay_dead_letters,
+        &current_trace_id(),
+    )
+    .await?;
+    tracing::info!(
+        webhook_id = %enabled.webhook.webhook_id,
+        replayed = enabled.dead_letters_replayed,
+        "webhook enabled"
+    );
+    Ok(Data(EnabledView {
+        webhook: view(&state, &enabled.webhook).await?,
+        dead_letters_replayed: enabled.dead_letters_replayed,
+    }))
 }
 
 /// Send a `webhook.test` event to this webhook alone.
