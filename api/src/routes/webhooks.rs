@@ -4,8 +4,8 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use shared::event_payloads::WebhookTest;
 use shared::auto_disable;
+use shared::event_payloads::WebhookTest;
 use shared::events::{Event, EventFilter, EventMetadata};
 use shared::ids::{EventId, WebhookId};
 use shared::publish::PublishError;
