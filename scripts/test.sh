@@ -31,10 +31,10 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
-if [ -z "${SKIP_SCHEMATHESIS:-}" ] && ! command -v st >/dev/null; then
-  command -v python3 >/dev/null || missing+=(python3)
-  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
-fi
+# python3 with venv: the providers' signing libraries (scripts/signers.sh)
+# and Schemathesis are installed into virtual environments.
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: missing prerequisites; install them with:" >&2
   echo "  sudo apt-get install -y ${missing[*]}" >&2
