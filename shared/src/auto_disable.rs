@@ -28,6 +28,7 @@ use crate::events::{Event, EventFilter, EventMetadata, EventType, PayloadError};
 use crate::ids::{DeliveryId, EventId, WebhookId};
 use crate::jobs::DeliverEvent;
 use crate::publish::{Planned, PublishError, Publisher};
+use crate::replays::{ReplayError, Replayer, Work};
 use crate::webhooks::Webhook;
 
 /// The failures of a webhook since its last success.
@@ -220,11 +221,12 @@ pub struct Enabled {
 /// when asked (after it is active, so the replayed deliveries find it so),
 /// and `webhook.enabled` announced if it was off.
 pub async fn enable(
-    publisher: &Publisher,
+    replayer: &Replayer,
     before: Webhook,
     replay_dead_letters: bool,
     trace_id: &str,
-) -> Result<Enabled, PublishError> {
+) -> Result<Enabled, ReplayError> {
+    let publisher = replayer.publisher();
     let mut webhook = before.clone();
     if !before.active {
         webhook.active = true;
@@ -238,6 +240,7 @@ pub async fn enable(
     }
     let replayed = if replay_dead_letters {
         let filter = queue::DeadLetterFilter {
+            job_type: Some(DeliverEvent::QUEUE.to_owned()),
             labels: [(
                 crate::jobs::label::WEBHOOK_ID.to_owned(),
                 webhook.webhook_id.to_string(),
@@ -245,10 +248,8 @@ pub async fn enable(
             .into(),
             ..queue::DeadLetterFilter::default()
         };
-        publisher
-            .replay_dead_letters(&[DeliverEvent::QUEUE], filter)
-            .await?
-            .0
+        let tally = replayer.run_now(Work::DeadLetters(filter), None).await?;
+        usize::try_from(tally.replayed).unwrap_or(usize::MAX)
     } else {
         0
     };

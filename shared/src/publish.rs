@@ -21,7 +21,7 @@ use crate::events::{Event, PayloadError};
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
 use crate::webhooks::{StoreError, Webhook, WebhookStore};
-use queue::{DeadLetter, DeadLetterFilter, Envelope, Job, QueueClient, QueueError};
+use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 
 /// How long a delivery's job is remembered as queued. Repeats of a publish
 /// come from a publishing job redone after a crash or a failed attempt,
@@ -254,45 +254,6 @@ impl Publisher {
         }
         self.deliveries.forget_webhook(webhook).await?;
         Ok(cancelled)
-    }
-}
-
-/// Dead letters read per round of a bulk replay: its memory stays bounded
-/// however large the set.
-const REPLAY_PAGE: usize = 100;
-
-impl Publisher {
-    /// Replays every dead letter of `queues` matching `filter` that was
-    /// dead when the call came (a replayed job dying again at once is not
-    /// replayed again by the same call). Safe to call twice: an entry is
-    /// replayed once. Returns (replayed, skipped: gone meanwhile).
-    pub async fn replay_dead_letters(
-        &self,
-        queues: &[&str],
-        mut filter: DeadLetterFilter,
-    ) -> Result<(usize, usize), PublishError> {
-        let now = Utc::now();
-        filter.until = Some(filter.until.map_or(now, |until| until.min(now)));
-        let (mut replayed, mut skipped) = (0, 0);
-        loop {
-            // Replayed entries leave the set, so the next page starts after
-            // the ones that were not.
-            let page = self
-                .queue
-                .dead_letters(queues, &filter, skipped, REPLAY_PAGE)
-                .await?;
-            if page.items.is_empty() {
-                break;
-            }
-            for dead in &page.items {
-                if self.replay(dead).await? {
-                    replayed += 1;
-                } else {
-                    skipped += 1;
-                }
-            }
-        }
-        Ok((replayed, skipped))
     }
 }
 

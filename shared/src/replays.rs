@@ -214,6 +214,10 @@ impl Replayer {
         }
     }
 
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
     /// How many items `work` holds now (what a dry run answers).
     pub async fn count(&self, work: &Work) -> Result<u64, ReplayError> {
         Ok(match work {

@@ -281,7 +281,12 @@ async fn re_enabling_announces_it_and_replays_the_dead_letters_when_asked() {
     receiver.set_behaviour(Behaviour::AlwaysOk);
     let refused = receiver.requests().len();
     let before = stored(&services, &target).await;
-    let enabled = auto_disable::enable(&services.publisher, before, true, "trace-enable")
+    let replayer = shared::replays::Replayer::new(
+        services.publisher.clone(),
+        services.queue.connection(),
+        services.settings.redis.key_prefix.clone(),
+    );
+    let enabled = auto_disable::enable(&replayer, before, true, "trace-enable")
         .await
         .expect("enable");
 

@@ -227,7 +227,7 @@ pub async fn enable(
     };
     let webhook = load_webhook(&state, &id).await?;
     let enabled = auto_disable::enable(
-        &state.services.publisher,
+        &state.replayer,
         webhook,
         req.replay_dead_letters,
         &current_trace_id(),
