@@ -10,7 +10,9 @@
 #   SUPPORTRAG__…         any setting, as in config/default.toml
 #
 # The admin key is SUPPORTRAG__AUTH__ADMIN_KEYS when set, else a random key
-# generated on the first run and kept in ./.data/admin-key.
+# generated on the first run and kept in ./.data/admin-key; likewise the key
+# that encrypts webhook secrets at rest (SUPPORTRAG__SECRETS__ENCRYPTION_KEYS,
+# else ./.data/encryption-key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +53,16 @@ if [ -z "${SUPPORTRAG__AUTH__ADMIN_KEYS:-}" ]; then
   key_hint='export KEY=$(cat .data/admin-key)'
 else
   key_hint='the key(s) in SUPPORTRAG__AUTH__ADMIN_KEYS'
+fi
+
+# Webhook secrets are encrypted at rest locally too, under a key kept
+# beside the admin key (losing it makes the stored secrets unreadable).
+if [ -z "${SUPPORTRAG__SECRETS__ENCRYPTION_KEYS:-}" ]; then
+  if [ ! -s .data/encryption-key ]; then
+    (umask 077 && printf 'local1:%s' "$(head -c 32 /dev/urandom | base64)" > .data/encryption-key)
+  fi
+  SUPPORTRAG__SECRETS__ENCRYPTION_KEYS="$(cat .data/encryption-key)"
+  export SUPPORTRAG__SECRETS__ENCRYPTION_KEYS
 fi
 
 pids=()

@@ -1,5 +1,4 @@
-//! The JSON shapes the API answers with (SPEC §4, §9, and the seed). Built
-//! from stored records here, so no handler formats a field by hand and a
+//! The JSON shapes the API answers with. Built from stored records here, so no handler formats a field by hand and a
 //! secret has no way into a response except [`Registered::secret`] and
 //! [`SecretRotated::secret`].
 

@@ -1,4 +1,4 @@
-//! Chat and knowledge APIs (SPEC §10) with a real worker: documents go in
+//! Chat and knowledge APIs with a real worker: documents go in
 //! (text, base64, multipart), get indexed and searched, replaced and
 //! deleted; questions get answers from them; sessions are continued,
 //! escalated and ended, and subscribers hear about it. After a hand-over

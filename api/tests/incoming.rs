@@ -1,4 +1,4 @@
-//! Incoming webhooks (SPEC §6–7) as an integrator sends them: the seed's
+//! Incoming webhooks as an integrator sends them: the seed's
 //! examples signed both ways, sessions per thread, idempotent repeats, every
 //! broken rule answering its own code with nothing queued, and Redis down.
 //!

@@ -236,7 +236,7 @@ async fn each_broken_rule_answers_its_code_with_the_envelope() {
     assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(oversized.error_code(), "PAYLOAD_TOO_LARGE");
 
-    // Size is judged before credentials (SPEC §2 order).
+    // Size is judged before credentials (the documented order).
     let oversized_no_key = app
         .send(
             app.http

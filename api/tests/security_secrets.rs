@@ -1,4 +1,4 @@
-//! Secrets never leak (issue 5 item 10, SPEC §3): the real API and worker
+//! Secrets never leak (issue 5 item 10): the real API and worker
 //! binaries run as processes with `log.level = trace`, a full flow goes
 //! through them, and then their logs, every API response, /metrics, the
 //! delivery and dead-letter records and every Redis key other than the

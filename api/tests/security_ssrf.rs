@@ -1,4 +1,4 @@
-//! SSRF, end to end (issue 5 item 8, SPEC §9): the same policy judges
+//! SSRF, end to end (issue 5 item 8): the same policy judges
 //! webhook URLs and document URLs when they are registered (API, 422) and
 //! again when the worker connects (egress client), so a name that rebinds
 //! to a private address after registration, or a receiver that redirects

@@ -1329,7 +1329,7 @@ impl Bench {
             "10,000 published",
         ));
         notes.push(format!(
-            "footprint: every event is a chat.response.generated with a 300-character answer (a ~600-byte body, as in NOTES.md); the job is {size} B of JSON."
+            "footprint: every event is a chat.response.generated with a 300-character answer (a ~600-byte body, as in the peers' measurements); the job is {size} B of JSON."
         ));
         Ok(())
     }

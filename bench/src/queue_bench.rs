@@ -1,6 +1,6 @@
 //! `queue-bench`: throughput of our Redis-Streams job queue with no-op jobs,
-//! measured the way the peers in NOTES.md ("Peers measured on this
-//! machine") were, so the figures can sit in that table.
+//! measured the way the peer queues (BullMQ, Sidekiq, …) were measured on
+//! this machine, so the figures can sit beside theirs.
 //!
 //! ```text
 //! cargo run --release -p supportrag-bench --bin queue-bench -- --jobs 20000 --workers 1,2 --runs 3

@@ -1,4 +1,4 @@
-//! Catching "I want a human" before retrieval (SPEC §11): a rule, not a
+//! Catching "I want a human" before retrieval: a rule, not a
 //! model, so it works the same in every deployment and is easy to extend.
 
 /// Phrases (lowercase, `ё` written `е`, words joined by one space) that

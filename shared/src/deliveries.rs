@@ -1,4 +1,4 @@
-//! Delivery history (SPEC §9): one record per event sent to one webhook,
+//! Delivery history: one record per event sent to one webhook,
 //! with every attempt, kept for `delivery.history_ttl` and at most
 //! `delivery.history_max_per_webhook` per webhook, plus per-webhook stats.
 //!

@@ -1,4 +1,4 @@
-//! Handing a conversation to a human (SPEC §11): pick the operator, mark
+//! Handing a conversation to a human: pick the operator, mark
 //! the session, and emit `chat.escalated` with a summary of the
 //! conversation. The worker (low confidence, a request for a human) and the
 //! admin endpoint both come through here.

@@ -1,4 +1,4 @@
-//! The outbound event catalogue (SPEC §5) and the one function that turns an
+//! The outbound event catalogue and the one function that turns an
 //! event into the exact bytes a receiver gets.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! A person owns the conversation after a hand-over (SPEC §13).
+//! A person owns the conversation after a hand-over.
 //!
 //! Once a session is escalated ([`crate::escalation`]: low confidence, the
 //! user asking for a person, or the admin endpoint) the bot no longer

@@ -1,4 +1,4 @@
-//! Incoming webhooks (SPEC §6–7) and direct uploads: who sent it, what it
+//! Incoming webhooks and direct uploads: who sent it, what it
 //! says, and putting it durably in the right queue exactly once.
 //!
 //! The HTTP layer checks size and media type, then calls

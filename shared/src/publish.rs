@@ -163,7 +163,7 @@ impl Publisher {
         Ok(())
     }
 
-    /// A manual retry (SPEC §9): a new delivery `<orig>_retry_<n>` of the
+    /// A manual retry: a new delivery `<orig>_retry_<n>` of the
     /// same event, its attempt numbering continuing from the delivery
     /// retried. A retry of a retry is numbered on the first delivery
     /// (`dlv_X_retry_1` → `dlv_X_retry_2`), and an existing record is never

@@ -6,7 +6,7 @@
 //! at once get the same session, and two workers sweeping the same idle
 //! session end it once.
 //!
-//! Hand-over (SPEC §13): escalating, an operator's first reply to an
+//! Hand-over: escalating, an operator's first reply to an
 //! unassigned session (the claim), handing back and ending each move the
 //! session in or out of the escalated index in the same script that
 //! changes its state, so the operators' queue never disagrees with the

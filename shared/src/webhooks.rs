@@ -1,4 +1,4 @@
-//! The webhook registry (SPEC §4): what a registered integration is, how a
+//! The webhook registry: what a registered integration is, how a
 //! registration or a change is checked, and where it is kept.
 //!
 //! Input is parsed into [`WebhookDraft`]/[`WebhookChanges`] field by field,
@@ -461,7 +461,7 @@ fn parse_rate(rate: f64) -> Result<f64, FieldError> {
     }
 }
 
-/// The headers every delivery carries, set by the worker (SPEC §6), and
+/// The headers every delivery carries, set by the worker, and
 /// the ones HTTP framing owns: a webhook's own headers may name none of
 /// them, so a receiver can trust that these came from us and a request
 /// cannot be malformed by configuration. Lowercase.

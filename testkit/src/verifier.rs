@@ -1,6 +1,6 @@
 //! The seed's Express verifier, run under `node`, as a receiver.
 //!
-//! SPEC §6 promises that receivers can check our signatures the way the
+//! README promises that receivers can check our signatures the way the
 //! seed's JavaScript does: parse the body, `JSON.stringify` it again, and
 //! HMAC `"<timestamp>.<that>"`. Only the real code under the real runtime
 //! proves that promise, so `verifier.js` carries the seed's

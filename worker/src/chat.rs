@@ -1,7 +1,7 @@
-//! The RAG step (SPEC §11): one chat message in, `chat.response.generated`
+//! The RAG step: one chat message in, `chat.response.generated`
 //! out, and `chat.escalated` after it when the answer is not good enough
 //! or the user asked for a person. In a session a person already has
-//! (SPEC §13) the bot does not answer: the message goes to the operator as
+//! the bot does not answer: the message goes to the operator as
 //! `chat.message.forwarded` instead.
 //!
 //! Everything a redo after a crash would repeat is idempotent: event ids

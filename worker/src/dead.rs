@@ -6,7 +6,7 @@ use shared::event_payloads::{ErrorOccurred, ErrorRelated};
 use shared::events::{Event, EventMetadata, PayloadError};
 use shared::ids::EventId;
 
-/// `error.occurred` for a job that ended in the dead-letter set (SPEC §5).
+/// `error.occurred` for a job that ended in the dead-letter set.
 /// Its id derives from the dead letter's: a worker that redoes the notice
 /// after a crash announces the same event (receivers de-duplicate), and a
 /// replayed job that fails again is a new dead letter with a new event.

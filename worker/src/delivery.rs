@@ -50,7 +50,7 @@ pub struct DeliveryHandler {
     pub max_retry_after: Duration,
 }
 
-/// The headers of one attempt, exactly as SPEC §6 names them, plus the
+/// The headers of one attempt, as README documents them, plus the
 /// Standard Webhooks trio so receivers can use its libraries, over the
 /// webhook's own headers (which registration keeps off these names; set
 /// last, ours would win anyway).

@@ -1,4 +1,4 @@
-//! The indexing step (SPEC §11): fetch (or take the upload), parse in a
+//! The indexing step: fetch (or take the upload), parse in a
 //! sandboxed child process, chunk, index, classify, and tell subscribers
 //! how it went.
 //!
@@ -71,7 +71,7 @@ pub struct IngestHandler {
 /// When a job whose document is being ingested by another job looks again.
 const LOCKED_RETRY: Duration = Duration::from_secs(1);
 
-/// Why an attempt failed, with the code SPEC §11 names.
+/// Why an attempt failed, with its documented code.
 #[derive(Debug, thiserror::Error)]
 enum IngestError {
     #[error("{0}")]

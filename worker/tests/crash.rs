@@ -1,6 +1,6 @@
 //! The real `supportrag-worker` binary under SIGKILL and SIGTERM.
 //!
-//! These are the promises only a process can test (SPEC §8): a worker
+//! These are the promises only a process can test: a worker
 //! killed mid-delivery loses nothing (another worker takes its jobs over
 //! after the visibility timeout), and a worker asked to stop finishes what
 //! it holds and exits 0.

@@ -234,7 +234,7 @@ async fn the_seeds_javascript_verifier_accepts_a_delivery_with_unicode_whole_flo
     assert_eq!(got["confidence"].as_f64(), Some(1.0));
     assert_eq!(got["metadata"], data["metadata"], "nested metadata");
 
-    // ... with the headers SPEC §6 names
+    // ... with the documented headers
     let headers = &delivered["headers"];
     let h = |name: &str| {
         headers[name]

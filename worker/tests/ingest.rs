@@ -1,4 +1,4 @@
-//! Hostile documents never take a worker down (issue 3, SPEC §11): each
+//! Hostile documents never take a worker down (issue 3): each
 //! ends as `knowledge.document.failed` with the precise code, retried on
 //! the ingestion schedule, then dead-lettered with `error.occurred`, while
 //! the same worker process keeps indexing good documents.

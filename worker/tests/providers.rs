@@ -1,4 +1,4 @@
-//! The pluggable providers end to end (SPEC §11): with
+//! The pluggable providers end to end: with
 //! `retrieval.provider = "openai"` the worker embeds chunks through an
 //! OpenAI-compatible API, keeps vectors in Qdrant, answers with the chat
 //! model, and the events name what actually ran. Both services are small

@@ -1,4 +1,4 @@
-//! Sessions (SPEC §7, §11, §13): the idle sweep ends each idle session
+//! Sessions: the idle sweep ends each idle session
 //! exactly once however many workers sweep; a request for a human is
 //! escalated before any retrieval; operators are assigned round robin or
 //! to the least loaded, and released by hand-back and end; while a person

@@ -1,7 +1,7 @@
 //! Request-body gatekeeping: size limit, media type and memory budget, and
 //! the `Json` extractor handlers use.
 //!
-//! SPEC fixes the order in which a bad request is reported: 413 size,
+//! The documented contract fixes the order in which a bad request is reported: 413 size,
 //! 415 content type, 401 credentials, 400 malformed JSON, 422 content. What
 //! the headers tell (a declared Content-Length over the limit, a media type
 //! not accepted) is judged by [`screen_body`] outside auth, without reading

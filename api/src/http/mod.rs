@@ -2,7 +2,7 @@
 //! envelopes, request tracing and metrics, body limits, admin auth and the
 //! OpenAPI document.
 //!
-//! The order in which the layers wrap a route is part of the contract (SPEC:
+//! The order in which the layers wrap a route is part of the contract (documented:
 //! 413 size, 415 content type, 401 credentials, 400 malformed JSON, 422
 //! content), so [`with_common_layers`] and [`openapi::admin_only`] are the
 //! places that decide it.

@@ -421,7 +421,7 @@ async fn json_media_type_variants_are_accepted() {
     }
 }
 
-// ---- SPEC error precedence -------------------------------------------------
+// ---- error precedence (the documented order) ---------------------------
 
 #[tokio::test]
 async fn errors_are_reported_in_spec_order() {

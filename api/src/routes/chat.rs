@@ -1,4 +1,4 @@
-//! Chat APIs (SPEC §10, §13): ask a question and wait for the worker's
+//! Chat APIs: ask a question and wait for the worker's
 //! answer, list and look at sessions, escalate or end one, and the
 //! hand-over: an operator replies, hands the session back to the bot, and
 //! users rate answers.

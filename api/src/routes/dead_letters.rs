@@ -1,4 +1,4 @@
-//! The dead-letter set (SPEC §9): list, inspect, replay one or many, discard.
+//! The dead-letter set: list, inspect, replay one or many, discard.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};

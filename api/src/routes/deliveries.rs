@@ -1,4 +1,4 @@
-//! Delivery history and manual retry (SPEC §9).
+//! Delivery history and manual retry.
 
 use axum::extract::{Path, State};
 use serde::Deserialize;

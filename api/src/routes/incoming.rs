@@ -1,4 +1,4 @@
-//! Incoming webhooks (SPEC §6–7): authenticated by signature over the raw
+//! Incoming webhooks: authenticated by signature over the raw
 //! body, answered 202 once the job is in Redis, 200 `duplicate` for a
 //! repeat.
 

@@ -1,4 +1,4 @@
-//! Knowledge APIs (SPEC §10): upload a document directly, list and inspect
+//! Knowledge APIs: upload a document directly, list and inspect
 //! documents, delete one (gone from retrieval at once), and see what
 //! retrieval returns for a query.
 

@@ -1,4 +1,4 @@
-//! The webhook registry endpoints (SPEC §4). Each handler extracts, calls
+//! The webhook registry endpoints. Each handler extracts, calls
 //! the library, and maps the result.
 
 use axum::body::Bytes;
