@@ -22,12 +22,11 @@ use chrono::{DateTime, Utc};
 use queue::Job;
 
 use crate::config::DeliverySettings;
-use crate::deliveries::DeliveryRecord;
 use crate::event_payloads::{FailureStreakView, WebhookDisabled, WebhookEnabled};
 use crate::events::{Event, EventFilter, EventMetadata, EventType, PayloadError};
 use crate::ids::{DeliveryId, EventId, WebhookId};
 use crate::jobs::DeliverEvent;
-use crate::publish::{Planned, PublishError, Publisher};
+use crate::publish::{PublishError, Publisher};
 use crate::replays::{ReplayError, Replayer, Work};
 use crate::webhooks::Webhook;
 
@@ -142,23 +141,11 @@ pub async fn announce(
     event: Event,
     subject: &WebhookId,
 ) -> Result<Vec<DeliveryId>, PublishError> {
-    let planned = publisher
-        .webhooks
-        .all_readable()
-        .await?
-        .into_iter()
-        .filter(|w| is_operational_subscriber(w, event.event_type, subject))
-        .map(|w| Planned {
-            record: DeliveryRecord::queued(
-                DeliveryId::for_event(&event.event_id, &w.webhook_id),
-                w.webhook_id.clone(),
-                event.clone(),
-                1,
-            ),
-            prior_attempts: 0,
+    publisher
+        .publish_to(event, |w, event| {
+            is_operational_subscriber(w, event.event_type, subject)
         })
-        .collect();
-    publisher.enqueue(planned).await
+        .await
 }
 
 /// Why `webhook.disabled` says an administrator's `PATCH active=false`

@@ -72,15 +72,23 @@ impl Publisher {
     /// Sends `event` to every active webhook subscribed to its type whose
     /// filters its payload passes.
     pub async fn publish(&self, event: Event) -> Result<Vec<DeliveryId>, PublishError> {
-        let targets: Vec<Webhook> = self
+        self.publish_to(event, |w, event| w.active && w.wants(event))
+            .await
+    }
+
+    /// Sends `event` to every readable webhook that `to` picks: one
+    /// queued delivery each, all enqueued together.
+    pub async fn publish_to(
+        &self,
+        event: Event,
+        to: impl Fn(&Webhook, &Event) -> bool,
+    ) -> Result<Vec<DeliveryId>, PublishError> {
+        let planned = self
             .webhooks
             .all_readable()
             .await?
             .into_iter()
-            .filter(|w| w.active && w.wants(&event))
-            .collect();
-        let planned = targets
-            .iter()
+            .filter(|w| to(w, &event))
             .map(|w| Planned {
                 record: DeliveryRecord::queued(
                     DeliveryId::for_event(&event.event_id, &w.webhook_id),
