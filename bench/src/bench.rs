@@ -294,20 +294,12 @@ impl Bench {
     async fn webhook(&self, services: &Services, url: &str) -> anyhow::Result<Webhook> {
         Ok(services
             .webhooks
-            .insert(WebhookDraft {
-                name: "bench receiver".into(),
-                url: url.to_owned(),
-                events: vec![EventFilter::All],
-                filters: Default::default(),
-                secret: Secret::parse(SECRET).map_err(|e| anyhow::anyhow!("{e}"))?,
-                secret_generated: false,
-                active: true,
-                metadata: serde_json::Map::new(),
-                strict_signatures: false,
-                signature_profile: Default::default(),
-                rate_limit_per_second: None,
-                headers: Default::default(),
-            })
+            .insert(WebhookDraft::new(
+                "bench receiver",
+                url,
+                vec![EventFilter::All],
+                Secret::parse(SECRET).map_err(|e| anyhow::anyhow!("{e}"))?,
+            ))
             .await?)
     }
 

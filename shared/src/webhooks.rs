@@ -284,6 +284,29 @@ pub struct WebhookDraft {
     pub headers: BTreeMap<String, String>,
 }
 
+impl WebhookDraft {
+    /// A draft with every optional part at its default (active, no
+    /// filters, no limit, no headers, the seed signature profile), for
+    /// callers inside the process that choose the URL themselves (the test
+    /// kit, benchmarks); requests from outside go through [`Rules`].
+    pub fn new(name: &str, url: &str, events: Vec<EventFilter>, secret: Secret) -> Self {
+        Self {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            events,
+            filters: Filters::default(),
+            secret,
+            secret_generated: false,
+            active: true,
+            metadata: Metadata::new(),
+            strict_signatures: false,
+            signature_profile: SignatureProfile::default(),
+            rate_limit_per_second: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
 /// What the URL and secret rules need from the outside world.
 pub struct Rules<'a> {
     pub policy: &'a SsrfPolicy,

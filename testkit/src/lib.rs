@@ -133,21 +133,12 @@ pub async fn register_webhook(
 ) -> shared::webhooks::Webhook {
     services
         .webhooks
-        .insert(shared::webhooks::WebhookDraft {
-            name: "test receiver".into(),
-            url: url.into(),
+        .insert(shared::webhooks::WebhookDraft::new(
+            "test receiver",
+            url,
             events,
-            filters: Default::default(),
-            secret: shared::signing::Secret::parse(secret)
-                .expect("testkit: test secrets are long enough"),
-            secret_generated: false,
-            active: true,
-            metadata: serde_json::Map::new(),
-            strict_signatures: false,
-            signature_profile: Default::default(),
-            rate_limit_per_second: None,
-            headers: Default::default(),
-        })
+            shared::signing::Secret::parse(secret).expect("testkit: test secrets are long enough"),
+        ))
         .await
         .expect("testkit: register webhook")
 }

@@ -29,7 +29,31 @@ use tempfile::TempDir;
 use crate::files::{create_log, tail};
 
 const SCRIPT: &str = include_str!("verifier.js");
-const ROTATING_SCRIPT: &str = include_str!("verifier_rotating.js");
+/// The seed's signature check in `verifier.js`, and what README
+/// ("Rotating a webhook's secret") tells receivers built on it to put
+/// there: the same `verifyWebhookSignature`, tried on `X-Webhook-Signature`
+/// and then on each value of `X-Webhook-Signature-Next`.
+const SEED_CHECK: &str = "        const isValid = verifyWebhookSignature(
+            payload,
+            signature,
+            timestamp,
+            WEBHOOK_SECRETS[webhookId]
+        );";
+const ROTATING_CHECK: &str = "        const candidates = [signature].concat(
+            (req.headers['x-webhook-signature-next'] || '').split(',').filter(s => s)
+        );
+        const isValid = candidates.some(candidate => {
+            try {
+                return verifyWebhookSignature(
+                    payload,
+                    candidate.trim(),
+                    timestamp,
+                    WEBHOOK_SECRETS[webhookId]
+                );
+            } catch (err) {
+                return false;
+            }
+        });";
 const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// A running `node verifier.js`; killed when dropped.
@@ -49,7 +73,11 @@ pub fn spawn_js_verifier(secrets: &[(&str, &str)]) -> JsVerifier {
 /// tells receivers to change it for secret rotation: it also tries each
 /// signature of `X-Webhook-Signature-Next`.
 pub fn spawn_js_verifier_rotating(secrets: &[(&str, &str)]) -> JsVerifier {
-    spawn_with(ROTATING_SCRIPT, secrets, 0)
+    assert!(
+        SCRIPT.contains(SEED_CHECK),
+        "testkit: verifier.js no longer holds the seed's signature check"
+    );
+    spawn_with(&SCRIPT.replacen(SEED_CHECK, ROTATING_CHECK, 1), secrets, 0)
 }
 
 /// As [`spawn_js_verifier`], answering 500 to the first `fail_first`

@@ -25,18 +25,13 @@ async fn register(services: &Services, receiver: &Receiver, filters: serde_json:
     services
         .webhooks
         .insert(WebhookDraft {
-            name: "filtered receiver".into(),
-            url: receiver.url(),
-            events,
             filters,
-            secret: Secret::parse(SECRET).expect("long enough"),
-            secret_generated: false,
-            active: true,
-            metadata: serde_json::Map::new(),
-            strict_signatures: false,
-            signature_profile: Default::default(),
-            rate_limit_per_second: None,
-            headers: Default::default(),
+            ..WebhookDraft::new(
+                "filtered receiver",
+                &receiver.url(),
+                events,
+                Secret::parse(SECRET).expect("long enough"),
+            )
         })
         .await
         .expect("register")
