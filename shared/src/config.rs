@@ -494,18 +494,16 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Rules that span a value's range rather than its type.
+    /// Rules on a value's range rather than its type, each failure naming
+    /// its key; split by area so each reads as one list.
     fn check(&self) -> Result<(), ConfigError> {
-        let rule = |ok: bool, key: &'static str, message: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Rule {
-                    key,
-                    message: message.to_owned(),
-                })
-            }
-        };
+        self.check_http()?;
+        self.check_delivery()?;
+        self.check_knowledge()
+    }
+
+    /// Server, Redis, admin auth and idempotency.
+    fn check_http(&self) -> Result<(), ConfigError> {
         rule(
             self.server.body_limit.0 > 0,
             "server.body_limit",
@@ -566,6 +564,11 @@ impl Settings {
             "idempotency.in_progress_ttl",
             "must be greater than zero",
         )?;
+        Ok(())
+    }
+
+    /// Deliveries and the queue.
+    fn check_delivery(&self) -> Result<(), ConfigError> {
         rule(
             !self.delivery.timeout.is_zero(),
             "delivery.timeout",
@@ -621,6 +624,11 @@ impl Settings {
             "queue.promote_batch",
             "must be at least 1",
         )?;
+        Ok(())
+    }
+
+    /// Chat, ingestion and retrieval.
+    fn check_knowledge(&self) -> Result<(), ConfigError> {
         rule(
             (0.0..=1.0).contains(&self.chat.escalation_threshold),
             "chat.escalation_threshold",
@@ -711,6 +719,17 @@ impl Settings {
             "must not be empty",
         )?;
         Ok(())
+    }
+}
+
+fn rule(ok: bool, key: &'static str, message: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Rule {
+            key,
+            message: message.to_owned(),
+        })
     }
 }
 

@@ -280,6 +280,7 @@ pub struct WebhookDisabled {
     #[schema(value_type = String, format = DateTime)]
     pub disabled_at: DateTime<Utc>,
     /// The failures that disabled it; null when it was not a streak.
+    #[schema(inline)]
     pub failure_streak: Option<FailureStreakView>,
 }
 

@@ -203,11 +203,17 @@ impl DeliveryHandler {
     }
 }
 
-impl Handler for DeliveryHandler {
-    type Job = DeliverEvent;
+/// Why a delivery stops before its request: the job's outcome.
+type Stop = Outcome;
 
-    async fn handle(&self, job: DeliverEvent, ctx: &JobContext) -> Outcome {
-        // The webhook (cached briefly) and the record are read at once.
+impl DeliveryHandler {
+    /// The webhook and the delivery record, read at once (the webhook from
+    /// a short cache when it can be), or why there is nothing to send now.
+    async fn load(
+        &self,
+        job: &DeliverEvent,
+        ctx: &JobContext,
+    ) -> Result<(Webhook, DeliveryRecord), Stop> {
         let cached = self.webhook_cache.get(&job.webhook_id);
         let from_cache = cached.is_some();
         let (webhook, record) = match cached {
@@ -232,7 +238,7 @@ impl Handler for DeliveryHandler {
             // before publishing was idempotent, or a redo after a worker
             // died between recording and acknowledging): nothing to send.
             info!(delivery_id = %job.delivery_id, status = ?done.status, "delivery already over; job dropped");
-            return Outcome::Done;
+            return Err(Outcome::Done);
         }
         let webhook = match webhook {
             // Inactive by a cached copy: asked again before parking the
@@ -242,17 +248,17 @@ impl Handler for DeliveryHandler {
             Ok(Some(webhook)) if !webhook.active && from_cache => {
                 match self.webhooks.get(&job.webhook_id).await {
                     Ok(Some(fresh)) => fresh,
-                    Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
+                    Ok(None) => return Err(self.cancel(job, ctx, "webhook was deleted").await),
                     Err(_) => webhook,
                 }
             }
             Ok(Some(webhook)) => webhook,
-            Ok(None) => return self.cancel(&job, ctx, "webhook was deleted").await,
+            Ok(None) => return Err(self.cancel(job, ctx, "webhook was deleted").await),
             Err(e) => {
-                return Outcome::Failed {
+                return Err(Outcome::Failed {
                     error: format!("loading webhook: {e}"),
                     plan: ctx.plan_failure(None),
-                };
+                });
             }
         };
         self.webhook_cache.put(&webhook);
@@ -261,70 +267,78 @@ impl Handler for DeliveryHandler {
             // events can be replayed once the webhook is active again. The
             // queue counts this run as an attempt; a replay numbers on from
             // the attempts the record shows were sent (`Publisher::replay`).
-            return Outcome::Failed {
+            return Err(Outcome::Failed {
                 error: "webhook is inactive".into(),
                 plan: RetryPlan::Exhausted,
-            };
+            });
         }
-        let attempt_number = ctx.overall_attempt();
-        let body = match job.event.body(&webhook.webhook_id, attempt_number) {
-            Ok(body) => body,
-            Err(e) => {
-                return Outcome::Failed {
-                    error: format!("encoding event: {e}"),
-                    plan: RetryPlan::Exhausted,
-                };
-            }
-        };
-        let mut record = match record {
+        let record = match record {
             Ok(Some(record)) => record,
-            Ok(None) => rebuilt_record(&job, attempt_number),
+            Ok(None) => rebuilt_record(job, ctx.overall_attempt()),
             // Redis is out of reach: no request now, try again later.
             Err(e) => {
-                return Outcome::Failed {
+                return Err(Outcome::Failed {
                     error: format!("loading the delivery record: {e}"),
                     plan: ctx.plan_failure(None),
-                };
+                });
             }
         };
-        record.attempt = attempt_number;
-        record.set_status(DeliveryStatus::InProgress, None);
-        // The webhook's rate limit and any Retry-After pause: a delivery
-        // that must wait is not an attempt (see `rate_limit`).
+        Ok((webhook, record))
+    }
+
+    /// Waits for the webhook's rate limit and any `Retry-After` pause, or
+    /// hands the job back when the wait is long: a delivery that must wait
+    /// is not an attempt (see `rate_limit`).
+    async fn admit(&self, webhook: &Webhook) -> Result<(), Stop> {
         match self
             .rate
             .admit(&webhook.webhook_id, webhook.rate_limit_per_second)
             .await
         {
-            Ok(Admission::Go(wait)) if wait.is_zero() => {}
-            Ok(Admission::Go(wait)) => tokio::time::sleep(wait).await,
-            Ok(Admission::Defer(wait)) => return Outcome::Later(wait),
+            Ok(Admission::Go(wait)) if wait.is_zero() => Ok(()),
+            Ok(Admission::Go(wait)) => {
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            Ok(Admission::Defer(wait)) => Err(Outcome::Later(wait)),
             // Redis is out of reach: the attempt could not be recorded
             // either; not counted, try again in a moment.
             Err(e) => {
                 warn!(webhook_id = %webhook.webhook_id, error = %e, "rate limiter unavailable; delivery deferred");
-                return Outcome::Later(defer_delay());
+                Err(Outcome::Later(defer_delay()))
             }
         }
+    }
+
+    /// Sends one attempt, marking the record in progress meanwhile; the
+    /// response (or why there is none) and how long it took.
+    async fn send(
+        &self,
+        webhook: &Webhook,
+        job: &DeliverEvent,
+        ctx: &JobContext,
+        record: &DeliveryRecord,
+        body: Vec<u8>,
+    ) -> Result<(Result<EgressResponse, EgressError>, u64), Stop> {
         // At most `per_webhook_concurrency` requests to one webhook are out
         // from this process at once; over that the job goes back for a
         // moment, so a hanging endpoint cannot take every slot (see
         // `lanes`). The permit covers the request only, not the Redis work
         // around it, so a fast endpoint is not slowed by the cap.
         let Some(lane) = self.lanes.enter(&job.webhook_id).await else {
-            return Outcome::Later(defer_delay());
+            return Err(Outcome::Later(defer_delay()));
         };
-        let mut headers = headers(&webhook, &job.event.event_id, attempt_number, &body);
+        let mut headers = headers(webhook, &job.event.event_id, record.attempt, &body);
         // The receiver can join its own trace to ours (W3C Trace Context).
         if let Ok(value) = HeaderValue::from_str(&shared::telemetry::traceparent(&ctx.trace_id)) {
             headers.insert(HeaderName::from_static("traceparent"), value);
         }
         // "in progress" is written while the request is out rather than
         // before it: one Redis round trip less per delivery. The attempt's
-        // own record below is written after both.
+        // own record is written after both.
         let started = std::time::Instant::now();
         let (saved, result) = tokio::join!(
-            self.deliveries.transition(&record),
+            self.deliveries.transition(record),
             self.egress.post(&webhook.url, headers, body)
         );
         let elapsed_ms = shared::time::elapsed_ms(started);
@@ -336,33 +350,64 @@ impl Handler for DeliveryHandler {
             }
             Err(e) => warn!(error = %e, "could not mark a delivery in progress"),
         }
+        Ok((result, elapsed_ms))
+    }
 
-        let (attempt, plan) = judge(&result, attempt_number, elapsed_ms, ctx);
-        if let Ok(response) = &result
+    /// What an answer means for the webhook beyond this delivery: a
+    /// `Retry-After` holds its next deliveries back; `410 Gone` or a long
+    /// enough failure streak turns it off.
+    async fn after_answer(
+        &self,
+        webhook: &Webhook,
+        result: &Result<EgressResponse, EgressError>,
+        streak: Option<FailureStreak>,
+        trace_id: &str,
+    ) {
+        if let Ok(response) = result
             && matches!(response.status, 429 | 503)
             && let Some(retry_after) = response.retry_after(SystemTime::now())
         {
             self.honour_retry_after(&webhook.webhook_id, retry_after)
                 .await;
         }
-        let gone = attempt.http_status == Some(410);
-        let error = if gone {
-            Some(GONE_REASON.to_owned())
-        } else {
-            attempt.error.clone()
-        };
-        let (status, streak) = self.save_outcome(&mut record, attempt, plan).await;
-        let trace_id = &job.event.metadata.trace_id;
-        if gone {
-            self.disable(&webhook, GONE_REASON, streak.as_ref(), trace_id)
+        if matches!(result, Ok(response) if response.status == 410) {
+            self.disable(webhook, GONE_REASON, streak.as_ref(), trace_id)
                 .await;
         } else if let Some(streak) = streak
             && self.disable.should_disable(&streak, Utc::now())
         {
             let reason = self.disable.reason(&streak);
-            self.disable(&webhook, &reason, Some(&streak), trace_id)
+            self.disable(webhook, &reason, Some(&streak), trace_id)
                 .await;
         }
+    }
+
+    /// One delivery attempt, stage by stage; a stage that stops early
+    /// answers the job's outcome.
+    async fn deliver(&self, job: &DeliverEvent, ctx: &JobContext) -> Result<Outcome, Stop> {
+        let (webhook, mut record) = self.load(job, ctx).await?;
+        let attempt_number = ctx.overall_attempt();
+        let body = job
+            .event
+            .body(&webhook.webhook_id, attempt_number)
+            .map_err(|e| Outcome::Failed {
+                error: format!("encoding event: {e}"),
+                plan: RetryPlan::Exhausted,
+            })?;
+        record.attempt = attempt_number;
+        record.set_status(DeliveryStatus::InProgress, None);
+        self.admit(&webhook).await?;
+        let (result, elapsed_ms) = self.send(&webhook, job, ctx, &record, body).await?;
+
+        let (mut attempt, plan) = judge(&result, attempt_number, elapsed_ms, ctx);
+        if attempt.http_status == Some(410) {
+            // Said in the record at once, not only later by `on_dead`.
+            attempt.error = Some(GONE_REASON.to_owned());
+        }
+        let error = attempt.error.clone();
+        let (status, streak) = self.save_outcome(&mut record, attempt, plan).await;
+        self.after_answer(&webhook, &result, streak, &job.event.metadata.trace_id)
+            .await;
         info!(
             delivery_id = %job.delivery_id,
             webhook_id = %job.webhook_id,
@@ -372,13 +417,21 @@ impl Handler for DeliveryHandler {
             response_time_ms = elapsed_ms,
             "delivery attempt"
         );
-        match plan {
+        Ok(match plan {
             None => Outcome::Done,
             Some(plan) => Outcome::Failed {
                 error: error.unwrap_or_else(|| "delivery failed".into()),
                 plan,
             },
-        }
+        })
+    }
+}
+
+impl Handler for DeliveryHandler {
+    type Job = DeliverEvent;
+
+    async fn handle(&self, job: DeliverEvent, ctx: &JobContext) -> Outcome {
+        self.deliver(&job, ctx).await.unwrap_or_else(|stop| stop)
     }
 
     async fn on_dead(
