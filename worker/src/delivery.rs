@@ -209,6 +209,7 @@ type Stop = Outcome;
 impl DeliveryHandler {
     /// The webhook and the delivery record, read at once (the webhook from
     /// a short cache when it can be), or why there is nothing to send now.
+    #[tracing::instrument(name = "delivery.load", skip_all)]
     async fn load(
         &self,
         job: &DeliverEvent,
@@ -289,6 +290,7 @@ impl DeliveryHandler {
     /// Waits for the webhook's rate limit and any `Retry-After` pause, or
     /// hands the job back when the wait is long: a delivery that must wait
     /// is not an attempt (see `rate_limit`).
+    #[tracing::instrument(name = "delivery.admit", skip_all)]
     async fn admit(&self, webhook: &Webhook) -> Result<(), Stop> {
         match self
             .rate
@@ -312,6 +314,7 @@ impl DeliveryHandler {
 
     /// Sends one attempt, marking the record in progress meanwhile; the
     /// response (or why there is none) and how long it took.
+    #[tracing::instrument(name = "delivery.send", skip_all, fields(url = %webhook.url))]
     async fn send(
         &self,
         webhook: &Webhook,
@@ -356,6 +359,7 @@ impl DeliveryHandler {
     /// What an answer means for the webhook beyond this delivery: a
     /// `Retry-After` holds its next deliveries back; `410 Gone` or a long
     /// enough failure streak turns it off.
+    #[tracing::instrument(name = "delivery.after_answer", skip_all)]
     async fn after_answer(
         &self,
         webhook: &Webhook,

@@ -23,6 +23,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::http::error::ApiError;
+use crate::http::openapi::error_response;
 
 /// Set on an answer replayed from an earlier request with the same key.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -35,7 +36,7 @@ const ANSWER_LIMIT: u64 = 1024 * 1024;
 const IN_PROGRESS_RETRY_AFTER_SECS: u64 = 1;
 
 /// Puts every POST route registered so far on `router` behind the layer,
-/// and documents the header on each of them.
+/// and documents the header and the answers it adds on each of them.
 pub fn idempotent<S>(mut router: OpenApiRouter<S>, store: IdempotencyStore) -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -45,6 +46,21 @@ where
             post.parameters
                 .get_or_insert_with(Vec::new)
                 .push(header_parameter());
+            for (code, description) in [
+                (
+                    "400",
+                    "malformed request, or an Idempotency-Key that is not 1-255 visible ASCII characters",
+                ),
+                (
+                    "409",
+                    "the Idempotency-Key was used for another request, or its first request is still running",
+                ),
+            ] {
+                post.responses
+                    .responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error_response(code, description));
+            }
         }
     }
     router.route_layer(from_fn_with_state(store, apply))

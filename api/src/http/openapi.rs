@@ -244,7 +244,7 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-fn error_response(code: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
+pub(crate) fn error_response(code: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
     let mut response = ResponseBuilder::new().description(description).content(
         "application/json",
         ContentBuilder::new()
