@@ -82,38 +82,7 @@ impl Application {
             ),
         );
 
-        let management = OpenApiRouter::new()
-            .routes(routes!(webhooks::register))
-            .routes(routes!(webhooks::list))
-            .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
-            .routes(routes!(webhooks::test))
-            .routes(routes!(event_types::list))
-            .routes(routes!(event_types::get))
-            .routes(routes!(webhooks::rotate_secret))
-            .routes(routes!(webhooks::recover))
-            .routes(routes!(webhooks::enable))
-            .routes(routes!(deliveries::list))
-            .routes(routes!(deliveries::get))
-            .routes(routes!(deliveries::retry))
-            .routes(routes!(dead_letters::list))
-            .routes(routes!(dead_letters::replay_many))
-            .routes(routes!(dead_letters::replay_status))
-            .routes(routes!(dead_letters::get, dead_letters::discard))
-            .routes(routes!(dead_letters::replay))
-            .routes(routes!(ops::queues))
-            .routes(routes!(chat::completions))
-            .routes(routes!(chat::job))
-            .routes(routes!(chat::list_sessions))
-            .routes(routes!(chat::get_session))
-            .routes(routes!(chat::escalate))
-            .routes(routes!(chat::end_session))
-            .routes(routes!(chat::reply))
-            .routes(routes!(chat::hand_back))
-            .routes(routes!(chat::feedback))
-            .routes(routes!(knowledge::upload, knowledge::list))
-            .routes(routes!(knowledge::get, knowledge::delete))
-            .routes(routes!(knowledge::search))
-            .routes(routes!(gaps::gaps));
+        let management = management_routes();
         // Signed by their body: it must be read before they can be judged.
         let incoming = buffered(
             OpenApiRouter::new()
@@ -195,6 +164,43 @@ impl Application {
 /// (or, for a handshake the kernel completes but cannot queue, left half
 /// open on the client's side). Linux caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Every admin route (bearer key, and `Idempotency-Key` on POSTs), each
+/// documented by its handler's `#[utoipa::path]`.
+fn management_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(webhooks::register))
+        .routes(routes!(webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(event_types::list))
+        .routes(routes!(event_types::get))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::recover))
+        .routes(routes!(webhooks::enable))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::get))
+        .routes(routes!(deliveries::retry))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::replay_many))
+        .routes(routes!(dead_letters::replay_status))
+        .routes(routes!(dead_letters::get, dead_letters::discard))
+        .routes(routes!(dead_letters::replay))
+        .routes(routes!(ops::queues))
+        .routes(routes!(chat::completions))
+        .routes(routes!(chat::job))
+        .routes(routes!(chat::list_sessions))
+        .routes(routes!(chat::get_session))
+        .routes(routes!(chat::escalate))
+        .routes(routes!(chat::end_session))
+        .routes(routes!(chat::reply))
+        .routes(routes!(chat::hand_back))
+        .routes(routes!(chat::feedback))
+        .routes(routes!(knowledge::upload, knowledge::list))
+        .routes(routes!(knowledge::get, knowledge::delete))
+        .routes(routes!(knowledge::search))
+        .routes(routes!(gaps::gaps))
+}
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {

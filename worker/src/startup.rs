@@ -80,17 +80,7 @@ pub async fn run_with_parser(
     let delivery = runner(
         &services,
         &consumer,
-        DeliveryHandler {
-            webhooks: services.webhooks.clone(),
-            deliveries: services.deliveries.clone(),
-            publisher: services.publisher.clone(),
-            egress,
-            lanes: Lanes::new(settings.delivery.per_webhook_concurrency),
-            webhook_cache: WebhookCache::new(settings.delivery.webhook_cache_ttl),
-            rate: services.rate_limiter.clone(),
-            disable: DisablePolicy::from_settings(&settings.delivery),
-            max_retry_after: settings.delivery.max_retry_after,
-        },
+        delivery_handler(&services, egress),
         RetryPolicy::new(
             settings.delivery.retry_schedule.clone(),
             settings.delivery.retry_jitter,
@@ -101,50 +91,14 @@ pub async fn run_with_parser(
     let chat = runner(
         &services,
         &consumer,
-        ChatHandler {
-            sessions: services.sessions.clone(),
-            publisher: services.publisher.clone(),
-            escalator: services.escalator.clone(),
-            handover: services.handover.clone(),
-            knowledge: services.knowledge.clone(),
-            stats: services.chat_stats.clone(),
-            gaps: services.gaps.clone(),
-            thresholds: Thresholds::new(
-                settings.chat.escalation_threshold,
-                settings.chat.offer_person_threshold,
-            )
-            .context("chat thresholds")?,
-        },
+        chat_handler(&services)?,
         internal_retries(&settings),
         settings.chat.concurrency,
     )?;
     let ingest = runner(
         &services,
         &consumer,
-        IngestHandler {
-            documents: services.documents.clone(),
-            publisher: services.publisher.clone(),
-            knowledge: services.knowledge.clone(),
-            egress: fetcher,
-            parsers: ParserPool::new(
-                parser.program,
-                parser.args,
-                SandboxLimits {
-                    memory_bytes: settings.ingest.parse_memory_limit.0 as u64,
-                    timeout: settings.ingest.parse_timeout,
-                    parse: ParseLimits::default(),
-                },
-                settings.ingest.parser_processes,
-                settings.ingest.parser_reuse,
-            ),
-            chunking: ChunkOptions {
-                max_chars: settings.ingest.chunk_size,
-                overlap_chars: settings.ingest.chunk_overlap,
-            },
-            max_document_size: settings.ingest.max_document_size.0,
-            max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
-            lock_ttl: settings.ingest.lock_ttl,
-        },
+        ingest_handler(&services, fetcher, parser),
         RetryPolicy::new(
             settings.ingest.retry_schedule.clone(),
             settings.delivery.retry_jitter,
@@ -179,6 +133,71 @@ pub async fn run_with_parser(
     );
     tracing::info!(consumer, "worker stopped");
     Ok(())
+}
+
+fn delivery_handler(services: &Services, egress: EgressClient) -> DeliveryHandler {
+    let settings = &services.settings;
+    DeliveryHandler {
+        webhooks: services.webhooks.clone(),
+        deliveries: services.deliveries.clone(),
+        publisher: services.publisher.clone(),
+        egress,
+        lanes: Lanes::new(settings.delivery.per_webhook_concurrency),
+        webhook_cache: WebhookCache::new(settings.delivery.webhook_cache_ttl),
+        rate: services.rate_limiter.clone(),
+        disable: DisablePolicy::from_settings(&settings.delivery),
+        max_retry_after: settings.delivery.max_retry_after,
+    }
+}
+
+fn chat_handler(services: &Services) -> anyhow::Result<ChatHandler> {
+    let settings = &services.settings;
+    Ok(ChatHandler {
+        sessions: services.sessions.clone(),
+        publisher: services.publisher.clone(),
+        escalator: services.escalator.clone(),
+        handover: services.handover.clone(),
+        knowledge: services.knowledge.clone(),
+        stats: services.chat_stats.clone(),
+        gaps: services.gaps.clone(),
+        thresholds: Thresholds::new(
+            settings.chat.escalation_threshold,
+            settings.chat.offer_person_threshold,
+        )
+        .context("chat thresholds")?,
+    })
+}
+
+fn ingest_handler(
+    services: &Services,
+    fetcher: EgressClient,
+    parser: ParserCommand,
+) -> IngestHandler {
+    let settings = &services.settings;
+    IngestHandler {
+        documents: services.documents.clone(),
+        publisher: services.publisher.clone(),
+        knowledge: services.knowledge.clone(),
+        egress: fetcher,
+        parsers: ParserPool::new(
+            parser.program,
+            parser.args,
+            SandboxLimits {
+                memory_bytes: settings.ingest.parse_memory_limit.0 as u64,
+                timeout: settings.ingest.parse_timeout,
+                parse: ParseLimits::default(),
+            },
+            settings.ingest.parser_processes,
+            settings.ingest.parser_reuse,
+        ),
+        chunking: ChunkOptions {
+            max_chars: settings.ingest.chunk_size,
+            overlap_chars: settings.ingest.chunk_overlap,
+        },
+        max_document_size: settings.ingest.max_document_size.0,
+        max_retries: u32::try_from(settings.ingest.retry_schedule.len()).unwrap_or(u32::MAX),
+        lock_ttl: settings.ingest.lock_ttl,
+    }
 }
 
 /// Chat answers come from this process's search replica, so the chat
