@@ -66,21 +66,26 @@ pub enum Admission {
     Defer(Duration),
 }
 
+/// Both scripts' clock, in µs: the test's when it gives one, else Redis'
+/// own (`TIME`), so every worker reads the same clock.
+const CLOCK: &str = r"
+local function clock(given)
+  if given == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return tonumber(given)
+end";
+
 /// KEYS: the webhook's rate hash. ARGV: interval µs (0: no limit), horizon
 /// µs, idle keep ms, now µs ("" for Redis' clock). Returns {0, wait µs}
 /// (go) or {1, defer µs}. Lua numbers are doubles: µs since 1970 (~2^51)
 /// are exact, but are written with `%d` (Lua's default form keeps 14
 /// digits).
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
+    Script::new(&format!(
+        r"{CLOCK}
+local now = clock(ARGV[4])
 local interval = tonumber(ARGV[1])
 local horizon = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
@@ -92,28 +97,22 @@ if wait <= horizon then
     redis.call('HSET', KEYS[1], 'tat', string.format('%d', tat + interval))
     redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((tat + interval - now) / 1000) + keep))
   end
-  return {0, wait}
+  return {{0, wait}}
 end
 local line = math.max(tonumber(state[2]) or 0, tat - horizon)
 redis.call('HSET', KEYS[1], 'line', string.format('%d', line + interval))
 redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((math.max(tat, line + interval) - now) / 1000) + keep))
-return {1, line - now}
-",
-    )
+return {{1, line - now}}
+"
+    ))
 });
 
 /// KEYS: the webhook's rate hash. ARGV: pause µs, idle keep ms, now µs (""
 /// for Redis' clock). Moves `tat` to now + pause unless it is later.
 static PAUSE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
-end
+    Script::new(&format!(
+        r"{CLOCK}
+local now = clock(ARGV[3])
 local resume = now + tonumber(ARGV[1])
 local tat = tonumber(redis.call('HGET', KEYS[1], 'tat')) or 0
 if resume > tat then
@@ -121,8 +120,8 @@ if resume > tat then
   redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((resume - now) / 1000) + tonumber(ARGV[2])))
 end
 return 0
-",
-    )
+"
+    ))
 });
 
 #[derive(Clone)]
