@@ -1,0 +1,162 @@
+//! Output for people (aligned tables, `key: value` details) and for
+//! scripts (`--json`: the API's `data`, pretty-printed).
+
+use serde_json::Value;
+
+use crate::error::CliError;
+
+/// Longest cell shown in a table; longer ones end in `…`.
+const MAX_CELL: usize = 48;
+
+/// A table with a header row, printed with columns aligned.
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&'static str]) -> Self {
+        Self {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells.iter().map(|c| cell(c)).collect());
+    }
+
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, c) in row.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+        }
+        let line = |cells: &mut dyn Iterator<Item = &str>| {
+            let padded: Vec<String> = cells
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{}\n", padded.join("  ").trim_end())
+        };
+        let mut out = line(&mut self.headers.iter().copied());
+        for row in &self.rows {
+            out.push_str(&line(&mut row.iter().map(String::as_str)));
+        }
+        out
+    }
+}
+
+/// One line, at most [`MAX_CELL`] characters.
+fn cell(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= MAX_CELL {
+        flat
+    } else {
+        let kept: String = flat.chars().take(MAX_CELL - 1).collect();
+        format!("{kept}…")
+    }
+}
+
+/// A JSON value as a person reads it in a cell: strings bare, null as `-`.
+pub fn text(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| text(Some(i)))
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `field` of `value`, as [`text`].
+pub fn field(value: &Value, name: &str) -> String {
+    text(value.get(name))
+}
+
+/// `key: value` lines for one object, in the API's order; nested objects
+/// and arrays stay JSON.
+pub fn details(value: &Value) -> String {
+    let Some(object) = value.as_object() else {
+        return format!("{value}\n");
+    };
+    let width = object.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+    object
+        .iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                Value::Object(_) | Value::Array(_) => {
+                    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+                }
+                _ => text(Some(v)),
+            };
+            format!("{k:<width$}  {shown}\n")
+        })
+        .collect()
+}
+
+/// Prints `data` for scripts.
+pub fn json(data: &Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(data)
+        .map_err(|e| CliError::Failed(format!("cannot print JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let mut table = Table::new(&["ID", "NAME"]);
+        table.row(vec!["wh_1".into(), "short".into()]);
+        table.row(vec!["wh_123456".into(), "longer name".into()]);
+        assert_eq!(
+            table.render(),
+            "ID         NAME\nwh_1       short\nwh_123456  longer name\n"
+        );
+    }
+
+    #[test]
+    fn long_and_multi_line_cells_are_cut_to_one_line() {
+        let mut table = Table::new(&["ERROR"]);
+        table.row(vec![format!("first\nsecond {}", "x".repeat(100))]);
+        let rendered = table.render();
+        let row = rendered.lines().nth(1).expect("a row");
+        assert_eq!(row.chars().count(), MAX_CELL);
+        assert!(row.starts_with("first second x"), "{row}");
+        assert!(row.ends_with('…'), "{row}");
+    }
+
+    #[test]
+    fn a_short_row_does_not_break_the_table() {
+        let mut table = Table::new(&["A", "B"]);
+        table.row(vec!["only".into()]);
+        assert_eq!(table.render(), "A     B\nonly\n");
+    }
+
+    #[test]
+    fn values_read_as_text() {
+        assert_eq!(text(None), "-");
+        assert_eq!(text(Some(&Value::Null)), "-");
+        assert_eq!(text(Some(&json!("a"))), "a");
+        assert_eq!(text(Some(&json!(["a", "b"]))), "a,b");
+        assert_eq!(text(Some(&json!(3.5))), "3.5");
+        assert_eq!(
+            details(&json!({"id": "x", "events": ["a"], "n": 1})),
+            "id      x\nevents  [\"a\"]\nn       1\n"
+        );
+    }
+}
