@@ -8,9 +8,11 @@ use crate::error::CliError;
 /// Longest cell shown in a table; longer ones end in `…`.
 const MAX_CELL: usize = 48;
 
-/// A table with a header row, printed with columns aligned.
+/// A table with a header row, printed with columns aligned; long cells are
+/// cut, except in columns of ids, which people copy.
 pub struct Table {
     headers: Vec<&'static str>,
+    whole: Vec<bool>,
     rows: Vec<Vec<String>>,
 }
 
@@ -18,12 +20,26 @@ impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
         Self {
             headers: headers.to_vec(),
+            whole: vec![false; headers.len()],
             rows: Vec::new(),
         }
     }
 
+    /// Never cuts the cells of these columns.
+    pub fn whole(mut self, columns: &[&str]) -> Self {
+        for (header, whole) in self.headers.iter().zip(&mut self.whole) {
+            *whole |= columns.contains(header);
+        }
+        self
+    }
+
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells.iter().map(|c| cell(c)).collect());
+        let cells = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| cell(c, self.whole.get(i).copied().unwrap_or(false)))
+            .collect();
+        self.rows.push(cells);
     }
 
     pub fn render(&self) -> String {
@@ -50,13 +66,13 @@ impl Table {
     }
 }
 
-/// One line, at most [`MAX_CELL`] characters.
-fn cell(text: &str) -> String {
+/// One line, at most [`MAX_CELL`] characters unless `whole`.
+fn cell(text: &str, whole: bool) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if flat.chars().count() <= MAX_CELL {
+    if whole || flat.chars().count() <= MAX_CELL {
         flat
     } else {
         let kept: String = flat.chars().take(MAX_CELL - 1).collect();
@@ -137,6 +153,17 @@ mod tests {
         let row = rendered.lines().nth(1).expect("a row");
         assert_eq!(row.chars().count(), MAX_CELL);
         assert!(row.starts_with("first second x"), "{row}");
+        assert!(row.ends_with('…'), "{row}");
+    }
+
+    #[test]
+    fn id_columns_are_never_cut() {
+        let long = "dlv_".repeat(20);
+        let mut table = Table::new(&["ID", "NOTE"]).whole(&["ID"]);
+        table.row(vec![long.clone(), long.clone()]);
+        let rendered = table.render();
+        let row = rendered.lines().nth(1).expect("a row");
+        assert!(row.starts_with(&format!("{long}  dlv_")), "{row}");
         assert!(row.ends_with('…'), "{row}");
     }
 

@@ -88,7 +88,8 @@ async fn ls(ctx: &Context, filters: DeliveryFilters) -> Result<(), CliError> {
         "ATTEMPT",
         "TIME",
         "ERROR",
-    ]);
+    ])
+    .whole(&["ID", "WEBHOOK"]);
     for d in &deliveries {
         table.row(vec![
             field(d, "delivery_id"),

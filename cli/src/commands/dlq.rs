@@ -78,7 +78,8 @@ async fn ls(ctx: &Context, filters: &DeadLetterFilters, limit: u32) -> Result<()
         "ATTEMPTS",
         "FAILED AT",
         "LAST ERROR",
-    ]);
+    ])
+    .whole(&["ID", "WEBHOOK"]);
     for d in &items {
         table.row(vec![
             field(d, "dead_letter_id"),

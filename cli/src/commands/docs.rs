@@ -71,7 +71,8 @@ async fn ls(ctx: &Context, limit: u32) -> Result<(), CliError> {
         "FORMAT",
         "CHUNKS",
         "UPDATED",
-    ]);
+    ])
+    .whole(&["ID", "EXTERNAL ID"]);
     for d in &documents {
         table.row(vec![
             field(d, "document_id"),

@@ -112,7 +112,8 @@ async fn ls(ctx: &Context) -> Result<(), CliError> {
         "DELIVERIES",
         "FAILURES",
         "SUCCESS %",
-    ]);
+    ])
+    .whole(&["ID"]);
     for w in &webhooks {
         table.row(vec![
             field(w, "webhook_id"),
