@@ -31,6 +31,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Base URL of the API (without /api/v1) [default: http://127.0.0.1:8000]
     #[arg(long, global = true, env = "SUPPORTRAG_URL")]
@@ -165,7 +166,7 @@ pub struct DeadLetterFilters {
     /// Only this event type
     #[arg(long, value_name = "T")]
     pub event_type: Option<String>,
-    /// Only this job type (e.g. deliver_webhook)
+    /// Only this job type: deliver, chat, ingest or session
     #[arg(long, value_name = "T")]
     pub job_type: Option<String>,
     /// Failed at or after: an RFC 3339 time, or a duration ago (`2h`)

@@ -281,22 +281,33 @@ async fn dead_letters_are_counted_then_replayed_once_the_receiver_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_paced_replay_is_followed_until_it_finishes() {
-    // Given three dead letters
+async fn dead_letters_are_replayed_or_discarded_one_by_one_or_paced() {
+    // Given four dead letters
     let stack = Stack::start().await;
     let receiver = spawn_receiver(Behaviour::AlwaysStatus(500)).await;
     let id = stack.webhook(&receiver.url()).await;
-    for _ in 0..3 {
+    for _ in 0..4 {
         stack.cli(&["webhooks", "test", &id]).await.ok();
     }
-    wait_until("three dead letters", PATIENCE, || async {
+    let dead = wait_until("four dead letters", PATIENCE, || async {
         let list = stack.json(&["dlq", "ls", "--webhook", &id]).await;
-        (items(&list).len() == 3).then_some(())
+        (items(&list).len() == 4).then_some(ids(&list, "dead_letter_id"))
     })
     .await;
     receiver.set_behaviour(Behaviour::AlwaysOk);
 
-    // When they are replayed at a rate
+    // When one is discarded and one replayed by id
+    stack.cli(&["dlq", "discard", &dead[0]]).await.ok();
+    let one = stack.cli(&["dlq", "replay", &dead[1]]).await.ok();
+    assert!(one.stdout.contains("replayed"), "{}", one.stdout);
+    receiver.wait_for(1, PATIENCE).await;
+    // (an id and filters together are a usage error)
+    stack
+        .cli(&["dlq", "replay", &dead[2], "--webhook", &id])
+        .await
+        .exit(2);
+
+    // and the other two at a rate
     let paced = stack
         .cli(&["dlq", "replay", "--webhook", &id, "--rate", "20", "--yes"])
         .await
@@ -305,13 +316,49 @@ async fn a_paced_replay_is_followed_until_it_finishes() {
     // Then the CLI follows the run to its end (progress as plain lines
     // without a terminal) and nothing is left
     assert!(
-        paced.stdout.contains("finished: 3 replayed"),
+        paced.stdout.contains("finished: 2 replayed"),
         "{}",
         paced.stdout
     );
-    assert!(paced.stderr.contains("replayed 3/3"), "{}", paced.stderr);
+    assert!(paced.stderr.contains("replayed 2/2"), "{}", paced.stderr);
     let left = stack.json(&["dlq", "ls", "--webhook", &id]).await;
     assert!(items(&left).is_empty(), "{left}");
+    receiver.wait_for(3, PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queues_watch_redraws_until_interrupted() {
+    let stack = Stack::start().await;
+    let url = stack.url();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_supportrag"))
+        .args(["--url", &url, "--key", TEST_ADMIN_KEY])
+        .args(["queues", "--watch", "--interval", "50ms"])
+        .env_remove("SUPPORTRAG_URL")
+        .env_remove("SUPPORTRAG_ADMIN_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the CLI starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let mut tables = 0;
+    while tables < 2 {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a redraw")
+            .expect("stdout readable")
+            .expect("still running");
+        tables += usize::from(line.starts_with("QUEUE"));
+    }
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: a plain signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("it stops on Ctrl-C")
+        .expect("waited");
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,7 +21,16 @@ pub async fn run(ctx: &Context, cmd: DlqCommand) -> Result<(), CliError> {
     match cmd {
         DlqCommand::Ls { filters, limit } => ls(ctx, &filters, limit).await,
         DlqCommand::Replay(args) => match &args.id {
-            Some(id) => replay_one(ctx, id).await,
+            Some(id) => {
+                if !filter_fields(&args.filters).is_empty() || args.dry_run || args.rate.is_some() {
+                    return Err(CliError::Usage(
+                        "an id replays that one dead letter: leave out the filters, \
+                         --dry-run and --rate (or the id, to replay by filter)"
+                            .into(),
+                    ));
+                }
+                replay_one(ctx, id).await
+            }
             None => replay_many(ctx, &args).await,
         },
         DlqCommand::Discard { id } => {

@@ -18,10 +18,18 @@ pub async fn run(ctx: &Context, args: QueuesArgs) -> Result<(), CliError> {
     }
     let redraw = !ctx.json && std::io::stdout().is_terminal();
     let mut ticks = tokio::time::interval(args.interval);
+    // One listener for the whole loop: once it exists, SIGINT no longer
+    // kills the process, so a signal arriving between two listeners would
+    // be lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = ticks.tick() => once(ctx, redraw).await?,
+            _ = &mut interrupted => return Ok(()),
+            drawn = async {
+                ticks.tick().await;
+                once(ctx, redraw).await
+            } => drawn?,
         }
     }
 }
