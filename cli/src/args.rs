@@ -14,7 +14,7 @@ Exit codes:
   4  not found (404)
   5  conflict (409), e.g. the webhook is inactive
   6  rate limited (429); the message says when to try again
-  7  service unavailable (503), cannot connect, or timed out";
+  7  service unavailable (502/503/504), cannot connect, or timed out";
 
 /// Administer a Support RAG service over its HTTP API.
 ///

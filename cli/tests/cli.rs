@@ -398,7 +398,7 @@ async fn failures_exit_with_codes_that_say_what_to_do() {
         .exit(4);
     assert!(missing.stderr.contains("NOT_FOUND"), "{}", missing.stderr);
     stack
-        .cli(&["dlq", "discard", "dl_doesnotexist"])
+        .cli(&["dlq", "discard", "dead_doesnotexist"])
         .await
         .exit(4);
 
