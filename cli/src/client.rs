@@ -28,8 +28,8 @@ impl Reply {
 
 /// `value` as `T`, naming `what` if it does not fit.
 pub fn decode<T: DeserializeOwned>(value: &Value, what: &str) -> Result<T, CliError> {
-    serde_json::from_value(value.clone()).map_err(|e| CliError::Decode {
-        url: what.to_owned(),
+    serde_json::from_value(value.clone()).map_err(|e| CliError::Unexpected {
+        what: what.to_owned(),
         detail: e.to_string(),
     })
 }
@@ -124,8 +124,8 @@ impl Client {
             .as_ref()
             .and_then(|b| b.get("data"))
             .cloned()
-            .ok_or_else(|| CliError::Decode {
-                url: url.clone(),
+            .ok_or_else(|| CliError::Unexpected {
+                what: url.clone(),
                 detail: format!("{status} without a JSON `data` envelope"),
             })?;
         Ok(Reply { status, data })

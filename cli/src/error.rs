@@ -49,8 +49,10 @@ pub enum CliError {
     Timeout { url: String, timeout: String },
     #[error("request to {url} failed: {detail}")]
     Http { url: String, detail: String },
-    #[error("unexpected answer from {url}: {detail}")]
-    Decode { url: String, detail: String },
+    /// A 2xx whose body is not what this version of the CLI expects (an
+    /// API of another version, or something else answering on the URL).
+    #[error("unexpected answer ({what}): {detail}")]
+    Unexpected { what: String, detail: String },
     #[error("config file {path}: {detail}")]
     Config { path: PathBuf, detail: String },
     #[error("{path}: {source}")]
@@ -101,7 +103,7 @@ impl CliError {
                 _ => 1,
             },
             Self::Connect { .. } | Self::Timeout { .. } => 7,
-            Self::Http { .. } | Self::Decode { .. } | Self::File { .. } | Self::Failed(_) => 1,
+            Self::Http { .. } | Self::Unexpected { .. } | Self::File { .. } | Self::Failed(_) => 1,
         }
     }
 }

@@ -36,16 +36,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 /// A path segment from user input, so an id cannot walk to another route.
 pub fn segment(id: &str) -> Result<String, CliError> {
     let id = id.trim();
-    if id.is_empty()
-        || !id
+    let id_like = id.bytes().any(|b| b.is_ascii_alphanumeric())
+        && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        || id == "."
-        || id == ".."
-    {
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !id_like {
         return Err(CliError::Usage(format!(
             "{id:?} is not an id (letters, digits, - _ . only)"
         )));
     }
     Ok(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn only_ids_become_path_segments() {
+        assert_eq!(
+            segment(" dlv_01ab_retry_1 ").ok().as_deref(),
+            Some("dlv_01ab_retry_1")
+        );
+        for bad in ["", "..", ".", "a/b", "../webhooks", "a?b=c", "a b"] {
+            assert!(segment(bad).is_err(), "{bad:?}");
+        }
+    }
 }
