@@ -18,6 +18,7 @@ use crate::args::Cli;
 use crate::error::CliError;
 
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -32,3 +33,18 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `supportrag deliveries ls | head` closes our stdout early; like other
+/// Unix tools we should then stop silently, where Rust's default (SIGPIPE
+/// ignored) makes the next `println!` panic.
+#[cfg(unix)]
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal, before any
+    // other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn die_quietly_on_closed_pipe() {}

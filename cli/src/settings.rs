@@ -34,13 +34,13 @@ pub fn resolve(global: &Global) -> Result<Target, CliError> {
             None => FileConfig::default(),
         },
     };
+    // An empty value (`SUPPORTRAG_ADMIN_KEY=`) means unset, as in a shell.
+    let given = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
     Ok(Target {
-        url: global
-            .url
-            .clone()
-            .or(file.url)
+        url: given(&global.url)
+            .or(given(&file.url))
             .unwrap_or_else(|| DEFAULT_URL.to_owned()),
-        key: global.key.clone().or(file.admin_key),
+        key: given(&global.key).or(given(&file.admin_key)),
     })
 }
 
@@ -124,6 +124,10 @@ mod tests {
             resolve(&global(&path, Some("http://flag:2"), Some("flag-key"))).expect("resolves");
         assert_eq!(from_flags.url, "http://flag:2");
         assert_eq!(from_flags.key.as_deref(), Some("flag-key"));
+
+        let empty_flags = resolve(&global(&path, Some(""), Some(" "))).expect("resolves");
+        assert_eq!(empty_flags.url, "http://file:1");
+        assert_eq!(empty_flags.key.as_deref(), Some("file-key"));
 
         std::fs::write(&path, "").expect("write");
         let defaults = resolve(&global(&path, None, None)).expect("resolves");

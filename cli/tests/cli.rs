@@ -436,6 +436,33 @@ async fn queues_are_shown_as_a_table_and_as_json() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_the_cli_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // Given a stdout whose reader is gone, as after `supportrag … | head`
+    let stack = Stack::start().await;
+    let url = stack.url();
+    let (reader, writer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    drop(reader);
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_supportrag"))
+        .args(["--url", &url, "--key", TEST_ADMIN_KEY, "webhooks", "ls"])
+        .env_remove("SUPPORTRAG_URL")
+        .env_remove("SUPPORTRAG_ADMIN_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(writer)))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the CLI starts");
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("it ends")
+        .expect("waited");
+    // Then it ends by SIGPIPE, as Unix tools do, rather than panicking
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Writes a config file with these lines and `mode`.
 fn config_file(dir: &Path, lines: &str, mode: u32) -> String {
     use std::os::unix::fs::PermissionsExt;
