@@ -17,6 +17,8 @@ use crate::settings::Target;
 pub struct Reply {
     pub status: StatusCode,
     pub data: Value,
+    /// `meta.pagination.total` of a list: how many match in all.
+    pub total: Option<u64>,
 }
 
 impl Reply {
@@ -128,7 +130,15 @@ impl Client {
                 what: url.clone(),
                 detail: format!("{status} without a JSON `data` envelope"),
             })?;
-        Ok(Reply { status, data })
+        let total = body
+            .as_ref()
+            .and_then(|b| b.pointer("/meta/pagination/total"))
+            .and_then(Value::as_u64);
+        Ok(Reply {
+            status,
+            data,
+            total,
+        })
     }
 
     fn transport(&self, url: &str, e: reqwest::Error) -> CliError {

@@ -42,6 +42,11 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
     pub fn render(&self) -> String {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
@@ -120,6 +125,13 @@ pub fn details(value: &Value) -> String {
         .collect()
 }
 
+/// The line under a list that was cut by `--limit`, if it was.
+pub fn more(shown: usize, total: Option<u64>) -> Option<String> {
+    total
+        .filter(|&total| total > shown as u64)
+        .map(|total| format!("({shown} of {total} shown; raise --limit, at most 100, for more)"))
+}
+
 /// Prints `data` for scripts.
 pub fn json(data: &Value) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(data)
@@ -172,6 +184,16 @@ mod tests {
         let mut table = Table::new(&["A", "B"]);
         table.row(vec!["only".into()]);
         assert_eq!(table.render(), "A     B\nonly\n");
+    }
+
+    #[test]
+    fn a_cut_list_says_so() {
+        assert_eq!(
+            more(2, Some(6)).as_deref(),
+            Some("(2 of 6 shown; raise --limit, at most 100, for more)")
+        );
+        assert_eq!(more(6, Some(6)), None);
+        assert_eq!(more(2, None), None);
     }
 
     #[test]

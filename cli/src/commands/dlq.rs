@@ -101,6 +101,9 @@ async fn ls(ctx: &Context, filters: &DeadLetterFilters, limit: u32) -> Result<()
         ]);
     }
     print!("{}", table.render());
+    if let Some(more) = output::more(table.len(), reply.total) {
+        println!("{more}");
+    }
     Ok(())
 }
 

@@ -85,6 +85,9 @@ async fn ls(ctx: &Context, limit: u32) -> Result<(), CliError> {
         ]);
     }
     print!("{}", table.render());
+    if let Some(more) = output::more(table.len(), reply.total) {
+        println!("{more}");
+    }
     Ok(())
 }
 
