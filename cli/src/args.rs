@@ -149,9 +149,9 @@ pub struct ReplayArgs {
     /// Only count what would be replayed; change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Replays per second; the run goes on in the background and is
-    /// followed with a progress bar
-    #[arg(long, value_name = "N")]
+    /// Replays per second (above 0, at most 1000); the run goes on in the
+    /// background and is followed with a progress bar
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Do not ask for confirmation (needed without a terminal)
     #[arg(long)]
@@ -223,6 +223,15 @@ pub struct AskArgs {
     pub wait: Duration,
 }
 
+/// Checked here as the API checks it, so a bad rate is refused before the
+/// confirmation rather than after.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 1000.0 => Ok(rate),
+        _ => Err("must be a number above 0 and at most 1000".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -232,6 +241,15 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates_are_checked_as_the_api_checks_them() {
+        assert_eq!(parse_rate("20"), Ok(20.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "1001", "NaN", "fast"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
