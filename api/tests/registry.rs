@@ -365,6 +365,29 @@ async fn ordering_is_set_on_registration_changed_by_patch_and_checked_by_name() 
         }
     }
     assert_eq!(app.admin_get(&path).await.data()["ordering"], "none");
+
+    // Documented in the OpenAPI schema of the request and of the view.
+    let doc = app
+        .send(app.http.get(app.url("/api/v1/openapi.json")))
+        .await;
+    let text = doc.body.to_string();
+    for schema in ["WebhookRequest", "WebhookView"] {
+        assert!(
+            !doc.body["components"]["schemas"][schema]["properties"]["ordering"].is_null(),
+            "{schema} has no ordering in {text}"
+        );
+    }
+    assert!(text.contains("\"session\""), "the enum's values are listed");
+
+    // The waits counter is exported even before any wait.
+    let metrics = app.send(app.admin(Method::GET, "/metrics")).await;
+    let metrics = metrics.body.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "supportrag_delivery_ordering_waits_total 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
