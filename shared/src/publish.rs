@@ -211,6 +211,8 @@ impl Publisher {
                 prior_attempts + 1,
             );
             record.original_delivery_id = Some(root.clone());
+            // Sent out of its line, but still numbered as its event was.
+            record.sequence = original.sequence;
             record.timestamp = Utc::now();
             let created = self
                 .deliveries

@@ -422,6 +422,26 @@ async fn a_dead_lettered_head_releases_the_next_and_its_replay_blocks_nothing() 
         "{:?}",
         numbered(&head_id)
     );
+
+    // ... and a manual retry of a delivered event keeps its number too
+    let (second_id, second) = published
+        .iter()
+        .find(|(_, p)| p.index == 1)
+        .map(|(id, p)| (id.clone(), p.deliveries[0].clone()))
+        .expect("the second event");
+    let original = services
+        .deliveries
+        .get(&second)
+        .await
+        .expect("read")
+        .expect("the second event's record");
+    let retry = services
+        .publisher
+        .retry_delivery(&original)
+        .await
+        .expect("retry");
+    wait_for_status(&services, &[&retry.delivery_id], DeliveryStatus::Success).await;
+    assert_eq!(numbered(&second_id), vec![Some("2".to_owned()); 2]);
     worker.shutdown().await;
 }
 
