@@ -165,11 +165,7 @@ pub enum Turn {
     /// First in its line: send it.
     Head { sequence: u64 },
     /// `ahead` deliveries before it, `head` the first of them.
-    Wait {
-        sequence: u64,
-        ahead: u64,
-        head: DeliveryId,
-    },
+    Wait { ahead: u64, head: DeliveryId },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +200,7 @@ return tonumber(n)
 });
 
 /// KEYS: line, counter. ARGV: delivery id, TTL ms. Returns {"free"},
-/// {"head", n} (and keeps the line alive) or {"wait", n, ahead, head id}.
+/// {"head", n} (and keeps the line alive) or {"wait", ahead, head id}.
 static CHECK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -219,7 +215,7 @@ if ahead == 0 then
   return {'head', n}
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0)
-return {'wait', n, tostring(ahead), head[1]}
+return {'wait', tostring(ahead), head[1]}
 ",
     )
 });
@@ -328,8 +324,7 @@ fn parse_turn(reply: &[String]) -> Option<Turn> {
         [head, n] if head == "head" => Some(Turn::Head {
             sequence: n.parse().ok()?,
         }),
-        [wait, n, ahead, head] if wait == "wait" => Some(Turn::Wait {
-            sequence: n.parse().ok()?,
+        [wait, ahead, head] if wait == "wait" => Some(Turn::Wait {
             ahead: ahead.parse().ok()?,
             head: DeliveryId::parse(head).ok()?,
         }),
@@ -459,14 +454,13 @@ mod tests {
             Some(Turn::Head { sequence: 3 })
         );
         assert_eq!(
-            parse_turn(&s(&["wait", "5", "2", "dlv_x"])),
+            parse_turn(&s(&["wait", "2", "dlv_x"])),
             Some(Turn::Wait {
-                sequence: 5,
                 ahead: 2,
                 head: DeliveryId::parse("dlv_x").unwrap(),
             })
         );
-        for bad in [s(&[]), s(&["head", "x"]), s(&["wait", "1", "1", "nope"])] {
+        for bad in [s(&[]), s(&["head", "x"]), s(&["wait", "1", "nope"])] {
             assert_eq!(parse_turn(&bad), None, "{bad:?}");
         }
     }

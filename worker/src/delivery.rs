@@ -363,7 +363,7 @@ impl DeliveryHandler {
             let (ahead, head) = match turn {
                 Turn::Free => return Ok(None),
                 Turn::Head { sequence } => return Ok(Some(Place { session, sequence })),
-                Turn::Wait { ahead, head, .. } => (ahead, head),
+                Turn::Wait { ahead, head } => (ahead, head),
             };
             let head_record = self
                 .deliveries
