@@ -487,3 +487,47 @@ async fn a_worker_killed_mid_sequence_does_not_wedge_it() {
     let status = tokio::task::block_in_place(|| second.wait_exit(PATIENCE));
     assert!(status.success(), "second worker exited with {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_recorded_delivered_but_never_released_is_dropped_by_the_next() {
+    // Given a session's first event whose record says delivered while it
+    // is still at the head of its line: what a worker leaves when it dies
+    // between recording the success and leaving the line
+    let redis = TestRedis::start();
+    let services = Services::connect(test_settings(&redis.url())).expect("services");
+    let receiver = spawn_receiver(Behaviour::AlwaysOk).await;
+    webhook(&services, &receiver.url(), DeliveryOrdering::Session).await;
+    let mut published = HashMap::new();
+    let first = publish_one(&services, &mut published, 0, 0).await;
+    let head = published[&first].deliveries[0].clone();
+    let mut record = services
+        .deliveries
+        .get(&head)
+        .await
+        .expect("read")
+        .expect("the head's record");
+    record.set_status(DeliveryStatus::Success, None);
+    assert!(
+        services
+            .deliveries
+            .transition(&record)
+            .await
+            .expect("write")
+    );
+
+    // When the session's next event is published and the worker runs
+    let next = publish_one(&services, &mut published, 0, 1).await;
+    let worker = spawn_worker(services.clone()).await;
+
+    // Then the next event is delivered, numbered 2, and the head (over
+    // already) is not sent again
+    let next_delivery = published[&next].deliveries[0].clone();
+    wait_for_status(&services, &[&next_delivery], DeliveryStatus::Success).await;
+    worker.shutdown().await;
+    let requests = receiver.requests();
+    let sent: Vec<(String, Option<&str>)> = requests
+        .iter()
+        .map(|r| (event_id_of(r), r.header("x-webhook-sequence")))
+        .collect();
+    assert_eq!(sent, vec![(next, Some("2"))]);
+}
