@@ -5,6 +5,7 @@
 use serde::Serialize;
 use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, WebhookStats};
 use shared::filters::Filters;
+use shared::ordering::DeliveryOrdering;
 use shared::signature_profiles::SignatureProfile;
 use shared::time::rfc3339;
 use shared::webhooks::{Metadata, Webhook};
@@ -34,6 +35,9 @@ pub struct WebhookView {
     /// Headers sent with every delivery (lowercase names).
     #[schema(value_type = Object)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// `session`: each chat session's events arrive in the order they were
+    /// produced; `none`: no order is kept.
+    pub ordering: DeliveryOrdering,
     pub created_at: String,
     pub updated_at: String,
     pub last_delivery: Option<String>,
@@ -58,6 +62,7 @@ impl WebhookView {
             signature_profile: w.signature_profile,
             rate_limit_per_second: w.rate_limit_per_second,
             headers: w.headers.clone(),
+            ordering: w.ordering,
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
             last_delivery: stats.last_delivery,
@@ -142,6 +147,11 @@ pub struct DeliveryView {
     pub timestamp: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_delivery_id: Option<String>,
+    /// For a webhook ordered by session: the event's number in its chat
+    /// session (`X-Webhook-Sequence`, from 1); absent before the first
+    /// attempt and for unordered deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
 }
 
 impl From<&DeliveryRecord> for DeliveryView {
@@ -159,6 +169,7 @@ impl From<&DeliveryRecord> for DeliveryView {
             next_retry: r.next_retry.map(rfc3339),
             timestamp: rfc3339(r.timestamp),
             original_delivery_id: r.original_delivery_id.as_ref().map(ToString::to_string),
+            sequence: r.sequence,
         }
     }
 }

@@ -316,6 +316,81 @@ async fn a_webhook_can_be_changed_filtered_and_deleted() {
 }
 
 #[tokio::test]
+async fn ordering_is_set_on_registration_changed_by_patch_and_checked_by_name() {
+    let app = spawn_app().await;
+    let mut body = registration("http://127.0.0.1:9/hook");
+    let plain = app
+        .admin_json(Method::POST, "/api/v1/webhooks/register", &body)
+        .await;
+    assert_eq!(plain.status, StatusCode::CREATED, "{}", plain.body);
+    assert_eq!(plain.data()["ordering"], "none", "the default");
+
+    body["ordering"] = json!("session");
+    let ordered = app
+        .admin_json(Method::POST, "/api/v1/webhooks/register", &body)
+        .await;
+    assert_eq!(ordered.status, StatusCode::CREATED, "{}", ordered.body);
+    assert_eq!(ordered.data()["ordering"], "session");
+    let id = ordered.data()["webhook_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/webhooks/{id}");
+    assert_eq!(app.admin_get(&path).await.data()["ordering"], "session");
+
+    // A PATCH without the field keeps it; with it, changes it.
+    let kept = app
+        .admin_json(Method::PATCH, &path, &json!({"name": "renamed"}))
+        .await;
+    assert_eq!(kept.data()["ordering"], "session");
+    let changed = app
+        .admin_json(Method::PATCH, &path, &json!({"ordering": "none"}))
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.data()["ordering"], "none");
+
+    for bad in [json!("fifo"), json!("Session"), json!(1)] {
+        let mut refused_body = registration("http://127.0.0.1:9/hook");
+        refused_body["ordering"] = bad.clone();
+        for (method, target, request) in [
+            (Method::POST, "/api/v1/webhooks/register", refused_body),
+            (Method::PATCH, path.as_str(), json!({"ordering": bad})),
+        ] {
+            let refused = app.admin_json(method.clone(), target, &request).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{method} {bad}: {}",
+                refused.body
+            );
+            assert_eq!(refused.error_code(), "VALIDATION_FAILED");
+            assert_eq!(refused.body["error"]["details"]["field"], "ordering");
+        }
+    }
+    assert_eq!(app.admin_get(&path).await.data()["ordering"], "none");
+
+    // Documented in the OpenAPI schema of the request and of the view.
+    let doc = app
+        .send(app.http.get(app.url("/api/v1/openapi.json")))
+        .await;
+    let text = doc.body.to_string();
+    for schema in ["WebhookRequest", "WebhookView"] {
+        assert!(
+            !doc.body["components"]["schemas"][schema]["properties"]["ordering"].is_null(),
+            "{schema} has no ordering in {text}"
+        );
+    }
+    assert!(text.contains("\"session\""), "the enum's values are listed");
+
+    // The waits counter is exported even before any wait.
+    let metrics = app.send(app.admin(Method::GET, "/metrics")).await;
+    let metrics = metrics.body.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "supportrag_delivery_ordering_waits_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn the_openapi_document_covers_every_route() {
     let app = spawn_app().await;
     let doc = app

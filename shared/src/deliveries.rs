@@ -146,6 +146,10 @@ pub struct DeliveryRecord {
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_delivery_id: Option<DeliveryId>,
+    /// Its place in its chat session's line, for a webhook ordered by
+    /// session (`X-Webhook-Sequence`); set by its first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     pub event: Event,
     #[serde(default)]
     pub attempts: Vec<Attempt>,
@@ -173,6 +177,7 @@ impl DeliveryRecord {
             timestamp: now,
             updated_at: now,
             original_delivery_id: None,
+            sequence: None,
             event,
             attempts: Vec::new(),
         }

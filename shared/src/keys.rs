@@ -95,6 +95,15 @@
 //!                               go), line (unix µs when the next deferred
 //!                               delivery comes back). Pushed forward by a
 //!                               receiver's Retry-After; expires once idle.
+//!   P:{P:wh:W}:ord:S    ZSET    the line of chat session S for an ordered
+//!                               webhook (`ordering`): delivery ids by
+//!                               sequence number; the head is sent, the
+//!                               rest wait. Removed from when a delivery is
+//!                               over.
+//!   P:{P:wh:W}:ord:S:n  STRING  the last sequence number handed out in
+//!                               that line. Both expire
+//!                               delivery.history_ttl after the last
+//!                               append or send.
 //!   P:dlv:D             STRING  delivery record (JSON: status, every
 //!                               attempt, the payload sent); expires after
 //!                               delivery.history_ttl.
@@ -117,6 +126,8 @@
 //!                               search replica stands (JSON: lag_entries,
 //!                               lag_ms, chunks, caught_up, at_ms); a
 //!                               report older than a minute is dropped.
+//!   P:metrics:ordering  HASH    waits: deliveries deferred because an
+//!                               earlier one of their line was not over.
 //!   P:dlv:D:retries     STRING  manual retries made of D (for the
 //!                               `D_retry_n` ids); same expiry.
 //!
@@ -153,6 +164,18 @@ pub fn webhook_streak(prefix: &KeyPrefix, webhook_id: &str) -> String {
 
 pub fn webhook_rate(prefix: &KeyPrefix, webhook_id: &str) -> String {
     format!("{prefix}:{{{prefix}:wh:{webhook_id}}}:rate")
+}
+
+pub fn ordering_line(prefix: &KeyPrefix, webhook_id: &str, session_id: &str) -> String {
+    format!("{prefix}:{{{prefix}:wh:{webhook_id}}}:ord:{session_id}")
+}
+
+pub fn ordering_counter(prefix: &KeyPrefix, webhook_id: &str, session_id: &str) -> String {
+    format!("{prefix}:{{{prefix}:wh:{webhook_id}}}:ord:{session_id}:n")
+}
+
+pub fn ordering_metrics(prefix: &KeyPrefix) -> String {
+    format!("{prefix}:metrics:ordering")
 }
 
 pub fn delivery(prefix: &KeyPrefix, delivery_id: &str) -> String {

@@ -22,6 +22,7 @@ pub mod incoming;
 pub mod jobs;
 pub mod jsonjs;
 pub mod keys;
+pub mod ordering;
 pub mod process;
 pub mod publish;
 pub mod rate_limit;

@@ -11,6 +11,10 @@
 //! overwritten, and a job is queued for a delivery only while its record is
 //! still `queued`, at most once within [`REPUBLISH_WINDOW`] (the queue's
 //! once-key, set in the same script as the `XADD`).
+//!
+//! A delivery to a webhook ordered by session joins its chat session's
+//! line (`ordering`) before its job is queued, so no job runs before its
+//! place is known; joining again (a redo) keeps the place.
 
 use std::time::Duration;
 
@@ -18,8 +22,9 @@ use chrono::Utc;
 
 use crate::deliveries::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
 use crate::events::{Event, PayloadError};
-use crate::ids::{DeliveryId, WebhookId};
+use crate::ids::{DeliveryId, SessionId, WebhookId};
 use crate::jobs::DeliverEvent;
+use crate::ordering::{OrderingError, Sequences};
 use crate::webhooks::{StoreError, Webhook, WebhookStore};
 use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 
@@ -41,6 +46,8 @@ pub enum PublishError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Ordering(#[from] OrderingError),
     #[error("no free manual retry id for {0}: the next ones exist already")]
     RetryIdsTaken(DeliveryId),
 }
@@ -50,6 +57,7 @@ impl PublishError {
         match self {
             PublishError::Store(e) => e.is_unavailable(),
             PublishError::Queue(e) => e.is_unavailable(),
+            PublishError::Ordering(e) => e.is_unavailable(),
             PublishError::RetryIdsTaken(_) | PublishError::Payload(_) => false,
         }
     }
@@ -59,6 +67,8 @@ impl PublishError {
 pub struct Planned {
     pub record: DeliveryRecord,
     pub prior_attempts: u32,
+    /// The chat session whose line it joins (webhooks ordered by session).
+    pub line: Option<SessionId>,
 }
 
 #[derive(Clone)]
@@ -66,6 +76,7 @@ pub struct Publisher {
     pub webhooks: WebhookStore,
     pub deliveries: DeliveryStore,
     pub queue: QueueClient,
+    pub sequences: Sequences,
 }
 
 impl Publisher {
@@ -97,6 +108,7 @@ impl Publisher {
                     1,
                 ),
                 prior_attempts: 0,
+                line: w.ordering.line_of(&event),
             })
             .collect();
         self.enqueue(planned).await
@@ -115,9 +127,11 @@ impl Publisher {
             1,
         );
         let id = record.delivery_id.clone();
+        // One webhook's test or announcement: never part of a session.
         self.enqueue(vec![Planned {
             record,
             prior_attempts: 0,
+            line: None,
         }])
         .await?;
         Ok(id)
@@ -145,13 +159,19 @@ impl Publisher {
         Ok(ids)
     }
 
-    /// Queues the job of one delivery unless it was queued within
-    /// [`REPUBLISH_WINDOW`].
-    async fn push_once(&self, planned: Planned) -> Result<(), QueueError> {
+    /// Queues the job of one delivery (in its line first, if it has one)
+    /// unless it was queued within [`REPUBLISH_WINDOW`].
+    async fn push_once(&self, planned: Planned) -> Result<(), PublishError> {
         let Planned {
             record,
             prior_attempts,
+            line,
         } = planned;
+        if let Some(session) = &line {
+            self.sequences
+                .append(&record.webhook_id, session, &record.delivery_id)
+                .await?;
+        }
         let once_key = format!("dlv:{}", record.delivery_id);
         let trace_id = record.event.metadata.trace_id.clone();
         let mut envelope = Envelope::new(
@@ -191,6 +211,8 @@ impl Publisher {
                 prior_attempts + 1,
             );
             record.original_delivery_id = Some(root.clone());
+            // Sent out of its line, but still numbered as its event was.
+            record.sequence = original.sequence;
             record.timestamp = Utc::now();
             let created = self
                 .deliveries
@@ -199,9 +221,12 @@ impl Publisher {
             if created.first() != Some(&Created::New) {
                 continue;
             }
+            // Out of its line by the administrator's decision: it waits
+            // for nothing (see `ordering`).
             self.push_once(Planned {
                 record: record.clone(),
                 prior_attempts,
+                line: None,
             })
             .await?;
             return Ok(record);

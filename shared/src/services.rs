@@ -23,6 +23,7 @@ use crate::feedback::Ratings;
 use crate::gaps::GapLog;
 use crate::handover::Handover;
 use crate::incoming::Intake;
+use crate::ordering::Sequences;
 use crate::publish::Publisher;
 use crate::rate_limit::RateLimiter;
 use crate::search_replicas::ReplicaReports;
@@ -219,6 +220,7 @@ impl Services {
         let (knowledge, search) = knowledge(&settings, conn.clone())?;
         let replica_reports = ReplicaReports::new(conn.clone(), &prefix);
         let rate_limiter = RateLimiter::new(conn.clone(), prefix.clone());
+        let sequences = Sequences::new(conn.clone(), prefix.clone(), settings.delivery.history_ttl);
         let deliveries = DeliveryStore::new(
             conn,
             prefix,
@@ -229,6 +231,7 @@ impl Services {
             webhooks: webhooks.clone(),
             deliveries: deliveries.clone(),
             queue: queue.clone(),
+            sequences,
         };
         let policy = SsrfPolicy::new(settings.security.allowed_cidrs.clone());
         let intake = Intake {

@@ -20,6 +20,7 @@ use crate::events::EventFilter;
 use crate::filters::Filters;
 use crate::ids::WebhookId;
 use crate::keys;
+use crate::ordering::DeliveryOrdering;
 use crate::secret_box::{Sealed, SecretBox, SecretBoxError};
 use crate::signature_profiles::SignatureProfile;
 use crate::signing::Secret;
@@ -67,6 +68,9 @@ pub struct Webhook {
     /// of [`SYSTEM_HEADERS`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Whether a chat session's events arrive in order (see `ordering`).
+    #[serde(default, skip_serializing_if = "DeliveryOrdering::is_none")]
+    pub ordering: DeliveryOrdering,
     #[serde(with = "serde_rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "serde_rfc3339")]
@@ -255,6 +259,11 @@ pub struct WebhookRequest {
     /// headers the system sets (signatures, ids, timestamp, attempt,
     /// content type) cannot be given. A `PATCH` replaces the whole map.
     pub headers: Option<BTreeMap<String, String>>,
+    /// `none` (default) or `session`: each chat session's events arrive in
+    /// the order they were produced, a failing one holding back the later
+    /// events of its session only (a dead-lettered one is skipped).
+    #[schema(value_type = Option<DeliveryOrdering>)]
+    pub ordering: Option<String>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -282,6 +291,7 @@ pub struct WebhookDraft {
     pub signature_profile: SignatureProfile,
     pub rate_limit_per_second: Option<f64>,
     pub headers: BTreeMap<String, String>,
+    pub ordering: DeliveryOrdering,
 }
 
 impl WebhookDraft {
@@ -303,6 +313,7 @@ impl WebhookDraft {
             signature_profile: SignatureProfile::default(),
             rate_limit_per_second: None,
             headers: BTreeMap::new(),
+            ordering: DeliveryOrdering::None,
         }
     }
 }
@@ -347,6 +358,7 @@ impl Rules<'_> {
                 .map(parse_headers)
                 .transpose()?
                 .unwrap_or_default(),
+            ordering: parse_ordering(req.ordering.as_deref())?.unwrap_or_default(),
         })
     }
 
@@ -396,6 +408,9 @@ impl Rules<'_> {
         }
         if let Some(headers) = &req.headers {
             webhook.headers = parse_headers(headers)?;
+        }
+        if let Some(ordering) = parse_ordering(req.ordering.as_deref())? {
+            webhook.ordering = ordering;
         }
         webhook.updated_at = Utc::now();
         Ok(webhook)
@@ -469,6 +484,11 @@ fn parse_profile(text: Option<&str>) -> Result<Option<SignatureProfile>, FieldEr
     .transpose()
 }
 
+fn parse_ordering(text: Option<&str>) -> Result<Option<DeliveryOrdering>, FieldError> {
+    text.map(|t| DeliveryOrdering::parse(t).map_err(|e| FieldError::new("ordering", e.to_string())))
+        .transpose()
+}
+
 /// The highest `rate_limit_per_second`: above it the limiter's bookkeeping
 /// (a Redis call per delivery) would cost more than the limit saves.
 pub const MAX_RATE_PER_SECOND: f64 = 1000.0;
@@ -496,6 +516,7 @@ pub const SYSTEM_HEADERS: &[&str] = &[
     "x-webhook-timestamp",
     "x-webhook-id",
     "x-delivery-attempt",
+    "x-webhook-sequence",
     "x-event-id",
     "webhook-id",
     "webhook-timestamp",
@@ -665,6 +686,7 @@ impl WebhookStore {
             signature_profile: draft.signature_profile,
             rate_limit_per_second: draft.rate_limit_per_second,
             headers: draft.headers,
+            ordering: draft.ordering,
             created_at: now,
             updated_at: now,
         };
@@ -1117,6 +1139,7 @@ mod tests {
             signature_profile: SignatureProfile::Seed,
             rate_limit_per_second: None,
             headers: BTreeMap::new(),
+            ordering: DeliveryOrdering::None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

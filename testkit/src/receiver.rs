@@ -6,7 +6,7 @@
 //! Requests are recorded when they arrive, before the answer, so a request
 //! the receiver never answers (`Hang`) still shows up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +31,11 @@ pub enum Behaviour {
     Delay(Duration),
     /// Never answers (the sender's timeout has to fire).
     Hang,
+    /// 500 to the first attempt (body's `delivery_attempt` 1) of each
+    /// event listed by id, 200 to everything else.
+    FailFirstAttemptOf(Arc<BTreeSet<String>>),
+    /// 500 to every request for the events listed by id, 200 to the rest.
+    FailEventsOf(Arc<BTreeSet<String>>),
 }
 
 /// One request as received.
@@ -149,6 +154,33 @@ async fn handle(
             (StatusCode::OK, "ok, slowly")
         }
         (Behaviour::Hang, _) => std::future::pending().await,
+        (Behaviour::FailFirstAttemptOf(events), _) => {
+            let (event, attempt) = event_and_attempt(&body);
+            answer(!(attempt == Some(1) && event.is_some_and(|e| events.contains(&e))))
+        }
+        (Behaviour::FailEventsOf(events), _) => {
+            let (event, _) = event_and_attempt(&body);
+            answer(!event.is_some_and(|e| events.contains(&e)))
+        }
+    }
+}
+
+/// A delivery body's `event_id` and `delivery_attempt`, as far as it has them.
+fn event_and_attempt(body: &[u8]) -> (Option<String>, Option<u64>) {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    (
+        body["event_id"].as_str().map(str::to_owned),
+        body["delivery_attempt"].as_u64(),
+    )
+}
+
+fn answer(ok: bool) -> (StatusCode, &'static str) {
+    if ok {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose")
     }
 }
 

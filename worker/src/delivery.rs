@@ -1,5 +1,7 @@
 //! Outbound delivery: sign one event for one webhook, POST it, record the
-//! attempt, and tell the runtime whether and when to try again.
+//! attempt, and tell the runtime whether and when to try again. For a
+//! webhook ordered by session, a delivery waits for its turn in its chat
+//! session's line first (see `shared::ordering`).
 
 use std::time::{Duration, SystemTime};
 
@@ -14,8 +16,9 @@ use shared::deliveries::{
 use shared::egress::{EgressClient, EgressError, EgressResponse};
 use shared::event_payloads::ErrorRelated;
 use shared::events::{Event, EventType, PayloadError};
-use shared::ids::{EventId, WebhookId};
+use shared::ids::{EventId, SessionId, WebhookId};
 use shared::jobs::DeliverEvent;
+use shared::ordering::{self, HeadState, Sequences, Turn};
 use shared::publish::Publisher;
 use shared::rate_limit::{Admission, RateLimiter};
 use shared::signing;
@@ -48,13 +51,30 @@ pub struct DeliveryHandler {
     pub disable: DisablePolicy,
     /// The longest pause a receiver's `Retry-After` imposes.
     pub max_retry_after: Duration,
+    /// The chat session lines of webhooks ordered by session.
+    pub sequences: Sequences,
+}
+
+/// Heads found over that one check drops before it defers.
+const MAX_HEADS_DROPPED: usize = 16;
+
+/// A delivery's place in its chat session's line, once it is its turn.
+struct Place {
+    session: SessionId,
+    sequence: u64,
 }
 
 /// The headers of one attempt, as README documents them, plus the
 /// Standard Webhooks trio so receivers can use its libraries, over the
 /// webhook's own headers (which registration keeps off these names; set
 /// last, ours would win anyway).
-fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> HeaderMap {
+fn headers(
+    webhook: &Webhook,
+    event_id: &EventId,
+    attempt: u32,
+    sequence: Option<u64>,
+    body: &[u8],
+) -> HeaderMap {
     let now = Utc::now();
     let timestamp = now.timestamp();
     // Every valid secret signs, so receivers on either side of a rotation
@@ -86,6 +106,9 @@ fn headers(webhook: &Webhook, event_id: &EventId, attempt: u32, body: &[u8]) -> 
     put("x-webhook-timestamp", timestamp.to_string());
     put("x-webhook-id", webhook.webhook_id.to_string());
     put("x-delivery-attempt", attempt.to_string());
+    if let Some(sequence) = sequence {
+        put("x-webhook-sequence", sequence.to_string());
+    }
     put("x-event-id", event_id.to_string());
     put("webhook-id", event_id.to_string());
     put("webhook-timestamp", timestamp.to_string());
@@ -312,6 +335,71 @@ impl DeliveryHandler {
         }
     }
 
+    /// Whether it is this delivery's turn in its chat session's line (for a
+    /// webhook ordered by session): its place when it is, `None` when it
+    /// is in no line, or the deferral until it may be. An earlier delivery
+    /// found over (or gone) is taken out of the line on the way.
+    #[tracing::instrument(name = "delivery.turn", skip_all)]
+    async fn take_turn(
+        &self,
+        webhook: &Webhook,
+        job: &DeliverEvent,
+    ) -> Result<Option<Place>, Stop> {
+        let Some(session) = webhook.ordering.line_of(&job.event) else {
+            return Ok(None);
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            warn!(webhook_id = %webhook.webhook_id, error = %e, "ordering state unavailable; delivery deferred");
+            Outcome::Later(defer_delay())
+        };
+        // Each round drops one head that is over; a line of them is
+        // cleared over a few checks rather than in one long one.
+        for _ in 0..MAX_HEADS_DROPPED {
+            let turn = self
+                .sequences
+                .check(&webhook.webhook_id, &session, &job.delivery_id)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let (ahead, head) = match turn {
+                Turn::Free => return Ok(None),
+                Turn::Head { sequence } => return Ok(Some(Place { session, sequence })),
+                Turn::Wait { ahead, head } => (ahead, head),
+            };
+            let head_record = self
+                .deliveries
+                .get(&head)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            match ordering::head_state(head_record.as_ref(), Utc::now()) {
+                // A worker that settled it may have died before releasing.
+                HeadState::Over => self
+                    .sequences
+                    .release(&webhook.webhook_id, &session, &head)
+                    .await
+                    .map_err(|e| unavailable(&e))?,
+                HeadState::Pending { retry_in } => {
+                    if let Err(e) = self.sequences.count_wait().await {
+                        warn!(error = %e, "could not count an ordering wait");
+                    }
+                    return Err(Outcome::Later(ordering::wait_for(ahead, retry_in)));
+                }
+            }
+        }
+        Err(Outcome::Later(ordering::WAIT_STEP))
+    }
+
+    /// Lets the next delivery of the line go once this one is over.
+    async fn leave_line(&self, job: &DeliverEvent, place: &Place) {
+        if let Err(e) = self
+            .sequences
+            .release(&job.webhook_id, &place.session, &job.delivery_id)
+            .await
+        {
+            // The next one's check finds this record over and releases it.
+            warn!(delivery_id = %job.delivery_id, error = %e, "could not leave the ordering line");
+        }
+    }
+
     /// Sends one attempt, marking the record in progress meanwhile; the
     /// response (or why there is none) and how long it took.
     #[tracing::instrument(name = "delivery.send", skip_all, fields(url = %webhook.url))]
@@ -331,7 +419,13 @@ impl DeliveryHandler {
         let Some(lane) = self.lanes.enter(&job.webhook_id).await else {
             return Err(Outcome::Later(defer_delay()));
         };
-        let mut headers = headers(webhook, &job.event.event_id, record.attempt, &body);
+        let mut headers = headers(
+            webhook,
+            &job.event.event_id,
+            record.attempt,
+            record.sequence,
+            &body,
+        );
         // The receiver can join its own trace to ours (W3C Trace Context).
         if let Ok(value) = HeaderValue::from_str(&shared::telemetry::traceparent(&ctx.trace_id)) {
             headers.insert(HeaderName::from_static("traceparent"), value);
@@ -398,6 +492,10 @@ impl DeliveryHandler {
                 error: format!("encoding event: {e}"),
                 plan: RetryPlan::Exhausted,
             })?;
+        let place = self.take_turn(&webhook, job).await?;
+        if let Some(place) = &place {
+            record.sequence = Some(place.sequence);
+        }
         record.attempt = attempt_number;
         record.set_status(DeliveryStatus::InProgress, None);
         self.admit(&webhook).await?;
@@ -410,6 +508,11 @@ impl DeliveryHandler {
         }
         let error = attempt.error.clone();
         let (status, streak) = self.save_outcome(&mut record, attempt, plan).await;
+        if let Some(place) = &place
+            && status.is_final()
+        {
+            self.leave_line(job, place).await;
+        }
         self.after_answer(&webhook, &result, streak, &job.event.metadata.trace_id)
             .await;
         info!(
@@ -447,6 +550,13 @@ impl Handler for DeliveryHandler {
             let mut record = self.load_record(job, ctx.attempts).await;
             record.set_status(DeliveryStatus::Dead, Some(ctx.error.clone()));
             self.deliveries.transition(&record).await?;
+            // Skipped: the next of its session goes (see `shared::ordering`;
+            // a delivery in no line is no member, and removing it is a no-op).
+            if let Some(session) = ordering::session_of(&job.event) {
+                self.sequences
+                    .release(&job.webhook_id, &session, &job.delivery_id)
+                    .await?;
+            }
             if job.event.event_type == EventType::ErrorOccurred {
                 // Never announce the failure of an announcement: that could
                 // loop for as long as a receiver is down.
@@ -552,13 +662,16 @@ mod tests {
             "updated_at": "2026-01-01T00:00:00.000Z",
         }))
         .expect("a webhook record");
-        let set = headers(&webhook, &EventId::generate(), 1, b"{}");
+        let set = headers(&webhook, &EventId::generate(), 1, Some(7), b"{}");
         for name in set.keys() {
             assert!(
                 name == "x-tenant" || SYSTEM_HEADERS.contains(&name.as_str()),
                 "{name} is set on deliveries but not reserved in SYSTEM_HEADERS"
             );
         }
-        assert_eq!(set.len(), 10, "{set:?}");
+        assert_eq!(set.len(), 11, "{set:?}");
+        assert_eq!(set["x-webhook-sequence"], "7");
+        let unordered = headers(&webhook, &EventId::generate(), 1, None, b"{}");
+        assert!(!unordered.contains_key("x-webhook-sequence"));
     }
 }

@@ -147,6 +147,7 @@ fn delivery_handler(services: &Services, egress: EgressClient) -> DeliveryHandle
         rate: services.rate_limiter.clone(),
         disable: DisablePolicy::from_settings(&settings.delivery),
         max_retry_after: settings.delivery.max_retry_after,
+        sequences: services.publisher.sequences.clone(),
     }
 }
 

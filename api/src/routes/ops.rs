@@ -215,6 +215,16 @@ pub async fn metrics(
             &mut out,
             &state.services.deliveries.latency_histogram().await?,
         );
+        render_ordering_waits(
+            &mut out,
+            state
+                .services
+                .publisher
+                .sequences
+                .waits_total()
+                .await
+                .map_err(shared::publish::PublishError::from)?,
+        );
         replicas.extend(worker_replicas(&state).await?);
     }
     render_replicas(&mut out, &replicas);
@@ -239,6 +249,17 @@ fn render_delivery_latency(out: &mut String, latency: &LatencyHistogram) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", latency.count);
     let _ = writeln!(out, "{name}_sum {}", latency.sum_seconds);
     let _ = writeln!(out, "{name}_count {}", latency.count);
+}
+
+fn render_ordering_waits(out: &mut String, waits: u64) {
+    let name = "supportrag_delivery_ordering_waits_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Deliveries deferred because an earlier event of their chat session \
+         was not delivered yet (webhooks with ordering = session), all workers."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {waits}");
 }
 
 /// One search replica's figures: name, lag in entries, lag in ms, chunks.
