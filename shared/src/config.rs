@@ -168,7 +168,7 @@ pub struct SecretsSettings {
     /// Empty: secrets are stored in clear (refused when
     /// `app.environment = production`).
     #[serde(deserialize_with = "encryption_key_list")]
-    pub encryption_keys: Vec<crate::secret_box::EncryptionKey>,
+    pub encryption_keys: Vec<crate::webhooks::secret_box::EncryptionKey>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -635,7 +635,7 @@ impl Settings {
             "must be between 0 and 1",
         )?;
         rule(
-            crate::answer_policy::Thresholds::new(
+            crate::chat::answer_policy::Thresholds::new(
                 self.chat.escalation_threshold,
                 self.chat.offer_person_threshold,
             )
@@ -840,13 +840,13 @@ fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 
 fn encryption_key_list<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<Vec<crate::secret_box::EncryptionKey>, D::Error> {
+) -> Result<Vec<crate::webhooks::secret_box::EncryptionKey>, D::Error> {
     let keys = string_list(deserializer)?
         .iter()
         .enumerate()
         .map(|(i, item)| {
             // Which key, never the key: this message goes to logs.
-            crate::secret_box::EncryptionKey::parse(item)
+            crate::webhooks::secret_box::EncryptionKey::parse(item)
                 .map_err(|e| de::Error::custom(format!("key {}: {e}", i + 1)))
         })
         .collect::<Result<Vec<_>, _>>()?;

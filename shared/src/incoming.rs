@@ -13,13 +13,15 @@ use rag::types::Format;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::documents::{DocumentError, DocumentRecord, DocumentStore};
+use crate::chat::sessions::{SessionError, SessionStore, ThreadKey};
 use crate::ids::{DocumentId, EventId, SessionId, StagingId, WebhookId};
 use crate::jobs::{DocumentSource, IngestDocument, ProcessMessage};
-use crate::sessions::{SessionError, SessionStore, ThreadKey};
-use crate::signature_profiles::{self, Presented, SignatureError, Window};
-use crate::ssrf::{NameResolver, SsrfPolicy};
-use crate::webhooks::{FieldError, Rules, StoreError, Webhook, WebhookCache, WebhookStore};
+use crate::knowledge::documents::{DocumentError, DocumentRecord, DocumentStore};
+use crate::net::ssrf::{NameResolver, SsrfPolicy};
+use crate::webhooks::registry::{
+    FieldError, Rules, StoreError, Webhook, WebhookCache, WebhookStore,
+};
+use crate::webhooks::signature_profiles::{self, Presented, SignatureError, Window};
 use queue::{Envelope, Job, PushOnce, QueueClient, QueueError};
 
 /// Longest chat message accepted (characters).

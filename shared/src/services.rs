@@ -14,22 +14,22 @@ use rag::search::EmbeddedSearch;
 use rag::text::Analyzer;
 use redis::aio::ConnectionManager;
 
-use crate::chat_stats::ChatStats;
+use crate::chat::escalation::Escalator;
+use crate::chat::feedback::Ratings;
+use crate::chat::gaps::GapLog;
+use crate::chat::handover::Handover;
+use crate::chat::sessions::SessionStore;
+use crate::chat::stats::ChatStats;
 use crate::config::{RetrievalProvider, Settings};
-use crate::deliveries::DeliveryStore;
-use crate::documents::DocumentStore;
-use crate::escalation::Escalator;
-use crate::feedback::Ratings;
-use crate::gaps::GapLog;
-use crate::handover::Handover;
+use crate::delivery::history::DeliveryStore;
+use crate::delivery::publish::Publisher;
 use crate::incoming::Intake;
-use crate::publish::Publisher;
-use crate::rate_limit::RateLimiter;
-use crate::search_replicas::ReplicaReports;
-use crate::secret_box::SecretBox;
-use crate::sessions::SessionStore;
-use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
-use crate::webhooks::{WebhookCache, WebhookStore};
+use crate::knowledge::documents::DocumentStore;
+use crate::knowledge::search_replicas::ReplicaReports;
+use crate::net::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
+use crate::webhooks::rate_limit::RateLimiter;
+use crate::webhooks::registry::{WebhookCache, WebhookStore};
+use crate::webhooks::secret_box::SecretBox;
 use queue::{Durability, QueueClient};
 
 #[derive(Clone)]

@@ -7,19 +7,19 @@ use chrono::Utc;
 use queue::Job;
 use queue::RetryPlan;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use shared::auto_disable::{self, DisablePolicy, FailureStreak};
-use shared::deliveries::{
+use shared::delivery::history::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
 };
-use shared::egress::{EgressClient, EgressError, EgressResponse};
-use shared::event_payloads::ErrorRelated;
-use shared::events::{Event, EventType, PayloadError};
+use shared::delivery::publish::Publisher;
+use shared::events::catalog::{Event, EventType, PayloadError};
+use shared::events::payloads::ErrorRelated;
 use shared::ids::{EventId, WebhookId};
 use shared::jobs::DeliverEvent;
-use shared::publish::Publisher;
-use shared::rate_limit::{Admission, RateLimiter};
-use shared::signing;
-use shared::webhooks::{Webhook, WebhookCache, WebhookStore};
+use shared::net::egress::{EgressClient, EgressError, EgressResponse};
+use shared::webhooks::auto_disable::{self, DisablePolicy, FailureStreak};
+use shared::webhooks::rate_limit::{Admission, RateLimiter};
+use shared::webhooks::registry::{Webhook, WebhookCache, WebhookStore};
+use shared::webhooks::signing;
 use tracing::{info, warn};
 
 use crate::lanes::{Lanes, defer_delay};
@@ -536,7 +536,7 @@ pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Result<Even
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::webhooks::SYSTEM_HEADERS;
+    use shared::webhooks::registry::SYSTEM_HEADERS;
 
     #[test]
     fn every_header_the_worker_sets_is_one_a_webhook_may_not_give() {

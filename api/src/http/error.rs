@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use rag::knowledge::KnowledgeError;
 use serde::Serialize;
 use serde_json::{Value, json};
-use shared::escalation::EscalateError;
-use shared::feedback::FeedbackError;
-use shared::gaps::GapError;
-use shared::handover::HandoverError;
-use shared::sessions::SessionError;
+use shared::chat::escalation::EscalateError;
+use shared::chat::feedback::FeedbackError;
+use shared::chat::gaps::GapError;
+use shared::chat::handover::HandoverError;
+use shared::chat::sessions::SessionError;
 use utoipa::ToSchema;
 
 use crate::http::trace::current_trace_id;
@@ -222,12 +222,12 @@ fn storage(e: impl Display, unavailable: bool) -> ApiError {
 }
 
 storage_errors!(
-    shared::webhooks::StoreError,
+    shared::webhooks::registry::StoreError,
     queue::QueueError,
-    shared::publish::PublishError,
-    shared::documents::DocumentError,
+    shared::delivery::publish::PublishError,
+    shared::knowledge::documents::DocumentError,
     shared::idempotency::IdempotencyError,
-    shared::replays::ReplayError
+    shared::delivery::replays::ReplayError
 );
 
 /// A session in the wrong state for the request is the client's to know
@@ -308,8 +308,8 @@ impl From<KnowledgeError> for ApiError {
     }
 }
 
-impl From<shared::webhooks::FieldError> for ApiError {
-    fn from(e: shared::webhooks::FieldError) -> Self {
+impl From<shared::webhooks::registry::FieldError> for ApiError {
+    fn from(e: shared::webhooks::registry::FieldError) -> Self {
         ApiError::validation(&e.field, e.message)
     }
 }
@@ -321,10 +321,10 @@ const REDIS_RETRY_AFTER_SECS: u64 = 2;
 #[cfg(test)]
 mod tests {
     use queue::QueueError;
-    use shared::documents::DocumentError;
-    use shared::publish::PublishError;
-    use shared::sessions::SessionError;
-    use shared::webhooks::StoreError;
+    use shared::chat::sessions::SessionError;
+    use shared::delivery::publish::PublishError;
+    use shared::knowledge::documents::DocumentError;
+    use shared::webhooks::registry::StoreError;
 
     use super::*;
 
@@ -356,7 +356,8 @@ mod tests {
             ("DocumentError", DocumentError::Redis(reply(code)).into()),
             (
                 "EscalateError",
-                shared::escalation::EscalateError::Session(SessionError::from(reply(code))).into(),
+                shared::chat::escalation::EscalateError::Session(SessionError::from(reply(code)))
+                    .into(),
             ),
             (
                 "KnowledgeError",
@@ -364,15 +365,17 @@ mod tests {
             ),
             (
                 "HandoverError",
-                shared::handover::HandoverError::Session(SessionError::from(reply(code))).into(),
+                shared::chat::handover::HandoverError::Session(SessionError::from(reply(code)))
+                    .into(),
             ),
             (
                 "FeedbackError",
-                shared::feedback::FeedbackError::Session(SessionError::from(reply(code))).into(),
+                shared::chat::feedback::FeedbackError::Session(SessionError::from(reply(code)))
+                    .into(),
             ),
             (
                 "GapError",
-                shared::gaps::GapError::Redis(reply(code)).into(),
+                shared::chat::gaps::GapError::Redis(reply(code)).into(),
             ),
         ]
     }

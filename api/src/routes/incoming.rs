@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::incoming::{IncomingDocument, IncomingMessage, IntakeError, SignedRequest};
-use shared::webhooks::Webhook;
+use shared::webhooks::registry::Webhook;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;

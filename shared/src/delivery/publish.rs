@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::deliveries::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
-use crate::events::{Event, PayloadError};
+use crate::delivery::history::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
+use crate::events::catalog::{Event, PayloadError};
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
-use crate::webhooks::{StoreError, Webhook, WebhookStore};
+use crate::webhooks::registry::{StoreError, Webhook, WebhookStore};
 use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 
 /// How long a delivery's job is remembered as queued. Repeats of a publish

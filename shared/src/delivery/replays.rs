@@ -34,12 +34,12 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::deliveries::{DeliveryFilter, DeliveryRecord, DeliveryStatus, ListFrom};
+use crate::delivery::history::{DeliveryFilter, DeliveryRecord, DeliveryStatus, ListFrom};
+use crate::delivery::publish::{PublishError, Publisher};
 use crate::ids::WebhookId;
 use crate::jobs::{ALL_QUEUES, DeliverEvent, label};
-use crate::publish::{PublishError, Publisher};
 use crate::time::serde_rfc3339;
-use crate::webhooks::StoreError;
+use crate::webhooks::registry::StoreError;
 
 /// Highest rate accepted (items per second).
 pub const MAX_RATE: f64 = 1000.0;
@@ -559,7 +559,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::{Event, EventMetadata, EventType};
+    use crate::events::catalog::{Event, EventMetadata, EventType};
     use crate::ids::{DeliveryId, EventId};
 
     #[test]
