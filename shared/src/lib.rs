@@ -11,10 +11,11 @@
 //! - [`net`]: the SSRF policy and the one egress HTTP client.
 //!
 //! Top level, used across domains: configuration ([`config`]), ids, typed
-//! jobs, the Redis key layout ([`keys`]), incoming webhooks ([`incoming`]),
-//! Idempotency-Key ([`idempotency`]), Redis connections, the service graph
-//! ([`services`]), telemetry, time, process helpers and the bytes
-//! `JSON.stringify` prints ([`jsonjs`]).
+//! jobs, the Redis key layout ([`keys`]), the storage error every store
+//! shares ([`store`]), incoming webhooks ([`incoming`]), Idempotency-Key
+//! ([`idempotency`]), Redis connections, the service graph ([`services`]),
+//! telemetry, time, process helpers and the bytes `JSON.stringify` prints
+//! ([`jsonjs`]).
 
 pub mod chat;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod net;
 pub mod process;
 pub mod redis_conn;
 pub mod services;
+pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod webhooks;

@@ -12,6 +12,7 @@ use std::fmt::Display;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use queue::QueueError;
 use rag::knowledge::KnowledgeError;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -20,6 +21,9 @@ use shared::chat::feedback::FeedbackError;
 use shared::chat::gaps::GapError;
 use shared::chat::handover::HandoverError;
 use shared::chat::sessions::SessionError;
+use shared::delivery::publish::PublishError;
+use shared::delivery::replays::ReplayError;
+use shared::store::StoreError;
 use utoipa::ToSchema;
 
 use crate::http::trace::current_trace_id;
@@ -199,17 +203,21 @@ impl IntoResponse for ApiError {
 /// Storage failures, mapped once: Redis out of reach or refusing commands
 /// for now (loading, busy with a script, out of memory, read-only during a
 /// failover) is the client's cue to retry (503 with Retry-After), anything
-/// else is our bug (500). Each type's `is_unavailable` defers to
-/// `queue::is_unavailable`, so every route judges Redis alike.
-macro_rules! storage_errors {
-    ($($error:ty),*) => {$(
-        impl From<$error> for ApiError {
-            fn from(e: $error) -> Self {
-                let unavailable = e.is_unavailable();
-                storage(e, unavailable)
-            }
-        }
-    )*};
+/// else is our bug (500). `StoreError` and `QueueError` both defer to
+/// `queue::is_unavailable`, so every route judges Redis alike; the domain
+/// errors below hand their storage part to these two.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let unavailable = e.is_unavailable();
+        storage(e, unavailable)
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let unavailable = e.is_unavailable();
+        storage(e, unavailable)
+    }
 }
 
 fn storage(e: impl Display, unavailable: bool) -> ApiError {
@@ -221,14 +229,28 @@ fn storage(e: impl Display, unavailable: bool) -> ApiError {
     }
 }
 
-storage_errors!(
-    shared::webhooks::registry::StoreError,
-    queue::QueueError,
-    shared::delivery::publish::PublishError,
-    shared::knowledge::documents::DocumentError,
-    shared::idempotency::IdempotencyError,
-    shared::delivery::replays::ReplayError
-);
+/// An event that cannot be built or has no retry id left is our bug.
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Store(e) => e.into(),
+            PublishError::Queue(e) => e.into(),
+            other @ (PublishError::Payload(_) | PublishError::RetryIdsTaken(_)) => {
+                ApiError::internal(other)
+            }
+        }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Publish(e) => e.into(),
+            ReplayError::Store(e) => e.into(),
+            ReplayError::Queue(e) => e.into(),
+        }
+    }
+}
 
 /// A session in the wrong state for the request is the client's to know
 /// about (404, 409, 422), not a failure of ours.
@@ -251,10 +273,7 @@ impl From<SessionError> for ApiError {
                 "operator_id",
                 format!("session '{id}' has no operator yet: name the operator who replies"),
             ),
-            other => {
-                let unavailable = other.is_unavailable();
-                storage(other, unavailable)
-            }
+            SessionError::Store(e) => e.into(),
         }
     }
 }
@@ -289,8 +308,10 @@ impl From<FeedbackError> for ApiError {
 
 impl From<GapError> for ApiError {
     fn from(e: GapError) -> Self {
-        let unavailable = e.is_unavailable();
-        storage(e, unavailable)
+        match e {
+            GapError::Store(e) => e.into(),
+            other @ GapError::Grouping(_) => ApiError::internal(other),
+        }
     }
 }
 
@@ -320,12 +341,6 @@ const REDIS_RETRY_AFTER_SECS: u64 = 2;
 
 #[cfg(test)]
 mod tests {
-    use queue::QueueError;
-    use shared::chat::sessions::SessionError;
-    use shared::delivery::publish::PublishError;
-    use shared::knowledge::documents::DocumentError;
-    use shared::webhooks::registry::StoreError;
-
     use super::*;
 
     /// What Redis sends while it cannot take a command right now.
@@ -353,7 +368,14 @@ mod tests {
                 PublishError::Queue(QueueError::Redis(reply(code))).into(),
             ),
             ("SessionError", SessionError::from(reply(code)).into()),
-            ("DocumentError", DocumentError::Redis(reply(code)).into()),
+            (
+                "PublishError::Store",
+                PublishError::Store(StoreError::Redis(reply(code))).into(),
+            ),
+            (
+                "ReplayError",
+                ReplayError::Store(StoreError::Redis(reply(code))).into(),
+            ),
             (
                 "EscalateError",
                 shared::chat::escalation::EscalateError::Session(SessionError::from(reply(code)))
@@ -375,7 +397,7 @@ mod tests {
             ),
             (
                 "GapError",
-                shared::chat::gaps::GapError::Redis(reply(code)).into(),
+                GapError::Store(StoreError::Redis(reply(code))).into(),
             ),
         ]
     }

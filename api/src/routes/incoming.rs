@@ -47,7 +47,6 @@ impl From<IntakeError> for ApiError {
             IntakeError::Store(e) => e.into(),
             IntakeError::Queue(e) => e.into(),
             IntakeError::Session(e) => e.into(),
-            IntakeError::Document(e) => e.into(),
         }
     }
 }

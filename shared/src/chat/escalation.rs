@@ -25,15 +25,6 @@ pub enum EscalateError {
     Publish(#[from] PublishError),
 }
 
-impl EscalateError {
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            EscalateError::Session(e) => e.is_unavailable(),
-            EscalateError::Publish(e) => e.is_unavailable(),
-        }
-    }
-}
-
 /// Why a conversation goes to a human.
 pub struct Request {
     pub reason: String,

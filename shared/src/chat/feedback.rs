@@ -119,12 +119,6 @@ pub enum FeedbackError {
     Field(#[from] FieldError),
 }
 
-impl FeedbackError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, FeedbackError::Session(e) if e.is_unavailable())
-    }
-}
-
 #[derive(Clone)]
 pub struct Ratings {
     pub sessions: SessionStore,

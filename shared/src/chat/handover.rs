@@ -41,16 +41,6 @@ pub enum HandoverError {
     Field(#[from] FieldError),
 }
 
-impl HandoverError {
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            HandoverError::Session(e) => e.is_unavailable(),
-            HandoverError::Publish(e) => e.is_unavailable(),
-            HandoverError::Field(_) => false,
-        }
-    }
-}
-
 /// An operator's reply, its fields checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperatorReply {

@@ -19,9 +19,9 @@ use crate::config::KeyPrefix;
 use crate::events::catalog::{Event, EventType};
 use crate::ids::{DeliveryId, EventId, WebhookId};
 use crate::keys;
+use crate::store::StoreError;
 use crate::time::{serde_rfc3339, serde_rfc3339::option as opt_rfc3339};
 use crate::webhooks::auto_disable::FailureStreak;
-use crate::webhooks::registry::StoreError;
 
 /// How far into a stored record its `status`, `event_type` and `attempt`
 /// are sure to be: they are serialized before the event (whose data could

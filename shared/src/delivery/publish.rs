@@ -20,7 +20,8 @@ use crate::delivery::history::{Created, DeliveryRecord, DeliveryStatus, Delivery
 use crate::events::catalog::{Event, PayloadError};
 use crate::ids::{DeliveryId, WebhookId};
 use crate::jobs::DeliverEvent;
-use crate::webhooks::registry::{StoreError, Webhook, WebhookStore};
+use crate::store::StoreError;
+use crate::webhooks::registry::{Webhook, WebhookStore};
 use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 
 /// How long a delivery's job is remembered as queued. Repeats of a publish

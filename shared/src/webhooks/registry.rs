@@ -20,9 +20,10 @@ use crate::events::catalog::EventFilter;
 use crate::ids::WebhookId;
 use crate::keys;
 use crate::net::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
+use crate::store::StoreError;
 use crate::time::serde_rfc3339;
 use crate::webhooks::filters::Filters;
-use crate::webhooks::secret_box::{Sealed, SecretBox, SecretBoxError};
+use crate::webhooks::secret_box::{Sealed, SecretBox};
 use crate::webhooks::signature_profiles::SignatureProfile;
 use crate::webhooks::signing::Secret;
 
@@ -572,25 +573,6 @@ fn parse_headers(
 
 fn parse_secret(text: &str) -> Result<Secret, FieldError> {
     Secret::parse(text).map_err(|e| FieldError::new("secret", e.to_string()))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(#[from] serde_json::Error),
-    #[error("webhook {webhook_id}: its secret cannot be decrypted: {source}")]
-    Secret {
-        webhook_id: String,
-        source: SecretBoxError,
-    },
-}
-
-impl StoreError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Redis(e) if queue::is_unavailable(e))
-    }
 }
 
 /// Why a process must not start with the registry as it is.
