@@ -499,7 +499,9 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         self.check_http()?;
         self.check_delivery()?;
-        self.check_knowledge()
+        self.check_chat()?;
+        self.check_ingest()?;
+        self.check_retrieval()
     }
 
     /// Server, Redis, admin auth and idempotency.
@@ -627,8 +629,8 @@ impl Settings {
         Ok(())
     }
 
-    /// Chat, ingestion and retrieval.
-    fn check_knowledge(&self) -> Result<(), ConfigError> {
+    /// Chat: answer thresholds, workers and sessions.
+    fn check_chat(&self) -> Result<(), ConfigError> {
         rule(
             (0.0..=1.0).contains(&self.chat.escalation_threshold),
             "chat.escalation_threshold",
@@ -657,7 +659,11 @@ impl Settings {
             !self.chat.session_idle_timeout.is_zero(),
             "chat.session_idle_timeout",
             "must be greater than zero",
-        )?;
+        )
+    }
+
+    /// Ingestion: workers, parser sandbox, document limits and chunking.
+    fn check_ingest(&self) -> Result<(), ConfigError> {
         rule(
             self.ingest.concurrency > 0,
             "ingest.concurrency",
@@ -697,7 +703,11 @@ impl Settings {
             self.ingest.chunk_overlap < self.ingest.chunk_size / 2,
             "ingest.chunk_overlap",
             "must be less than half of ingest.chunk_size",
-        )?;
+        )
+    }
+
+    /// Retrieval: the embedded search and the external providers.
+    fn check_retrieval(&self) -> Result<(), ConfigError> {
         rule(
             (1..=50).contains(&self.retrieval.top_k),
             "retrieval.top_k",
@@ -717,8 +727,7 @@ impl Settings {
             !self.qdrant.collection.trim().is_empty(),
             "qdrant.collection",
             "must not be empty",
-        )?;
-        Ok(())
+        )
     }
 }
 
