@@ -2,7 +2,7 @@
 //! registry, and the replayer that runs paced replays in this process.
 
 use prometheus::Registry;
-use shared::replays::Replayer;
+use shared::delivery::replays::Replayer;
 use shared::services::Services;
 
 #[derive(Clone)]

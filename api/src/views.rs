@@ -3,12 +3,12 @@
 //! [`SecretRotated::secret`].
 
 use serde::Serialize;
-use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus, WebhookStats};
-use shared::filters::Filters;
-use shared::ordering::DeliveryOrdering;
-use shared::signature_profiles::SignatureProfile;
+use shared::delivery::history::{Attempt, DeliveryRecord, DeliveryStatus, WebhookStats};
+use shared::delivery::ordering::DeliveryOrdering;
 use shared::time::rfc3339;
-use shared::webhooks::{Metadata, Webhook};
+use shared::webhooks::filters::Filters;
+use shared::webhooks::registry::{Metadata, Webhook};
+use shared::webhooks::signature_profiles::SignatureProfile;
 use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]

@@ -14,9 +14,9 @@ use base64::Engine;
 use common::{Reply, TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::documents::DocumentRecord;
-use shared::events::{EventFilter, EventType};
+use shared::events::catalog::{EventFilter, EventType};
 use shared::ids::{DocumentId, JobId, SessionId, StagingId};
+use shared::knowledge::documents::DocumentRecord;
 use testkit::{Behaviour, PATIENCE, Receiver, spawn_receiver, spawn_worker, wait_until};
 
 const SECRET: &str = "receiver_secret_12345";
@@ -950,7 +950,7 @@ async fn a_document_deleted_while_it_is_being_fetched_stays_deleted() {
         }
     })
     .to_string();
-    let secret = shared::signing::Secret::parse(SECRET).unwrap();
+    let secret = shared::webhooks::signing::Secret::parse(SECRET).unwrap();
     let now = chrono::Utc::now().timestamp();
     let reply = app
         .send(
@@ -961,7 +961,11 @@ async fn a_document_deleted_while_it_is_being_fetched_stays_deleted() {
                 .header("x-webhook-timestamp", now.to_string())
                 .header(
                     "x-webhook-signature",
-                    shared::signing::sign_incoming_timestamped(&secret, now, body.as_bytes()),
+                    shared::webhooks::signing::sign_incoming_timestamped(
+                        &secret,
+                        now,
+                        body.as_bytes(),
+                    ),
                 )
                 .body(body),
         )
@@ -995,8 +999,8 @@ async fn a_document_deleted_while_it_is_being_fetched_stays_deleted() {
 /// Checks the `sha256=` signature over the raw body, as a receiver that
 /// verifies raw bytes would.
 fn assert_signed(request: &testkit::Recorded) {
-    let secret = shared::signing::Secret::parse(SECRET).unwrap();
-    let verified = shared::signing::verify_incoming(
+    let secret = shared::webhooks::signing::Secret::parse(SECRET).unwrap();
+    let verified = shared::webhooks::signing::verify_incoming(
         &secret,
         request.header("x-webhook-signature"),
         request.header("x-webhook-timestamp"),
@@ -1007,7 +1011,7 @@ fn assert_signed(request: &testkit::Recorded) {
     );
     assert_eq!(
         verified,
-        Ok(shared::signing::SignatureForm::Timestamped),
+        Ok(shared::webhooks::signing::SignatureForm::Timestamped),
         "{:?}",
         request.headers
     );

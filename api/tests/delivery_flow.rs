@@ -8,8 +8,8 @@ use chrono::{Duration, Utc};
 use common::spawn_app;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::deliveries::{DeliveryRecord, DeliveryStatus};
-use shared::events::{Event, EventMetadata, EventType};
+use shared::delivery::history::{DeliveryRecord, DeliveryStatus};
+use shared::events::catalog::{Event, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId, WebhookId};
 use testkit::{Behaviour, PATIENCE, spawn_js_verifier, spawn_receiver, spawn_worker, wait_until};
 
@@ -568,7 +568,7 @@ async fn over_rediss_with_client_certificates_a_test_event_is_delivered() {
     let app = common::spawn_app_on(
         redis,
         tls_settings,
-        std::sync::Arc::new(shared::ssrf::SystemResolver),
+        std::sync::Arc::new(shared::net::ssrf::SystemResolver),
     )
     .await;
     let worker = spawn_worker(app.services.clone()).await;

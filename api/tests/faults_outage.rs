@@ -15,7 +15,7 @@ use common::spawn_app_with;
 use queue::DeadLetterFilter;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use shared::events::{Event, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
 use testkit::{Behaviour, PATIENCE, spawn_receiver, spawn_worker, wait_until};
 

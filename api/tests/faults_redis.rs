@@ -17,9 +17,9 @@ use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::json;
 use shared::config::Settings;
-use shared::events::EventFilter;
+use shared::events::catalog::EventFilter;
 use shared::services::Services;
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, TestReplica, WorkerProcess, settings_env,
     spawn_receiver, spawn_worker, test_settings, wait_until,
@@ -585,7 +585,7 @@ async fn redis_busy_with_a_script_while_indexing_answers_503_never_500_and_the_d
                 .get(&id)
                 .await
                 .ok()?
-                .filter(|r| r.status == shared::documents::DocumentStatus::Indexed)
+                .filter(|r| r.status == shared::knowledge::documents::DocumentStatus::Indexed)
         },
     )
     .await;

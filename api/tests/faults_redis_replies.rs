@@ -16,7 +16,7 @@ use chrono::Utc;
 use common::{Reply, TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::{PATIENCE, wait_until};
 
 const SECRET: &str = "replies_secret_key_12345";

@@ -12,8 +12,8 @@ use chrono::Utc;
 use common::{Reply, TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::events::EventFilter;
-use shared::signing::{Secret, sign_incoming_body_only, sign_incoming_timestamped};
+use shared::events::catalog::EventFilter;
+use shared::webhooks::signing::{Secret, sign_incoming_body_only, sign_incoming_timestamped};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "slack_secret_key_12345";
@@ -1012,7 +1012,7 @@ async fn an_accepted_message_is_answered_to_the_integration_with_its_trace_and_c
         &app.services,
         &receiver.url(),
         vec![EventFilter::Only(
-            shared::events::EventType::ChatResponseGenerated,
+            shared::events::catalog::EventType::ChatResponseGenerated,
         )],
         SECRET,
     )

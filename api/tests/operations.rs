@@ -225,7 +225,7 @@ async fn readiness_and_metrics_show_each_search_replica() {
 /// it in `traceparent`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incoming_message_its_job_and_its_deliveries_form_one_exported_trace() {
-    use shared::signing::{Secret, sign_incoming_timestamped};
+    use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 
     let collector = spawn_receiver(Behaviour::AlwaysOk).await;
     let telemetry = shared::config::TelemetrySettings {

@@ -12,7 +12,7 @@ use chrono::Utc;
 use common::{TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::events::{Event, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventMetadata, EventType};
 use shared::ids::EventId;
 use testkit::{Behaviour, PATIENCE, Receiver, spawn_receiver, spawn_worker, wait_until};
 

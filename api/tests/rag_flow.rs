@@ -15,7 +15,7 @@ use chrono::Utc;
 use common::{TestApp, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::documents::text_pdf;
 use testkit::{
     JsVerifier, PATIENCE, Served, WorkerProcess, settings_env, spawn_file_server,

@@ -13,9 +13,9 @@ use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::config::{AppEnvironment, Settings};
-use shared::secret_box::EncryptionKey;
 use shared::services::Services;
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::webhooks::secret_box::EncryptionKey;
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::{PATIENCE, TestRedis, test_settings};
 
 const OLD_SECRET: &str = "old_secret_key_0123456789";
@@ -289,7 +289,7 @@ async fn clear_secrets_migrate_at_start_and_the_key_itself_rotates() {
         let w = testkit::register_webhook(
             &clear,
             "http://127.0.0.1:9/hook",
-            vec![shared::events::EventFilter::All],
+            vec![shared::events::catalog::EventFilter::All],
             &format!("{OLD_SECRET}_{i}"),
         )
         .await;

@@ -12,7 +12,7 @@ mod harness;
 use std::path::Path;
 
 use rag::types::Format;
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 
 /// splitmix64: a tiny deterministic generator, so every run tests the same
 /// inputs and a failure reproduces.

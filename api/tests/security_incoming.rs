@@ -16,8 +16,8 @@ use chrono::Utc;
 use common::{Reply, TestApp, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::json;
-use shared::events::EventFilter;
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::events::catalog::EventFilter;
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::PATIENCE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -163,10 +163,10 @@ async fn signature_values_in_other_spellings_and_malformed_timestamps() {
 }
 
 /// HMAC-SHA256(SECRET, message) in hex, computed independently of
-/// `shared::signing` (via the body-only signer, which MACs exactly the bytes
+/// `shared::webhooks::signing` (via the body-only signer, which MACs exactly the bytes
 /// given).
 fn hex_hmac(message: &[u8]) -> String {
-    shared::signing::sign_incoming_body_only(&secret(), message)
+    shared::webhooks::signing::sign_incoming_body_only(&secret(), message)
         .trim_start_matches("sha256=")
         .to_owned()
 }

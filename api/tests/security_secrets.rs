@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::signing::{Secret, sign_incoming_timestamped};
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::{
     Behaviour, PATIENCE, TestRedis, WorkerProcess, settings_env, spawn_receiver, test_settings,
     wait_until,

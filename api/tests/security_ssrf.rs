@@ -4,8 +4,8 @@
 //! to a private address after registration, or a receiver that redirects
 //! to one, never gets a request out of us.
 //!
-//! The address table itself is unit-tested in `shared/src/ssrf.rs`, and the
-//! egress client's connection-time filtering in `shared/src/egress.rs`;
+//! The address table itself is unit-tested in `shared/src/net/ssrf.rs`, and the
+//! egress client's connection-time filtering in `shared/src/net/egress.rs`;
 //! here the whole path runs: API → Redis → worker → egress.
 //!
 //! Tests normally allow 127.0.0.0/8 (`test_settings`); these run with an
@@ -26,9 +26,9 @@ use chrono::Utc;
 use common::{TestApp, spawn_app_resolving};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::events::{EventFilter, EventType};
-use shared::signing::{Secret, sign_incoming_timestamped};
-use shared::ssrf::StaticResolver;
+use shared::events::catalog::{EventFilter, EventType};
+use shared::net::ssrf::StaticResolver;
+use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::{Behaviour, PATIENCE, spawn_receiver, spawn_worker, wait_until};
 
 const SECRET: &str = "ssrf_test_secret_0123456789";

@@ -313,8 +313,12 @@ impl Sender {
         }
 
         // This system's own scheme is not accepted in its place.
-        let seed_secret = shared::signing::Secret::parse(&self.secret).expect("secret");
-        let seed = shared::signing::sign_incoming_timestamped(&seed_secret, now, fresh.as_bytes());
+        let seed_secret = shared::webhooks::signing::Secret::parse(&self.secret).expect("secret");
+        let seed = shared::webhooks::signing::sign_incoming_timestamped(
+            &seed_secret,
+            now,
+            fresh.as_bytes(),
+        );
         let reply = app
             .send(
                 app.http

@@ -38,12 +38,12 @@ use axum::http::StatusCode;
 use clap::{Parser, Subcommand};
 use queue::{Envelope, Job, QueueClient};
 use serde_json::json;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::jobs::{DeliverEvent, ProcessMessage};
 use shared::services::Services;
-use shared::signing::Secret;
-use shared::webhooks::{Webhook, WebhookDraft};
+use shared::webhooks::registry::{Webhook, WebhookDraft};
+use shared::webhooks::signing::Secret;
 use supportrag_bench::queue::{BenchArgs, PREFIX, WorkerArgs, redis_settings, worker_process};
 use supportrag_bench::{
     RedisServer, command_counts, cpu_seconds, quantile, rss_kib, show_spread, spread, thousands,
@@ -849,7 +849,7 @@ impl Bench {
                         n % 500
                     );
                     let ts = chrono_now();
-                    let signature = shared::signing::sign_incoming_timestamped(&secret, ts, body.as_bytes());
+                    let signature = shared::webhooks::signing::sign_incoming_timestamped(&secret, ts, body.as_bytes());
                     let sent = Instant::now();
                     let result = http
                         .post(&url)

@@ -1,6 +1,6 @@
 //! The development set (`rag/tests/devset/`, described in its README) run
 //! through the chat turn the worker makes for every message
-//! (`shared::answer_policy::reply_for`: request-for-a-person rule,
+//! (`shared::chat::answer_policy::reply_for`: request-for-a-person rule,
 //! retrieval, extractive answer, confidence bands), one product at a time,
 //! with the figures issue 10 asks for.
 //!
@@ -23,7 +23,7 @@ use rag::search::EmbeddedSearch;
 use rag::text::{Analyzer, is_russian};
 use rag::types::{DocumentMeta, Format};
 use serde::Deserialize;
-use shared::answer_policy::{self, Handover, Thresholds};
+use shared::chat::answer_policy::{self, Handover, Thresholds};
 
 use crate::RedisServer;
 

@@ -22,7 +22,7 @@ use rag::confidence::Model;
 use rag::dictionary::Dictionary;
 use rag::glossary::Glossary;
 use rag::text::Analyzer;
-use shared::answer_policy::Thresholds;
+use shared::chat::answer_policy::Thresholds;
 use supportrag_bench::RedisServer;
 use supportrag_bench::devset::{self, Expected, Figures, Outcome, ProductBase, Role};
 use supportrag_bench::fit::{self, Example};

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use api::http::auth::AdminKeys;
 use api::startup::Application;
 use serde_json::Value;
-use shared::events::EventFilter;
+use shared::events::catalog::EventFilter;
 use shared::services::Services;
 use testkit::{
     Behaviour, PATIENCE, TEST_ADMIN_KEY, TestRedis, WorkerHandle, register_webhook, spawn_receiver,

@@ -12,10 +12,10 @@ use api::http::body::decode_json;
 use rag::parse::ParseLimits;
 use rag::types::Format;
 use shared::incoming::{IncomingDocument, IncomingMessage, MessageFields, parse_format};
-use shared::signing::{
+use shared::net::ssrf::SsrfPolicy;
+use shared::webhooks::signing::{
     Secret, SignatureForm, sign_incoming_body_only, sign_incoming_timestamped, verify_incoming,
 };
-use shared::ssrf::SsrfPolicy;
 
 /// The clock the signature harness pretends it is.
 pub const NOW: i64 = 1_700_000_000;
@@ -38,7 +38,7 @@ fn fields(data: &[u8], n: usize) -> Vec<&[u8]> {
     parts
 }
 
-/// `shared::signing::verify_incoming` on arbitrary headers and bodies.
+/// `shared::webhooks::signing::verify_incoming` on arbitrary headers and bodies.
 ///
 /// Layout: `flags \n secret \n signature \n timestamp \n body`; missing
 /// parts are absent headers. Properties: never panics; anything accepted is

@@ -168,7 +168,7 @@ pub struct SecretsSettings {
     /// Empty: secrets are stored in clear (refused when
     /// `app.environment = production`).
     #[serde(deserialize_with = "encryption_key_list")]
-    pub encryption_keys: Vec<crate::secret_box::EncryptionKey>,
+    pub encryption_keys: Vec<crate::webhooks::secret_box::EncryptionKey>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -499,7 +499,9 @@ impl Settings {
     fn check(&self) -> Result<(), ConfigError> {
         self.check_http()?;
         self.check_delivery()?;
-        self.check_knowledge()
+        self.check_chat()?;
+        self.check_ingest()?;
+        self.check_retrieval()
     }
 
     /// Server, Redis, admin auth and idempotency.
@@ -627,15 +629,15 @@ impl Settings {
         Ok(())
     }
 
-    /// Chat, ingestion and retrieval.
-    fn check_knowledge(&self) -> Result<(), ConfigError> {
+    /// Chat: answer thresholds, workers and sessions.
+    fn check_chat(&self) -> Result<(), ConfigError> {
         rule(
             (0.0..=1.0).contains(&self.chat.escalation_threshold),
             "chat.escalation_threshold",
             "must be between 0 and 1",
         )?;
         rule(
-            crate::answer_policy::Thresholds::new(
+            crate::chat::answer_policy::Thresholds::new(
                 self.chat.escalation_threshold,
                 self.chat.offer_person_threshold,
             )
@@ -657,7 +659,11 @@ impl Settings {
             !self.chat.session_idle_timeout.is_zero(),
             "chat.session_idle_timeout",
             "must be greater than zero",
-        )?;
+        )
+    }
+
+    /// Ingestion: workers, parser sandbox, document limits and chunking.
+    fn check_ingest(&self) -> Result<(), ConfigError> {
         rule(
             self.ingest.concurrency > 0,
             "ingest.concurrency",
@@ -697,7 +703,11 @@ impl Settings {
             self.ingest.chunk_overlap < self.ingest.chunk_size / 2,
             "ingest.chunk_overlap",
             "must be less than half of ingest.chunk_size",
-        )?;
+        )
+    }
+
+    /// Retrieval: the embedded search and the external providers.
+    fn check_retrieval(&self) -> Result<(), ConfigError> {
         rule(
             (1..=50).contains(&self.retrieval.top_k),
             "retrieval.top_k",
@@ -717,8 +727,7 @@ impl Settings {
             !self.qdrant.collection.trim().is_empty(),
             "qdrant.collection",
             "must not be empty",
-        )?;
-        Ok(())
+        )
     }
 }
 
@@ -840,13 +849,13 @@ fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 
 fn encryption_key_list<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<Vec<crate::secret_box::EncryptionKey>, D::Error> {
+) -> Result<Vec<crate::webhooks::secret_box::EncryptionKey>, D::Error> {
     let keys = string_list(deserializer)?
         .iter()
         .enumerate()
         .map(|(i, item)| {
             // Which key, never the key: this message goes to logs.
-            crate::secret_box::EncryptionKey::parse(item)
+            crate::webhooks::secret_box::EncryptionKey::parse(item)
                 .map_err(|e| de::Error::custom(format!("key {}: {e}", i + 1)))
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -29,6 +29,8 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
+use crate::store::StoreError;
+
 /// Longest key accepted (Stripe's limit).
 pub const KEY_MAX_LEN: usize = 255;
 
@@ -128,20 +130,6 @@ pub struct Claim {
     token: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum IdempotencyError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored idempotency record is malformed: {0}")]
-    Corrupt(String),
-}
-
-impl IdempotencyError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, IdempotencyError::Redis(e) if queue::is_unavailable(e))
-    }
-}
-
 /// Claims a key, or reads what it holds. KEYS: record. ARGV: fingerprint,
 /// claim token, in-progress TTL (ms).
 /// Returns {"started"} | {"conflict"} | {"running"} |
@@ -216,7 +204,7 @@ impl IdempotencyStore {
         &self,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
-    ) -> Result<Begin, IdempotencyError> {
+    ) -> Result<Begin, StoreError> {
         let redis_key = crate::keys::idempotency(&self.prefix, &key_hash(key));
         let token = ulid::Ulid::generate().to_string();
         let reply: Vec<Vec<u8>> = BEGIN
@@ -231,11 +219,7 @@ impl IdempotencyStore {
 
     /// Keeps `answer` for the key; false when the claim had expired and
     /// the key was taken by another request meanwhile.
-    pub async fn complete(
-        &self,
-        claim: &Claim,
-        answer: &StoredAnswer,
-    ) -> Result<bool, IdempotencyError> {
+    pub async fn complete(&self, claim: &Claim, answer: &StoredAnswer) -> Result<bool, StoreError> {
         let stored: i64 = COMPLETE
             .key(&claim.redis_key)
             .arg(&claim.token)
@@ -249,7 +233,7 @@ impl IdempotencyStore {
     }
 
     /// Frees the key for a retry (the answer was not final).
-    pub async fn release(&self, claim: &Claim) -> Result<(), IdempotencyError> {
+    pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         let _: i64 = RELEASE
             .key(&claim.redis_key)
             .arg(&claim.token)
@@ -269,8 +253,8 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn decode_begin(reply: Vec<Vec<u8>>, claim: Claim) -> Result<Begin, IdempotencyError> {
-    let corrupt = || IdempotencyError::Corrupt(format!("unexpected reply for {}", claim.redis_key));
+fn decode_begin(reply: Vec<Vec<u8>>, claim: Claim) -> Result<Begin, StoreError> {
+    let corrupt = || StoreError::Malformed(format!("unexpected reply for {}", claim.redis_key));
     let mut parts = reply.into_iter();
     let kind = parts.next().ok_or_else(corrupt)?;
     match kind.as_slice() {

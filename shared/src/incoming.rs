@@ -13,13 +13,14 @@ use rag::types::Format;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::documents::{DocumentError, DocumentRecord, DocumentStore};
+use crate::chat::sessions::{SessionError, SessionStore, ThreadKey};
 use crate::ids::{DocumentId, EventId, SessionId, StagingId, WebhookId};
 use crate::jobs::{DocumentSource, IngestDocument, ProcessMessage};
-use crate::sessions::{SessionError, SessionStore, ThreadKey};
-use crate::signature_profiles::{self, Presented, SignatureError, Window};
-use crate::ssrf::{NameResolver, SsrfPolicy};
-use crate::webhooks::{FieldError, Rules, StoreError, Webhook, WebhookCache, WebhookStore};
+use crate::knowledge::documents::{DocumentRecord, DocumentStore};
+use crate::net::ssrf::{NameResolver, SsrfPolicy};
+use crate::store::StoreError;
+use crate::webhooks::registry::{FieldError, Rules, Webhook, WebhookCache, WebhookStore};
+use crate::webhooks::signature_profiles::{self, Presented, SignatureError, Window};
 use queue::{Envelope, Job, PushOnce, QueueClient, QueueError};
 
 /// Longest chat message accepted (characters).
@@ -43,20 +44,6 @@ pub enum IntakeError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Session(#[from] SessionError),
-    #[error(transparent)]
-    Document(#[from] DocumentError),
-}
-
-impl IntakeError {
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            IntakeError::Store(e) => e.is_unavailable(),
-            IntakeError::Queue(e) => e.is_unavailable(),
-            IntakeError::Session(e) => e.is_unavailable(),
-            IntakeError::Document(e) => e.is_unavailable(),
-            _ => false,
-        }
-    }
 }
 
 /// An incoming request as received: the sending webhook's id, every header

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rag::types::Format;
 use serde::{Deserialize, Serialize};
 
-use crate::events::Event;
+use crate::events::catalog::Event;
 use crate::ids::{DeliveryId, DocumentId, EventId, SessionId, StagingId, WebhookId};
 use crate::time::serde_rfc3339;
 use queue::{Job, Labels};

@@ -14,23 +14,23 @@ use rag::search::EmbeddedSearch;
 use rag::text::Analyzer;
 use redis::aio::ConnectionManager;
 
-use crate::chat_stats::ChatStats;
+use crate::chat::escalation::Escalator;
+use crate::chat::feedback::Ratings;
+use crate::chat::gaps::GapLog;
+use crate::chat::handover::Handover;
+use crate::chat::sessions::SessionStore;
+use crate::chat::stats::ChatStats;
 use crate::config::{RetrievalProvider, Settings};
-use crate::deliveries::DeliveryStore;
-use crate::documents::DocumentStore;
-use crate::escalation::Escalator;
-use crate::feedback::Ratings;
-use crate::gaps::GapLog;
-use crate::handover::Handover;
+use crate::delivery::history::DeliveryStore;
+use crate::delivery::ordering::Sequences;
+use crate::delivery::publish::Publisher;
 use crate::incoming::Intake;
-use crate::ordering::Sequences;
-use crate::publish::Publisher;
-use crate::rate_limit::RateLimiter;
-use crate::search_replicas::ReplicaReports;
-use crate::secret_box::SecretBox;
-use crate::sessions::SessionStore;
-use crate::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
-use crate::webhooks::{WebhookCache, WebhookStore};
+use crate::knowledge::documents::DocumentStore;
+use crate::knowledge::search_replicas::ReplicaReports;
+use crate::net::ssrf::{NameResolver, SsrfPolicy, SystemResolver};
+use crate::webhooks::rate_limit::RateLimiter;
+use crate::webhooks::registry::{WebhookCache, WebhookStore};
+use crate::webhooks::secret_box::SecretBox;
 use queue::{Durability, QueueClient};
 
 #[derive(Clone)]
@@ -197,91 +197,138 @@ impl Services {
         resolver: Arc<dyn NameResolver>,
     ) -> Result<Self, ServicesError> {
         let conn = crate::redis_conn::connect(&settings.redis)?;
-        let prefix = settings.redis.key_prefix.clone();
-        let queue = QueueClient::new(conn.clone(), prefix.clone()).with_durability(Durability {
-            replicas: settings.redis.wait_replicas,
-            timeout: settings.redis.wait_timeout,
-        });
-        let webhooks = WebhookStore::new(
-            conn.clone(),
-            &prefix,
-            SecretBox::new(settings.secrets.encryption_keys.clone()),
-        );
-        let sessions = SessionStore::new(
-            conn.clone(),
-            &prefix,
-            settings.chat.session_idle_timeout,
-            settings.delivery.history_ttl,
-            settings.chat.history_turns,
-        );
-        let documents = DocumentStore::new(conn.clone(), prefix.clone());
-        let chat_stats = ChatStats::new(conn.clone(), &prefix);
-        let gaps = GapLog::new(conn.clone(), &prefix);
         let (knowledge, search) = knowledge(&settings, conn.clone())?;
-        let replica_reports = ReplicaReports::new(conn.clone(), &prefix);
-        let rate_limiter = RateLimiter::new(conn.clone(), prefix.clone());
-        let sequences = Sequences::new(conn.clone(), prefix.clone(), settings.delivery.history_ttl);
-        let deliveries = DeliveryStore::new(
-            conn,
-            prefix,
-            settings.delivery.history_ttl,
-            settings.delivery.history_max_per_webhook,
-        );
+        let stores = Stores::open(&settings, conn);
         let publisher = Publisher {
-            webhooks: webhooks.clone(),
-            deliveries: deliveries.clone(),
-            queue: queue.clone(),
-            sequences,
+            webhooks: stores.webhooks.clone(),
+            deliveries: stores.deliveries.clone(),
+            queue: stores.queue.clone(),
+            sequences: stores.sequences.clone(),
         };
         let policy = SsrfPolicy::new(settings.security.allowed_cidrs.clone());
-        let intake = Intake {
-            webhooks: webhooks.clone(),
-            sessions: sessions.clone(),
-            documents: documents.clone(),
-            queue: queue.clone(),
-            policy: policy.clone(),
-            resolver: resolver.clone(),
-            timestamp_tolerance: settings.signing.timestamp_tolerance,
-            idempotency_ttl: settings.incoming.idempotency_ttl,
-            webhook_cache: Arc::new(WebhookCache::new(settings.incoming.webhook_cache_ttl)),
-        };
-        let escalator = Escalator {
-            sessions: sessions.clone(),
-            publisher: publisher.clone(),
-            operators: settings.chat.operators.clone(),
-            assignment: settings.chat.operator_assignment,
-        };
-        let handover = Handover {
-            sessions: sessions.clone(),
-            publisher: publisher.clone(),
-            stats: chat_stats.clone(),
-            operators: settings.chat.operators.clone(),
-        };
-        let ratings = Ratings {
-            sessions: sessions.clone(),
-            stats: chat_stats.clone(),
-            history_turns: settings.chat.history_turns,
-        };
+        let intake = intake(&settings, &stores, &policy, &resolver);
+        let chat = Chat::new(&settings, &stores, &publisher);
         Ok(Self {
             settings: Arc::new(settings),
-            queue,
-            webhooks,
-            deliveries,
+            queue: stores.queue,
+            webhooks: stores.webhooks,
+            deliveries: stores.deliveries,
             publisher,
-            rate_limiter,
-            sessions,
-            documents,
+            rate_limiter: stores.rate_limiter,
+            sessions: stores.sessions,
+            documents: stores.documents,
             intake,
-            escalator,
-            handover,
-            ratings,
-            gaps,
-            chat_stats,
+            escalator: chat.escalator,
+            handover: chat.handover,
+            ratings: chat.ratings,
+            gaps: stores.gaps,
+            chat_stats: stores.chat_stats,
             knowledge,
             search,
-            replica_reports,
+            replica_reports: stores.replica_reports,
             policy,
             resolver,
         })
+    }
+}
+
+/// Everything that reads and writes Redis directly, over one connection.
+struct Stores {
+    queue: QueueClient,
+    webhooks: WebhookStore,
+    deliveries: DeliveryStore,
+    rate_limiter: RateLimiter,
+    sessions: SessionStore,
+    documents: DocumentStore,
+    chat_stats: ChatStats,
+    gaps: GapLog,
+    replica_reports: ReplicaReports,
+    sequences: Sequences,
+}
+
+impl Stores {
+    fn open(settings: &Settings, conn: ConnectionManager) -> Self {
+        let prefix = settings.redis.key_prefix.clone();
+        Self {
+            queue: QueueClient::new(conn.clone(), prefix.clone()).with_durability(Durability {
+                replicas: settings.redis.wait_replicas,
+                timeout: settings.redis.wait_timeout,
+            }),
+            webhooks: WebhookStore::new(
+                conn.clone(),
+                &prefix,
+                SecretBox::new(settings.secrets.encryption_keys.clone()),
+            ),
+            sessions: SessionStore::new(
+                conn.clone(),
+                &prefix,
+                settings.chat.session_idle_timeout,
+                settings.delivery.history_ttl,
+                settings.chat.history_turns,
+            ),
+            documents: DocumentStore::new(conn.clone(), prefix.clone()),
+            chat_stats: ChatStats::new(conn.clone(), &prefix),
+            gaps: GapLog::new(conn.clone(), &prefix),
+            replica_reports: ReplicaReports::new(conn.clone(), &prefix),
+            rate_limiter: RateLimiter::new(conn.clone(), prefix.clone()),
+            sequences: Sequences::new(conn.clone(), prefix.clone(), settings.delivery.history_ttl),
+            deliveries: DeliveryStore::new(
+                conn,
+                prefix,
+                settings.delivery.history_ttl,
+                settings.delivery.history_max_per_webhook,
+            ),
+        }
+    }
+}
+
+/// The incoming-webhook intake, with the stores it writes to.
+fn intake(
+    settings: &Settings,
+    stores: &Stores,
+    policy: &SsrfPolicy,
+    resolver: &Arc<dyn NameResolver>,
+) -> Intake {
+    Intake {
+        webhooks: stores.webhooks.clone(),
+        sessions: stores.sessions.clone(),
+        documents: stores.documents.clone(),
+        queue: stores.queue.clone(),
+        policy: policy.clone(),
+        resolver: resolver.clone(),
+        timestamp_tolerance: settings.signing.timestamp_tolerance,
+        idempotency_ttl: settings.incoming.idempotency_ttl,
+        webhook_cache: Arc::new(WebhookCache::new(settings.incoming.webhook_cache_ttl)),
+    }
+}
+
+/// What operators and users do to a chat beyond sending messages.
+struct Chat {
+    escalator: Escalator,
+    handover: Handover,
+    ratings: Ratings,
+}
+
+impl Chat {
+    fn new(settings: &Settings, stores: &Stores, publisher: &Publisher) -> Self {
+        Self {
+            escalator: Escalator {
+                sessions: stores.sessions.clone(),
+                publisher: publisher.clone(),
+                operators: settings.chat.operators.clone(),
+                assignment: settings.chat.operator_assignment,
+            },
+            handover: Handover {
+                sessions: stores.sessions.clone(),
+                publisher: publisher.clone(),
+                stats: stores.chat_stats.clone(),
+                operators: settings.chat.operators.clone(),
+            },
+            ratings: Ratings {
+                sessions: stores.sessions.clone(),
+                stats: stores.chat_stats.clone(),
+                history_turns: settings.chat.history_turns,
+            },
+        }
     }
 }

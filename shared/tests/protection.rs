@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus};
-use shared::events::{Event, EventMetadata, EventType};
+use shared::delivery::history::{Attempt, DeliveryRecord, DeliveryStatus};
+use shared::events::catalog::{Event, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId, WebhookId};
-use shared::rate_limit::Admission::{Defer, Go};
 use shared::services::Services;
+use shared::webhooks::rate_limit::Admission::{Defer, Go};
 use testkit::{TestRedis, test_settings};
 
 const T0: u64 = 1_764_000_000_000_000;

@@ -128,16 +128,17 @@ impl Drop for WorkerHandle {
 pub async fn register_webhook(
     services: &Services,
     url: &str,
-    events: Vec<shared::events::EventFilter>,
+    events: Vec<shared::events::catalog::EventFilter>,
     secret: &str,
-) -> shared::webhooks::Webhook {
+) -> shared::webhooks::registry::Webhook {
     services
         .webhooks
-        .insert(shared::webhooks::WebhookDraft::new(
+        .insert(shared::webhooks::registry::WebhookDraft::new(
             "test receiver",
             url,
             events,
-            shared::signing::Secret::parse(secret).expect("testkit: test secrets are long enough"),
+            shared::webhooks::signing::Secret::parse(secret)
+                .expect("testkit: test secrets are long enough"),
         ))
         .await
         .expect("testkit: register webhook")

@@ -107,8 +107,8 @@ async fn the_js_verifier_can_fail_first_then_verifies_a_correct_signature() {
     // Already in the form JSON.stringify gives back, as our bodies are.
     let body = r#"{"event_type":"session.ended","data":{"n":1,"text":"Привет 👋"}}"#;
     let timestamp = 1_700_000_000;
-    let signature = shared::signing::sign_incoming_timestamped(
-        &shared::signing::Secret::parse(secret).expect("secret"),
+    let signature = shared::webhooks::signing::sign_incoming_timestamped(
+        &shared::webhooks::signing::Secret::parse(secret).expect("secret"),
         timestamp,
         body.as_bytes(),
     );

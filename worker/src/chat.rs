@@ -13,16 +13,18 @@ use chrono::Utc;
 use queue::Job;
 use rag::knowledge::Knowledge;
 use serde_json::json;
-use shared::answer_policy::{self, Handover, Thresholds};
-use shared::chat_stats::{ChatStats, TurnOutcome};
-use shared::escalation::{self, EscalateError, Escalator, is_cyrillic};
-use shared::event_payloads::{ChatResponseGenerated, ErrorRelated, SourceRef};
-use shared::events::{Event, EventMetadata};
-use shared::gaps::GapLog;
+use shared::chat::answer_policy::{self, Handover, Thresholds};
+use shared::chat::escalation::{self, EscalateError, Escalator, is_cyrillic};
+use shared::chat::gaps::GapLog;
+use shared::chat::sessions::{
+    Priority, Role, Session, SessionError, SessionStatus, SessionStore, Turn,
+};
+use shared::chat::stats::{ChatStats, TurnOutcome};
+use shared::delivery::publish::Publisher;
+use shared::events::catalog::{Event, EventMetadata};
+use shared::events::payloads::{ChatResponseGenerated, ErrorRelated, SourceRef};
 use shared::ids::EventId;
 use shared::jobs::ProcessMessage;
-use shared::publish::Publisher;
-use shared::sessions::{Priority, Role, Session, SessionError, SessionStatus, SessionStore, Turn};
 use tracing::{info, warn};
 
 use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
@@ -34,7 +36,7 @@ pub struct ChatHandler {
     pub publisher: Publisher,
     pub escalator: Escalator,
     /// Where messages of sessions a person has go.
-    pub handover: shared::handover::Handover,
+    pub handover: shared::chat::handover::Handover,
     pub knowledge: Knowledge,
     pub stats: ChatStats,
     pub gaps: GapLog,

@@ -2,8 +2,8 @@
 //! dead-letter set.
 
 use queue::runtime::DeadContext;
-use shared::event_payloads::{ErrorOccurred, ErrorRelated};
-use shared::events::{Event, EventMetadata, PayloadError};
+use shared::events::catalog::{Event, EventMetadata, PayloadError};
+use shared::events::payloads::{ErrorOccurred, ErrorRelated};
 use shared::ids::EventId;
 
 /// `error.occurred` for a job that ended in the dead-letter set.

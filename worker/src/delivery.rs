@@ -1,7 +1,7 @@
 //! Outbound delivery: sign one event for one webhook, POST it, record the
 //! attempt, and tell the runtime whether and when to try again. For a
 //! webhook ordered by session, a delivery waits for its turn in its chat
-//! session's line first (see `shared::ordering`).
+//! session's line first (see `shared::delivery::ordering`).
 
 use std::time::{Duration, SystemTime};
 
@@ -9,20 +9,20 @@ use chrono::Utc;
 use queue::Job;
 use queue::RetryPlan;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use shared::auto_disable::{self, DisablePolicy, FailureStreak};
-use shared::deliveries::{
+use shared::delivery::history::{
     Attempt, DeliveryRecord, DeliveryStatus, DeliveryStore, RESPONSE_BODY_KEPT,
 };
-use shared::egress::{EgressClient, EgressError, EgressResponse};
-use shared::event_payloads::ErrorRelated;
-use shared::events::{Event, EventType, PayloadError};
+use shared::delivery::ordering::{self, HeadState, Sequences, Turn};
+use shared::delivery::publish::Publisher;
+use shared::events::catalog::{Event, EventType, PayloadError};
+use shared::events::payloads::ErrorRelated;
 use shared::ids::{EventId, SessionId, WebhookId};
 use shared::jobs::DeliverEvent;
-use shared::ordering::{self, HeadState, Sequences, Turn};
-use shared::publish::Publisher;
-use shared::rate_limit::{Admission, RateLimiter};
-use shared::signing;
-use shared::webhooks::{Webhook, WebhookCache, WebhookStore};
+use shared::net::egress::{EgressClient, EgressError, EgressResponse};
+use shared::webhooks::auto_disable::{self, DisablePolicy, FailureStreak};
+use shared::webhooks::rate_limit::{Admission, RateLimiter};
+use shared::webhooks::registry::{Webhook, WebhookCache, WebhookStore};
+use shared::webhooks::signing;
 use tracing::{info, warn};
 
 use crate::lanes::{Lanes, defer_delay};
@@ -550,7 +550,7 @@ impl Handler for DeliveryHandler {
             let mut record = self.load_record(job, ctx.attempts).await;
             record.set_status(DeliveryStatus::Dead, Some(ctx.error.clone()));
             self.deliveries.transition(&record).await?;
-            // Skipped: the next of its session goes (see `shared::ordering`;
+            // Skipped: the next of its session goes (see `shared::delivery::ordering`;
             // a delivery in no line is no member, and removing it is a no-op).
             if let Some(session) = ordering::session_of(&job.event) {
                 self.sequences
@@ -646,7 +646,7 @@ pub fn error_event(job: Option<&DeliverEvent>, ctx: &DeadContext) -> Result<Even
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::webhooks::SYSTEM_HEADERS;
+    use shared::webhooks::registry::SYSTEM_HEADERS;
 
     #[test]
     fn every_header_the_worker_sets_is_one_a_webhook_may_not_give() {

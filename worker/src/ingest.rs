@@ -18,19 +18,19 @@ use rag::knowledge::Knowledge;
 use rag::parse::ParseError;
 use rag::parse::sandbox::ParserPool;
 use rag::types::{BlockKind, DocumentMeta, ParsedDocument};
-use shared::documents::{
-    CHUNK_PREVIEWS, ChunkPreview, ClassificationView, DocumentFailure, DocumentRecord,
-    DocumentStatus, DocumentStore, Holder,
-};
-use shared::egress::{EgressClient, EgressError};
-use shared::event_payloads::{
+use shared::delivery::publish::Publisher;
+use shared::events::catalog::{Event, EventMetadata};
+use shared::events::payloads::{
     AnalysisClassificationCompleted, ErrorRelated, FailedStatus, IndexedStatus,
     KnowledgeDocumentFailed, KnowledgeDocumentIndexed,
 };
-use shared::events::{Event, EventMetadata};
 use shared::ids::{DocumentId, EventId};
 use shared::jobs::{DocumentSource, IngestDocument};
-use shared::publish::Publisher;
+use shared::knowledge::documents::{
+    CHUNK_PREVIEWS, ChunkPreview, ClassificationView, DocumentFailure, DocumentRecord,
+    DocumentStatus, DocumentStore, Holder,
+};
+use shared::net::egress::{EgressClient, EgressError};
 use shared::time::elapsed_ms;
 use tracing::{info, warn};
 

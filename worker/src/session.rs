@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use queue::Job;
-use shared::event_payloads::{ErrorRelated, SessionEnded};
-use shared::events::{Event, EventMetadata};
+use shared::chat::sessions::SessionStore;
+use shared::delivery::publish::Publisher;
+use shared::events::catalog::{Event, EventMetadata};
+use shared::events::payloads::{ErrorRelated, SessionEnded};
 use shared::ids::EventId;
 use shared::jobs::EndSession;
-use shared::publish::Publisher;
-use shared::sessions::SessionStore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 

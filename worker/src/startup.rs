@@ -10,13 +10,13 @@ use queue::RetryPolicy;
 use rag::chunk::ChunkOptions;
 use rag::parse::ParseLimits;
 use rag::parse::sandbox::{NetworkIsolation, ParserPool, SandboxLimits, network_isolation};
-use shared::answer_policy::Thresholds;
-use shared::auto_disable::DisablePolicy;
+use shared::chat::answer_policy::Thresholds;
 use shared::config::Settings;
-use shared::egress::{EgressClient, EgressOptions};
-use shared::search_replicas::ReplicaReport;
+use shared::knowledge::search_replicas::ReplicaReport;
+use shared::net::egress::{EgressClient, EgressOptions};
 use shared::services::Services;
-use shared::webhooks::WebhookCache;
+use shared::webhooks::auto_disable::DisablePolicy;
+use shared::webhooks::registry::WebhookCache;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatHandler;
@@ -292,7 +292,7 @@ fn egress_client(
     services: &Services,
     timeout: Duration,
     pool_max_idle_per_host: usize,
-) -> Result<EgressClient, shared::egress::EgressError> {
+) -> Result<EgressClient, shared::net::egress::EgressError> {
     EgressClient::new(
         services.policy.clone(),
         services.resolver.clone(),

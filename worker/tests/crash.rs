@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use shared::config::Settings;
-use shared::deliveries::DeliveryStatus;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::delivery::history::DeliveryStatus;
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::services::Services;
-use shared::webhooks::Webhook;
+use shared::webhooks::registry::Webhook;
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, WorkerProcess, settings_env, spawn_receiver,
     spawn_worker, test_settings, wait_until,

@@ -9,13 +9,13 @@ use std::time::Duration;
 use queue::{DeadLetter, DeadLetterFilter, Job, QueueDepth};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use shared::deliveries::{Attempt, DeliveryRecord, DeliveryStatus};
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::delivery::history::{Attempt, DeliveryRecord, DeliveryStatus};
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::jobs::DeliverEvent;
 use shared::services::Services;
-use shared::signing::{self, Secret};
-use shared::webhooks::Webhook;
+use shared::webhooks::registry::Webhook;
+use shared::webhooks::signing::{self, Secret};
 use testkit::{
     Behaviour, PATIENCE, Recorded, TestRedis, spawn_js_verifier, spawn_receiver, spawn_worker,
     test_settings,

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use queue::Job;
 use serde_json::json;
 use shared::config::Settings;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::jobs::DeliverEvent;
 use shared::services::Services;
-use shared::webhooks::Webhook;
+use shared::webhooks::registry::Webhook;
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, spawn_receiver, spawn_worker, test_settings,
 };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use queue::DeadLetterFilter;
 use serde_json::json;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::services::Services;
 use testkit::{

@@ -3,14 +3,14 @@
 //! webhooks whose filters their payload passes.
 
 use serde_json::json;
-use shared::event_payloads::{ChatEscalated, SourceRef};
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
-use shared::filters::Filters;
+use shared::chat::sessions::Priority;
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
+use shared::events::payloads::{ChatEscalated, SourceRef};
 use shared::ids::{EventId, SessionId};
 use shared::services::Services;
-use shared::sessions::Priority;
-use shared::signing::Secret;
-use shared::webhooks::{Webhook, WebhookDraft};
+use shared::webhooks::filters::Filters;
+use shared::webhooks::registry::{Webhook, WebhookDraft};
+use shared::webhooks::signing::Secret;
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, spawn_receiver, spawn_worker, test_settings,
 };

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shared::events::EventFilter;
+use shared::events::catalog::EventFilter;
 use shared::ids::DocumentId;
 use shared::incoming::{DocumentDraft, IncomingDocument};
 use shared::jobs::DocumentSource;
@@ -193,7 +193,10 @@ async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() 
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(record.status, shared::documents::DocumentStatus::Failed);
+        assert_eq!(
+            record.status,
+            shared::knowledge::documents::DocumentStatus::Failed
+        );
     }
     wait_until(
         "an error.occurred per hostile document",
@@ -254,7 +257,7 @@ async fn two_uploads_of_one_document_end_with_the_newer_text() {
     wait_until("the first ingestion to start", PATIENCE, || async {
         let record = services.documents.get(&first.document_id).await.unwrap();
         record
-            .filter(|r| r.status == shared::documents::DocumentStatus::Processing)
+            .filter(|r| r.status == shared::knowledge::documents::DocumentStatus::Processing)
             .map(|_| ())
     })
     .await;
@@ -338,7 +341,7 @@ async fn a_long_ingestion_keeps_its_lock_past_the_lock_ttl() {
     wait_until("the first ingestion to start", PATIENCE, || async {
         let record = services.documents.get(&first.document_id).await.unwrap();
         record
-            .filter(|r| r.status == shared::documents::DocumentStatus::Processing)
+            .filter(|r| r.status == shared::knowledge::documents::DocumentStatus::Processing)
             .map(|_| ())
     })
     .await;
@@ -377,14 +380,14 @@ async fn a_long_ingestion_keeps_its_lock_past_the_lock_ttl() {
     let record = services.documents.get(&first.document_id).await.unwrap();
     assert_eq!(
         record.map(|r| r.status),
-        Some(shared::documents::DocumentStatus::Processing)
+        Some(shared::knowledge::documents::DocumentStatus::Processing)
     );
 
     // The first job's save is refused (a newer upload is staged); the
     // second then indexes the newer text.
     wait_until("the newer upload to be indexed", PATIENCE, || async {
         let record = services.documents.get(&first.document_id).await.unwrap()?;
-        (record.status == shared::documents::DocumentStatus::Indexed
+        (record.status == shared::knowledge::documents::DocumentStatus::Indexed
             && record.staging_id == second.staging_id)
             .then_some(())
     })
@@ -410,8 +413,8 @@ async fn a_long_ingestion_keeps_its_lock_past_the_lock_ttl() {
 
 #[tokio::test]
 async fn an_ingestion_cannot_save_after_a_newer_upload_or_without_its_lock() {
-    use shared::documents::{DocumentRecord, DocumentStatus, Holder};
     use shared::ids::StagingId;
+    use shared::knowledge::documents::{DocumentRecord, DocumentStatus, Holder};
 
     let redis = TestRedis::start();
     let services = Services::connect(test_settings(&redis.url())).expect("services");
@@ -494,7 +497,7 @@ async fn wait_indexed(services: &Services, document_id: &DocumentId) {
             .get(document_id)
             .await
             .unwrap()
-            .filter(|r| r.status == shared::documents::DocumentStatus::Indexed)
+            .filter(|r| r.status == shared::knowledge::documents::DocumentStatus::Indexed)
             .map(|_| ())
     })
     .await;
@@ -658,11 +661,11 @@ async fn a_five_million_character_document_does_not_stall_deliveries() {
     let started = std::time::Instant::now();
     loop {
         let id = shared::ids::EventId::generate();
-        let event = shared::events::Event::new(
+        let event = shared::events::catalog::Event::new(
             id.clone(),
-            shared::events::EventType::ChatResponseGenerated,
+            shared::events::catalog::EventType::ChatResponseGenerated,
             json!({"probe": sent.len()}),
-            shared::events::EventMetadata {
+            shared::events::catalog::EventMetadata {
                 trace_id: "trace_probe".into(),
                 correlation_id: None,
             },
@@ -670,7 +673,7 @@ async fn a_five_million_character_document_does_not_stall_deliveries() {
         sent.insert(id.to_string(), std::time::Instant::now());
         services.publisher.publish(event).await.unwrap();
         let record = services.documents.get(&document).await.unwrap();
-        if record.is_some_and(|r| r.status == shared::documents::DocumentStatus::Indexed)
+        if record.is_some_and(|r| r.status == shared::knowledge::documents::DocumentStatus::Indexed)
             || started.elapsed() > PATIENCE * 4
         {
             break;
@@ -710,7 +713,7 @@ async fn a_five_million_character_document_does_not_stall_deliveries() {
     );
     assert_eq!(
         record.status,
-        shared::documents::DocumentStatus::Indexed,
+        shared::knowledge::documents::DocumentStatus::Indexed,
         "{record:?}"
     );
     assert!(record.chunks_count > 1000);

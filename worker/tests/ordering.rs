@@ -17,14 +17,14 @@ use queue::{DeadLetter, DeadLetterFilter, Job};
 use redis::AsyncCommands;
 use serde_json::json;
 use shared::config::Settings;
-use shared::deliveries::DeliveryStatus;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::delivery::history::DeliveryStatus;
+use shared::delivery::ordering::DeliveryOrdering;
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::jobs::DeliverEvent;
-use shared::ordering::DeliveryOrdering;
 use shared::services::Services;
-use shared::signing::Secret;
-use shared::webhooks::{Webhook, WebhookDraft};
+use shared::webhooks::registry::{Webhook, WebhookDraft};
+use shared::webhooks::signing::Secret;
 use testkit::{
     Behaviour, PATIENCE, Receiver, Recorded, TestRedis, WorkerProcess, settings_env,
     spawn_receiver, spawn_worker, test_settings, wait_until,

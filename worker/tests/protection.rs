@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use queue::DeadLetterFilter;
 use queue::Job;
 use serde_json::{Value, json};
-use shared::auto_disable;
 use shared::config::Settings;
-use shared::deliveries::DeliveryStatus;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::delivery::history::DeliveryStatus;
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
 use shared::jobs::DeliverEvent;
 use shared::services::Services;
-use shared::signing::{self, Secret};
-use shared::webhooks::Webhook;
+use shared::webhooks::auto_disable;
+use shared::webhooks::registry::Webhook;
+use shared::webhooks::signing::{self, Secret};
 use testkit::{Behaviour, PATIENCE, Receiver, TestRedis, spawn_receiver, spawn_worker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use worker::delivery::GONE_REASON;
@@ -281,7 +281,7 @@ async fn re_enabling_announces_it_and_replays_the_dead_letters_when_asked() {
     receiver.set_behaviour(Behaviour::AlwaysOk);
     let refused = receiver.requests().len();
     let before = stored(&services, &target).await;
-    let replayer = shared::replays::Replayer::new(
+    let replayer = shared::delivery::replays::Replayer::new(
         services.publisher.clone(),
         services.queue.connection(),
         services.settings.redis.key_prefix.clone(),

@@ -7,13 +7,13 @@
 use chrono::Utc;
 use queue::{Envelope, Job};
 use serde_json::Value;
+use shared::chat::sessions::ThreadKey;
 use shared::config::RetrievalProvider;
-use shared::events::EventFilter;
+use shared::events::catalog::EventFilter;
 use shared::ids::WebhookId;
 use shared::incoming::DocumentDraft;
 use shared::jobs::{DocumentSource, ProcessMessage};
 use shared::services::Services;
-use shared::sessions::ThreadKey;
 use testkit::fakes::{FakeOpenAi, FakeQdrant};
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, spawn_receiver, spawn_worker, test_settings,

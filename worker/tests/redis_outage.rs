@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
 use shared::services::Services;
 use testkit::{Behaviour, PATIENCE, TestRedis, spawn_receiver, spawn_worker, test_settings};

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use shared::events::{Event, EventFilter, EventMetadata, EventType};
+use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::EventId;
-use shared::secret_box::EncryptionKey;
 use shared::services::Services;
-use shared::signing::{self, Secret};
+use shared::webhooks::secret_box::EncryptionKey;
+use shared::webhooks::signing::{self, Secret};
 use testkit::{
     Behaviour, JsVerifier, PATIENCE, Recorded, TestRedis, spawn_js_verifier,
     spawn_js_verifier_rotating, spawn_receiver, spawn_worker, test_settings,

@@ -11,13 +11,15 @@ use chrono::Utc;
 use queue::{Envelope, Job};
 use rag::types::{Chunk, DocumentMeta};
 use serde_json::Value;
+use shared::chat::sessions::{
+    Priority, Role, SessionError, SessionFilter, SessionStatus, ThreadKey,
+};
 use shared::config::{Operator, OperatorAssignment};
-use shared::events::{EventFilter, EventType};
+use shared::events::catalog::{EventFilter, EventType};
 use shared::ids::{SessionId, WebhookId};
 use shared::jobs::{EndReason, ProcessMessage};
 use shared::keys::SessionKeys;
 use shared::services::Services;
-use shared::sessions::{Priority, Role, SessionError, SessionFilter, SessionStatus, ThreadKey};
 use testkit::{
     Behaviour, PATIENCE, Receiver, TestRedis, spawn_receiver, spawn_worker, test_settings,
     wait_until,
@@ -454,8 +456,8 @@ async fn the_bot_stays_out_of_a_session_a_person_has_until_it_is_handed_back() {
 
 #[tokio::test]
 async fn turns_recorded_after_the_end_expire_with_the_session() {
+    use shared::chat::sessions::Turn;
     use shared::ids::JobId;
-    use shared::sessions::Turn;
 
     let redis = TestRedis::start();
     let settings = test_settings(&redis.url());

@@ -12,14 +12,18 @@ use std::fmt::Display;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use queue::QueueError;
 use rag::knowledge::KnowledgeError;
 use serde::Serialize;
 use serde_json::{Value, json};
-use shared::escalation::EscalateError;
-use shared::feedback::FeedbackError;
-use shared::gaps::GapError;
-use shared::handover::HandoverError;
-use shared::sessions::SessionError;
+use shared::chat::escalation::EscalateError;
+use shared::chat::feedback::FeedbackError;
+use shared::chat::gaps::GapError;
+use shared::chat::handover::HandoverError;
+use shared::chat::sessions::SessionError;
+use shared::delivery::publish::PublishError;
+use shared::delivery::replays::ReplayError;
+use shared::store::StoreError;
 use utoipa::ToSchema;
 
 use crate::http::trace::current_trace_id;
@@ -199,17 +203,21 @@ impl IntoResponse for ApiError {
 /// Storage failures, mapped once: Redis out of reach or refusing commands
 /// for now (loading, busy with a script, out of memory, read-only during a
 /// failover) is the client's cue to retry (503 with Retry-After), anything
-/// else is our bug (500). Each type's `is_unavailable` defers to
-/// `queue::is_unavailable`, so every route judges Redis alike.
-macro_rules! storage_errors {
-    ($($error:ty),*) => {$(
-        impl From<$error> for ApiError {
-            fn from(e: $error) -> Self {
-                let unavailable = e.is_unavailable();
-                storage(e, unavailable)
-            }
-        }
-    )*};
+/// else is our bug (500). `StoreError` and `QueueError` both defer to
+/// `queue::is_unavailable`, so every route judges Redis alike; the domain
+/// errors below hand their storage part to these two.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let unavailable = e.is_unavailable();
+        storage(e, unavailable)
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        let unavailable = e.is_unavailable();
+        storage(e, unavailable)
+    }
 }
 
 fn storage(e: impl Display, unavailable: bool) -> ApiError {
@@ -221,14 +229,28 @@ fn storage(e: impl Display, unavailable: bool) -> ApiError {
     }
 }
 
-storage_errors!(
-    shared::webhooks::StoreError,
-    queue::QueueError,
-    shared::publish::PublishError,
-    shared::documents::DocumentError,
-    shared::idempotency::IdempotencyError,
-    shared::replays::ReplayError
-);
+/// An event that cannot be built or has no retry id left is our bug.
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Store(e) => e.into(),
+            PublishError::Queue(e) => e.into(),
+            other @ (PublishError::Payload(_) | PublishError::RetryIdsTaken(_)) => {
+                ApiError::internal(other)
+            }
+        }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Publish(e) => e.into(),
+            ReplayError::Store(e) => e.into(),
+            ReplayError::Queue(e) => e.into(),
+        }
+    }
+}
 
 /// A session in the wrong state for the request is the client's to know
 /// about (404, 409, 422), not a failure of ours.
@@ -251,10 +273,7 @@ impl From<SessionError> for ApiError {
                 "operator_id",
                 format!("session '{id}' has no operator yet: name the operator who replies"),
             ),
-            other => {
-                let unavailable = other.is_unavailable();
-                storage(other, unavailable)
-            }
+            SessionError::Store(e) => e.into(),
         }
     }
 }
@@ -289,8 +308,10 @@ impl From<FeedbackError> for ApiError {
 
 impl From<GapError> for ApiError {
     fn from(e: GapError) -> Self {
-        let unavailable = e.is_unavailable();
-        storage(e, unavailable)
+        match e {
+            GapError::Store(e) => e.into(),
+            other @ GapError::Grouping(_) => ApiError::internal(other),
+        }
     }
 }
 
@@ -308,8 +329,8 @@ impl From<KnowledgeError> for ApiError {
     }
 }
 
-impl From<shared::webhooks::FieldError> for ApiError {
-    fn from(e: shared::webhooks::FieldError) -> Self {
+impl From<shared::webhooks::registry::FieldError> for ApiError {
+    fn from(e: shared::webhooks::registry::FieldError) -> Self {
         ApiError::validation(&e.field, e.message)
     }
 }
@@ -320,12 +341,6 @@ const REDIS_RETRY_AFTER_SECS: u64 = 2;
 
 #[cfg(test)]
 mod tests {
-    use queue::QueueError;
-    use shared::documents::DocumentError;
-    use shared::publish::PublishError;
-    use shared::sessions::SessionError;
-    use shared::webhooks::StoreError;
-
     use super::*;
 
     /// What Redis sends while it cannot take a command right now.
@@ -353,10 +368,18 @@ mod tests {
                 PublishError::Queue(QueueError::Redis(reply(code))).into(),
             ),
             ("SessionError", SessionError::from(reply(code)).into()),
-            ("DocumentError", DocumentError::Redis(reply(code)).into()),
+            (
+                "PublishError::Store",
+                PublishError::Store(StoreError::Redis(reply(code))).into(),
+            ),
+            (
+                "ReplayError",
+                ReplayError::Store(StoreError::Redis(reply(code))).into(),
+            ),
             (
                 "EscalateError",
-                shared::escalation::EscalateError::Session(SessionError::from(reply(code))).into(),
+                shared::chat::escalation::EscalateError::Session(SessionError::from(reply(code)))
+                    .into(),
             ),
             (
                 "KnowledgeError",
@@ -364,15 +387,17 @@ mod tests {
             ),
             (
                 "HandoverError",
-                shared::handover::HandoverError::Session(SessionError::from(reply(code))).into(),
+                shared::chat::handover::HandoverError::Session(SessionError::from(reply(code)))
+                    .into(),
             ),
             (
                 "FeedbackError",
-                shared::feedback::FeedbackError::Session(SessionError::from(reply(code))).into(),
+                shared::chat::feedback::FeedbackError::Session(SessionError::from(reply(code)))
+                    .into(),
             ),
             (
                 "GapError",
-                shared::gaps::GapError::Redis(reply(code)).into(),
+                GapError::Store(StoreError::Redis(reply(code))).into(),
             ),
         ]
     }

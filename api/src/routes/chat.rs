@@ -11,16 +11,16 @@ use chrono::Utc;
 use queue::{Envelope, Job};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::chat_stats::Rating;
-use shared::escalation::Request;
-use shared::events::EventMetadata;
-use shared::feedback::{Feedback, FeedbackRequest};
-use shared::handover::OperatorReply;
-use shared::ids::{EventId, JobId, SessionId};
-use shared::jobs::{EndReason, ProcessMessage};
-use shared::sessions::{
+use shared::chat::escalation::Request;
+use shared::chat::feedback::{Feedback, FeedbackRequest};
+use shared::chat::handover::OperatorReply;
+use shared::chat::sessions::{
     Escalation, Priority, Session, SessionError, SessionFilter, SessionStatus, Turn,
 };
+use shared::chat::stats::Rating;
+use shared::events::catalog::EventMetadata;
+use shared::ids::{EventId, JobId, SessionId};
+use shared::jobs::{EndReason, ProcessMessage};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::Json;
@@ -268,7 +268,7 @@ async fn view(state: &AppState, session: Session) -> Result<SessionView, ApiErro
         .into_iter()
         .map(|turn| TurnView {
             feedback: match turn.role {
-                shared::sessions::Role::Assistant => feedback.remove(&turn.job_id),
+                shared::chat::sessions::Role::Assistant => feedback.remove(&turn.job_id),
                 _ => None,
             },
             turn,

@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use queue::{AttemptError, DeadLetter, DeadLetterFilter, Labels};
 use serde::{Deserialize, Serialize};
+use shared::delivery::replays::{Pace, ReplayRun, RunKind, Work};
 use shared::ids::DeadLetterId;
 use shared::jobs::{ALL_QUEUES, label};
-use shared::replays::{Pace, ReplayRun, RunKind, Work};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;

@@ -2,8 +2,10 @@
 
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use shared::deliveries::{DeliveryFilter, DeliveryRecord, DeliveryStatus, ListCursor, ListFrom};
-use shared::events::EventType;
+use shared::delivery::history::{
+    DeliveryFilter, DeliveryRecord, DeliveryStatus, ListCursor, ListFrom,
+};
+use shared::events::catalog::EventType;
 use shared::ids::DeliveryId;
 use utoipa::IntoParams;
 

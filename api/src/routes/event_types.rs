@@ -1,10 +1,10 @@
 //! The event catalogue: every event type this system emits, with the JSON
 //! Schema of its `data` generated from the payload structs the publishing
-//! sites build (`shared::event_payloads`).
+//! sites build (`shared::events::payloads`).
 
 use axum::extract::Path;
-use shared::event_payloads::{self, EventTypeInfo};
-use shared::events::EventType;
+use shared::events::catalog::EventType;
+use shared::events::payloads::{self, EventTypeInfo};
 
 use crate::http::envelope::Data;
 use crate::http::error::{ApiError, ErrorEnvelope};
@@ -14,7 +14,7 @@ use crate::http::error::{ApiError, ErrorEnvelope};
 #[utoipa::path(get, path = "/event-types", tag = "event-types",
     responses((status = 200, body = Vec<EventTypeInfo>), (status = 401, body = ErrorEnvelope)))]
 pub async fn list() -> Data<&'static [EventTypeInfo]> {
-    Data(event_payloads::catalogue())
+    Data(payloads::catalogue())
 }
 
 /// One event type, by name (`chat.escalated`).
@@ -25,7 +25,7 @@ pub async fn list() -> Data<&'static [EventTypeInfo]> {
 pub async fn get(Path(name): Path<String>) -> Result<Data<&'static EventTypeInfo>, ApiError> {
     name.parse::<EventType>()
         .ok()
-        .and_then(event_payloads::describe)
+        .and_then(payloads::describe)
         .map(Data)
         .ok_or_else(|| ApiError::not_found("event type", &name))
 }

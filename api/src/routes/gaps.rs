@@ -1,12 +1,12 @@
 //! Knowledge gaps: the questions handed to a person because the knowledge
 //! base had no good answer, grouped by similarity (the rule is in
-//! `shared::gaps`).
+//! `shared::chat::gaps`).
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use shared::gaps::GapGroup;
+use shared::chat::gaps::GapGroup;
 use utoipa::IntoParams;
 
 use crate::http::envelope::{Paged, Pagination, Query};

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::incoming::{IncomingDocument, IncomingMessage, IntakeError, SignedRequest};
-use shared::webhooks::Webhook;
+use shared::webhooks::registry::Webhook;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;
@@ -47,7 +47,6 @@ impl From<IntakeError> for ApiError {
             IntakeError::Store(e) => e.into(),
             IntakeError::Queue(e) => e.into(),
             IntakeError::Session(e) => e.into(),
-            IntakeError::Document(e) => e.into(),
         }
     }
 }

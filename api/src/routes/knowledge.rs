@@ -6,10 +6,10 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use shared::documents::DocumentRecord;
 use shared::ids::DocumentId;
 use shared::incoming::{DocumentDraft, parse_format};
 use shared::jobs::DocumentSource;
+use shared::knowledge::documents::DocumentRecord;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;

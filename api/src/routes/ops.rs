@@ -9,8 +9,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use queue::QueueDepth;
 use serde::{Deserialize, Serialize};
-use shared::chat_stats::{ChatCounts, Rating, TurnOutcome};
-use shared::deliveries::LatencyHistogram;
+use shared::chat::stats::{ChatCounts, Rating, TurnOutcome};
+use shared::delivery::history::LatencyHistogram;
 use shared::jobs::ALL_QUEUES;
 use utoipa::ToSchema;
 
@@ -223,7 +223,7 @@ pub async fn metrics(
                 .sequences
                 .waits_total()
                 .await
-                .map_err(shared::publish::PublishError::from)?,
+                .map_err(shared::delivery::publish::PublishError::from)?,
         );
         replicas.extend(worker_replicas(&state).await?);
     }

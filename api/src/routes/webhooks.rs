@@ -4,12 +4,12 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::Deserialize;
-use shared::auto_disable;
-use shared::event_payloads::WebhookTest;
-use shared::events::{Event, EventFilter, EventMetadata};
+use shared::delivery::publish::PublishError;
+use shared::events::catalog::{Event, EventFilter, EventMetadata};
+use shared::events::payloads::WebhookTest;
 use shared::ids::{EventId, WebhookId};
-use shared::publish::PublishError;
-use shared::webhooks::{RotateSecretRequest, Rules, Webhook, WebhookRequest};
+use shared::webhooks::auto_disable;
+use shared::webhooks::registry::{RotateSecretRequest, Rules, Webhook, WebhookRequest};
 use utoipa::IntoParams;
 
 use crate::http::body::{Json, decode_json};
@@ -333,7 +333,7 @@ pub struct RecoverRequest {
         (status = 200, description = "re-sent now (no rate), or the count of a dry run",
             body = crate::routes::dead_letters::ReplayAnswer),
         (status = 202, description = "paced run started; follow it at \
-            /dead-letters/replays/{replay_id}", body = shared::replays::ReplayRun),
+            /dead-letters/replays/{replay_id}", body = shared::delivery::replays::ReplayRun),
         (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)))]
 pub async fn recover(
@@ -355,9 +355,9 @@ pub async fn recover(
         .await?;
     crate::routes::dead_letters::replay_as_asked(
         &state,
-        shared::replays::RunKind::Recover,
+        shared::delivery::replays::RunKind::Recover,
         Some(webhook.webhook_id.to_string()),
-        shared::replays::Work::Recover(records),
+        shared::delivery::replays::Work::Recover(records),
         req.dry_run,
         pace,
     )

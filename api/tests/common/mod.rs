@@ -11,8 +11,8 @@ use api::startup::Application;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 use shared::config::Settings;
+use shared::net::ssrf::{NameResolver, SystemResolver};
 use shared::services::Services;
-use shared::ssrf::{NameResolver, SystemResolver};
 use testkit::{TEST_ADMIN_KEY, TestRedis, test_settings};
 use tokio_util::sync::CancellationToken;
 

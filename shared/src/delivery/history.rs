@@ -15,13 +15,13 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use crate::auto_disable::FailureStreak;
 use crate::config::KeyPrefix;
-use crate::events::{Event, EventType};
+use crate::events::catalog::{Event, EventType};
 use crate::ids::{DeliveryId, EventId, WebhookId};
 use crate::keys;
+use crate::store::StoreError;
 use crate::time::{serde_rfc3339, serde_rfc3339::option as opt_rfc3339};
-use crate::webhooks::StoreError;
+use crate::webhooks::auto_disable::FailureStreak;
 
 /// How far into a stored record its `status`, `event_type` and `attempt`
 /// are sure to be: they are serialized before the event (whose data could
@@ -1093,7 +1093,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::EventMetadata;
+    use crate::events::catalog::EventMetadata;
 
     fn record(status: DeliveryStatus, attempt: u32) -> DeliveryRecord {
         // The longest ids there are, and a payload full of look-alikes.

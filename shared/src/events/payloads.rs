@@ -5,11 +5,11 @@
 //! same structs, so the bytes a receiver gets and the schema it reads cannot
 //! drift apart. Field order is the order receivers have always seen.
 //!
-//! A new event type is a variant in `events.rs`, a struct here named like
+//! A new event type is a variant in `catalog.rs`, a struct here named like
 //! the variant, and its name in [`payloads!`]: the catalogue's `match` does
 //! not compile until it is there.
 //!
-//! [`Event::of`]: crate::events::Event::of
+//! [`Event::of`]: crate::events::catalog::Event::of
 
 use std::sync::LazyLock;
 
@@ -21,13 +21,13 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
-use crate::documents::ClassificationView;
-use crate::events::EventType;
+use crate::chat::sessions::Priority;
+use crate::events::catalog::EventType;
 use crate::ids::{
     DeadLetterId, DeliveryId, DocumentId, EventId, JobId, SessionId, StagingId, WebhookId,
 };
 use crate::jobs::EndReason;
-use crate::sessions::Priority;
+use crate::knowledge::documents::ClassificationView;
 use crate::time::serde_rfc3339;
 
 /// The `data` of one event type.

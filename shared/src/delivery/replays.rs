@@ -34,12 +34,12 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::deliveries::{DeliveryFilter, DeliveryRecord, DeliveryStatus, ListFrom};
+use crate::delivery::history::{DeliveryFilter, DeliveryRecord, DeliveryStatus, ListFrom};
+use crate::delivery::publish::{PublishError, Publisher};
 use crate::ids::WebhookId;
 use crate::jobs::{ALL_QUEUES, DeliverEvent, label};
-use crate::publish::{PublishError, Publisher};
+use crate::store::StoreError;
 use crate::time::serde_rfc3339;
-use crate::webhooks::StoreError;
 
 /// Highest rate accepted (items per second).
 pub const MAX_RATE: f64 = 1000.0;
@@ -171,10 +171,6 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored replay run is corrupt: {0}")]
-    Corrupt(#[from] serde_json::Error),
 }
 
 impl ReplayError {
@@ -183,8 +179,6 @@ impl ReplayError {
             ReplayError::Publish(e) => e.is_unavailable(),
             ReplayError::Store(e) => e.is_unavailable(),
             ReplayError::Queue(e) => e.is_unavailable(),
-            ReplayError::Redis(e) => queue::is_unavailable(e),
-            ReplayError::Corrupt(_) => false,
         }
     }
 }
@@ -335,7 +329,7 @@ impl Replayer {
     }
 
     /// A run as it stands; `None` for an unknown (or expired) id.
-    pub async fn get(&self, replay_id: &str) -> Result<Option<ReplayRun>, ReplayError> {
+    pub async fn get(&self, replay_id: &str) -> Result<Option<ReplayRun>, StoreError> {
         let raw: Option<Vec<u8>> = self
             .conn
             .clone()
@@ -347,7 +341,7 @@ impl Replayer {
         Ok(run.map(|r| r.seen_at(Utc::now())))
     }
 
-    async fn save(&self, run: &ReplayRun) -> Result<(), ReplayError> {
+    async fn save(&self, run: &ReplayRun) -> Result<(), StoreError> {
         let _: () = self
             .conn
             .clone()
@@ -492,7 +486,7 @@ impl Replayer {
         run.updated_at = Utc::now();
         let run = run.clone();
         progress.last_write = Instant::now();
-        self.save(&run).await
+        Ok(self.save(&run).await?)
     }
 }
 
@@ -559,7 +553,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::{Event, EventMetadata, EventType};
+    use crate::events::catalog::{Event, EventMetadata, EventType};
     use crate::ids::{DeliveryId, EventId};
 
     #[test]

@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::config::KeyPrefix;
 use crate::ids::{JobId, SessionId};
 use crate::keys;
+use crate::store::StoreError;
 use crate::time::{from_ms, serde_rfc3339};
 
 /// Records the stream keeps (approximately: `XADD MAXLEN ~` trims whole
@@ -138,10 +139,7 @@ impl GapLog {
 
     /// The most recent records (at most [`GROUP_WINDOW`], none before
     /// `since`), newest first.
-    pub async fn recent(
-        &self,
-        since: Option<DateTime<Utc>>,
-    ) -> Result<Vec<GapRecord>, redis::RedisError> {
+    pub async fn recent(&self, since: Option<DateTime<Utc>>) -> Result<Vec<GapRecord>, StoreError> {
         let start = since.map_or_else(|| "-".to_owned(), |t| t.timestamp_millis().to_string());
         let reply: StreamRangeReply = self
             .conn
@@ -183,15 +181,9 @@ impl GapLog {
 #[derive(Debug, thiserror::Error)]
 pub enum GapError {
     #[error(transparent)]
-    Redis(#[from] redis::RedisError),
+    Store(#[from] StoreError),
     #[error("grouping gap questions failed: {0}")]
     Grouping(String),
-}
-
-impl GapError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, GapError::Redis(e) if queue::is_unavailable(e))
-    }
 }
 
 /// A group being built: its seed's tokens and its members, newest first.

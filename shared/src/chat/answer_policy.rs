@@ -12,7 +12,7 @@
 use rag::handover::asks_for_human;
 use rag::knowledge::{Knowledge, KnowledgeError, Reply};
 
-use crate::escalation::is_cyrillic;
+use crate::chat::escalation::is_cyrillic;
 
 /// The two thresholds that split confidence into bands. Built only by
 /// [`Thresholds::new`], so `hand_over_below <= offer_below` always holds.

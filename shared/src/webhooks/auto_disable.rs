@@ -22,13 +22,13 @@ use chrono::{DateTime, Utc};
 use queue::Job;
 
 use crate::config::DeliverySettings;
-use crate::event_payloads::{FailureStreakView, WebhookDisabled, WebhookEnabled};
-use crate::events::{Event, EventFilter, EventMetadata, EventType, PayloadError};
+use crate::delivery::publish::{PublishError, Publisher};
+use crate::delivery::replays::{ReplayError, Replayer, Work};
+use crate::events::catalog::{Event, EventFilter, EventMetadata, EventType, PayloadError};
+use crate::events::payloads::{FailureStreakView, WebhookDisabled, WebhookEnabled};
 use crate::ids::{DeliveryId, EventId, WebhookId};
 use crate::jobs::DeliverEvent;
-use crate::publish::{PublishError, Publisher};
-use crate::replays::{ReplayError, Replayer, Work};
-use crate::webhooks::Webhook;
+use crate::webhooks::registry::Webhook;
 
 /// The failures of a webhook since its last success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

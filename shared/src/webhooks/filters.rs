@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::event_payloads;
-use crate::events::{Event, EventFilter, EventType};
-use crate::webhooks::FieldError;
+use crate::events::catalog::{Event, EventFilter, EventType};
+use crate::events::payloads;
+use crate::webhooks::registry::FieldError;
 
 /// Conditions a webhook may hold: a subscriber's filters are read on every
 /// publish, so they stay few and small.
@@ -86,10 +86,7 @@ impl Filters {
             .collect();
         for path in self.0.keys() {
             let below_root: Vec<&str> = segments(path).skip(1).collect();
-            if !types
-                .iter()
-                .any(|&t| event_payloads::has_path(t, &below_root))
-            {
+            if !types.iter().any(|&t| payloads::has_path(t, &below_root)) {
                 return Err(FieldError::new(
                     field(path),
                     "is not a field of the data of any subscribed event type (see GET /api/v1/event-types)",
@@ -204,7 +201,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::EventMetadata;
+    use crate::events::catalog::EventMetadata;
     use crate::ids::EventId;
 
     fn parse(raw: Value) -> Result<Filters, FieldError> {

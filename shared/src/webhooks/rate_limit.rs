@@ -32,7 +32,7 @@ use redis::aio::ConnectionManager;
 use crate::config::KeyPrefix;
 use crate::ids::WebhookId;
 use crate::keys;
-use crate::webhooks::StoreError;
+use crate::store::StoreError;
 
 /// The longest a worker holds a delivery (and its concurrency slot) while
 /// waiting for its slot; beyond it the delivery is deferred instead.

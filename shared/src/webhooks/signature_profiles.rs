@@ -29,7 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use crate::signing::{self, IncomingSignatureError, Secret};
+use crate::webhooks::signing::{self, IncomingSignatureError, Secret};
 
 /// How a webhook's incoming requests are signed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

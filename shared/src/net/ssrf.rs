@@ -5,7 +5,7 @@
 //! for someone to make *our* servers talk to *our* network: the cloud metadata
 //! service, a database on a private subnet, an admin port on loopback. This
 //! module owns that decision so it cannot drift between the registration-time
-//! check (API handlers) and the connection-time check (`crate::egress`):
+//! check (API handlers) and the connection-time check (`crate::net::egress`):
 //!
 //! * `BLOCKED_RANGES` is the rule, written as data: each range with the
 //!   reason a person will read when a URL is refused.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
+use crate::net::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
 
 /// Of a webhook receiver's reply only the start is worth recording.
 const POST_BODY_KEPT: usize = 1024;
@@ -372,7 +372,7 @@ fn connect_message(err: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssrf::StaticResolver;
+    use crate::net::ssrf::StaticResolver;
     use std::net::{IpAddr, SocketAddr};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::deliveries::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
-use crate::events::{Event, PayloadError};
+use crate::delivery::history::{Created, DeliveryRecord, DeliveryStatus, DeliveryStore};
+use crate::delivery::ordering::Sequences;
+use crate::events::catalog::{Event, PayloadError};
 use crate::ids::{DeliveryId, SessionId, WebhookId};
 use crate::jobs::DeliverEvent;
-use crate::ordering::{OrderingError, Sequences};
-use crate::webhooks::{StoreError, Webhook, WebhookStore};
+use crate::store::StoreError;
+use crate::webhooks::registry::{Webhook, WebhookStore};
 use queue::{DeadLetter, Envelope, Job, QueueClient, QueueError};
 
 /// How long a delivery's job is remembered as queued. Repeats of a publish
@@ -46,8 +47,6 @@ pub enum PublishError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Payload(#[from] PayloadError),
-    #[error(transparent)]
-    Ordering(#[from] OrderingError),
     #[error("no free manual retry id for {0}: the next ones exist already")]
     RetryIdsTaken(DeliveryId),
 }
@@ -57,7 +56,6 @@ impl PublishError {
         match self {
             PublishError::Store(e) => e.is_unavailable(),
             PublishError::Queue(e) => e.is_unavailable(),
-            PublishError::Ordering(e) => e.is_unavailable(),
             PublishError::RetryIdsTaken(_) | PublishError::Payload(_) => false,
         }
     }

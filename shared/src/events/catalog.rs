@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event_payloads::EventPayload;
+use crate::events::payloads::EventPayload;
 use crate::ids::{EventId, WebhookId};
 use crate::time::serde_rfc3339;
 

@@ -3,12 +3,14 @@
 //! conversation. The worker (low confidence, a request for a human) and the
 //! admin endpoint both come through here.
 
+use crate::chat::sessions::{
+    Escalation, Priority, Role, Session, SessionError, SessionStore, Turn,
+};
 use crate::config::{Operator, OperatorAssignment};
-use crate::event_payloads::{ChatEscalated, SourceRef};
-use crate::events::{Event, EventMetadata};
+use crate::delivery::publish::{PublishError, Publisher};
+use crate::events::catalog::{Event, EventMetadata};
+use crate::events::payloads::{ChatEscalated, SourceRef};
 use crate::ids::EventId;
-use crate::publish::{PublishError, Publisher};
-use crate::sessions::{Escalation, Priority, Role, Session, SessionError, SessionStore, Turn};
 
 /// Turns the summary looks back on.
 const SUMMARY_TURNS: usize = 6;
@@ -21,15 +23,6 @@ pub enum EscalateError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Publish(#[from] PublishError),
-}
-
-impl EscalateError {
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            EscalateError::Session(e) => e.is_unavailable(),
-            EscalateError::Publish(e) => e.is_unavailable(),
-        }
-    }
 }
 
 /// Why a conversation goes to a human.

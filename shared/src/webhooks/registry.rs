@@ -16,16 +16,17 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AppEnvironment, KeyPrefix};
-use crate::events::EventFilter;
-use crate::filters::Filters;
+use crate::delivery::ordering::DeliveryOrdering;
+use crate::events::catalog::EventFilter;
 use crate::ids::WebhookId;
 use crate::keys;
-use crate::ordering::DeliveryOrdering;
-use crate::secret_box::{Sealed, SecretBox, SecretBoxError};
-use crate::signature_profiles::SignatureProfile;
-use crate::signing::Secret;
-use crate::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
+use crate::net::ssrf::{NameResolver, SsrfPolicy, UrlRejected};
+use crate::store::StoreError;
 use crate::time::serde_rfc3339;
+use crate::webhooks::filters::Filters;
+use crate::webhooks::secret_box::{Sealed, SecretBox};
+use crate::webhooks::signature_profiles::SignatureProfile;
+use crate::webhooks::signing::Secret;
 
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
@@ -95,13 +96,13 @@ pub const MAX_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
 impl Webhook {
-    pub fn subscribes_to(&self, event: crate::events::EventType) -> bool {
+    pub fn subscribes_to(&self, event: crate::events::catalog::EventType) -> bool {
         self.events.iter().any(|f| f.matches(event))
     }
 
     /// Whether a published event is for this webhook: its type subscribed
     /// and its payload passing every filter.
-    pub fn wants(&self, event: &crate::events::Event) -> bool {
+    pub fn wants(&self, event: &crate::events::catalog::Event) -> bool {
         self.subscribes_to(event.event_type) && self.filters.matches(event)
     }
 
@@ -595,25 +596,6 @@ fn parse_secret(text: &str) -> Result<Secret, FieldError> {
     Secret::parse(text).map_err(|e| FieldError::new("secret", e.to_string()))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(#[from] serde_json::Error),
-    #[error("webhook {webhook_id}: its secret cannot be decrypted: {source}")]
-    Secret {
-        webhook_id: String,
-        source: SecretBoxError,
-    },
-}
-
-impl StoreError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Redis(e) if queue::is_unavailable(e))
-    }
-}
-
 /// Why a process must not start with the registry as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsAtStartError {
@@ -1013,7 +995,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::ssrf::StaticResolver;
+    use crate::net::ssrf::StaticResolver;
 
     fn request(url: &str) -> WebhookRequest {
         WebhookRequest {
@@ -1264,7 +1246,7 @@ mod tests {
     #[test]
     fn every_secret_of_a_record_is_found_for_sealing_expired_ones_included() {
         use base64::Engine as _;
-        let key = crate::secret_box::EncryptionKey::parse(&format!(
+        let key = crate::webhooks::secret_box::EncryptionKey::parse(&format!(
             "k1:{}",
             base64::engine::general_purpose::STANDARD.encode([7u8; 32])
         ))

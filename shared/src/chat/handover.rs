@@ -1,6 +1,6 @@
 //! A person owns the conversation after a hand-over.
 //!
-//! Once a session is escalated ([`crate::escalation`]: low confidence, the
+//! Once a session is escalated ([`crate::chat::escalation`]: low confidence, the
 //! user asking for a person, or the admin endpoint) the bot no longer
 //! answers it. Each user message of the session is still recorded in its
 //! history, and goes out as `chat.message.forwarded` for the operator
@@ -16,15 +16,15 @@
 //! the user, an operator console to `chat.message.forwarded`; each tells
 //! its conversations apart by `session_id`.
 
-use crate::chat_stats::ChatStats;
+use crate::chat::sessions::{Role, Session, SessionError, SessionStore, Turn};
+use crate::chat::stats::ChatStats;
 use crate::config::Operator;
-use crate::event_payloads::{ChatMessageForwarded, ChatOperatorReplied};
-use crate::events::{Event, EventMetadata};
+use crate::delivery::publish::{PublishError, Publisher};
+use crate::events::catalog::{Event, EventMetadata};
+use crate::events::payloads::{ChatMessageForwarded, ChatOperatorReplied};
 use crate::ids::{EventId, JobId, SessionId};
 use crate::incoming::{optional_text, text_field};
-use crate::publish::{PublishError, Publisher};
-use crate::sessions::{Role, Session, SessionError, SessionStore, Turn};
-use crate::webhooks::FieldError;
+use crate::webhooks::registry::FieldError;
 
 /// Longest operator reply (characters), as long as a user's message may be.
 pub const MAX_REPLY_CHARS: usize = 16_000;
@@ -39,16 +39,6 @@ pub enum HandoverError {
     Publish(#[from] PublishError),
     #[error("{}: {}", .0.field, .0.message)]
     Field(#[from] FieldError),
-}
-
-impl HandoverError {
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            HandoverError::Session(e) => e.is_unavailable(),
-            HandoverError::Publish(e) => e.is_unavailable(),
-            HandoverError::Field(_) => false,
-        }
-    }
 }
 
 /// An operator's reply, its fields checked.

@@ -56,10 +56,11 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KeyPrefix;
-use crate::deliveries::{DeliveryRecord, DeliveryStatus};
-use crate::events::Event;
+use crate::delivery::history::{DeliveryRecord, DeliveryStatus};
+use crate::events::catalog::Event;
 use crate::ids::{DeliveryId, SessionId, WebhookId};
 use crate::keys;
+use crate::store::StoreError;
 
 /// How a webhook's deliveries are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -168,20 +169,6 @@ pub enum Turn {
     Wait { ahead: u64, head: DeliveryId },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OrderingError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("unexpected reply from the ordering script: {0:?}")]
-    Reply(Vec<String>),
-}
-
-impl OrderingError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, OrderingError::Redis(e) if queue::is_unavailable(e))
-    }
-}
-
 /// KEYS: line, counter. ARGV: delivery id, TTL ms. Returns the delivery's
 /// number, handing out the next one unless it has one.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
@@ -255,7 +242,7 @@ impl Sequences {
         webhook: &WebhookId,
         session: &SessionId,
         delivery: &DeliveryId,
-    ) -> Result<u64, OrderingError> {
+    ) -> Result<u64, StoreError> {
         Ok(APPEND
             .key(self.line(webhook, session))
             .key(self.counter(webhook, session))
@@ -271,7 +258,7 @@ impl Sequences {
         webhook: &WebhookId,
         session: &SessionId,
         delivery: &DeliveryId,
-    ) -> Result<Turn, OrderingError> {
+    ) -> Result<Turn, StoreError> {
         let reply: Vec<String> = CHECK
             .key(self.line(webhook, session))
             .key(self.counter(webhook, session))
@@ -279,7 +266,8 @@ impl Sequences {
             .arg(self.ttl_ms())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        parse_turn(&reply).ok_or(OrderingError::Reply(reply))
+        parse_turn(&reply)
+            .ok_or_else(|| StoreError::Malformed(format!("ordering script replied {reply:?}")))
     }
 
     /// Takes a delivery out of its line (it is over), letting the next go.
@@ -288,7 +276,7 @@ impl Sequences {
         webhook: &WebhookId,
         session: &SessionId,
         delivery: &DeliveryId,
-    ) -> Result<(), OrderingError> {
+    ) -> Result<(), StoreError> {
         let _: i64 = self
             .conn
             .clone()
@@ -298,7 +286,7 @@ impl Sequences {
     }
 
     /// Counts one deferral for ordering, for every worker's metrics.
-    pub async fn count_wait(&self) -> Result<(), OrderingError> {
+    pub async fn count_wait(&self) -> Result<(), StoreError> {
         let _: i64 = self
             .conn
             .clone()
@@ -308,7 +296,7 @@ impl Sequences {
     }
 
     /// Deferrals for ordering so far, all workers.
-    pub async fn waits_total(&self) -> Result<u64, OrderingError> {
+    pub async fn waits_total(&self) -> Result<u64, StoreError> {
         let waits: Option<u64> = self
             .conn
             .clone()
@@ -337,7 +325,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::events::{EventMetadata, EventType};
+    use crate::events::catalog::{EventMetadata, EventType};
     use crate::ids::EventId;
 
     #[test]

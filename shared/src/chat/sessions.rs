@@ -28,8 +28,9 @@ use crate::jobs::{EndReason, EndSession};
 use queue::keys::{JOB_FIELD, QueueKeys};
 
 use crate::keys::SessionKeys;
+use crate::store::StoreError;
 use crate::time::{from_ms, now_ms, serde_rfc3339};
-use queue::{Envelope, Job, QueueError};
+use queue::{Envelope, Job};
 
 /// Finds the active session of a thread or starts one. KEYS: thread key,
 /// active set, the new session's hash. ARGV: now ms, new id, user id,
@@ -270,7 +271,7 @@ return old
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Store(#[from] StoreError),
     #[error("session {0} has ended")]
     Ended(SessionId),
     #[error("session {0} does not exist")]
@@ -279,26 +280,23 @@ pub enum SessionError {
     NotEscalated(SessionId),
     #[error("session {0} has no operator assigned")]
     Unassigned(SessionId),
-    #[error("stored session is unreadable: {0}")]
-    Corrupt(String),
 }
 
 impl From<redis::RedisError> for SessionError {
     fn from(e: redis::RedisError) -> Self {
-        SessionError::Queue(QueueError::Redis(e))
+        SessionError::Store(e.into())
     }
 }
 
 impl From<serde_json::Error> for SessionError {
     fn from(e: serde_json::Error) -> Self {
-        SessionError::Queue(QueueError::Encode(e))
+        SessionError::Store(e.into())
     }
 }
 
-impl SessionError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, SessionError::Queue(e) if e.is_unavailable())
-    }
+/// A stored session, or a session script's reply, this version cannot read.
+fn malformed(what: String) -> SessionError {
+    SessionError::Store(StoreError::Malformed(what))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -494,7 +492,7 @@ impl SessionStore {
             .arg(self.keys.session_prefix())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        SessionId::parse(&id).map_err(|e| SessionError::Corrupt(e.to_string()))
+        SessionId::parse(&id).map_err(|e| malformed(e.to_string()))
     }
 
     /// A session named by the caller (`/chat/completions`): continued if
@@ -599,9 +597,7 @@ impl SessionStore {
                 escalated_at: from_ms(at.parse().unwrap_or_else(|_| now_ms())),
             }),
             [ended] if ended == "ended" => Err(SessionError::Ended(id.clone())),
-            other => Err(SessionError::Corrupt(format!(
-                "escalate script replied {other:?}"
-            ))),
+            other => Err(malformed(format!("escalate script replied {other:?}"))),
         }
     }
 
@@ -630,9 +626,7 @@ impl SessionStore {
         match reply.as_slice() {
             [ok, op] if ok == "ok" => Ok(op.clone()),
             [state] => Err(self.refusal(id, state)),
-            other => Err(SessionError::Corrupt(format!(
-                "claim script replied {other:?}"
-            ))),
+            other => Err(malformed(format!("claim script replied {other:?}"))),
         }
     }
 
@@ -662,7 +656,7 @@ impl SessionStore {
             "ended" => SessionError::Ended(id.clone()),
             "not_escalated" => SessionError::NotEscalated(id.clone()),
             "unassigned" => SessionError::Unassigned(id.clone()),
-            other => SessionError::Corrupt(format!("session script replied {other:?}")),
+            other => malformed(format!("session script replied {other:?}")),
         }
     }
 
@@ -861,7 +855,7 @@ impl SessionStore {
             .await?;
         raw.map(|r| serde_json::from_str(&r))
             .transpose()
-            .map_err(|e| SessionError::Corrupt(e.to_string()))
+            .map_err(|e| malformed(e.to_string()))
     }
 }
 
@@ -879,9 +873,7 @@ fn parse_session(id: &SessionId, f: &HashMap<String, String>) -> Result<Session,
         Some("active") => SessionStatus::Active,
         Some("ended") => SessionStatus::Ended,
         other => {
-            return Err(SessionError::Corrupt(format!(
-                "session {id} has status {other:?}"
-            )));
+            return Err(malformed(format!("session {id} has status {other:?}")));
         }
     };
     let escalated = f.get("escalated").is_some_and(|v| v == "1");

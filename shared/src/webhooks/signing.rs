@@ -175,7 +175,7 @@ pub fn sign_outbound(
 }
 
 /// Signs one outbound delivery with every valid secret, `secrets` newest
-/// first (as [`crate::webhooks::Webhook::valid_secrets`] gives them); see
+/// first (as [`crate::webhooks::registry::Webhook::valid_secrets`] gives them); see
 /// the module documentation for where each signature goes.
 pub fn sign_outbound_all(
     secrets: &[&Secret],

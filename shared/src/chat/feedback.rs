@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::chat_stats::{ChatStats, Rating};
+use crate::chat::sessions::{Role, SessionError, SessionStore, Turn};
+use crate::chat::stats::{ChatStats, Rating};
 use crate::ids::{EventId, JobId, SessionId};
 use crate::incoming::optional_text;
-use crate::sessions::{Role, SessionError, SessionStore, Turn};
 use crate::time::serde_rfc3339;
-use crate::webhooks::FieldError;
+use crate::webhooks::registry::FieldError;
 
 /// Longest comment (characters).
 pub const MAX_COMMENT_CHARS: usize = 2_000;
@@ -117,12 +117,6 @@ pub enum FeedbackError {
     Session(#[from] SessionError),
     #[error("{}: {}", .0.field, .0.message)]
     Field(#[from] FieldError),
-}
-
-impl FeedbackError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, FeedbackError::Session(e) if e.is_unavailable())
-    }
 }
 
 #[derive(Clone)]

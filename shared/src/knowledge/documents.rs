@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::config::KeyPrefix;
 use crate::ids::{DocumentId, StagingId, WebhookId};
 use crate::keys;
+use crate::store::StoreError;
 use crate::time::serde_rfc3339;
 
 /// How long uploaded bytes wait in staging for their ingestion (which
@@ -84,20 +85,6 @@ return 0
 
 /// Chunks shown in a document's record (the rest are counted only).
 pub const CHUNK_PREVIEWS: usize = 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DocumentError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("stored document is unreadable: {0}")]
-    Corrupt(#[from] serde_json::Error),
-}
-
-impl DocumentError {
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, DocumentError::Redis(e) if queue::is_unavailable(e))
-    }
-}
 
 /// Whether an ingestion may still write its document's record: see
 /// [`DocumentStore::save_locked`].
@@ -238,7 +225,7 @@ impl DocumentStore {
         &self,
         source: Option<&WebhookId>,
         external_id: Option<&str>,
-    ) -> Result<DocumentId, DocumentError> {
+    ) -> Result<DocumentId, StoreError> {
         let fresh = DocumentId::generate();
         let Some(external) = external_id else {
             return Ok(fresh);
@@ -267,7 +254,7 @@ impl DocumentStore {
     /// document appears as staged. An existing record is left alone (its
     /// old version stays searchable): the worker updates it when it runs
     /// the upload, so the API never writes over what a worker just wrote.
-    pub async fn stage(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
+    pub async fn stage(&self, record: &DocumentRecord) -> Result<(), StoreError> {
         let id = record.document_id.as_str();
         let _: () = STAGE
             .key(keys::document_staging(&self.prefix, id))
@@ -284,10 +271,7 @@ impl DocumentStore {
 
     /// The newest upload of a document; an ingestion of an older one is
     /// stale and does nothing.
-    pub async fn latest_staging(
-        &self,
-        id: &DocumentId,
-    ) -> Result<Option<StagingId>, DocumentError> {
+    pub async fn latest_staging(&self, id: &DocumentId) -> Result<Option<StagingId>, StoreError> {
         let raw: Option<String> = self
             .conn
             .clone()
@@ -307,7 +291,7 @@ impl DocumentStore {
         &self,
         record: &DocumentRecord,
         token: &str,
-    ) -> Result<Holder, DocumentError> {
+    ) -> Result<Holder, StoreError> {
         self.run_save_locked(&record.document_id, &record.staging_id, token, Some(record))
             .await
     }
@@ -319,7 +303,7 @@ impl DocumentStore {
         id: &DocumentId,
         staging: &StagingId,
         token: &str,
-    ) -> Result<Holder, DocumentError> {
+    ) -> Result<Holder, StoreError> {
         self.run_save_locked(id, staging, token, None).await
     }
 
@@ -329,7 +313,7 @@ impl DocumentStore {
         staging: &StagingId,
         token: &str,
         record: Option<&DocumentRecord>,
-    ) -> Result<Holder, DocumentError> {
+    ) -> Result<Holder, StoreError> {
         let (json, score) = match record {
             Some(record) => (
                 serde_json::to_string(record)?,
@@ -354,7 +338,7 @@ impl DocumentStore {
         Ok(Holder::from_reply(reply))
     }
 
-    pub async fn get(&self, id: &DocumentId) -> Result<Option<DocumentRecord>, DocumentError> {
+    pub async fn get(&self, id: &DocumentId) -> Result<Option<DocumentRecord>, StoreError> {
         let raw: Option<String> = self
             .conn
             .clone()
@@ -368,7 +352,7 @@ impl DocumentStore {
         &self,
         offset: usize,
         limit: usize,
-    ) -> Result<(Vec<DocumentRecord>, u64), DocumentError> {
+    ) -> Result<(Vec<DocumentRecord>, u64), StoreError> {
         let mut conn = self.conn.clone();
         let index = keys::documents(&self.prefix);
         let total: u64 = conn.zcard(&index).await?;
@@ -395,7 +379,7 @@ impl DocumentStore {
     /// or keeps its chunks (see [`Self::save`]). Then the caller removes
     /// the chunks from retrieval and calls [`Self::delete`]; a delete that
     /// fails halfway can be repeated, since the record stays until the end.
-    pub async fn mark_deleted(&self, id: &DocumentId) -> Result<(), DocumentError> {
+    pub async fn mark_deleted(&self, id: &DocumentId) -> Result<(), StoreError> {
         let _: () = self
             .conn
             .clone()
@@ -409,7 +393,7 @@ impl DocumentStore {
     }
 
     /// Forgets the record, its external id and its uploads.
-    pub async fn delete(&self, record: &DocumentRecord) -> Result<(), DocumentError> {
+    pub async fn delete(&self, record: &DocumentRecord) -> Result<(), StoreError> {
         let id = record.document_id.as_str();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -431,7 +415,7 @@ impl DocumentStore {
 
     /// Whether the document was deleted (recently enough that jobs for it
     /// may still be queued).
-    pub async fn is_deleted(&self, id: &DocumentId) -> Result<bool, DocumentError> {
+    pub async fn is_deleted(&self, id: &DocumentId) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .clone()
@@ -447,7 +431,7 @@ impl DocumentStore {
         id: &DocumentId,
         token: &str,
         ttl: std::time::Duration,
-    ) -> Result<bool, DocumentError> {
+    ) -> Result<bool, StoreError> {
         let taken: Option<String> = redis::cmd("SET")
             .arg(keys::document_lock(&self.prefix, id.as_str()))
             .arg(token)
@@ -467,7 +451,7 @@ impl DocumentStore {
         id: &DocumentId,
         token: &str,
         ttl: std::time::Duration,
-    ) -> Result<bool, DocumentError> {
+    ) -> Result<bool, StoreError> {
         let renewed: i64 = RENEW
             .key(keys::document_lock(&self.prefix, id.as_str()))
             .arg(token)
@@ -478,7 +462,7 @@ impl DocumentStore {
     }
 
     /// Releases the lock if `token` still holds it.
-    pub async fn unlock(&self, id: &DocumentId, token: &str) -> Result<(), DocumentError> {
+    pub async fn unlock(&self, id: &DocumentId, token: &str) -> Result<(), StoreError> {
         let _: i64 = UNLOCK
             .key(keys::document_lock(&self.prefix, id.as_str()))
             .arg(token)
@@ -492,7 +476,7 @@ impl DocumentStore {
         &self,
         staging: &StagingId,
         bytes: &[u8],
-    ) -> Result<(), DocumentError> {
+    ) -> Result<(), StoreError> {
         let _: () = self
             .conn
             .clone()
@@ -505,10 +489,7 @@ impl DocumentStore {
         Ok(())
     }
 
-    pub async fn staged_bytes(
-        &self,
-        staging: &StagingId,
-    ) -> Result<Option<Vec<u8>>, DocumentError> {
+    pub async fn staged_bytes(&self, staging: &StagingId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
             .clone()
@@ -516,7 +497,7 @@ impl DocumentStore {
             .await?)
     }
 
-    pub async fn drop_staged_bytes(&self, staging: &StagingId) -> Result<(), DocumentError> {
+    pub async fn drop_staged_bytes(&self, staging: &StagingId) -> Result<(), StoreError> {
         let _: i64 = self
             .conn
             .clone()
