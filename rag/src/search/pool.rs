@@ -60,8 +60,12 @@ impl SearchPool {
         work: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
     ) -> Result<T, SearchError> {
         let (done, result) = oneshot::channel();
+        // The caller's span goes along, so the search's own spans land in
+        // the caller's trace rather than starting traces of their own.
+        let span = tracing::Span::current();
         let job: Job = Box::new(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(work))
+            let outcome = span
+                .in_scope(|| catch_unwind(AssertUnwindSafe(work)))
                 .unwrap_or_else(|_| Err(SearchError::Storage("a search panicked".into())));
             let _ = done.send(outcome);
         });
