@@ -257,6 +257,7 @@ impl ChatHandler {
     /// The bot stays out of a conversation a person has: the message (in
     /// the history already) goes to the operator, and a waiting
     /// `/chat/completions` is told so instead of getting an answer.
+    #[tracing::instrument(name = "chat.forward", skip_all)]
     async fn forward(
         &self,
         job: &ProcessMessage,
