@@ -91,3 +91,27 @@ fn lower_priority() {
         tracing::debug!("could not lower the search threads' CPU priority");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing::Instrument;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn work_runs_in_the_span_of_its_caller() {
+        // Global: a search thread sees only the global subscriber, as in
+        // the processes (which install theirs globally).
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        let pool = SearchPool::new().expect("search pool");
+        let caller = tracing::info_span!("caller");
+        let expected = caller.id();
+        assert!(expected.is_some());
+        let seen = pool
+            .run(|| Ok(tracing::Span::current().id()))
+            .instrument(caller)
+            .await
+            .expect("the work ran");
+        assert_eq!(seen, expected);
+    }
+}
