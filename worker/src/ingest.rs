@@ -418,9 +418,7 @@ impl IngestHandler {
         }
     }
 
-    #[tracing::instrument(name = "ingest.fetch", skip_all, fields(
-        source = match job.source { DocumentSource::Upload { .. } => "upload", DocumentSource::Url { .. } => "url" },
-    ))]
+    #[tracing::instrument(name = "ingest.fetch", skip_all, fields(source = source_kind(&job.source)))]
     async fn fetch(&self, job: &IngestDocument) -> Result<(Vec<u8>, Option<String>), IngestError> {
         match &job.source {
             DocumentSource::Upload { content_type } => {
@@ -653,6 +651,13 @@ fn split(parsed: &ParsedDocument, options: &ChunkOptions) -> Result<Vec<Chunk>, 
         return Err(ParseError::Empty.into());
     }
     Ok(chunks)
+}
+
+fn source_kind(source: &DocumentSource) -> &'static str {
+    match source {
+        DocumentSource::Upload { .. } => "upload",
+        DocumentSource::Url { .. } => "url",
+    }
 }
 
 fn preview(chunk: &Chunk) -> ChunkPreview {
