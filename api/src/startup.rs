@@ -14,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::Registry;
+use shared::config::Settings;
 use shared::delivery::replays::Replayer;
 use shared::idempotency::IdempotencyStore;
 use shared::services::Services;
@@ -46,14 +47,7 @@ pub struct Application {
 impl Application {
     /// Binds the listeners (port 0 picks a free one) and builds the router.
     pub async fn build(services: Services, admin_keys: AdminKeys) -> anyhow::Result<Self> {
-        services.check_eviction_policy().await?;
-        services
-            .webhooks
-            .secure_at_start(services.settings.app.environment)
-            .await?;
-        if let Some(search) = &services.search {
-            search.follow();
-        }
+        prepare(&services).await?;
         let settings = services.settings.clone();
         let registry = Registry::new();
         let http_metrics = HttpMetrics::register(&registry).context("registering HTTP metrics")?;
@@ -81,23 +75,7 @@ impl Application {
                 settings.auth.failed_attempts_window,
             ),
         );
-
-        let management = management_routes();
-        // Signed by their body: it must be read before they can be judged.
-        let incoming = buffered(
-            OpenApiRouter::new()
-                .routes(routes!(incoming::message))
-                .routes(routes!(incoming::document)),
-        );
-        let documented = api_router()
-            .nest(
-                "/api/v1",
-                admin_only(idempotent(management, idempotency), admin.clone()).merge(incoming),
-            )
-            .routes(routes!(ops::healthz))
-            .routes(routes!(ops::readyz));
-        let (router, _doc) = finish(documented).context("building the OpenAPI document")?;
-
+        let router = documented_routes(admin.clone(), idempotency)?;
         let metrics = Router::new().route("/metrics", get(ops::metrics));
         let (router, metrics_router) = match settings.metrics.bind {
             Some(_) => (router, Some(metrics.with_state(state.clone()))),
@@ -106,17 +84,8 @@ impl Application {
                 None,
             ),
         };
-        let body = BodyPolicy {
-            limit_bytes: settings.server.body_limit.0,
-            upload: Some(UploadRoute {
-                path: "/api/v1/knowledge/documents",
-                limit_bytes: settings.ingest.upload_body_limit(),
-            }),
-            read_timeout: settings.server.body_read_timeout,
-            budget: BodyBudget::new(settings.server.body_budget.0),
-            ..BodyPolicy::default()
-        };
-        let router = with_common_layers(router, http_metrics, body).with_state(state);
+        let router =
+            with_common_layers(router, http_metrics, body_policy(&settings)).with_state(state);
 
         let listener = bind(settings.server.bind)
             .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
@@ -154,6 +123,57 @@ impl Application {
         }
         serve(self.listener, self.router, header_read_timeout, stop).await;
         Ok(())
+    }
+}
+
+/// What must hold before the API serves: Redis keeps its keys, webhook
+/// secrets are sealed as this environment requires, and (embedded
+/// search) the local index follows the shared one.
+async fn prepare(services: &Services) -> anyhow::Result<()> {
+    services.check_eviction_policy().await?;
+    services
+        .webhooks
+        .secure_at_start(services.settings.app.environment)
+        .await?;
+    if let Some(search) = &services.search {
+        search.follow();
+    }
+    Ok(())
+}
+
+/// Every documented route, with `GET /api/v1/openapi.json` and the
+/// reference that renders it.
+fn documented_routes(
+    admin: AdminAuth,
+    idempotency: IdempotencyStore,
+) -> anyhow::Result<Router<AppState>> {
+    // Signed by their body: it must be read before they can be judged.
+    let incoming = buffered(
+        OpenApiRouter::new()
+            .routes(routes!(incoming::message))
+            .routes(routes!(incoming::document)),
+    );
+    let documented = api_router()
+        .nest(
+            "/api/v1",
+            admin_only(idempotent(management_routes(), idempotency), admin).merge(incoming),
+        )
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz));
+    let (router, _doc) = finish(documented).context("building the OpenAPI document")?;
+    Ok(router)
+}
+
+fn body_policy(settings: &Settings) -> BodyPolicy {
+    BodyPolicy {
+        limit_bytes: settings.server.body_limit.0,
+        upload: Some(UploadRoute {
+            path: "/api/v1/knowledge/documents",
+            limit_bytes: settings.ingest.upload_body_limit(),
+        }),
+        read_timeout: settings.server.body_read_timeout,
+        budget: BodyBudget::new(settings.server.body_budget.0),
+        ..BodyPolicy::default()
     }
 }
 

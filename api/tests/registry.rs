@@ -440,6 +440,22 @@ async fn the_openapi_document_covers_every_route() {
     assert!(incoming.get("security").is_none(), "{incoming}");
     let admin = &paths["/api/v1/chat/completions"]["post"];
     assert_eq!(admin["security"][0]["admin_key"], serde_json::json!([]));
+    // OpenAPI 3.1 requires a description on every response.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    !description.is_empty(),
+                    "{method} {path} {status} has no description"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        paths["/api/v1/chat/jobs/{job_id}"]["get"]["responses"]["404"]["description"],
+        "Not Found"
+    );
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -235,108 +235,163 @@ impl<H: Handler> QueueRunner<H> {
     async fn fetch_loop(&self, shared: &Arc<Shared<H>>, tasks: &mut JoinSet<()>) {
         let queue = H::Job::QUEUE;
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
-        let mut read_conn = self.read_conn.clone();
-        let mut backoff = Backoff::default();
-        let reclaim_every = (self.settings.visibility_timeout / 4)
-            .clamp(self.settings.poll_interval, Duration::from_secs(5));
-        let mut last_reclaim = tokio::time::Instant::now();
-        // Whether a suspect (a job in flight in two crashes or more) runs
-        // here: only one at a time, so a job that aborts the process cannot
-        // keep taking the same other jobs down with it.
-        let suspect_running = Arc::new(AtomicBool::new(false));
+        let mut fetch = FetchState {
+            read_conn: self.read_conn.clone(),
+            backoff: Backoff::default(),
+            reclaim_every: (self.settings.visibility_timeout / 4)
+                .clamp(self.settings.poll_interval, Duration::from_secs(5)),
+            last_reclaim: tokio::time::Instant::now(),
+            suspect_running: Arc::new(AtomicBool::new(false)),
+        };
         if let Err(e) = self.client.ensure_group(queue).await {
             warn!(queue, error = %e, "could not create the consumer group yet; the first fetch will try again");
         }
         loop {
             while tasks.try_join_next().is_some() {}
-            let first = tokio::select! {
-                () = shared.stop.cancelled() => return,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
-            if shared.stop.is_cancelled() {
+            let Some(permits) = self.free_slots(&slots, &shared.stop).await else {
                 return;
-            }
-            let mut permits = vec![first];
-            while permits.len() < self.settings.batch_size {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            let fetched = if last_reclaim.elapsed() >= reclaim_every {
-                last_reclaim = tokio::time::Instant::now();
-                self.client
-                    .reclaim(
-                        queue,
-                        &self.consumer,
-                        self.settings.visibility_timeout,
-                        permits.len(),
-                        usize::from(!suspect_running.load(Ordering::Acquire)),
-                    )
-                    .await
-            } else {
-                self.client
-                    .read(
-                        &mut read_conn,
-                        queue,
-                        &self.consumer,
-                        permits.len(),
-                        self.settings.block,
-                    )
-                    .await
             };
-            let fetched = match fetched {
-                Ok(f) => {
-                    backoff.reset();
-                    f
+            match self.fetch(&mut fetch, permits.len()).await {
+                Ok(fetched) => {
+                    fetch.backoff.reset();
+                    start_all(shared, tasks, fetched, permits, &fetch.suspect_running);
                 }
-                Err(e) if e.is_missing_group() => {
+                Err(e) => {
                     drop(permits);
-                    match self.client.ensure_group(queue).await {
-                        Ok(()) => info!(queue, "consumer group created"),
-                        Err(e) => {
-                            let delay = backoff.next();
-                            warn!(queue, error = %e, retry_in_ms = delay.as_millis() as u64, "could not create the consumer group");
-                            tokio::select! {
-                                () = shared.stop.cancelled() => return,
-                                () = tokio::time::sleep(delay) => {}
-                            }
-                        }
+                    if !self.recover(e, &mut fetch.backoff, &shared.stop).await {
+                        return;
                     }
-                    continue;
+                }
+            }
+        }
+    }
+
+    /// Waits for one free slot, then takes as many more as are free, up
+    /// to a batch; `None` once the runner is stopping.
+    async fn free_slots(
+        &self,
+        slots: &Arc<Semaphore>,
+        stop: &CancellationToken,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            () = stop.cancelled() => return None,
+            permit = slots.clone().acquire_owned() => permit.ok()?,
+        };
+        if stop.is_cancelled() {
+            return None;
+        }
+        let mut permits = vec![first];
+        while permits.len() < self.settings.batch_size {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
+    /// New entries, or now and then the entries of consumers that stopped
+    /// answering for them.
+    async fn fetch(
+        &self,
+        fetch: &mut FetchState,
+        count: usize,
+    ) -> Result<Vec<Fetched>, QueueError> {
+        let queue = H::Job::QUEUE;
+        if fetch.last_reclaim.elapsed() >= fetch.reclaim_every {
+            fetch.last_reclaim = tokio::time::Instant::now();
+            self.client
+                .reclaim(
+                    queue,
+                    &self.consumer,
+                    self.settings.visibility_timeout,
+                    count,
+                    usize::from(!fetch.suspect_running.load(Ordering::Acquire)),
+                )
+                .await
+        } else {
+            self.client
+                .read(
+                    &mut fetch.read_conn,
+                    queue,
+                    &self.consumer,
+                    count,
+                    self.settings.block,
+                )
+                .await
+        }
+    }
+
+    /// After a failed fetch: creates the consumer group if it is missing,
+    /// else waits out the backoff. False once the runner is stopping.
+    async fn recover(
+        &self,
+        error: QueueError,
+        backoff: &mut Backoff,
+        stop: &CancellationToken,
+    ) -> bool {
+        let queue = H::Job::QUEUE;
+        let delay = if error.is_missing_group() {
+            match self.client.ensure_group(queue).await {
+                Ok(()) => {
+                    info!(queue, "consumer group created");
+                    return true;
                 }
                 Err(e) => {
                     let delay = backoff.next();
-                    warn!(queue, error = %e, retry_in_ms = delay.as_millis() as u64, "fetching jobs failed");
-                    drop(permits);
-                    tokio::select! {
-                        () = shared.stop.cancelled() => return,
-                        () = tokio::time::sleep(delay) => continue,
-                    }
+                    warn!(queue, error = %e, retry_in_ms = delay.as_millis() as u64, "could not create the consumer group");
+                    delay
                 }
-            };
-            for (job, permit) in fetched.into_iter().zip(permits) {
-                if let Ok(mut map) = shared.in_flight.lock() {
-                    map.insert(job.entry_id.clone(), (job.kind, job.raw.clone()));
-                }
-                let suspect = job.is_suspect();
-                if suspect {
-                    suspect_running.store(true, Ordering::Release);
-                }
-                let suspect_running = suspect_running.clone();
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    run_one(&shared, job).await;
-                    if suspect {
-                        suspect_running.store(false, Ordering::Release);
-                    }
-                    drop(permit);
-                });
             }
+        } else {
+            let delay = backoff.next();
+            warn!(queue, error = %error, retry_in_ms = delay.as_millis() as u64, "fetching jobs failed");
+            delay
+        };
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
         }
+    }
+}
+
+/// What the fetch loop carries from one round to the next.
+struct FetchState {
+    read_conn: redis::aio::ConnectionManager,
+    backoff: Backoff,
+    reclaim_every: Duration,
+    last_reclaim: tokio::time::Instant,
+    /// Whether a suspect (a job in flight in two crashes or more) runs
+    /// here: only one at a time, so a job that aborts the process cannot
+    /// keep taking the same other jobs down with it.
+    suspect_running: Arc<AtomicBool>,
+}
+
+/// Runs each fetched entry on a task of its own, holding its slot.
+fn start_all<H: Handler>(
+    shared: &Arc<Shared<H>>,
+    tasks: &mut JoinSet<()>,
+    fetched: Vec<Fetched>,
+    permits: Vec<OwnedSemaphorePermit>,
+    suspect_running: &Arc<AtomicBool>,
+) {
+    for (job, permit) in fetched.into_iter().zip(permits) {
+        if let Ok(mut map) = shared.in_flight.lock() {
+            map.insert(job.entry_id.clone(), (job.kind, job.raw.clone()));
+        }
+        let suspect = job.is_suspect();
+        if suspect {
+            suspect_running.store(true, Ordering::Release);
+        }
+        let suspect_running = suspect_running.clone();
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            run_one(&shared, job).await;
+            if suspect {
+                suspect_running.store(false, Ordering::Release);
+            }
+            drop(permit);
+        });
     }
 }
 

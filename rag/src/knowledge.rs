@@ -243,7 +243,21 @@ impl Knowledge {
     /// backend's generative model's words if it has one, else with the
     /// best-matching sentences.
     pub async fn reply(&self, question: &str) -> Result<Reply, KnowledgeError> {
+        let found = self.retrieve(question).await?;
+        self.compose(question, found).await
+    }
+
+    #[tracing::instrument(name = "rag.retrieve", skip_all, fields(hits, confidence))]
+    async fn retrieve(&self, question: &str) -> Result<Retrieved, KnowledgeError> {
         let found = self.search(question, self.top_k).await?;
+        let span = tracing::Span::current();
+        span.record("hits", found.hits.len());
+        span.record("confidence", found.confidence);
+        Ok(found)
+    }
+
+    #[tracing::instrument(name = "rag.answer", skip_all)]
+    async fn compose(&self, question: &str, found: Retrieved) -> Result<Reply, KnowledgeError> {
         let query = self.analyzer.query(question);
         let extractive = answer::extract(
             &self.analyzer,

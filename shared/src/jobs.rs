@@ -7,6 +7,7 @@ use rag::types::Format;
 use serde::{Deserialize, Serialize};
 
 use crate::events::catalog::Event;
+use crate::events::payloads::SourceRef;
 use crate::ids::{DeliveryId, DocumentId, EventId, SessionId, StagingId, WebhookId};
 use crate::time::serde_rfc3339;
 use queue::{Job, Labels};
@@ -77,6 +78,43 @@ pub struct ProcessMessage {
 
 impl Job for ProcessMessage {
     const QUEUE: &'static str = "chat";
+}
+
+/// Where a `/chat/completions` job stands, for the request (or a later
+/// poll) waiting on it. The API writes `Queued`, the worker one of the
+/// others; both go through this type, so neither side can misspell a field.
+/// The JSON (`status` plus the variant's fields) is the one both sides
+/// wrote by hand before, so a result stored by an older version still
+/// reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ChatResult {
+    Queued {
+        session_id: SessionId,
+    },
+    Done {
+        session_id: SessionId,
+        answer: String,
+        sources: Vec<SourceRef>,
+        confidence: f64,
+        /// The answer was not good enough, or the user asked for a person.
+        escalated: bool,
+        processing_time_ms: u64,
+    },
+    /// A person has the conversation: the message went to them instead.
+    Forwarded {
+        session_id: SessionId,
+        /// Null while the session waits for an operator.
+        operator_id: Option<String>,
+        /// For the user, in their language.
+        notice: String,
+        processing_time_ms: u64,
+    },
+    /// The job was dead-lettered.
+    Failed {
+        session_id: SessionId,
+        error: String,
+    },
 }
 
 /// Fetch (or take from staging), parse, chunk, index and classify one
@@ -151,3 +189,81 @@ pub const ALL_QUEUES: &[&str] = &[
     IngestDocument::QUEUE,
     EndSession::QUEUE,
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// What the API and the worker stored with `json!` before this type.
+    #[test]
+    fn results_written_by_hand_before_still_read() {
+        let id = SessionId::generate();
+        let written = [
+            json!({"status": "queued", "session_id": id}),
+            json!({
+                "status": "done", "session_id": id, "answer": "Reset it in settings.",
+                "sources": [{"document_id": "doc_1", "title": "FAQ", "excerpt": "Settings"}],
+                "confidence": 0.82, "escalated": false, "processing_time_ms": 41,
+            }),
+            json!({
+                "status": "forwarded", "session_id": id, "escalated": true,
+                "operator_id": null, "notice": "A person has it.", "processing_time_ms": 3,
+            }),
+            json!({"status": "failed", "session_id": id, "error": "timed out"}),
+        ];
+        let read: Vec<ChatResult> = written
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("an old result reads"))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ChatResult::Queued {
+                    session_id: id.clone()
+                },
+                ChatResult::Done {
+                    session_id: id.clone(),
+                    answer: "Reset it in settings.".into(),
+                    sources: vec![SourceRef {
+                        document_id: "doc_1".into(),
+                        title: "FAQ".into(),
+                        excerpt: "Settings".into(),
+                    }],
+                    confidence: 0.82,
+                    escalated: false,
+                    processing_time_ms: 41,
+                },
+                ChatResult::Forwarded {
+                    session_id: id.clone(),
+                    operator_id: None,
+                    notice: "A person has it.".into(),
+                    processing_time_ms: 3,
+                },
+                ChatResult::Failed {
+                    session_id: id.clone(),
+                    error: "timed out".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_result_round_trips_with_its_status_tag() {
+        let id = SessionId::generate();
+        let result = ChatResult::Forwarded {
+            session_id: id.clone(),
+            operator_id: Some("op-7".into()),
+            notice: "A person has it.".into(),
+            processing_time_ms: 3,
+        };
+        let json = serde_json::to_value(&result).expect("serializes");
+        assert_eq!(json["status"], "forwarded");
+        assert_eq!(json["operator_id"], "op-7");
+        assert_eq!(
+            serde_json::from_value::<ChatResult>(json).expect("reads back"),
+            result
+        );
+    }
+}

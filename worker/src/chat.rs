@@ -9,10 +9,9 @@
 
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use queue::Job;
 use rag::knowledge::Knowledge;
-use serde_json::json;
 use shared::chat::answer_policy::{self, Handover, Thresholds};
 use shared::chat::escalation::{self, EscalateError, Escalator, is_cyrillic};
 use shared::chat::gaps::GapLog;
@@ -24,7 +23,7 @@ use shared::delivery::publish::Publisher;
 use shared::events::catalog::{Event, EventMetadata};
 use shared::events::payloads::{ChatResponseGenerated, ErrorRelated, SourceRef};
 use shared::ids::EventId;
-use shared::jobs::ProcessMessage;
+use shared::jobs::{ChatResult, ProcessMessage};
 use tracing::{info, warn};
 
 use queue::runtime::{DeadContext, Handler, JobContext, Outcome};
@@ -67,7 +66,10 @@ impl Handler for ChatHandler {
             self.sessions
                 .put_result(
                     job_id,
-                    &json!({"status": "failed", "session_id": job.session_id, "error": ctx.error}),
+                    &ChatResult::Failed {
+                        session_id: job.session_id.clone(),
+                        error: ctx.error.clone(),
+                    },
                 )
                 .await?;
         }
@@ -90,18 +92,9 @@ impl Handler for ChatHandler {
 impl ChatHandler {
     async fn answer(&self, job: &ProcessMessage, ctx: &JobContext) -> anyhow::Result<()> {
         let started = Instant::now();
+        let question = job_turn(ctx, Role::User, job.message.clone(), job.received_at, None);
         self.sessions
-            .record_turn(
-                &job.session_id,
-                &Turn {
-                    role: Role::User,
-                    text: job.message.clone(),
-                    at: job.received_at,
-                    job_id: ctx.job_id.clone(),
-                    confidence: None,
-                    operator_id: None,
-                },
-            )
+            .record_turn(&job.session_id, &question)
             .await?;
         let metadata = EventMetadata {
             trace_id: ctx.trace_id.clone(),
@@ -122,70 +115,46 @@ impl ChatHandler {
             answer_policy::reply_for(&self.knowledge, &self.thresholds, &job.message).await?;
         let confidence = round2(reply.confidence);
         let processing_time_ms = shared::time::elapsed_ms(started);
-
-        self.sessions
-            .record_turn(
-                &job.session_id,
-                &Turn {
-                    role: Role::Assistant,
-                    text: reply.answer.clone(),
-                    at: Utc::now(),
-                    job_id: ctx.job_id.clone(),
-                    confidence: Some(confidence),
-                    operator_id: None,
-                },
-            )
-            .await?;
-        let sources: Vec<SourceRef> = reply.sources.iter().map(SourceRef::from).collect();
-        let data = ChatResponseGenerated {
+        let answer = job_turn(
+            ctx,
+            Role::Assistant,
+            reply.answer.clone(),
+            Utc::now(),
+            Some(confidence),
+        );
+        self.sessions.record_turn(&job.session_id, &answer).await?;
+        let answered = ChatResponseGenerated {
             session_id: job.session_id.clone(),
             user_id: job.user_id.clone(),
             message: job.message.clone(),
-            answer: reply.answer.clone(),
-            sources: sources.clone(),
+            answer: reply.answer,
+            sources: reply.sources.iter().map(SourceRef::from).collect(),
             confidence,
             processing_time_ms,
         };
         self.publisher
             .publish(Event::of(
                 EventId::derived(&ctx.job_id, "response"),
-                &data,
+                &answered,
                 metadata.clone(),
             )?)
             .await?;
 
-        let escalated = match handover {
-            Some(Handover::Offered) => {
-                self.stats.record_outcome(TurnOutcome::OfferedPerson).await;
-                false
-            }
-            Some(why) => {
-                if let Handover::LowConfidence(confidence) = why {
-                    self.gaps
-                        .record(&job.message, &job.session_id, confidence, &ctx.job_id)
-                        .await;
-                }
-                self.stats.record_outcome(TurnOutcome::HandedOver).await;
-                self.hand_over(job, ctx, why, &sources, metadata).await?
-            }
-            None => {
-                self.stats.record_outcome(TurnOutcome::Answered).await;
-                false
-            }
-        };
+        let escalated = self
+            .settle(job, ctx, handover, &answered.sources, metadata)
+            .await?;
         if job.reply_expected {
             self.sessions
                 .put_result(
                     &ctx.job_id,
-                    &json!({
-                        "status": "done",
-                        "session_id": job.session_id,
-                        "answer": reply.answer,
-                        "sources": sources,
-                        "confidence": confidence,
-                        "escalated": escalated,
-                        "processing_time_ms": processing_time_ms,
-                    }),
+                    &ChatResult::Done {
+                        session_id: job.session_id.clone(),
+                        answer: answered.answer,
+                        sources: answered.sources,
+                        confidence,
+                        escalated,
+                        processing_time_ms,
+                    },
                 )
                 .await?;
         }
@@ -197,6 +166,39 @@ impl ChatHandler {
             "chat message answered"
         );
         Ok(())
+    }
+
+    /// Counts the turn's outcome and, when the answer was not good enough
+    /// or the user asked for a person, escalates. Returns whether the
+    /// session is escalated.
+    #[tracing::instrument(name = "chat.escalate", skip_all, fields(handover = ?handover))]
+    async fn settle(
+        &self,
+        job: &ProcessMessage,
+        ctx: &JobContext,
+        handover: Option<Handover>,
+        sources: &[SourceRef],
+        metadata: EventMetadata,
+    ) -> anyhow::Result<bool> {
+        match handover {
+            Some(Handover::Offered) => {
+                self.stats.record_outcome(TurnOutcome::OfferedPerson).await;
+                Ok(false)
+            }
+            Some(why) => {
+                if let Handover::LowConfidence(confidence) = why {
+                    self.gaps
+                        .record(&job.message, &job.session_id, confidence, &ctx.job_id)
+                        .await;
+                }
+                self.stats.record_outcome(TurnOutcome::HandedOver).await;
+                self.hand_over(job, ctx, why, sources, metadata).await
+            }
+            None => {
+                self.stats.record_outcome(TurnOutcome::Answered).await;
+                Ok(false)
+            }
+        }
     }
 
     /// Escalates the session; a low-confidence turn of a session that is
@@ -257,6 +259,7 @@ impl ChatHandler {
     /// The bot stays out of a conversation a person has: the message (in
     /// the history already) goes to the operator, and a waiting
     /// `/chat/completions` is told so instead of getting an answer.
+    #[tracing::instrument(name = "chat.forward", skip_all)]
     async fn forward(
         &self,
         job: &ProcessMessage,
@@ -279,14 +282,12 @@ impl ChatHandler {
             self.sessions
                 .put_result(
                     &ctx.job_id,
-                    &json!({
-                        "status": "forwarded",
-                        "session_id": job.session_id,
-                        "escalated": true,
-                        "operator_id": operator_id,
-                        "notice": forwarded_notice(&job.message),
-                        "processing_time_ms": processing_time_ms,
-                    }),
+                    &ChatResult::Forwarded {
+                        session_id: job.session_id.clone(),
+                        operator_id: operator_id.clone(),
+                        notice: forwarded_notice(&job.message).to_owned(),
+                        processing_time_ms,
+                    },
                 )
                 .await?;
         }
@@ -297,6 +298,24 @@ impl ChatHandler {
             "chat message forwarded to the operator"
         );
         Ok(())
+    }
+}
+
+/// A turn this job writes: the user's question or the bot's answer.
+fn job_turn(
+    ctx: &JobContext,
+    role: Role,
+    text: String,
+    at: DateTime<Utc>,
+    confidence: Option<f64>,
+) -> Turn {
+    Turn {
+        role,
+        text,
+        at,
+        job_id: ctx.job_id.clone(),
+        confidence,
+        operator_id: None,
     }
 }
 

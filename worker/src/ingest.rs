@@ -17,7 +17,7 @@ use rag::chunk::{ChunkOptions, chunk};
 use rag::knowledge::Knowledge;
 use rag::parse::ParseError;
 use rag::parse::sandbox::ParserPool;
-use rag::types::{BlockKind, DocumentMeta, ParsedDocument};
+use rag::types::{BlockKind, Chunk, DocumentMeta, ParsedDocument};
 use shared::delivery::publish::Publisher;
 use shared::events::catalog::{Event, EventMetadata};
 use shared::events::payloads::{
@@ -286,58 +286,21 @@ impl IngestHandler {
     ) -> Result<Option<Indexed>, IngestError> {
         record.status = DocumentStatus::Processing;
         record.updated_at = Utc::now();
-        let holder = self
-            .documents
-            .save_locked(record, token)
-            .await
-            .map_err(storage)?;
-        if holder != Holder::Current {
-            log_refused(job, holder);
+        if !self.still_wanted(job, token, Some(record)).await? {
             return Ok(None);
         }
-
         let (bytes, content_type) = self.fetch(job).await?;
-        let parsed = self
-            .parsers
-            .parse(job.format, content_type.as_deref(), &bytes)
-            .await?;
-        let chunks = chunk(&parsed, &self.chunking);
-        if chunks.is_empty() {
-            return Err(ParseError::Empty.into());
-        }
+        let parsed = self.parse(job, content_type.as_deref(), &bytes).await?;
+        let chunks = split(&parsed, &self.chunking)?;
         // Indexing replaces the document's chunks, which the final save's
         // checks cannot take back: the last look before it.
-        let holder = self
-            .documents
-            .check_locked(&job.document_id, &job.staging_id, token)
-            .await
-            .map_err(storage)?;
-        if holder != Holder::Current {
-            log_refused(job, holder);
+        if !self.still_wanted(job, token, None).await? {
             return Ok(None);
         }
-        let meta = DocumentMeta {
-            document_id: job.document_id.to_string(),
-            title: job.name.clone(),
-        };
-        let count = self
-            .knowledge
-            .index(&meta, &chunks)
-            .await
-            .map_err(|e| IngestError::Index(e.to_string()))?;
+        let count = self.index(job, &chunks).await?;
         let processing_time_ms = elapsed_ms(started);
-
         let classify_started = Instant::now();
-        let classifications = self
-            .knowledge
-            .classify(&classification_text(&parsed))
-            .into_iter()
-            .map(|c| ClassificationView {
-                intent: c.intent,
-                confidence: c.confidence,
-                category: c.category,
-            })
-            .collect();
+        let classifications = self.classify(&parsed);
         let classification_time_ms = elapsed_ms(classify_started);
 
         let now = Utc::now();
@@ -345,45 +308,15 @@ impl IngestHandler {
         record.format = Some(parsed.format);
         record.total_size_bytes = Some(bytes.len() as u64);
         record.chunks_count = count;
-        record.chunks = chunks
-            .iter()
-            .take(CHUNK_PREVIEWS)
-            .map(|c| ChunkPreview {
-                index: c.index,
-                heading: c.heading.clone(),
-                chars: c.text.chars().count(),
-                excerpt: excerpt(&c.text),
-            })
-            .collect();
+        record.chunks = chunks.iter().take(CHUNK_PREVIEWS).map(preview).collect();
         record.classifications = classifications;
         record.embeddings_model = Some(self.knowledge.embeddings_model());
         record.vector_store = Some(self.knowledge.vector_store().to_owned());
         record.error = None;
         record.updated_at = now;
         record.indexed_at = Some(now);
-        match self
-            .documents
-            .save_locked(record, token)
-            .await
-            .map_err(storage)?
-        {
-            Holder::Current => {}
-            Holder::Deleted => {
-                // The delete may have removed the chunks before we
-                // indexed them, so remove them again.
-                log_refused(job, Holder::Deleted);
-                self.knowledge
-                    .remove(job.document_id.as_str())
-                    .await
-                    .map_err(|e| IngestError::Index(e.to_string()))?;
-                return Ok(None);
-            }
-            // Superseded: the newer upload's job waits for this lock and
-            // indexes its own text after these chunks.
-            refused => {
-                log_refused(job, refused);
-                return Ok(None);
-            }
+        if !self.save_indexed(job, record, token).await? {
+            return Ok(None);
         }
         Ok(Some(Indexed {
             record: record.clone(),
@@ -392,6 +325,100 @@ impl IngestHandler {
         }))
     }
 
+    /// Whether `token` still holds the document's lock for this upload;
+    /// with a `record`, saves it under that check.
+    async fn still_wanted(
+        &self,
+        job: &IngestDocument,
+        token: &str,
+        record: Option<&DocumentRecord>,
+    ) -> Result<bool, IngestError> {
+        let holder = match record {
+            Some(record) => self.documents.save_locked(record, token).await,
+            None => {
+                self.documents
+                    .check_locked(&job.document_id, &job.staging_id, token)
+                    .await
+            }
+        }
+        .map_err(storage)?;
+        if holder != Holder::Current {
+            log_refused(job, holder);
+        }
+        Ok(holder == Holder::Current)
+    }
+
+    /// In a sandboxed child process (see [`ParserPool`]).
+    #[tracing::instrument(name = "ingest.parse", skip_all, fields(bytes = bytes.len()))]
+    async fn parse(
+        &self,
+        job: &IngestDocument,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<ParsedDocument, IngestError> {
+        Ok(self.parsers.parse(job.format, content_type, bytes).await?)
+    }
+
+    #[tracing::instrument(name = "ingest.index", skip_all, fields(chunks = chunks.len()))]
+    async fn index(&self, job: &IngestDocument, chunks: &[Chunk]) -> Result<usize, IngestError> {
+        let meta = DocumentMeta {
+            document_id: job.document_id.to_string(),
+            title: job.name.clone(),
+        };
+        self.knowledge
+            .index(&meta, chunks)
+            .await
+            .map_err(|e| IngestError::Index(e.to_string()))
+    }
+
+    #[tracing::instrument(name = "ingest.classify", skip_all)]
+    fn classify(&self, parsed: &ParsedDocument) -> Vec<ClassificationView> {
+        self.knowledge
+            .classify(&classification_text(parsed))
+            .into_iter()
+            .map(|c| ClassificationView {
+                intent: c.intent,
+                confidence: c.confidence,
+                category: c.category,
+            })
+            .collect()
+    }
+
+    /// Saves the indexed record; false when the document is no longer this
+    /// job's to save.
+    async fn save_indexed(
+        &self,
+        job: &IngestDocument,
+        record: &DocumentRecord,
+        token: &str,
+    ) -> Result<bool, IngestError> {
+        match self
+            .documents
+            .save_locked(record, token)
+            .await
+            .map_err(storage)?
+        {
+            Holder::Current => Ok(true),
+            Holder::Deleted => {
+                // The delete may have removed the chunks before we
+                // indexed them, so remove them again.
+                log_refused(job, Holder::Deleted);
+                self.knowledge
+                    .remove(job.document_id.as_str())
+                    .await
+                    .map_err(|e| IngestError::Index(e.to_string()))?;
+                Ok(false)
+            }
+            // Superseded: the newer upload's job waits for this lock and
+            // indexes its own text after these chunks.
+            refused => {
+                log_refused(job, refused);
+                Ok(false)
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "ingest.fetch", skip_all, fields(source = source_kind(&job.source)))]
     async fn fetch(&self, job: &IngestDocument) -> Result<(Vec<u8>, Option<String>), IngestError> {
         match &job.source {
             DocumentSource::Upload { content_type } => {
@@ -505,6 +532,7 @@ impl IngestHandler {
 
     /// Records and announces a failed attempt, and tells the runtime when
     /// to try again.
+    #[tracing::instrument(name = "ingest.fail", skip_all, fields(error_code = error.code()))]
     async fn fail(
         &self,
         job: &IngestDocument,
@@ -513,18 +541,17 @@ impl IngestHandler {
         error: IngestError,
     ) -> Outcome {
         let plan = ctx.plan_failure(None);
-        let next_retry = match plan {
-            RetryPlan::After(delay) => {
-                Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
-            }
-            RetryPlan::Exhausted => None,
-        };
         let failure = DocumentFailure {
             error_code: error.code().to_owned(),
             error_message: error.to_string(),
             retry_count: ctx.overall_attempt(),
             max_retries: self.max_retries,
-            next_retry,
+            next_retry: match plan {
+                RetryPlan::After(delay) => {
+                    Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+                }
+                RetryPlan::Exhausted => None,
+            },
         };
         warn!(
             document_id = %job.document_id,
@@ -533,6 +560,10 @@ impl IngestHandler {
             retry_count = failure.retry_count,
             "document ingestion failed"
         );
+        let failed = Outcome::Failed {
+            error: format!("{}: {}", failure.error_code, failure.error_message),
+            plan,
+        };
         record.status = DocumentStatus::Failed;
         record.error = Some(failure.clone());
         record.updated_at = Utc::now();
@@ -551,13 +582,23 @@ impl IngestHandler {
             // failure would be about its work. Tried again, quietly.
             Ok(Holder::LockLost) => {
                 log_refused(job, Holder::LockLost);
-                return Outcome::Failed {
-                    error: format!("{}: {}", failure.error_code, failure.error_message),
-                    plan,
-                };
+                return failed;
             }
             Err(e) => warn!(error = %e, "could not record the failed ingestion"),
         }
+        if let Err(e) = self.announce_failed(job, ctx, &record, failure).await {
+            warn!(error = %e, "could not announce the failed ingestion");
+        }
+        failed
+    }
+
+    async fn announce_failed(
+        &self,
+        job: &IngestDocument,
+        ctx: &JobContext,
+        record: &DocumentRecord,
+        failure: DocumentFailure,
+    ) -> anyhow::Result<()> {
         let event = Event::of(
             EventId::derived(&ctx.job_id, &format!("failed_{}", failure.retry_count)),
             &KnowledgeDocumentFailed {
@@ -565,8 +606,8 @@ impl IngestHandler {
                 name: record.name.clone(),
                 external_document_id: record.external_document_id.clone(),
                 status: FailedStatus::Failed,
-                error_code: failure.error_code.clone(),
-                error_message: failure.error_message.clone(),
+                error_code: failure.error_code,
+                error_message: failure.error_message,
                 retry_count: failure.retry_count,
                 max_retries: failure.max_retries,
                 next_retry: failure.next_retry,
@@ -575,18 +616,9 @@ impl IngestHandler {
                 trace_id: ctx.trace_id.clone(),
                 correlation_id: job.correlation_id.clone(),
             },
-        );
-        let announced = match event {
-            Ok(event) => self.publisher.publish(event).await.map(drop),
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = announced {
-            warn!(error = %e, "could not announce the failed ingestion");
-        }
-        Outcome::Failed {
-            error: format!("{}: {}", failure.error_code, failure.error_message),
-            plan,
-        }
+        )?;
+        self.publisher.publish(event).await?;
+        Ok(())
     }
 }
 
@@ -608,6 +640,32 @@ fn log_refused(job: &IngestDocument, holder: Holder) {
             %staging_id,
             "the document's ingestion lock is no longer this job's; not saved"
         ),
+    }
+}
+
+#[tracing::instrument(name = "ingest.chunk", skip_all, fields(chunks))]
+fn split(parsed: &ParsedDocument, options: &ChunkOptions) -> Result<Vec<Chunk>, IngestError> {
+    let chunks = chunk(parsed, options);
+    tracing::Span::current().record("chunks", chunks.len());
+    if chunks.is_empty() {
+        return Err(ParseError::Empty.into());
+    }
+    Ok(chunks)
+}
+
+fn source_kind(source: &DocumentSource) -> &'static str {
+    match source {
+        DocumentSource::Upload { .. } => "upload",
+        DocumentSource::Url { .. } => "url",
+    }
+}
+
+fn preview(chunk: &Chunk) -> ChunkPreview {
+    ChunkPreview {
+        index: chunk.index,
+        heading: chunk.heading.clone(),
+        chars: chunk.text.chars().count(),
+        excerpt: excerpt(&chunk.text),
     }
 }
 

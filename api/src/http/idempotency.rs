@@ -18,6 +18,7 @@ use shared::idempotency::{
     Begin, Claim, Fingerprint, HEADER, IdempotencyKey, IdempotencyStore, KEY_MAX_LEN, StoredAnswer,
     is_final,
 };
+use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa_axum::router::OpenApiRouter;
@@ -45,7 +46,7 @@ where
         if let Some(post) = item.post.as_mut() {
             post.parameters
                 .get_or_insert_with(Vec::new)
-                .push(header_parameter());
+                .push(RefOr::T(header_parameter()));
             for (code, description) in [
                 (
                     "400",

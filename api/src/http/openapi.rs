@@ -9,8 +9,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -94,6 +94,8 @@ fn require_security(doc: &mut utoipa::openapi::OpenApi, scheme: &str) {
     }
 }
 
+/// Every operation of a path, including the OpenAPI 3.2 `query` and
+/// additional ones (none are routed today), so a marking pass cannot miss one.
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     [
         &mut item.get,
@@ -104,9 +106,11 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
         &mut item.head,
         &mut item.patch,
         &mut item.trace,
+        &mut item.query,
     ]
     .into_iter()
     .filter_map(Option::as_mut)
+    .chain(item.additional_operations.values_mut())
 }
 
 /// The document pre-serialized once at startup; serving it is a copy of
@@ -142,6 +146,7 @@ where
     let (router, mut doc) = router.split_for_parts();
     document_envelopes(&mut doc);
     document_common_errors(&mut doc);
+    describe_every_response(&mut doc);
     let json = OpenApiJson::new(&doc)?;
     let docs = Router::new()
         .route(OPENAPI_PATH, get(serve_openapi))
@@ -163,7 +168,7 @@ fn document_envelopes(doc: &mut utoipa::openapi::OpenApi) {
                 if !status.starts_with('2') {
                     continue;
                 }
-                if let Some(content) = response.content.get_mut("application/json")
+                if let Some(RefOr::T(content)) = response.content.get_mut("application/json")
                     && let Some(data) = content.schema.take()
                 {
                     content.schema = Some(enveloped(data));
@@ -182,6 +187,30 @@ fn enveloped(data: RefOr<Schema>) -> RefOr<Schema> {
             .required("meta")
             .build(),
     ))
+}
+
+/// OpenAPI 3.1 requires a description on every response, and utoipa leaves
+/// out an empty one (3.2 made it optional), so an annotation such as
+/// `(status = 401, body = ErrorEnvelope)` would make the document invalid.
+/// Such responses are described by their status' reason phrase.
+fn describe_every_response(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            for (status, response) in &mut operation.responses.responses {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    response.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("see the error envelope")
+                        .to_owned();
+                }
+            }
+        }
+    }
 }
 
 /// Answers the shared layers give whatever the handler: the body layer's
@@ -218,7 +247,7 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                 .parameters
                 .iter()
                 .flatten()
-                .any(|p| p.parameter_in == ParameterIn::Query);
+                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
             if has_query {
                 codes.push(("400", "bad query parameter"));
             }
@@ -253,7 +282,7 @@ pub(crate) fn error_response(code: &str, description: &str) -> RefOr<utoipa::ope
     );
     if matches!(code, "429" | "503") {
         let seconds = HeaderBuilder::new()
-            .schema(ObjectBuilder::new().schema_type(Type::Integer))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
             .description(Some("seconds to wait before trying again"))
             .build();
         response = response.header("Retry-After", seconds);

@@ -19,8 +19,9 @@ use shared::chat::sessions::{
 };
 use shared::chat::stats::Rating;
 use shared::events::catalog::EventMetadata;
+use shared::events::payloads::SourceRef;
 use shared::ids::{EventId, JobId, SessionId};
-use shared::jobs::{EndReason, ProcessMessage};
+use shared::jobs::{ChatResult, EndReason, ProcessMessage};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::Json;
@@ -65,7 +66,7 @@ pub struct Completion {
     pub answer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
-    pub sources: Option<Value>,
+    pub sources: Option<Vec<SourceRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,22 +86,53 @@ pub struct Completion {
 }
 
 impl Completion {
-    fn from_stored(job_id: &JobId, stored: &Value) -> Self {
-        let text = |k: &str| stored.get(k).and_then(Value::as_str).map(str::to_owned);
-        Self {
+    fn from_stored(job_id: &JobId, stored: ChatResult) -> Self {
+        let blank = |status: &str, session_id: SessionId| Self {
             job_id: job_id.to_string(),
-            status: text("status").unwrap_or_else(|| "queued".into()),
-            session_id: text("session_id").unwrap_or_default(),
-            answer: text("answer"),
-            sources: stored.get("sources").cloned(),
-            confidence: stored.get("confidence").and_then(Value::as_f64),
-            escalated: stored.get("escalated").and_then(Value::as_bool),
-            processing_time_ms: stored.get("processing_time_ms").and_then(Value::as_u64),
-            error: text("error"),
-            operator_id: stored
-                .get("operator_id")
-                .map(|o| o.as_str().map(str::to_owned)),
-            notice: text("notice"),
+            status: status.to_owned(),
+            session_id: session_id.to_string(),
+            answer: None,
+            sources: None,
+            confidence: None,
+            escalated: None,
+            processing_time_ms: None,
+            error: None,
+            operator_id: None,
+            notice: None,
+        };
+        match stored {
+            ChatResult::Queued { session_id } => blank("queued", session_id),
+            ChatResult::Done {
+                session_id,
+                answer,
+                sources,
+                confidence,
+                escalated,
+                processing_time_ms,
+            } => Self {
+                answer: Some(answer),
+                sources: Some(sources),
+                confidence: Some(confidence),
+                escalated: Some(escalated),
+                processing_time_ms: Some(processing_time_ms),
+                ..blank("done", session_id)
+            },
+            ChatResult::Forwarded {
+                session_id,
+                operator_id,
+                notice,
+                processing_time_ms,
+            } => Self {
+                escalated: Some(true),
+                operator_id: Some(operator_id),
+                notice: Some(notice),
+                processing_time_ms: Some(processing_time_ms),
+                ..blank("forwarded", session_id)
+            },
+            ChatResult::Failed { session_id, error } => Self {
+                error: Some(error),
+                ..blank("failed", session_id)
+            },
         }
     }
 
@@ -187,10 +219,7 @@ pub async fn completions(
     // for an unknown one.
     services
         .sessions
-        .put_result(
-            &job_id,
-            &json!({"status": "queued", "session_id": session_id}),
-        )
+        .put_result(&job_id, &ChatResult::Queued { session_id })
         .await?;
     services.queue.push(&[job]).await?;
 
@@ -211,7 +240,7 @@ async fn load(state: &AppState, job_id: &JobId) -> Result<Completion, ApiError> 
         .get_result(job_id)
         .await?
         .ok_or_else(|| ApiError::not_found("chat job", job_id.as_str()))?;
-    Ok(Completion::from_stored(job_id, &stored))
+    Ok(Completion::from_stored(job_id, stored))
 }
 
 /// The state (and, when done, the answer) of a `/chat/completions` job.

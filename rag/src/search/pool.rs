@@ -60,8 +60,12 @@ impl SearchPool {
         work: impl FnOnce() -> Result<T, SearchError> + Send + 'static,
     ) -> Result<T, SearchError> {
         let (done, result) = oneshot::channel();
+        // The caller's span goes along, so the search's own spans land in
+        // the caller's trace rather than starting traces of their own.
+        let span = tracing::Span::current();
         let job: Job = Box::new(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(work))
+            let outcome = span
+                .in_scope(|| catch_unwind(AssertUnwindSafe(work)))
                 .unwrap_or_else(|_| Err(SearchError::Storage("a search panicked".into())));
             let _ = done.send(outcome);
         });
@@ -85,5 +89,29 @@ fn lower_priority() {
     } != 0;
     if failed {
         tracing::debug!("could not lower the search threads' CPU priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Instrument;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn work_runs_in_the_span_of_its_caller() {
+        // Global: a search thread sees only the global subscriber, as in
+        // the processes (which install theirs globally).
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        let pool = SearchPool::new().expect("search pool");
+        let caller = tracing::info_span!("caller");
+        let expected = caller.id();
+        assert!(expected.is_some());
+        let seen = pool
+            .run(|| Ok(tracing::Span::current().id()))
+            .instrument(caller)
+            .await
+            .expect("the work ran");
+        assert_eq!(seen, expected);
     }
 }

@@ -155,23 +155,77 @@ pub fn run(
         &tantivy_query,
         &TopDocs::with_limit(limit.max(MARGIN_DEPTH)).order_by_score(),
     )?;
-    let Some(&(top_score, top_address)) = ranked.first() else {
+    let Some(&top) = ranked.first() else {
         return Ok(SearchOutcome::nothing(query));
     };
-    let stored: Vec<(Score, TantivyDocument)> = ranked
+    let hits: Vec<Hit> = ranked
         .iter()
         .take(limit)
-        .map(|(score, address)| Ok((*score, searcher.doc(*address)?)))
+        .map(|(score, address)| Ok(hit(fields, *score, &searcher.doc(*address)?)))
         .collect::<Result<_, SearchError>>()?;
-    let top_doc = text_of(&stored[0].1, fields.doc);
+    let ranking = Ranking {
+        searcher,
+        fields,
+        query: &query,
+        tantivy_query: &*tantivy_query,
+        ranked: &ranked,
+        top,
+    };
+    let (features, group_weights) = score(&ranking, analyzer, &hits)?;
+    Ok(SearchOutcome {
+        hits,
+        confidence: confidence(&features),
+        features,
+        query,
+        group_weights,
+    })
+}
 
-    let other = best_of_another_document(searcher, fields, &tantivy_query, &ranked, &top_doc)?;
-    let matched = groups_matched(searcher, fields, &query, top_address)?;
-    let reach = reach(searcher, fields, &query)?;
+/// One search's ranking and what it ran on.
+struct Ranking<'a> {
+    searcher: &'a Searcher,
+    fields: &'a Fields,
+    query: &'a Query,
+    tantivy_query: &'a dyn tantivy::query::Query,
+    ranked: &'a [(Score, DocAddress)],
+    /// The first of `ranked`.
+    top: (Score, DocAddress),
+}
+
+/// The retrieval features the confidence comes from, and per query group
+/// the weight the answer gives its words. `hits` is the start of the
+/// ranking, at least its top.
+#[tracing::instrument(name = "rag.score", skip_all, fields(groups = r.query.groups.len()))]
+fn score(
+    r: &Ranking<'_>,
+    analyzer: &Analyzer,
+    hits: &[Hit],
+) -> Result<(Features, Vec<f64>), SearchError> {
+    let (top_score, top_address) = r.top;
+    let top_doc = hits
+        .first()
+        .map(|h| h.document_id.as_str())
+        .unwrap_or_default();
+    let other = best_of_another_document(r.searcher, r.fields, r.tantivy_query, r.ranked, top_doc)?;
+    let matched = groups_matched(r.searcher, r.fields, r.query, top_address)?;
+    let reach = reach(r.searcher, r.fields, r.query)?;
     let mass: f64 = reach.iter().map(|r| r.idf_mass).sum();
     let top = f64::from(top_score);
-    let groups = query.groups.len();
+    let groups = r.query.groups.len();
     let known_mass: f64 = reach.iter().filter(|r| r.known).map(|r| r.idf_mass).sum();
+    // A group the corpus lacks can match no sentence: `known` already
+    // says how much of the question that is.
+    let group_weights: Vec<f64> = reach
+        .iter()
+        .map(|r| if r.known { r.idf_mass } else { 0.0 })
+        .collect();
+    let weighted = Weighted::new(r.query, &group_weights);
+    let passage = hits
+        .iter()
+        .filter(|h| h.document_id == top_doc)
+        .flat_map(|h| weighted.sentences(analyzer, h.heading.as_deref(), &h.text))
+        .map(|s| s.coverage)
+        .fold(0.0, f64::max);
     let features = Features {
         top_norm: ratio(top, known_mass),
         coverage: ratio(matched.iter().filter(|m| **m).count() as f64, groups as f64),
@@ -186,38 +240,11 @@ pub fn run(
         ),
         known: ratio(known_mass, mass),
         margin: ratio(top - other, top),
-        agreement: agreement(&ranked, searcher, top_key(searcher, top_address)?)?,
-        passage: 0.0,
+        agreement: agreement(r.ranked, r.searcher, top_key(r.searcher, top_address)?)?,
+        passage,
         groups,
     };
-    let hits: Vec<Hit> = stored
-        .into_iter()
-        .map(|(score, doc)| hit(fields, score, &doc))
-        .collect();
-    // A group the corpus lacks can match no sentence: `known` already
-    // says how much of the question that is.
-    let group_weights: Vec<f64> = reach
-        .iter()
-        .map(|r| if r.known { r.idf_mass } else { 0.0 })
-        .collect();
-    let weighted = Weighted::new(&query, &group_weights);
-    let passage = hits
-        .iter()
-        .filter(|h| h.document_id == top_doc)
-        .flat_map(|h| weighted.sentences(analyzer, h.heading.as_deref(), &h.text))
-        .map(|s| s.coverage)
-        .fold(0.0, f64::max);
-    let features = Features {
-        passage,
-        ..features
-    };
-    Ok(SearchOutcome {
-        hits,
-        confidence: confidence(&features),
-        features,
-        query,
-        group_weights,
-    })
+    Ok((features, group_weights))
 }
 
 fn hit(fields: &Fields, score: Score, doc: &TantivyDocument) -> Hit {

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{KeyPrefix, Operator, OperatorAssignment};
 use crate::ids::{JobId, SessionId, WebhookId};
-use crate::jobs::{EndReason, EndSession};
+use crate::jobs::{ChatResult, EndReason, EndSession};
 use queue::keys::{JOB_FIELD, QueueKeys};
 
 use crate::keys::SessionKeys;
@@ -830,11 +830,7 @@ impl SessionStore {
     }
 
     /// Stores the answer of a `/chat/completions` job for its waiter.
-    pub async fn put_result(
-        &self,
-        job: &JobId,
-        result: &serde_json::Value,
-    ) -> Result<(), SessionError> {
+    pub async fn put_result(&self, job: &JobId, result: &ChatResult) -> Result<(), SessionError> {
         let _: () = self
             .conn
             .clone()
@@ -847,7 +843,7 @@ impl SessionStore {
         Ok(())
     }
 
-    pub async fn get_result(&self, job: &JobId) -> Result<Option<serde_json::Value>, SessionError> {
+    pub async fn get_result(&self, job: &JobId) -> Result<Option<ChatResult>, SessionError> {
         let raw: Option<String> = self
             .conn
             .clone()

@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::PartialSchema;
 use utoipa::ToSchema;
@@ -36,7 +36,7 @@ pub trait EventPayload: Serialize {
 }
 
 /// A passage an answer or an escalation rests on.
-#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SourceRef {
     pub document_id: String,
     pub title: String,
