@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,12 +23,14 @@ use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::console;
 use crate::http::auth::{AdminAuth, AdminKeys, require_admin};
 use crate::http::body::{BodyBudget, BodyPolicy, UploadRoute, buffered};
 use crate::http::idempotency::idempotent;
 use crate::http::openapi::{admin_only, api_router, finish};
+use crate::http::panic::catch_panics;
 use crate::http::throttle::FailureLimiter;
-use crate::http::trace::HttpMetrics;
+use crate::http::trace::{HttpMetrics, trace_requests};
 use crate::http::with_common_layers;
 use crate::routes::{
     chat, dead_letters, deliveries, event_types, gaps, incoming, knowledge, ops, webhooks,
@@ -82,6 +84,7 @@ impl Application {
             ),
         );
 
+        let admin_for_console = admin.clone();
         let management = management_routes();
         // Signed by their body: it must be read before they can be judged.
         let incoming = buffered(
@@ -116,7 +119,20 @@ impl Application {
             budget: BodyBudget::new(settings.server.body_budget.0),
             ..BodyPolicy::default()
         };
-        let router = with_common_layers(router, http_metrics, body).with_state(state);
+        // The console takes forms rather than JSON and signs in by cookie:
+        // outside the body screening, the bearer auth, the Idempotency-Key
+        // layer and the OpenAPI document, with tracing and the panic
+        // catcher of its own.
+        let console = console::router(
+            admin_for_console,
+            &settings,
+            state.services.queue.connection(),
+        )
+        .layer(from_fn(catch_panics))
+        .layer(from_fn_with_state(http_metrics.clone(), trace_requests));
+        let router = with_common_layers(router, http_metrics, body)
+            .merge(console)
+            .with_state(state);
 
         let listener = bind(settings.server.bind)
             .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;

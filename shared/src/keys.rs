@@ -131,9 +131,20 @@
 //!                               kind, filter, rate, total, replayed,
 //!                               skipped, failed, state, heartbeat); kept
 //!                               7 days after its last update.
+//!
+//! Operator console
+//!   P:console:sess:H    STRING  console session whose id's SHA-256 (hex)
+//!                               is H: its CSRF token; expires after
+//!                               console.session_ttl. Hashed so that
+//!                               reading Redis does not yield a cookie
+//!                               to sign in with.
 //! ```
 
 use queue::KeyPrefix;
+
+pub fn console_session(prefix: &KeyPrefix, id_hash: &str) -> String {
+    format!("{prefix}:console:sess:{id_hash}")
+}
 
 pub fn webhooks(prefix: &KeyPrefix) -> String {
     format!("{prefix}:webhooks")

@@ -1,0 +1,189 @@
+//! The operator console at `/console`: server-rendered HTML pages (maud)
+//! with htmx for the parts that refresh themselves.
+//!
+//! Not part of the JSON API: no bearer key, no `Idempotency-Key`, not in
+//! the OpenAPI document. An operator signs in with an admin key
+//! ([`signin`]); the session lives in Redis ([`session`]) and every POST
+//! carries the session's CSRF token ([`require_session`]). Each page calls
+//! the same functions as its JSON route, in process.
+
+pub mod assets;
+mod chart;
+mod dead_letters;
+mod deliveries;
+mod error;
+mod layout;
+mod overview;
+mod query;
+pub mod session;
+mod signin;
+mod text;
+mod webhooks;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::middleware::{Next, from_fn};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, body};
+use redis::aio::ConnectionManager;
+use shared::config::{AppEnvironment, Settings};
+
+use crate::console::error::PageError;
+use crate::console::session::{Session, SessionStore, cookie_value, tokens_match};
+use crate::http::auth::AdminAuth;
+use crate::state::AppState;
+
+/// Largest form a console page posts (filters, a few buttons).
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// What the console needs beyond [`AppState`]: the admin keys and their
+/// failure limiter (shared with the bearer auth), and the session store.
+#[derive(Clone)]
+pub struct Console {
+    admin: AdminAuth,
+    sessions: SessionStore,
+    /// `Secure` cookies (production only: a local trial runs over HTTP).
+    secure_cookie: bool,
+}
+
+/// The console's routes, to merge into the application's router.
+pub fn router(admin: AdminAuth, settings: &Settings, conn: ConnectionManager) -> Router<AppState> {
+    let console = Console {
+        admin,
+        sessions: SessionStore::new(
+            conn,
+            settings.redis.key_prefix.clone(),
+            settings.console.session_ttl,
+        ),
+        secure_cookie: settings.app.environment == AppEnvironment::Production,
+    };
+    let signed_in = Router::new()
+        .route("/console", get(overview::show))
+        .route("/console/overview/table", get(overview::table))
+        .route("/console/webhooks", get(webhooks::list))
+        .route("/console/webhooks/{id}", get(webhooks::detail))
+        .route("/console/webhooks/{id}/test", post(webhooks::send_test))
+        .route("/console/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/console/webhooks/{id}/disable", post(webhooks::disable))
+        .route("/console/deliveries", get(deliveries::list))
+        .route("/console/deliveries/{id}", get(deliveries::detail))
+        .route("/console/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/console/dead-letters", get(dead_letters::list))
+        .route(
+            "/console/dead-letters/replay",
+            post(dead_letters::replay_many),
+        )
+        .route(
+            "/console/dead-letters/replays/{id}",
+            get(dead_letters::progress),
+        )
+        .route(
+            "/console/dead-letters/replays/{id}/status",
+            get(dead_letters::progress_fragment),
+        )
+        .route(
+            "/console/dead-letters/{id}/replay",
+            post(dead_letters::replay),
+        )
+        .route(
+            "/console/dead-letters/{id}/discard",
+            post(dead_letters::discard),
+        )
+        .route("/console/logout", post(signin::logout))
+        .route_layer(from_fn(require_session));
+    Router::new()
+        .route("/console/login", get(signin::form).post(signin::submit))
+        .merge(assets::router())
+        .merge(signed_in)
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
+        .layer(from_fn(layout::security_headers))
+        .layer(Extension(console))
+}
+
+/// Middleware on every console route but sign-in and assets: the request
+/// must carry a live session's cookie (else a redirect to the sign-in
+/// form), and a POST must carry that session's CSRF token, in the
+/// `X-CSRF-Token` header (htmx) or a `csrf` form field (else 403). The
+/// session is left in the request's extensions for the handler.
+async fn require_session(
+    Extension(console): Extension<Console>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let found = match cookie_value(req.headers()) {
+        Some(id) => console.sessions.find(id).await,
+        None => Ok(None),
+    };
+    let session = match found {
+        Ok(Some(session)) => session,
+        Ok(None) => return to_sign_in(req.headers()),
+        Err(e) => return PageError::unavailable(e).into_response(),
+    };
+    let mut req = if req.method() == Method::POST {
+        match checked_post(req, &session).await {
+            Ok(req) => req,
+            Err(refused) => return refused.into_response(),
+        }
+    } else {
+        req
+    };
+    req.extensions_mut().insert(session);
+    next.run(req).await
+}
+
+/// Back to the sign-in form: a 303 for a page, `HX-Redirect` for an htmx
+/// request (whose redirect would land inside the part it refreshes).
+fn to_sign_in(headers: &HeaderMap) -> Response {
+    if headers.contains_key("hx-request") {
+        let mut res = ().into_response();
+        res.headers_mut()
+            .insert("hx-redirect", HeaderValue::from_static("/console/login"));
+        return res;
+    }
+    Redirect::to("/console/login").into_response()
+}
+
+/// The request again, if its CSRF token is the session's.
+async fn checked_post(req: Request, session: &Session) -> Result<Request, PageError> {
+    let presented = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(token) = presented {
+        return if tokens_match(&session.csrf, &token) {
+            Ok(req)
+        } else {
+            Err(PageError::csrf())
+        };
+    }
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(PageError::csrf());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body::to_bytes(body, FORM_LIMIT)
+        .await
+        .map_err(|_| PageError::too_large())?;
+    let token = url::form_urlencoded::parse(&bytes)
+        .find(|(name, _)| name == "csrf")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if tokens_match(&session.csrf, &token) {
+        Ok(Request::from_parts(parts, Body::from(bytes)))
+    } else {
+        Err(PageError::csrf())
+    }
+}
