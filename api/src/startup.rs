@@ -214,6 +214,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(chat::feedback))
         .routes(routes!(knowledge::upload, knowledge::list))
         .routes(routes!(knowledge::get, knowledge::delete))
+        .routes(routes!(knowledge::reingest))
         .routes(routes!(knowledge::search))
         .routes(routes!(gaps::gaps))
 }

@@ -56,7 +56,7 @@
 //! Knowledge documents
 //!   P:doc:D             STRING  document record D (JSON: status, format,
 //!                               sizes, chunk previews, classifications,
-//!                               last error).
+//!                               last error, source URL).
 //!   P:doc:D:staging     STRING  the newest upload's staging id (ids sort
 //!                               by time); older uploads are skipped.
 //!   P:doc:D:lock        STRING  the ingestion job working on D (one at a

@@ -9,9 +9,11 @@
 
 pub mod assets;
 mod chart;
+mod conversations;
 mod dead_letters;
 mod deliveries;
 mod error;
+mod knowledge;
 mod layout;
 mod overview;
 mod query;
@@ -61,6 +63,7 @@ pub fn router(admin: AdminAuth, settings: &Settings, conn: ConnectionManager) ->
         ),
         secure_cookie: settings.app.environment == AppEnvironment::Production,
     };
+    let upload_limit = settings.ingest.upload_body_limit();
     let signed_in = Router::new()
         .route("/console", get(overview::show))
         .route("/console/overview/table", get(overview::table))
@@ -93,6 +96,27 @@ pub fn router(admin: AdminAuth, settings: &Settings, conn: ConnectionManager) ->
             "/console/dead-letters/{id}/discard",
             post(dead_letters::discard),
         )
+        .route("/console/knowledge", get(knowledge::list))
+        .route(
+            "/console/knowledge/upload",
+            post(knowledge::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/console/knowledge/{id}/reingest",
+            post(knowledge::reingest),
+        )
+        .route("/console/knowledge/{id}/delete", post(knowledge::delete))
+        .route("/console/conversations", get(conversations::list))
+        .route("/console/conversations/{id}", get(conversations::detail))
+        .route(
+            "/console/conversations/{id}/reply",
+            post(conversations::reply),
+        )
+        .route(
+            "/console/conversations/{id}/handback",
+            post(conversations::hand_back),
+        )
+        .route("/console/conversations/{id}/end", post(conversations::end))
         .route("/console/logout", post(signin::logout))
         .route_layer(from_fn(require_session));
     Router::new()

@@ -227,7 +227,8 @@ storage_errors!(
     shared::publish::PublishError,
     shared::documents::DocumentError,
     shared::idempotency::IdempotencyError,
-    shared::replays::ReplayError
+    shared::replays::ReplayError,
+    shared::documents::ReingestError
 );
 
 /// A session in the wrong state for the request is the client's to know
