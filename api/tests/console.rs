@@ -182,7 +182,7 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
     let _worker = spawn_worker(app.services.clone()).await;
     let receiver = spawn_receiver(Behaviour::AlwaysStatus(500)).await;
     let webhook_id = app
-        .register(&receiver.url(), &["*"], "console_secret_0123456789")
+        .register(&receiver.url(), &["chat.escalated"], "console_secret_0123456789")
         .await;
     for _ in 0..2 {
         let queued = app
