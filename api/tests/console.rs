@@ -12,7 +12,6 @@ mod common;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::{TestApp, spawn_app};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -182,7 +181,11 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
     let _worker = spawn_worker(app.services.clone()).await;
     let receiver = spawn_receiver(Behaviour::AlwaysStatus(500)).await;
     let webhook_id = app
-        .register(&receiver.url(), &["chat.escalated"], "console_secret_0123456789")
+        .register(
+            &receiver.url(),
+            &["chat.escalated"],
+            "console_secret_0123456789",
+        )
         .await;
     for _ in 0..2 {
         let queued = app
@@ -217,6 +220,10 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
     assert!(
         overview.contains("Queues") && overview.contains("deliver"),
         "{overview}"
+    );
+    assert!(
+        overview.contains("Jobs in hand"),
+        "the worker is listed with its queue: {overview}"
     );
     snap(&browser, "overview").await;
 
