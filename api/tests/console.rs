@@ -127,14 +127,31 @@ async fn snap(browser: &Client, name: &str) {
     std::fs::write(&path, png).expect("screenshot written");
 }
 
-async fn text_of(browser: &Client) -> String {
+/// The text of the page's `<main>`; `None` while the browser is between
+/// pages.
+async fn main_text(browser: &Client) -> Option<String> {
     browser
         .find(Locator::Css("main"))
         .await
-        .expect("a <main>")
+        .ok()?
         .text()
         .await
-        .expect("its text")
+        .ok()
+}
+
+/// Waits until the page (the one a click or a form led to) shows
+/// `needle`; returns its text.
+async fn page_showing(browser: &Client, needle: &str) -> String {
+    wait_until(
+        &format!("the page to show {needle:?}"),
+        PATIENCE,
+        || async {
+            main_text(browser)
+                .await
+                .filter(|text| text.contains(needle))
+        },
+    )
+    .await
 }
 
 async fn sign_in(browser: &Client, key: &str) {
@@ -207,20 +224,16 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
     snap(&browser, "sign-in").await;
 
     sign_in(&browser, "not-the-admin-key-at-all").await;
-    let refused = text_of(&browser).await;
-    assert!(refused.contains("That key is not valid"), "{refused}");
+    page_showing(&browser, "That key is not valid").await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         "/console/login"
     );
 
     sign_in(&browser, TEST_ADMIN_KEY).await;
+    let overview = page_showing(&browser, "Queues").await;
     assert_eq!(browser.current_url().await.unwrap().path(), "/console");
-    let overview = text_of(&browser).await;
-    assert!(
-        overview.contains("Queues") && overview.contains("deliver"),
-        "{overview}"
-    );
+    assert!(overview.contains("deliver"), "{overview}");
     assert!(
         overview.contains("Jobs in hand"),
         "the worker is listed with its queue: {overview}"
@@ -229,7 +242,7 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
 
     // The failing webhook shows as failing.
     click(&browser, "nav a[href='/console/webhooks']").await;
-    let webhooks = text_of(&browser).await;
+    let webhooks = page_showing(&browser, "1 webhooks.").await;
     assert!(
         webhooks.contains("Test") && webhooks.contains("0 %"),
         "{webhooks}"
@@ -240,8 +253,7 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
         &format!("a[href='/console/webhooks/{webhook_id}']"),
     )
     .await;
-    let detail = text_of(&browser).await;
-    assert!(detail.contains("Recent attempts"), "{detail}");
+    page_showing(&browser, "Recent attempts").await;
     assert!(
         browser
             .find(Locator::Css("svg.chart polyline"))
@@ -257,16 +269,14 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
         .goto(&app.url(&format!("/console/dead-letters?webhook_id={webhook_id}")))
         .await
         .expect("goto");
-    let listed = text_of(&browser).await;
-    assert!(listed.contains("2 dead letters match"), "{listed}");
+    page_showing(&browser, "2 dead letters match").await;
     snap(&browser, "dead-letters").await;
     click(
         &browser,
         "form[action='/console/dead-letters/replay'] button",
     )
     .await;
-    let confirm = text_of(&browser).await;
-    assert!(confirm.contains("2 entries will be replayed"), "{confirm}");
+    page_showing(&browser, "2 entries will be replayed").await;
     assert_eq!(
         dead_letters(&app, &webhook_id).await,
         2,
@@ -278,25 +288,22 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
         "form[action='/console/dead-letters/replay'] button",
     )
     .await;
-    let done = text_of(&browser).await;
-    assert!(done.contains("Replayed 2 entries"), "{done}");
+    page_showing(&browser, "Replayed 2 entries").await;
 
     receiver.wait_for(8, PATIENCE).await;
     let deliveries = format!("/console/deliveries?webhook_id={webhook_id}&status=success");
     let page = wait_until("the replayed deliveries to succeed", PATIENCE, || async {
         browser.goto(&app.url(&deliveries)).await.ok()?;
-        let text = text_of(&browser).await;
-        text.contains("2 of 2 deliveries").then_some(text)
+        main_text(&browser)
+            .await
+            .filter(|text| text.contains("2 of 2 deliveries"))
     })
     .await;
     assert!(page.contains("success"), "{page}");
     snap(&browser, "deliveries").await;
     click(&browser, "main table tbody a").await;
-    let delivery = text_of(&browser).await;
-    assert!(
-        delivery.contains("Attempts") && delivery.contains("success"),
-        "{delivery}"
-    );
+    let delivery = page_showing(&browser, "Attempts").await;
+    assert!(delivery.contains("success"), "{delivery}");
     snap(&browser, "delivery").await;
 
     // Narrow screens keep working: the page does not widen past 320 px.
@@ -373,6 +380,7 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
     // Signing out ends the session for every holder of the cookie.
     browser.set_window_size(1280, 900).await.expect("resized");
     click(&browser, "header form button").await;
+    page_showing(&browser, "Sign in with an admin key").await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         "/console/login"

@@ -34,6 +34,15 @@ async fn indexed_other_than(app: &TestApp, id: &str, not: &str) -> Value {
     .await
 }
 
+/// The source also receives the webhook's events (POSTs); fetches are GETs.
+fn fetches(source: &testkit::Receiver) -> usize {
+    source
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .count()
+}
+
 #[tokio::test]
 async fn a_document_from_a_url_is_fetched_again() {
     let app = spawn_app().await;
@@ -71,14 +80,14 @@ async fn a_document_from_a_url_is_fetched_again() {
     let id = accepted.data()["document_id"].as_str().unwrap().to_owned();
     let first = indexed_other_than(&app, &id, "").await;
     assert_eq!(first["source_url"], source.url().as_str());
-    assert_eq!(source.requests().len(), 1);
+    assert_eq!(fetches(&source), 1);
 
     let again = reingest(&app, &id).await;
     assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
     assert_eq!(again.data()["document_id"], id.as_str());
     let first_version = first["staging_id"].as_str().unwrap();
     let second = indexed_other_than(&app, &id, first_version).await;
-    assert_eq!(source.requests().len(), 2, "fetched again");
+    assert_eq!(fetches(&source), 2, "fetched again");
     assert_eq!(second["source_url"], source.url().as_str());
 }
 
