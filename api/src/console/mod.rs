@@ -211,3 +211,110 @@ async fn checked_post(req: Request, session: &Session) -> Result<Request, PageEr
         Err(PageError::csrf())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            id: "a".repeat(64),
+            csrf: "b".repeat(64),
+        }
+    }
+
+    fn post(content_type: Option<&str>, token: Option<&str>, body: &str) -> Request {
+        let mut req = Request::builder().method(Method::POST).uri("/console/x");
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        if let Some(token) = token {
+            req = req.header("x-csrf-token", token);
+        }
+        req.body(Body::from(body.to_owned())).expect("a request")
+    }
+
+    async fn judged(req: Request) -> Result<String, StatusCode> {
+        match checked_post(req, &session()).await {
+            Ok(req) => {
+                let bytes = body::to_bytes(req.into_body(), FORM_LIMIT)
+                    .await
+                    .expect("body");
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            Err(e) => Err(e.into_response().status()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_header_token_is_enough_for_any_body() {
+        let token = "b".repeat(64);
+        let got = judged(post(
+            Some("multipart/form-data; boundary=x"),
+            Some(&token),
+            "--x",
+        ))
+        .await;
+        assert_eq!(got, Ok("--x".to_owned()));
+        let wrong = judged(post(None, Some(&"c".repeat(64)), "")).await;
+        assert_eq!(wrong, Err(StatusCode::FORBIDDEN));
+    }
+
+    #[tokio::test]
+    async fn a_form_carries_it_as_a_field_and_the_body_is_handed_on() {
+        let body = format!("a=1&csrf={}&b=2", "b".repeat(64));
+        let got = judged(post(Some("application/x-www-form-urlencoded"), None, &body)).await;
+        assert_eq!(got, Ok(body));
+    }
+
+    #[tokio::test]
+    async fn missing_or_wrong_tokens_are_forbidden() {
+        let form = Some("application/x-www-form-urlencoded; charset=utf-8");
+        for body in [
+            "",
+            "a=1",
+            "csrf=",
+            "csrf=bbbb",
+            &format!("csrf={}", "c".repeat(64)),
+        ] {
+            assert_eq!(
+                judged(post(form, None, body)).await,
+                Err(StatusCode::FORBIDDEN),
+                "{body:?}"
+            );
+        }
+        // A multipart or JSON body can only carry it in the header.
+        let field = format!("csrf={}", "b".repeat(64));
+        assert_eq!(
+            judged(post(Some("application/json"), None, &field)).await,
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            judged(post(None, None, &field)).await,
+            Err(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_form_is_refused_unread() {
+        let body = format!("csrf={}&pad={}", "b".repeat(64), "x".repeat(FORM_LIMIT));
+        let got = judged(post(Some("application/x-www-form-urlencoded"), None, &body)).await;
+        assert_eq!(got, Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    #[test]
+    fn an_htmx_request_without_a_session_is_sent_to_sign_in_by_header() {
+        let mut headers = HeaderMap::new();
+        let page = to_sign_in(&headers);
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        headers.insert("hx-request", HeaderValue::from_static("true"));
+        let fragment = to_sign_in(&headers);
+        assert_eq!(fragment.status(), StatusCode::OK);
+        assert_eq!(
+            fragment.headers().get("hx-redirect"),
+            Some(&HeaderValue::from_static("/console/login"))
+        );
+    }
+}

@@ -143,6 +143,35 @@ mod tests {
 
     use super::*;
 
+    #[tokio::test]
+    async fn sessions_live_in_redis_under_a_hash_until_deleted() {
+        let redis = testkit::TestRedis::start();
+        let conn = redis::Client::open(redis.url())
+            .expect("a Redis URL")
+            .get_connection_manager()
+            .await
+            .expect("connected");
+        let prefix = KeyPrefix::parse("console_test").expect("a prefix");
+        let store = SessionStore::new(conn.clone(), prefix, Duration::from_secs(60));
+        let session = store.create().await.expect("created");
+        assert_ne!(session.id, session.csrf);
+
+        let found = store.find(&session.id).await.expect("read");
+        assert_eq!(found.map(|s| s.csrf), Some(session.csrf.clone()));
+        let keys: Vec<String> = conn.clone().keys("*").await.expect("keys");
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        assert!(
+            !keys[0].contains(&session.id),
+            "the raw id is not in the key"
+        );
+        let ttl: i64 = conn.clone().ttl(&keys[0]).await.expect("ttl");
+        assert!((1..=60).contains(&ttl), "{ttl}");
+
+        assert!(store.find(&"0".repeat(64)).await.expect("read").is_none());
+        store.delete(&session.id).await.expect("deleted");
+        assert!(store.find(&session.id).await.expect("read").is_none());
+    }
+
     #[test]
     fn tokens_are_256_random_bits_in_hex() {
         let (a, b) = (random_token(), random_token());
