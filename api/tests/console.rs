@@ -306,6 +306,14 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
     assert!(delivery.contains("success"), "{delivery}");
     snap(&browser, "delivery").await;
 
+    // The other sections render for a signed-in operator.
+    click(&browser, "nav a[href='/console/knowledge']").await;
+    page_showing(&browser, "documents.").await;
+    snap(&browser, "knowledge").await;
+    click(&browser, "nav a[href='/console/conversations']").await;
+    page_showing(&browser, "Waiting for an operator").await;
+    snap(&browser, "conversations").await;
+
     // Narrow screens keep working: the page does not widen past 320 px.
     browser.set_window_size(320, 800).await.expect("resized");
     browser.goto(&app.url("/console")).await.expect("goto");

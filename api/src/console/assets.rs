@@ -12,7 +12,7 @@ use crate::state::AppState;
 
 pub const HTMX_PATH: &str = "/console/assets/htmx-2.0.11.min.js";
 /// Bump the number with every change to `console.css`.
-pub const CSS_PATH: &str = "/console/assets/console-1.css";
+pub const CSS_PATH: &str = "/console/assets/console-2.css";
 
 const HTMX: &str = include_str!("assets/htmx-2.0.11.min.js");
 const CSS: &str = include_str!("assets/console.css");
