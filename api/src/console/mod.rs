@@ -22,11 +22,13 @@ mod signin;
 mod text;
 mod webhooks;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -42,6 +44,8 @@ use crate::state::AppState;
 /// Largest form a console page posts (filters, a few buttons).
 const FORM_LIMIT: usize = 64 * 1024;
 
+const UPLOAD_PATH: &str = "/console/knowledge/upload";
+
 /// What the console needs beyond [`AppState`]: the admin keys and their
 /// failure limiter (shared with the bearer auth), and the session store.
 #[derive(Clone)]
@@ -50,6 +54,8 @@ pub struct Console {
     sessions: SessionStore,
     /// `Secure` cookies (production only: a local trial runs over HTTP).
     secure_cookie: bool,
+    upload_limit: usize,
+    body_read_timeout: Duration,
 }
 
 /// The console's routes, to merge into the application's router.
@@ -62,8 +68,10 @@ pub fn router(admin: AdminAuth, settings: &Settings, conn: ConnectionManager) ->
             settings.console.session_ttl,
         ),
         secure_cookie: settings.app.environment == AppEnvironment::Production,
+        upload_limit: settings.ingest.upload_body_limit(),
+        body_read_timeout: settings.server.body_read_timeout,
     };
-    let upload_limit = settings.ingest.upload_body_limit();
+    let upload_limit = console.upload_limit;
     let signed_in = Router::new()
         .route("/console", get(overview::show))
         .route("/console/overview/table", get(overview::table))
@@ -98,7 +106,7 @@ pub fn router(admin: AdminAuth, settings: &Settings, conn: ConnectionManager) ->
         )
         .route("/console/knowledge", get(knowledge::list))
         .route(
-            "/console/knowledge/upload",
+            UPLOAD_PATH,
             post(knowledge::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route(
@@ -148,7 +156,18 @@ async fn require_session(
         Err(e) => return PageError::unavailable(e).into_response(),
     };
     let mut req = if req.method() == Method::POST {
-        match checked_post(req, &session).await {
+        // Read only now, for a signed-in operator: nobody else makes the
+        // console hold an upload's worth of memory.
+        let limit = if req.uri().path() == UPLOAD_PATH {
+            console.upload_limit
+        } else {
+            FORM_LIMIT
+        };
+        let checked = match read_in_time(req, limit, console.body_read_timeout).await {
+            Ok(req) => checked_post(req, &session).await,
+            Err(refused) => Err(refused),
+        };
+        match checked {
             Ok(req) => req,
             Err(refused) => return refused.into_response(),
         }
@@ -157,6 +176,22 @@ async fn require_session(
     };
     req.extensions_mut().insert(session);
     next.run(req).await
+}
+
+/// Reads a request's body whole, within `limit` and `timeout`: the console
+/// is outside the JSON API's body policy, so it keeps the same deadline
+/// (`server.body_read_timeout`) itself, and a client sending one byte a
+/// minute holds nothing for long.
+async fn read_in_time(req: Request, limit: usize, timeout: Duration) -> Result<Request, PageError> {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Err(_)) => Err(PageError::too_large()),
+        Err(_) => Err(PageError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "The form took too long to arrive.",
+        )),
+    }
 }
 
 /// Back to the sign-in form: a 303 for a page, `HX-Redirect` for an htmx
@@ -171,7 +206,8 @@ fn to_sign_in(headers: &HeaderMap) -> Response {
     Redirect::to("/console/login").into_response()
 }
 
-/// The request again, if its CSRF token is the session's.
+/// The request again, if its CSRF token is the session's. The body is
+/// already read ([`read_in_time`]).
 async fn checked_post(req: Request, session: &Session) -> Result<Request, PageError> {
     let presented = req
         .headers()
@@ -214,8 +250,6 @@ async fn checked_post(req: Request, session: &Session) -> Result<Request, PageEr
 
 #[cfg(test)]
 mod tests {
-    use axum::http::StatusCode;
-
     use super::*;
 
     fn session() -> Session {
@@ -302,6 +336,21 @@ mod tests {
         let body = format!("csrf={}&pad={}", "b".repeat(64), "x".repeat(FORM_LIMIT));
         let got = judged(post(Some("application/x-www-form-urlencoded"), None, &body)).await;
         assert_eq!(got, Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_is_cut_off_at_the_deadline() {
+        let stalled = futures::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/console/login")
+            .body(Body::from_stream(stalled))
+            .expect("a request");
+        let got = read_in_time(req, FORM_LIMIT, Duration::from_millis(50)).await;
+        assert_eq!(
+            got.map(|_| ()).map_err(|e| e.into_response().status()),
+            Err(StatusCode::REQUEST_TIMEOUT)
+        );
     }
 
     #[test]

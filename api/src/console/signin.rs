@@ -10,10 +10,10 @@ use axum::{Extension, Form};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console::Console;
 use crate::console::error::PageError;
 use crate::console::layout::{Nav, page};
 use crate::console::session::{Session, clear_cookie, set_cookie};
+use crate::console::{Console, FORM_LIMIT, read_in_time};
 use crate::http::auth::{Refusal, client_of};
 
 pub async fn form() -> Markup {
@@ -54,6 +54,7 @@ pub async fn submit(
     req: Request,
 ) -> Result<Response, PageError> {
     let client = client_of(&req);
+    let req = read_in_time(req, FORM_LIMIT, console.body_read_timeout).await?;
     let Form(sign_in) = Form::<SignIn>::from_request(req, &())
         .await
         .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
