@@ -405,5 +405,31 @@ async fn an_operator_replays_a_failing_webhooks_dead_letters_from_the_console() 
         Some("/console/login")
     );
 
+    // Wrong keys count against the same limit as wrong bearer keys: past
+    // it the form says how long to wait.
+    let mut refused = None;
+    for _ in 0..200 {
+        let res = http
+            .post(app.url("/console/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("admin_key=wrong-key-0123456789")
+            .send()
+            .await
+            .expect("sent");
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(res.text().await.expect("page"));
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let refused = refused.expect("the failure limit is reached");
+    assert!(refused.contains("Too many attempts, retry in"), "{refused}");
+    let bearer = app.admin_get("/api/v1/webhooks").await;
+    assert_eq!(
+        bearer.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the JSON API shares the limit"
+    );
+
     browser.close().await.expect("browser closed");
 }
