@@ -2,6 +2,7 @@
 //! administration and operations endpoints. `startup` builds it from
 //! settings; `http` is the plumbing every route shares.
 
+pub mod console;
 pub mod http;
 pub mod routes;
 pub mod startup;

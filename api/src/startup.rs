@@ -8,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -24,12 +24,14 @@ use tower::ServiceExt;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::console;
 use crate::http::auth::{AdminAuth, AdminKeys, require_admin};
 use crate::http::body::{BodyBudget, BodyPolicy, UploadRoute, buffered};
 use crate::http::idempotency::idempotent;
 use crate::http::openapi::{admin_only, api_router, finish};
+use crate::http::panic::catch_panics;
 use crate::http::throttle::FailureLimiter;
-use crate::http::trace::HttpMetrics;
+use crate::http::trace::{HttpMetrics, trace_requests};
 use crate::http::with_common_layers;
 use crate::routes::{
     chat, dead_letters, deliveries, event_types, gaps, incoming, knowledge, ops, webhooks,
@@ -76,6 +78,7 @@ impl Application {
             ),
         );
         let router = documented_routes(admin.clone(), idempotency)?;
+        let console = console_routes(admin.clone(), &settings, &state, &http_metrics);
         let metrics = Router::new().route("/metrics", get(ops::metrics));
         let (router, metrics_router) = match settings.metrics.bind {
             Some(_) => (router, Some(metrics.with_state(state.clone()))),
@@ -84,8 +87,9 @@ impl Application {
                 None,
             ),
         };
-        let router =
-            with_common_layers(router, http_metrics, body_policy(&settings)).with_state(state);
+        let router = with_common_layers(router, http_metrics, body_policy(&settings))
+            .merge(console)
+            .with_state(state);
 
         let listener = bind(settings.server.bind)
             .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
@@ -177,6 +181,20 @@ fn body_policy(settings: &Settings) -> BodyPolicy {
     }
 }
 
+/// The console takes forms rather than JSON and signs in by cookie:
+/// outside the body screening, the bearer auth, the Idempotency-Key layer
+/// and the OpenAPI document, with tracing and the panic catcher of its own.
+fn console_routes(
+    admin: AdminAuth,
+    settings: &Settings,
+    state: &AppState,
+    http_metrics: &HttpMetrics,
+) -> Router<AppState> {
+    console::router(admin, settings, state.services.queue.connection())
+        .layer(from_fn(catch_panics))
+        .layer(from_fn_with_state(http_metrics.clone(), trace_requests))
+}
+
 /// Pending connections the kernel may queue for `accept`. Tokio's
 /// `TcpListener::bind` uses 128, the standard library's value: a burst of
 /// more simultaneous connects than that overflows the queue, and the
@@ -218,6 +236,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(chat::feedback))
         .routes(routes!(knowledge::upload, knowledge::list))
         .routes(routes!(knowledge::get, knowledge::delete))
+        .routes(routes!(knowledge::reingest))
         .routes(routes!(knowledge::search))
         .routes(routes!(gaps::gaps))
 }

@@ -69,6 +69,16 @@ pub struct QueueDepth {
     pub oldest_ready_age_ms: Option<u64>,
 }
 
+/// One worker reading a queue, as its consumer group knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Consumer {
+    pub name: String,
+    /// Jobs handed to it and not yet acknowledged.
+    pub pending: u64,
+    /// Since it last read or acknowledged (its last sign of life).
+    pub idle_ms: u64,
+}
+
 /// What a settle did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -639,6 +649,33 @@ impl QueueClient {
         })
     }
 
+    /// The workers that have read `queue`, busiest first: each with its
+    /// jobs in flight and how long since it last read or acknowledged.
+    /// Empty before any worker started.
+    pub async fn consumers(&self, queue: &str) -> Result<Vec<Consumer>, QueueError> {
+        let keys = self.keys(queue);
+        let reply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&keys.stream)
+            .arg(CONSUMER_GROUP)
+            .query_async::<Value>(&mut self.conn.clone())
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            // No stream or no group yet: no worker has read it.
+            Err(e) if e.code() == Some("ERR") || e.code() == Some("NOGROUP") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Value::Array(entries) = reply else {
+            return Err(QueueError::Reply("XINFO CONSUMERS is not an array".into()));
+        };
+        let mut consumers: Vec<Consumer> = entries.iter().filter_map(consumer).collect();
+        consumers.sort_by(|a, b| b.pending.cmp(&a.pending).then(a.idle_ms.cmp(&b.idle_ms)));
+        Ok(consumers)
+    }
+
     /// Removes consumers (workers long gone) that hold no jobs, so the
     /// group's consumer list does not grow with every restart.
     pub async fn forget_idle_consumers(
@@ -769,19 +806,48 @@ struct GroupState {
 
 /// Our group in an XINFO GROUPS reply (a list of flat field/value arrays,
 /// or of maps in RESP3).
+/// The field/value pairs of an `XINFO` entry (a flat array in RESP2, a map
+/// in RESP3).
+fn info_pairs(entry: &Value) -> Option<Vec<(Vec<u8>, &Value)>> {
+    match entry {
+        Value::Array(items) => Some(
+            items
+                .chunks(2)
+                .filter_map(|p| Some((value_bytes(&p[0]), p.get(1)?)))
+                .collect(),
+        ),
+        Value::Map(items) => Some(items.iter().map(|(k, v)| (value_bytes(k), v)).collect()),
+        _ => None,
+    }
+}
+
+fn consumer(entry: &Value) -> Option<Consumer> {
+    let pairs = info_pairs(entry)?;
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| *v)
+    };
+    let int = |name: &str| match get(name) {
+        Some(Value::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    Some(Consumer {
+        name: String::from_utf8(get("name").map(value_bytes)?).ok()?,
+        pending: int("pending").unwrap_or(0),
+        // `inactive` (Redis 7.2+) counts from the last successful read;
+        // `idle` from any attempt. Prefer the former when present.
+        idle_ms: int("inactive").or_else(|| int("idle")).unwrap_or(0),
+    })
+}
+
 fn our_group(groups: &Value) -> Option<GroupState> {
     let Value::Array(groups) = groups else {
         return None;
     };
     groups.iter().find_map(|group| {
-        let pairs: Vec<(Vec<u8>, &Value)> = match group {
-            Value::Array(items) => items
-                .chunks(2)
-                .filter_map(|p| Some((value_bytes(&p[0]), p.get(1)?)))
-                .collect(),
-            Value::Map(items) => items.iter().map(|(k, v)| (value_bytes(k), v)).collect(),
-            _ => return None,
-        };
+        let pairs = info_pairs(group)?;
         let get = |name: &str| {
             pairs
                 .iter()

@@ -79,7 +79,9 @@ mod time;
 
 use std::collections::BTreeMap;
 
-pub use client::{Durability, Fetched, FetchedKind, PushOnce, QueueClient, QueueDepth, Settled};
+pub use client::{
+    Consumer, Durability, Fetched, FetchedKind, PushOnce, QueueClient, QueueDepth, Settled,
+};
 pub use dead_letter::{DeadLetter, DeadLetterFilter, DeadLetterPage};
 pub use envelope::{AttemptError, ENVELOPE_VERSION, Envelope};
 pub use error::{QueueError, is_unavailable};

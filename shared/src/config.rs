@@ -53,6 +53,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub worker: WorkerSettings,
     pub telemetry: TelemetrySettings,
+    pub console: ConsoleSettings,
 }
 
 /// Where this deployment runs: decides what a missing safeguard means
@@ -226,6 +227,16 @@ pub struct QueueSettings {
     pub promote_batch: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+}
+
+/// The operator console served at `/console`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// How long a console sign-in lasts (no sliding renewal: an operator
+    /// signs in again after it).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]

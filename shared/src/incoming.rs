@@ -406,7 +406,7 @@ impl Intake {
         if let Some(bytes) = bytes {
             self.documents.put_staged_bytes(&staging_id, bytes).await?;
         }
-        let record = DocumentRecord::staged(
+        let mut record = DocumentRecord::staged(
             document_id.clone(),
             staging_id.clone(),
             draft.name.clone(),
@@ -414,6 +414,7 @@ impl Intake {
             webhook.cloned(),
             draft.metadata.clone(),
         );
+        record.source_url = draft.source.url().map(str::to_owned);
         let job = Envelope::new(
             IngestDocument::QUEUE,
             IngestDocument {

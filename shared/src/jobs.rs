@@ -148,6 +148,16 @@ pub enum DocumentSource {
     Upload { content_type: Option<String> },
 }
 
+impl DocumentSource {
+    /// The URL a document is fetched from, if it came by URL.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            DocumentSource::Url { url } => Some(url),
+            DocumentSource::Upload { .. } => None,
+        }
+    }
+}
+
 impl Job for IngestDocument {
     const QUEUE: &'static str = "ingest";
 }

@@ -56,7 +56,7 @@
 //! Knowledge documents
 //!   P:doc:D             STRING  document record D (JSON: status, format,
 //!                               sizes, chunk previews, classifications,
-//!                               last error).
+//!                               last error, source URL).
 //!   P:doc:D:staging     STRING  the newest upload's staging id (ids sort
 //!                               by time); older uploads are skipped.
 //!   P:doc:D:lock        STRING  the ingestion job working on D (one at a
@@ -142,9 +142,20 @@
 //!                               kind, filter, rate, total, replayed,
 //!                               skipped, failed, state, heartbeat); kept
 //!                               7 days after its last update.
+//!
+//! Operator console
+//!   P:console:sess:H    STRING  console session whose id's SHA-256 (hex)
+//!                               is H: its CSRF token; expires after
+//!                               console.session_ttl. Hashed so that
+//!                               reading Redis does not yield a cookie
+//!                               to sign in with.
 //! ```
 
 use queue::KeyPrefix;
+
+pub fn console_session(prefix: &KeyPrefix, id_hash: &str) -> String {
+    format!("{prefix}:console:sess:{id_hash}")
+}
 
 pub fn webhooks(prefix: &KeyPrefix) -> String {
     format!("{prefix}:webhooks")

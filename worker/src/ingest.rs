@@ -260,6 +260,7 @@ impl IngestHandler {
                 record.staging_id = job.staging_id.clone();
                 record.name = job.name.clone();
                 record.metadata = job.metadata.clone();
+                record.source_url = job.source.url().map(str::to_owned);
                 record
             }
             // The API writes the record after queueing the job; if that

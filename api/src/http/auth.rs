@@ -107,34 +107,66 @@ pub async fn require_admin(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(ClientKey::unknown, |peer| ClientKey::of(peer.0.ip()));
-    let now = Instant::now();
-    if let Err(wait) = auth.failures.check(client, now) {
-        tracing::warn!(%client, "admin authentication refused: too many failures lately");
-        return Err(too_many_failures(wait));
-    }
-    let identity = authenticate(&auth.keys, req.headers()).map_err(|refusal| {
-        // A request without credentials guesses nothing.
-        if refusal == Refusal::Invalid {
-            auth.failures.failed(client, now);
-        }
-        let err = refusal.into_error();
-        tracing::warn!(code = err.code(), %client, "admin authentication failed");
-        err
-    })?;
+    let client = client_of(&req);
+    let presented = presented_key(req.headers());
+    let identity = auth
+        .admit(client, presented, Instant::now())
+        .map_err(Refusal::into_error)?;
     req.extensions_mut().insert(identity);
     Ok(next.run(req).await)
 }
 
+/// The address failures are counted against.
+pub fn client_of(req: &Request) -> ClientKey {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(ClientKey::unknown, |peer| ClientKey::of(peer.0.ip()))
+}
+
+impl AdminAuth {
+    /// Judges a presented key: refused while `client` has too many failures
+    /// lately (whatever it presents), a wrong key counted as one more. The
+    /// bearer middleware and the console's sign-in form both come here, so
+    /// both share one limit per address.
+    pub fn admit(
+        &self,
+        client: ClientKey,
+        presented: Result<&str, Refusal>,
+        now: Instant,
+    ) -> Result<AdminIdentity, Refusal> {
+        if let Err(wait) = self.failures.check(client, now) {
+            tracing::warn!(%client, "admin authentication refused: too many failures lately");
+            return Err(Refusal::TooManyFailures(wait));
+        }
+        let judged = presented.and_then(|key| {
+            if key.is_empty() {
+                return Err(Refusal::Missing);
+            }
+            self.keys
+                .find(key.as_bytes())
+                .map(|key_index| AdminIdentity { key_index })
+                .ok_or(Refusal::Invalid)
+        });
+        judged.inspect_err(|refusal| {
+            // A request without credentials guesses nothing.
+            if *refusal == Refusal::Invalid {
+                self.failures.failed(client, now);
+            }
+            tracing::warn!(refusal = ?refusal, %client, "admin authentication failed");
+        })
+    }
+}
+
+/// Why a key was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub enum Refusal {
     Missing,
     /// A wrong scheme or a wrong key: one answer for both, since telling
     /// them apart helps nobody but someone probing.
     Invalid,
+    /// The address presented too many wrong keys lately; it may try again
+    /// after this long.
+    TooManyFailures(Duration),
 }
 
 impl Refusal {
@@ -146,19 +178,22 @@ impl Refusal {
             Refusal::Invalid => {
                 ApiError::unauthorized("INVALID_CREDENTIALS", "invalid credentials")
             }
+            Refusal::TooManyFailures(wait) => too_many_failures(wait),
         }
+    }
+
+    /// Whole seconds to wait, at least one, as `Retry-After` says it.
+    pub fn retry_after_secs(wait: Duration) -> u64 {
+        wait.as_secs_f64().ceil().max(1.0) as u64
     }
 }
 
-fn authenticate(keys: &AdminKeys, headers: &HeaderMap) -> Result<AdminIdentity, Refusal> {
+fn presented_key(headers: &HeaderMap) -> Result<&str, Refusal> {
     let header = headers.get(AUTHORIZATION).ok_or(Refusal::Missing)?;
-    let token = header
+    header
         .to_str()
         .ok()
         .and_then(bearer_token)
-        .ok_or(Refusal::Invalid)?;
-    keys.find(token.as_bytes())
-        .map(|key_index| AdminIdentity { key_index })
         .ok_or(Refusal::Invalid)
 }
 
@@ -168,7 +203,7 @@ fn too_many_failures(wait: Duration) -> ApiError {
         "TOO_MANY_AUTH_FAILURES",
         "too many failed authentications from this address, retry later",
     )
-    .with_retry_after(wait.as_secs_f64().ceil().max(1.0) as u64)
+    .with_retry_after(Refusal::retry_after_secs(wait))
 }
 
 /// The token of a `Bearer` credential; the scheme is case-insensitive

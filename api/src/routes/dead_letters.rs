@@ -321,11 +321,7 @@ pub async fn replay_many(
     };
     let request = query.merged(body);
     let pace = pace(request.rate)?;
-    let mut filter = request.filter().parse()?;
-    // Only what was dead when the call came: a replayed job that dies
-    // again at once is not replayed again in the same call.
-    let now = Utc::now();
-    filter.until = Some(filter.until.map_or(now, |until| until.min(now)));
+    let filter = replay_filter(request.filter())?;
     replay_as_asked(
         &state,
         RunKind::DeadLetters,
@@ -335,6 +331,16 @@ pub async fn replay_many(
         pace,
     )
     .await
+}
+
+/// What a bulk replay asked now works through: the entries matching
+/// `query` that are dead already. A replayed job that dies again at once
+/// is not replayed again by the same call.
+pub(crate) fn replay_filter(query: DeadLetterQuery) -> Result<DeadLetterFilter, ApiError> {
+    let mut filter = query.parse()?;
+    let now = Utc::now();
+    filter.until = Some(filter.until.map_or(now, |until| until.min(now)));
+    Ok(filter)
 }
 
 /// A paced replay or recovery run and how far it got. `interrupted`: the

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use shared::ids::DocumentId;
 use shared::incoming::{DocumentDraft, parse_format};
 use shared::jobs::DocumentSource;
-use shared::knowledge::documents::DocumentRecord;
+use shared::knowledge::documents::{DocumentRecord, ReingestError};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::body::decode_json;
@@ -318,6 +318,41 @@ pub async fn delete(
         status: "deleted",
         removed_from_search,
     }))
+}
+
+/// Ingest a document again (new chunks, new classification), as a new
+/// version of the same document: fetched again from its URL, or, for a
+/// direct upload, from its uploaded bytes while they are still kept
+/// (until indexed, or 7 days). The current version stays searchable until
+/// the new one is indexed. 409 `DOCUMENT_SOURCE_GONE` when neither source
+/// is left (upload it again instead).
+#[utoipa::path(post, path = "/knowledge/documents/{document_id}/reingest", tag = "knowledge",
+    params(("document_id" = String, Path)),
+    responses((status = 202, body = DocumentRecord), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 503, body = ErrorEnvelope)))]
+pub async fn reingest(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Accepted<DocumentRecord>, ApiError> {
+    let document_id = DocumentId::parse(&id).map_err(|_| ApiError::not_found("document", &id))?;
+    let record = state
+        .services
+        .documents
+        .reingest(&state.services.queue, &document_id, current_trace_id())
+        .await
+        .map_err(|e| reingest_error(e, &id))?;
+    tracing::info!(document_id = %record.document_id, "document queued for re-ingestion");
+    Ok(Accepted(record))
+}
+
+pub(crate) fn reingest_error(e: ReingestError, id: &str) -> ApiError {
+    match e {
+        ReingestError::Missing => ApiError::not_found("document", id),
+        ReingestError::SourceGone => ApiError::conflict("DOCUMENT_SOURCE_GONE", e.to_string()),
+        ReingestError::Store(e) => e.into(),
+        ReingestError::Queue(e) => e.into(),
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -13,9 +13,11 @@ use sha2::{Digest, Sha256};
 
 use crate::config::KeyPrefix;
 use crate::ids::{DocumentId, StagingId, WebhookId};
+use crate::jobs::{DocumentSource, IngestDocument};
 use crate::keys;
 use crate::store::StoreError;
 use crate::time::serde_rfc3339;
+use queue::{Envelope, Job, QueueClient, QueueError};
 
 /// How long uploaded bytes wait in staging for their ingestion (which
 /// retries for about half an hour by default).
@@ -163,6 +165,10 @@ pub struct DocumentRecord {
     pub chunks: Vec<ChunkPreview>,
     pub classifications: Vec<ClassificationView>,
     pub embeddings_model: Option<String>,
+    /// Where a document that came by URL was fetched from: what a
+    /// re-ingestion fetches again. Absent for direct uploads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
     pub vector_store: Option<String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub error: Option<DocumentFailure>,
@@ -197,6 +203,7 @@ impl DocumentRecord {
             chunks: Vec::new(),
             classifications: Vec::new(),
             embeddings_model: None,
+            source_url: None,
             vector_store: None,
             metadata,
             error: None,
@@ -520,4 +527,71 @@ impl DocumentStore {
 /// A lock's TTL in Redis' unit; PX refuses 0.
 fn lock_ms(ttl: std::time::Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Why a document could not be ingested again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReingestError {
+    #[error("no such document")]
+    Missing,
+    /// It came as an upload whose bytes are gone (they are dropped once
+    /// indexed, and expire), and it has no URL to fetch again.
+    #[error("the document has no URL and its uploaded bytes are no longer kept")]
+    SourceGone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl DocumentStore {
+    /// Queues document `id`'s ingestion again, as a new version (staging
+    /// id) of the same document: fetched again from its URL, or, for an
+    /// upload, from its staged bytes while they are still kept. The old
+    /// version stays searchable until the new one is indexed. Answers the
+    /// record as it stands once the job is queued.
+    pub async fn reingest(
+        &self,
+        queue: &QueueClient,
+        id: &DocumentId,
+        trace_id: String,
+    ) -> Result<DocumentRecord, ReingestError> {
+        let record = self.get(id).await?.ok_or(ReingestError::Missing)?;
+        let staging_id = StagingId::generate();
+        let source = match &record.source_url {
+            Some(url) => DocumentSource::Url { url: url.clone() },
+            None => {
+                let bytes = self
+                    .staged_bytes(&record.staging_id)
+                    .await?
+                    .ok_or(ReingestError::SourceGone)?;
+                self.put_staged_bytes(&staging_id, &bytes).await?;
+                DocumentSource::Upload { content_type: None }
+            }
+        };
+        let job = Envelope::new(
+            IngestDocument::QUEUE,
+            IngestDocument {
+                document_id: record.document_id.clone(),
+                staging_id: staging_id.clone(),
+                name: record.name.clone(),
+                external_document_id: record.external_document_id.clone(),
+                source,
+                format: record.format,
+                metadata: record.metadata.clone(),
+                webhook_id: record.webhook_id.clone(),
+                correlation_id: None,
+            },
+            trace_id,
+        );
+        queue.push(&[job]).await?;
+        // After the push, as on intake: a record never names a version
+        // that is not queued.
+        let staged = DocumentRecord {
+            staging_id,
+            ..record
+        };
+        self.stage(&staged).await?;
+        Ok(self.get(id).await?.unwrap_or(staged))
+    }
 }
