@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The providers' own signing libraries, for the signature-profile tests
-# (api/tests/signature_profiles.rs): each provider's official package signs
+# (api/tests/api/signature_profiles.rs): each provider's official package signs
 # the requests the API must accept. Pinned; installed once under
 # $SUPPORTRAG_SIGNERS (default ~/.cache/supportrag-signers, outside git):
 #   py/            a venv with standardwebhooks and slack_sdk (PyPI)

@@ -17,7 +17,7 @@ export SOAK_SECS="${SOAK_SECS:-600}"
 export SOAK_KILL_EVERY_SECS="${SOAK_KILL_EVERY_SECS:-30}"
 # The worker binary must be built next to the test binary.
 cargo build -p supportrag-worker --bin supportrag-worker
-exec cargo nextest run -p supportrag-api --test faults_redis \
+exec cargo nextest run -p supportrag-api --test api \
   --run-ignored only --no-capture \
   --final-status-level pass \
   -E 'test(soak_steady_load_with_worker_kills_and_a_redis_restart)'

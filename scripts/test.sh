@@ -31,7 +31,7 @@ command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
-# The console's browser test (api/tests/console.rs) drives headless Chromium.
+# The console's browser test (api/tests/api/console.rs) drives headless Chromium.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 # python3 with venv: the providers' signing libraries (scripts/signers.sh)

@@ -634,7 +634,6 @@ async fn documents_are_uploaded_asked_about_and_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the reingest endpoint (console branch)"]
 async fn a_document_is_reingested() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().expect("temp dir");

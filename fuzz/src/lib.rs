@@ -1,6 +1,6 @@
 //! The fuzz harnesses, as plain functions: each takes arbitrary bytes and
 //! panics only if a property breaks. `cargo fuzz` drives them from
-//! `fuzz_targets/` (nightly, libFuzzer); `api/tests/security_fuzz.rs`
+//! `fuzz_targets/` (nightly, libFuzzer); `api/tests/api/security_fuzz.rs`
 //! includes this file and drives the same functions over a deterministic
 //! corpus and every file under `fuzz/regressions/`, so they run on stable
 //! in the normal test suite too.

@@ -1,9 +1,7 @@
 //! The webhook registry and admin endpoints as an integrator meets them:
 //! auth, every validation rule with its code, and the error envelope.
 
-mod common;
-
-use common::{spawn_app, spawn_app_with};
+use crate::common::{spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

@@ -6,12 +6,10 @@
 //! back); answers are rated, and low-confidence questions are grouped
 //! into knowledge gaps.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Reply, TestApp, spawn_app, spawn_app_with};
 use base64::Engine;
-use common::{Reply, TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::events::catalog::{EventFilter, EventType};
@@ -187,7 +185,7 @@ async fn hostile_searches_through_the_api_answer_correctly() {
 
     // Over the 2,000-character cap: refused, whatever it holds. (Much
     // longer URLs, such as 1 MB, are refused by the HTTP server before the
-    // handler; rag/tests/search.rs sends those to the engine directly.)
+    // handler; rag/tests/rag/search.rs sends those to the engine directly.)
     for (name, q) in [
         ("just over the cap", "a".repeat(2_001)),
         (

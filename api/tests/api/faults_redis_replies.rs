@@ -8,12 +8,10 @@
 //! which keeps answering from the API's own search replica (a search
 //! never needs Redis to be free).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Reply, TestApp, spawn_app};
 use chrono::Utc;
-use common::{Reply, TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::webhooks::signing::{Secret, sign_incoming_timestamped};

@@ -4,11 +4,9 @@
 //! (nothing clear in Redis, clear records migrated at start, the key itself
 //! rotated, a missing key refused in production), against a real Redis.
 
-mod common;
-
+use crate::common::{TestApp, spawn_app_with};
 use api::startup::Application;
 use chrono::Utc;
-use common::{TestApp, spawn_app_with};
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -36,7 +34,7 @@ fn with_keys(list: &'static [&'static str]) -> impl FnOnce(&mut Settings) {
     move |s: &mut Settings| s.secrets.encryption_keys = keys(list)
 }
 
-async fn rotate(app: &TestApp, id: &str, body: Value) -> common::Reply {
+async fn rotate(app: &TestApp, id: &str, body: Value) -> crate::common::Reply {
     app.admin_json(
         Method::POST,
         &format!("/api/v1/webhooks/{id}/rotate-secret"),
@@ -47,7 +45,12 @@ async fn rotate(app: &TestApp, id: &str, body: Value) -> common::Reply {
 
 /// A chat message signed over `"<now>.<body>"` with `secret`, as the seed's
 /// senders sign.
-async fn send_signed(app: &TestApp, webhook_id: &str, secret: &str, n: u32) -> common::Reply {
+async fn send_signed(
+    app: &TestApp,
+    webhook_id: &str,
+    secret: &str,
+    n: u32,
+) -> crate::common::Reply {
     let body = json!({
         "event_type": "message.received",
         "timestamp": "2025-01-09T12:00:00Z",

@@ -9,10 +9,8 @@
 //! question is escalated, the next message goes to the operator, the
 //! operator's reply goes out, and ending the session is announced.
 
-mod common;
-
+use crate::common::{TestApp, spawn_app_with};
 use chrono::Utc;
-use common::{TestApp, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
@@ -25,7 +23,12 @@ use testkit::{
 const SECRET: &str = "rag_flow_secret_0123456789";
 
 /// Posts a signed incoming webhook as an integrator's code would.
-async fn post_signed(app: &TestApp, webhook_id: &str, path: &str, body: &Value) -> common::Reply {
+async fn post_signed(
+    app: &TestApp,
+    webhook_id: &str,
+    path: &str,
+    body: &Value,
+) -> crate::common::Reply {
     let bytes = serde_json::to_vec(body).unwrap();
     let timestamp = Utc::now().timestamp();
     let secret = Secret::parse(SECRET).unwrap();

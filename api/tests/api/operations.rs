@@ -1,11 +1,9 @@
 //! What operators see: the binary's start-up checks, metrics, queue depths,
 //! and bounded history.
 
-mod common;
-
 use std::process::Command;
 
-use common::{spawn_app, spawn_app_with};
+use crate::common::{spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use testkit::{Behaviour, PATIENCE, spawn_receiver, spawn_worker, wait_until};
 

@@ -5,9 +5,7 @@
 //! `webhook.enabled` reaching an operations webhook through the real
 //! worker.
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use testkit::{Behaviour, PATIENCE, spawn_receiver, spawn_worker};

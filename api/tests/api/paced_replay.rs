@@ -4,12 +4,10 @@
 //! clock) and shows its progress while it runs, and recovery since a time
 //! re-sends only what failed after that time.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{TestApp, spawn_app};
 use chrono::Utc;
-use common::{TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::events::catalog::{Event, EventMetadata, EventType};
@@ -228,7 +226,7 @@ async fn recovery_since_a_time_resends_only_what_failed_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_retries_a_failed_delivery_now_and_only_once() {
     // Given a delivery failed twice, its next retry an hour away
-    let app = common::spawn_app_with(|s| {
+    let app = crate::common::spawn_app_with(|s| {
         s.delivery.retry_schedule = vec![Duration::from_millis(20), Duration::from_secs(3600)];
     })
     .await;

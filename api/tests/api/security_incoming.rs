@@ -1,4 +1,4 @@
-//! Incoming abuse (issue 5 item 9): what `api/tests/incoming.rs` does not
+//! Incoming abuse (issue 5 item 9): what `api/tests/api/incoming.rs` does not
 //! already cover — signature header *values* in other spellings, malformed
 //! timestamps, a chunked body one byte over the limit — and slow or idle
 //! clients: a slowloris head, a body that never finishes, and 5,000 idle
@@ -8,12 +8,10 @@
 //! another body or with another secret, a short signature, header *names*
 //! in any case, a body one byte over the limit with Content-Length.)
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Reply, TestApp, spawn_app, spawn_app_with};
 use chrono::Utc;
-use common::{Reply, TestApp, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::json;
 use shared::events::catalog::EventFilter;

@@ -141,7 +141,12 @@ fn spawn_child(url: &str, prefix: &str, dir: &std::path::Path, n: usize) -> Supe
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     let child = Command::new(std::env::current_exe().expect("current exe"))
-        .args(["child_worker", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "faults_poison::child_worker",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_REDIS, url)
         .env(CHILD_PREFIX, prefix)
         .stdin(Stdio::null())

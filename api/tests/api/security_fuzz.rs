@@ -6,7 +6,7 @@
 //! Same functions as the libFuzzer targets; `cargo fuzz` explores far more,
 //! this keeps what it found from coming back.
 
-#[path = "../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/lib.rs"]
 mod harness;
 
 use std::path::Path;

@@ -12,18 +12,16 @@
 //! empty allow-list unless a case needs a loopback receiver on purpose.
 //! DNS is scripted with `StaticResolver`, shared by the API and the worker.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::common::{TestApp, spawn_app_resolving};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode as AxumStatus, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use common::{TestApp, spawn_app_resolving};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::events::catalog::{EventFilter, EventType};
@@ -118,7 +116,7 @@ async fn ssrf_app(allowed: &[&str]) -> (TestApp, Arc<StaticResolver>) {
     (app, resolver)
 }
 
-fn assert_refused_field(reply: &common::Reply, field: &str, case: &str) {
+fn assert_refused_field(reply: &crate::common::Reply, field: &str, case: &str) {
     assert_eq!(
         reply.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -180,7 +178,7 @@ async fn post_document(
     webhook_id: &str,
     url: &str,
     external_id: &str,
-) -> common::Reply {
+) -> crate::common::Reply {
     let body = json!({
         "event_type": "document.upload",
         "timestamp": "2025-01-09T12:00:00Z",

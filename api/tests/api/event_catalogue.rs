@@ -2,9 +2,7 @@
 //! `GET /event-types` with generated schemas, and `filters` checked at
 //! registration and PATCH against those schemas.
 
-mod common;
-
-use common::spawn_app;
+use crate::common::spawn_app;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

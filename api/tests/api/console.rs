@@ -7,13 +7,11 @@
 //! Each page's screenshot is saved (PNG) into `$SUPPORTRAG_SCREENSHOTS`, or
 //! `$CARGO_TARGET_DIR/console-screenshots/`.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{TestApp, spawn_app};
+use crate::common::{TestApp, spawn_app};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::{Method, StatusCode, redirect};

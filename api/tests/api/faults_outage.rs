@@ -6,12 +6,10 @@
 //! receiver came back, nothing left dead, and a second replay replays
 //! nothing.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::spawn_app_with;
+use crate::common::spawn_app_with;
 use queue::DeadLetterFilter;
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -3,11 +3,9 @@
 //! again; a reused key with another body, a malformed key, and a key whose
 //! first request is still running are refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, spawn_app, spawn_app_with};
+use crate::common::{TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -10,15 +10,13 @@
 //! that instruction rather than skipping it: a profile nobody signed for
 //! real is not tested.
 
-mod common;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::common::{Reply, TestApp, spawn_app};
 use base64::Engine as _;
 use chrono::Utc;
-use common::{Reply, TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

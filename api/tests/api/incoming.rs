@@ -4,12 +4,10 @@
 //!
 //! No worker runs here: what matters is what lands in Redis.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Reply, TestApp, spawn_app, spawn_app_with};
 use chrono::Utc;
-use common::{Reply, TestApp, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::events::catalog::EventFilter;

@@ -4,11 +4,9 @@
 //!
 //! Requests that must stay half-sent are written on raw sockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, spawn_app, spawn_app_with};
+use crate::common::{TestApp, spawn_app, spawn_app_with};
 use shared::config::ByteSize;
 use testkit::{PATIENCE, TEST_ADMIN_KEY, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

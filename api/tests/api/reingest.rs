@@ -3,9 +3,7 @@
 //! while they are kept, and refused with 409 `DOCUMENT_SOURCE_GONE` once
 //! they are not.
 
-mod common;
-
-use common::{TestApp, spawn_app};
+use crate::common::{TestApp, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::events::catalog::EventFilter;
@@ -14,7 +12,7 @@ use testkit::{Behaviour, PATIENCE, spawn_receiver, spawn_worker, wait_until};
 const DOCUMENTS: &str = "/api/v1/knowledge/documents";
 const SECRET: &str = "source_secret_0123456789";
 
-async fn reingest(app: &TestApp, id: &str) -> common::Reply {
+async fn reingest(app: &TestApp, id: &str) -> crate::common::Reply {
     app.send(app.admin(Method::POST, &format!("{DOCUMENTS}/{id}/reingest")))
         .await
 }

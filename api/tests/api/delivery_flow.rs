@@ -2,10 +2,8 @@
 //! test event (checked by the seed's JavaScript verifier), read the history,
 //! force failures into the dead-letter set, replay, retry by hand.
 
-mod common;
-
+use crate::common::spawn_app;
 use chrono::{Duration, Utc};
-use common::spawn_app;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::delivery::history::{DeliveryRecord, DeliveryStatus};
@@ -226,7 +224,7 @@ async fn bulk_replay_by_filter_requeues_every_match_once() {
     worker.shutdown().await;
 }
 
-async fn last_delivery_id(app: &common::TestApp, webhook: &str) -> String {
+async fn last_delivery_id(app: &crate::common::TestApp, webhook: &str) -> String {
     let list = app
         .admin_get(&format!("/api/v1/webhooks/{webhook}/deliveries"))
         .await;
@@ -236,7 +234,7 @@ async fn last_delivery_id(app: &common::TestApp, webhook: &str) -> String {
         .to_owned()
 }
 
-async fn wait_for_delivery(app: &common::TestApp, id: &str, status: &str) -> Value {
+async fn wait_for_delivery(app: &crate::common::TestApp, id: &str, status: &str) -> Value {
     wait_until(&format!("{id} to be {status}"), PATIENCE, || async {
         let reply = app
             .admin_get(&format!("/api/v1/webhooks/deliveries/{id}"))
@@ -246,7 +244,7 @@ async fn wait_for_delivery(app: &common::TestApp, id: &str, status: &str) -> Val
     .await
 }
 
-async fn retry(app: &common::TestApp, id: &str) -> Value {
+async fn retry(app: &crate::common::TestApp, id: &str) -> Value {
     let reply = app
         .send(app.admin(
             Method::POST,
@@ -335,7 +333,7 @@ async fn a_retry_of_a_retry_is_a_new_delivery_numbered_on_the_first() {
 /// and `event_type` by position, 0 the oldest. Returns (id, position)
 /// newest first.
 async fn fill_history(
-    app: &common::TestApp,
+    app: &crate::common::TestApp,
     webhook: &str,
     count: usize,
     per_ms: usize,
@@ -378,7 +376,7 @@ async fn fill_history(
 }
 
 /// The delivery ids of a listing page, in order.
-fn page_ids(page: &common::Reply) -> Vec<String> {
+fn page_ids(page: &crate::common::Reply) -> Vec<String> {
     page.data()
         .as_array()
         .expect("a list")
@@ -389,7 +387,7 @@ fn page_ids(page: &common::Reply) -> Vec<String> {
 
 /// Every page from `path` (a query without cursor), following
 /// `next_cursor`: the ids in order, and each page's `total`.
-async fn follow_cursor(app: &common::TestApp, path: &str) -> (Vec<String>, Vec<u64>) {
+async fn follow_cursor(app: &crate::common::TestApp, path: &str) -> (Vec<String>, Vec<u64>) {
     let mut ids = Vec::new();
     let mut totals = Vec::new();
     let mut url = path.to_owned();
@@ -565,7 +563,7 @@ async fn over_rediss_with_client_certificates_a_test_event_is_delivered() {
     let client = shared::redis_conn::client(&anonymous.redis).expect("client");
     assert!(client.get_multiplexed_async_connection().await.is_err());
 
-    let app = common::spawn_app_on(
+    let app = crate::common::spawn_app_on(
         redis,
         tls_settings,
         std::sync::Arc::new(shared::net::ssrf::SystemResolver),
