@@ -9,15 +9,16 @@ use axum::extract::{Path, State};
 use axum::response::Redirect;
 use maud::{Markup, html};
 use shared::chat::sessions::{Role, Session as ChatSession, SessionStatus};
+use shared::config::Operator;
 
 use crate::console::error::PageError;
-use crate::console::layout::{Nav, notice, page, scrolling};
+use crate::console::layout::{Nav, data_table, notice, page};
 use crate::console::query::{Filters, segment};
 use crate::console::session::Session;
 use crate::console::webhooks::post_button;
 use crate::http::body::Json;
 use crate::http::envelope::{Pagination, Query};
-use crate::routes::chat::{self as api, ReplyRequest, SessionListQuery};
+use crate::routes::chat::{self as api, ReplyRequest, SessionListQuery, TurnView};
 use crate::state::AppState;
 
 async fn sessions(
@@ -70,28 +71,17 @@ fn session_table(items: &[ChatSession]) -> Markup {
         @if items.is_empty() {
             p.muted { "None." }
         } @else {
-            (scrolling(html! {
-                table {
-                    thead { tr {
-                        th scope="col" { "Session" }
-                        th scope="col" { "User" }
-                        th scope="col" { "Messages" }
-                        th scope="col" { "Last activity" }
-                        th scope="col" { "Escalation" }
-                    } }
-                    tbody {
-                        @for s in items {
-                            tr {
-                                th scope="row" { a href={ "/console/conversations/" (segment(s.session_id.as_str())) } { (s.session_id) } }
-                                td { (s.user_id) }
-                                td { (s.messages_count) }
-                                td { (crate::console::text::time(s.last_activity_at)) }
-                                td.wrap { @if let Some(e) = &s.escalation {
-                                    (e.reason)
-                                    @if let Some(name) = e.operator_name.as_ref().or(e.operator_id.as_ref()) { " · " (name) }
-                                } }
-                            }
-                        }
+            (data_table(&["Session", "User", "Messages", "Last activity", "Escalation"], html! {
+                @for s in items {
+                    tr {
+                        th scope="row" { a href={ "/console/conversations/" (segment(s.session_id.as_str())) } { (s.session_id) } }
+                        td { (s.user_id) }
+                        td { (s.messages_count) }
+                        td { (crate::console::text::time(s.last_activity_at)) }
+                        td.wrap { @if let Some(e) = &s.escalation {
+                            (e.reason)
+                            @if let Some(name) = e.operator_name.as_ref().or(e.operator_id.as_ref()) { " · " (name) }
+                        } }
                     }
                 }
             }))
@@ -137,37 +127,10 @@ pub async fn detail(
             }
         }
         h2 { "Transcript" }
-        ol.transcript {
-            @for turn in &view.history {
-                @let who = match turn.turn.role { Role::User => "User", Role::Assistant => "Bot", Role::Operator => "Operator" };
-                li {
-                    strong { (who) } " " span.muted { (crate::console::text::time(turn.turn.at)) }
-                    @if let Some(c) = turn.turn.confidence { span.muted { " · confidence " (format!("{c:.2}")) } }
-                    p { (turn.turn.text) }
-                }
-            }
-        }
+        (transcript(&view.history))
         @if chat.status == SessionStatus::Active {
             @if chat.escalated {
-                h2 { "Reply" }
-                form.filters method="post" action={ (base) "/reply" } {
-                    input type="hidden" name="csrf" value=(session.csrf);
-                    @if unassigned {
-                        label for="operator_id" { "Reply as (takes the conversation)"
-                            @if operators.is_empty() {
-                                input #operator_id type="text" name="operator_id" required maxlength="128";
-                            } @else {
-                                select #operator_id name="operator_id" required {
-                                    @for op in operators { option value=(op.id) { (op.name) } }
-                                }
-                            }
-                        }
-                    }
-                    label for="message" { "Message"
-                        textarea #message name="message" rows="3" cols="40" required maxlength="4000" {}
-                    }
-                    button type="submit" { "Send reply" }
-                }
+                (reply_form(&base, &session.csrf, unassigned, operators))
                 div.actions {
                     (post_button(&format!("{base}/handback"), &session.csrf, "Hand back to the bot", "secondary"))
                     (post_button(&format!("{base}/end"), &session.csrf, "Resolve", "danger"))
@@ -183,6 +146,48 @@ pub async fn detail(
         Some(&session.csrf),
         body,
     ))
+}
+
+/// The conversation so far, oldest first, who said what and when.
+fn transcript(history: &[TurnView]) -> Markup {
+    html! {
+        ol.transcript {
+            @for turn in history {
+                @let who = match turn.turn.role { Role::User => "User", Role::Assistant => "Bot", Role::Operator => "Operator" };
+                li {
+                    strong { (who) } " " span.muted { (crate::console::text::time(turn.turn.at)) }
+                    @if let Some(c) = turn.turn.confidence { span.muted { " · confidence " (format!("{c:.2}")) } }
+                    p { (turn.turn.text) }
+                }
+            }
+        }
+    }
+}
+
+/// The operator's reply; an unassigned conversation asks who replies
+/// (replying takes it).
+fn reply_form(base: &str, csrf: &str, unassigned: bool, operators: &[Operator]) -> Markup {
+    html! {
+        h2 { "Reply" }
+        form.filters method="post" action={ (base) "/reply" } {
+            input type="hidden" name="csrf" value=(csrf);
+            @if unassigned {
+                label for="operator_id" { "Reply as (takes the conversation)"
+                    @if operators.is_empty() {
+                        input #operator_id type="text" name="operator_id" required maxlength="128";
+                    } @else {
+                        select #operator_id name="operator_id" required {
+                            @for op in operators { option value=(op.id) { (op.name) } }
+                        }
+                    }
+                }
+            }
+            label for="message" { "Message"
+                textarea #message name="message" rows="3" cols="40" required maxlength="4000" {}
+            }
+            button type="submit" { "Send reply" }
+        }
+    }
 }
 
 fn back(id: &str, done: &str) -> Redirect {

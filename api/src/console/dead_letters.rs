@@ -8,11 +8,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use shared::delivery::replays::{ReplayRun, RunKind, RunState, Work};
-use shared::events::catalog::EventType;
 use shared::jobs::ALL_QUEUES;
+use shared::webhooks::registry::Webhook;
 
 use crate::console::error::PageError;
-use crate::console::layout::{Nav, notice, page, scrolling};
+use crate::console::layout::{
+    Field, Nav, data_table, event_type_options, notice, page, select_filter, webhook_options,
+};
 use crate::console::query::{Filters, segment};
 use crate::console::session::Session;
 use crate::console::webhooks::post_button;
@@ -53,79 +55,29 @@ pub async fn list(
     };
     let body = html! {
         @if let Some(message) = message { (notice(message)) }
-        form.filters method="get" action="/console/dead-letters" {
-            label for="f_webhook" { "Webhook"
-                select #f_webhook name="webhook_id" {
-                    option value="" { "any" }
-                    @for w in &webhooks {
-                        @let id = w.webhook_id.to_string();
-                        option value=(id) selected[filters.get("webhook_id") == Some(id.as_str())] { (w.name) " (" (id) ")" }
-                    }
-                }
-            }
-            label for="f_event" { "Event type"
-                select #f_event name="event_type" {
-                    option value="" { "any" }
-                    @for t in EventType::ALL.iter().copied() {
-                        option value=(t.as_str()) selected[filters.get("event_type") == Some(t.as_str())] { (t.as_str()) }
-                    }
-                }
-            }
-            label for="f_job" { "Queue"
-                select #f_job name="job_type" {
-                    option value="" { "any" }
-                    @for q in ALL_QUEUES.iter().copied() {
-                        option value=(q) selected[filters.get("job_type") == Some(q)] { (q) }
-                    }
-                }
-            }
-            button type="submit" { "Filter" }
-        }
+        (filter_form(&filters, &webhooks))
         p { (found.total) " dead letters match." }
         @if found.total > 0 {
-            h2 { "Replay all that match" }
-            form.filters method="post" action="/console/dead-letters/replay" {
-                input type="hidden" name="csrf" value=(session.csrf);
-                input type="hidden" name="step" value="count";
-                (carried(&filters))
-                label for="rate" { "Rate (per second, optional)"
-                    input #rate type="number" name="rate" min="0.1" max="1000" step="any";
-                }
-                button type="submit" { "Count what would be replayed" }
-            }
+            (bulk_form(&filters, &session.csrf))
         }
         @if !found.items.is_empty() {
-            (scrolling(html! {
-                table {
-                    thead { tr {
-                        th scope="col" { "Dead letter" }
-                        th scope="col" { "Queue" }
-                        th scope="col" { "Webhook" }
-                        th scope="col" { "Event" }
-                        th scope="col" { "Attempts" }
-                        th scope="col" { "Failed at" }
-                        th scope="col" { "Last error" }
-                        th scope="col" { "Actions" }
-                    } }
-                    tbody {
-                        @for d in &found.items {
-                            @let id = segment(&d.dead_letter_id);
-                            tr {
-                                th scope="row" { (d.dead_letter_id) }
-                                td { (d.job_type) }
-                                td { @if let Some(w) = &d.webhook_id {
-                                    a href={ "/console/webhooks/" (segment(w)) } { (w) }
-                                } }
-                                td { (d.event_type.as_deref().unwrap_or("")) }
-                                td { (d.attempts) }
-                                td { (d.failed_at) }
-                                td.wrap { (d.last_error) }
-                                td {
-                                    (post_button(&format!("/console/dead-letters/{id}/replay"), &session.csrf, "Replay", "secondary"))
-                                    " "
-                                    (post_button(&format!("/console/dead-letters/{id}/discard"), &session.csrf, "Discard", "danger"))
-                                }
-                            }
+            (data_table(&["Dead letter", "Queue", "Webhook", "Event", "Attempts", "Failed at", "Last error", "Actions"], html! {
+                @for d in &found.items {
+                    @let id = segment(&d.dead_letter_id);
+                    tr {
+                        th scope="row" { (d.dead_letter_id) }
+                        td { (d.job_type) }
+                        td { @if let Some(w) = &d.webhook_id {
+                            a href={ "/console/webhooks/" (segment(w)) } { (w) }
+                        } }
+                        td { (d.event_type.as_deref().unwrap_or("")) }
+                        td { (d.attempts) }
+                        td { (d.failed_at) }
+                        td.wrap { (d.last_error) }
+                        td {
+                            (post_button(&format!("/console/dead-letters/{id}/replay"), &session.csrf, "Replay", "secondary"))
+                            " "
+                            (post_button(&format!("/console/dead-letters/{id}/discard"), &session.csrf, "Discard", "danger"))
                         }
                     }
                 }
@@ -138,6 +90,46 @@ pub async fn list(
         Some(&session.csrf),
         body,
     ))
+}
+
+/// Which dead letters the list shows.
+fn filter_form(filters: &Filters, webhooks: &[Webhook]) -> Markup {
+    html! {
+        form.filters method="get" action="/console/dead-letters" {
+            (select_filter(
+                Field { id: "f_webhook", label: "Webhook", name: "webhook_id", required: false },
+                webhook_options(webhooks),
+                filters.get("webhook_id"),
+            ))
+            (select_filter(
+                Field { id: "f_event", label: "Event type", name: "event_type", required: false },
+                event_type_options(),
+                filters.get("event_type"),
+            ))
+            (select_filter(
+                Field { id: "f_job", label: "Queue", name: "job_type", required: false },
+                ALL_QUEUES.iter().map(|q| ((*q).to_owned(), (*q).to_owned())),
+                filters.get("job_type"),
+            ))
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
+/// The first step of a bulk replay: count what the filters match.
+fn bulk_form(filters: &Filters, csrf: &str) -> Markup {
+    html! {
+        h2 { "Replay all that match" }
+        form.filters method="post" action="/console/dead-letters/replay" {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="step" value="count";
+            (carried(filters))
+            label for="rate" { "Rate (per second, optional)"
+                input #rate type="number" name="rate" min="0.1" max="1000" step="any";
+            }
+            button type="submit" { "Count what would be replayed" }
+        }
+    }
 }
 
 /// The filters as hidden fields, so the next step works on the same set.

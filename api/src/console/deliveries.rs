@@ -6,10 +6,11 @@ use axum::extract::{Path, State};
 use axum::response::Redirect;
 use maud::{Markup, html};
 use shared::delivery::history::DeliveryStatus;
-use shared::events::catalog::EventType;
 
 use crate::console::error::PageError;
-use crate::console::layout::{Nav, page, scrolling};
+use crate::console::layout::{
+    Field, Nav, data_table, event_type_options, page, select_filter, webhook_options,
+};
 use crate::console::query::{Filters, segment};
 use crate::console::session::Session;
 use crate::console::text::duration_ms;
@@ -64,30 +65,21 @@ pub async fn list(
     };
     let body = html! {
         form.filters method="get" action="/console/deliveries" {
-            label for="f_webhook" { "Webhook"
-                select #f_webhook name="webhook_id" {
-                    @for w in &webhooks {
-                        @let id = w.webhook_id.to_string();
-                        option value=(id) selected[chosen.as_deref() == Some(id.as_str())] { (w.name) " (" (id) ")" }
-                    }
-                }
-            }
-            label for="f_status" { "Status"
-                select #f_status name="status" {
-                    option value="" { "any" }
-                    @for s in STATUSES {
-                        option value=(s.as_str()) selected[filters.get("status") == Some(s.as_str())] { (s.as_str()) }
-                    }
-                }
-            }
-            label for="f_event" { "Event type"
-                select #f_event name="event_type" {
-                    option value="" { "any" }
-                    @for t in EventType::ALL.iter().copied() {
-                        option value=(t.as_str()) selected[filters.get("event_type") == Some(t.as_str())] { (t.as_str()) }
-                    }
-                }
-            }
+            (select_filter(
+                Field { id: "f_webhook", label: "Webhook", name: "webhook_id", required: true },
+                webhook_options(&webhooks),
+                chosen.as_deref(),
+            ))
+            (select_filter(
+                Field { id: "f_status", label: "Status", name: "status", required: false },
+                STATUSES.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned())),
+                filters.get("status"),
+            ))
+            (select_filter(
+                Field { id: "f_event", label: "Event type", name: "event_type", required: false },
+                event_type_options(),
+                filters.get("event_type"),
+            ))
             button type="submit" { "Filter" }
         }
         @match &page_of {
@@ -112,30 +104,17 @@ pub fn delivery_table(items: &[DeliveryView]) -> Markup {
         @if items.is_empty() {
             p.muted { "No deliveries." }
         } @else {
-            (scrolling(html! {
-                table {
-                    thead { tr {
-                        th scope="col" { "Delivery" }
-                        th scope="col" { "Event" }
-                        th scope="col" { "Status" }
-                        th scope="col" { "HTTP" }
-                        th scope="col" { "Attempt" }
-                        th scope="col" { "Time" }
-                        th scope="col" { "Error" }
-                    } }
-                    tbody {
-                        @for d in items {
-                            @let status = d.status.as_str();
-                            tr {
-                                th scope="row" { a href={ "/console/deliveries/" (segment(&d.delivery_id)) } { (d.delivery_id) } }
-                                td { (d.event_type) }
-                                td { span class={ "status-" (status) } { (status) } }
-                                td { (d.http_status.map_or_else(|| "–".to_owned(), |s| s.to_string())) }
-                                td { (d.attempt) }
-                                td { (d.timestamp) }
-                                td.wrap { (d.error.as_deref().unwrap_or("")) }
-                            }
-                        }
+            (data_table(&["Delivery", "Event", "Status", "HTTP", "Attempt", "Time", "Error"], html! {
+                @for d in items {
+                    @let status = d.status.as_str();
+                    tr {
+                        th scope="row" { a href={ "/console/deliveries/" (segment(&d.delivery_id)) } { (d.delivery_id) } }
+                        td { (d.event_type) }
+                        td { span class={ "status-" (status) } { (status) } }
+                        td { (d.http_status.map_or_else(|| "–".to_owned(), |s| s.to_string())) }
+                        td { (d.attempt) }
+                        td { (d.timestamp) }
+                        td.wrap { (d.error.as_deref().unwrap_or("")) }
                     }
                 }
             }))
@@ -168,29 +147,16 @@ pub async fn detail(
         @if detail.attempts.is_empty() {
             p.muted { "No attempt made yet." }
         } @else {
-            (scrolling(html! {
-                table {
-                    thead { tr {
-                        th scope="col" { "#" }
-                        th scope="col" { "Time" }
-                        th scope="col" { "Outcome" }
-                        th scope="col" { "HTTP status" }
-                        th scope="col" { "Took" }
-                        th scope="col" { "Error" }
-                        th scope="col" { "Response body (first KiB)" }
-                    } }
-                    tbody {
-                        @for a in &detail.attempts {
-                            tr {
-                                th scope="row" { (a.attempt) }
-                                td { (crate::console::text::time(a.timestamp)) }
-                                td { @if a.success { span.status-success { "success" } } @else { span.status-failed { "failed" } } }
-                                td { (a.http_status.map_or_else(|| "–".to_owned(), |s| s.to_string())) }
-                                td { (duration_ms(a.response_time_ms)) }
-                                td.wrap { (a.error.as_deref().unwrap_or("")) }
-                                td.wrap { code { (a.response_body.as_deref().unwrap_or("")) } }
-                            }
-                        }
+            (data_table(&["#", "Time", "Outcome", "HTTP status", "Took", "Error", "Response body (first KiB)"], html! {
+                @for a in &detail.attempts {
+                    tr {
+                        th scope="row" { (a.attempt) }
+                        td { (crate::console::text::time(a.timestamp)) }
+                        td { @if a.success { span.status-success { "success" } } @else { span.status-failed { "failed" } } }
+                        td { (a.http_status.map_or_else(|| "–".to_owned(), |s| s.to_string())) }
+                        td { (duration_ms(a.response_time_ms)) }
+                        td.wrap { (a.error.as_deref().unwrap_or("")) }
+                        td.wrap { code { (a.response_body.as_deref().unwrap_or("")) } }
                     }
                 }
             }))

@@ -10,7 +10,7 @@ use shared::ids::DocumentId;
 use shared::knowledge::documents::{DocumentRecord, DocumentStatus};
 
 use crate::console::error::PageError;
-use crate::console::layout::{Nav, notice, page, scrolling};
+use crate::console::layout::{Nav, data_table, notice, page, scrolling};
 use crate::console::query::{Filters, segment};
 use crate::console::session::Session;
 use crate::console::webhooks::post_button;
@@ -61,23 +61,13 @@ pub async fn list(
         @if let Some(found) = &results {
             p { "Confidence " (found.confidence) "; " (found.results.len()) " passages." }
             @if !found.results.is_empty() {
-                (scrolling(html! {
-                    table {
-                        thead { tr {
-                            th scope="col" { "Score" }
-                            th scope="col" { "Document" }
-                            th scope="col" { "Heading" }
-                            th scope="col" { "Passage" }
-                        } }
-                        tbody {
-                            @for hit in &found.results {
-                                tr {
-                                    th scope="row" { (format!("{:.3}", hit.score)) }
-                                    td { (hit.title) }
-                                    td { (hit.heading.as_deref().unwrap_or("")) }
-                                    td.wrap { (hit.text) }
-                                }
-                            }
+                (data_table(&["Score", "Document", "Heading", "Passage"], html! {
+                    @for hit in &found.results {
+                        tr {
+                            th scope="row" { (format!("{:.3}", hit.score)) }
+                            td { (hit.title) }
+                            td { (hit.heading.as_deref().unwrap_or("")) }
+                            td.wrap { (hit.text) }
                         }
                     }
                 }))

@@ -10,6 +10,8 @@ use axum::http::header::{
 use axum::middleware::Next;
 use axum::response::Response;
 use maud::{DOCTYPE, Markup, html};
+use shared::events::catalog::EventType;
+use shared::webhooks::registry::Webhook;
 
 use crate::console::assets;
 
@@ -95,6 +97,62 @@ pub fn page(title: &str, active: Nav, csrf: Option<&str>, body: Markup) -> Marku
 /// of widening the page.
 pub fn scrolling(table: Markup) -> Markup {
     html! { div.scroll tabindex="0" { (table) } }
+}
+
+/// A table with one header row, scrolling sideways on a narrow screen.
+pub fn data_table(columns: &[&str], rows: Markup) -> Markup {
+    scrolling(html! {
+        table {
+            thead { tr { @for column in columns { th scope="col" { (column) } } } }
+            tbody { (rows) }
+        }
+    })
+}
+
+/// A list filter's labelled `<select>`: "any" first unless a choice is
+/// required, the current value selected.
+pub fn select_filter(
+    field: Field<'_>,
+    options: impl IntoIterator<Item = (String, String)>,
+    current: Option<&str>,
+) -> Markup {
+    html! {
+        label for=(field.id) { (field.label)
+            select id=(field.id) name=(field.name) {
+                @if !field.required { option value="" { "any" } }
+                @for (value, text) in options {
+                    option value=(value) selected[current == Some(value.as_str())] { (text) }
+                }
+            }
+        }
+    }
+}
+
+/// Where a [`select_filter`] goes in its form.
+pub struct Field<'a> {
+    pub id: &'a str,
+    pub label: &'a str,
+    pub name: &'a str,
+    pub required: bool,
+}
+
+/// The webhooks as choices of a filter, by name.
+pub fn webhook_options(webhooks: &[Webhook]) -> Vec<(String, String)> {
+    webhooks
+        .iter()
+        .map(|w| {
+            let id = w.webhook_id.to_string();
+            (id.clone(), format!("{} ({id})", w.name))
+        })
+        .collect()
+}
+
+/// Every event type as choices of a filter.
+pub fn event_type_options() -> Vec<(String, String)> {
+    EventType::ALL
+        .iter()
+        .map(|t| (t.as_str().to_owned(), t.as_str().to_owned()))
+        .collect()
 }
 
 /// A notice above a page's content (the outcome of the last action).

@@ -13,7 +13,7 @@ use shared::webhooks::registry::WebhookRequest;
 use crate::console::chart::{Point, charts};
 use crate::console::deliveries::delivery_table;
 use crate::console::error::PageError;
-use crate::console::layout::{Nav, notice, page, scrolling};
+use crate::console::layout::{Nav, data_table, notice, page};
 use crate::console::session::Session;
 use crate::http::body::Json;
 use crate::http::envelope::{Pagination, Query};
@@ -37,29 +37,16 @@ pub async fn list(
     let page_of = api::list(State(state), Query(filter), all).await?;
     let body = html! {
         p { (page_of.total) " webhooks." }
-        (scrolling(html! {
-            table {
-                thead { tr {
-                    th scope="col" { "Name" }
-                    th scope="col" { "URL" }
-                    th scope="col" { "State" }
-                    th scope="col" { "Attempts" }
-                    th scope="col" { "Failed" }
-                    th scope="col" { "Success rate" }
-                    th scope="col" { "Last delivery" }
-                } }
-                tbody {
-                    @for w in &page_of.items {
-                        tr {
-                            th scope="row" { a href={ "/console/webhooks/" (w.webhook_id) } { (w.name) } }
-                            td.wrap { (w.url) }
-                            td { (state_label(w)) }
-                            td { (w.deliveries_count) }
-                            td { (w.failures_count) }
-                            td { (w.success_rate) " %" }
-                            td { (w.last_delivery.as_deref().unwrap_or("–")) }
-                        }
-                    }
+        (data_table(&["Name", "URL", "State", "Attempts", "Failed", "Success rate", "Last delivery"], html! {
+            @for w in &page_of.items {
+                tr {
+                    th scope="row" { a href={ "/console/webhooks/" (w.webhook_id) } { (w.name) } }
+                    td.wrap { (w.url) }
+                    td { (state_label(w)) }
+                    td { (w.deliveries_count) }
+                    td { (w.failures_count) }
+                    td { (w.success_rate) " %" }
+                    td { (w.last_delivery.as_deref().unwrap_or("–")) }
                 }
             }
         }))

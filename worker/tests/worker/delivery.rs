@@ -4,9 +4,10 @@
 //! recording receivers that fail on demand — with retries, dead letters,
 //! `error.occurred`, replay and cancellation checked in Redis.
 
+use crate::common::dead_deliveries;
 use std::time::Duration;
 
-use queue::{DeadLetter, DeadLetterFilter, Job, QueueDepth};
+use queue::{DeadLetter, Job, QueueDepth};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use shared::delivery::history::{Attempt, DeliveryRecord, DeliveryStatus};
@@ -119,26 +120,13 @@ fn succeeded(mut record: DeliveryRecord) -> DeliveryRecord {
 
 async fn dead_letter_of(services: &Services, webhook: &Webhook) -> DeadLetter {
     testkit::wait_until("the dead letter", PATIENCE, || async {
-        dead_letters_of(services, webhook).await.into_iter().next()
+        dead_deliveries(services, webhook)
+            .await
+            .items
+            .into_iter()
+            .next()
     })
     .await
-}
-
-async fn dead_letters_of(services: &Services, webhook: &Webhook) -> Vec<DeadLetter> {
-    let filter = DeadLetterFilter {
-        labels: [(
-            shared::jobs::label::WEBHOOK_ID.to_owned(),
-            webhook.webhook_id.to_string(),
-        )]
-        .into(),
-        ..DeadLetterFilter::default()
-    };
-    services
-        .queue
-        .dead_letters(&[DeliverEvent::QUEUE], &filter, 0, 100)
-        .await
-        .expect("list dead letters")
-        .items
 }
 
 fn header<'a>(request: &'a Recorded, name: &str) -> &'a str {
@@ -422,8 +410,9 @@ async fn a_dead_delivery_announces_error_occurred_and_replays_with_the_same_even
     );
     // ... it is in the dead-letter set, findable by its ids ...
     let dead = testkit::wait_until("the dead letter", PATIENCE, || async {
-        dead_letters_of(&services, &webhook)
+        dead_deliveries(&services, &webhook)
             .await
+            .items
             .into_iter()
             .next()
     })
@@ -481,7 +470,7 @@ async fn a_dead_delivery_announces_error_occurred_and_replays_with_the_same_even
     assert_legacy_signature_valid(replayed, SECRET);
     let done = wait_for_status(&services, delivery_id, DeliveryStatus::Success).await;
     assert_eq!(done.attempt, 4);
-    assert!(dead_letters_of(&services, &webhook).await.is_empty());
+    assert!(dead_deliveries(&services, &webhook).await.items.is_empty());
 
     // ... and replaying the same dead letter again does nothing
     assert!(
@@ -553,7 +542,7 @@ async fn deleting_a_webhook_cancels_its_pending_delivery_without_sending_it() {
         receiver.requests().is_empty(),
         "a cancelled delivery must not be sent"
     );
-    assert!(dead_letters_of(&services, &webhook).await.is_empty());
+    assert!(dead_deliveries(&services, &webhook).await.items.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -764,7 +753,7 @@ async fn a_replay_does_not_put_back_queued_over_a_delivery_a_worker_finished() {
     let kept = record(&services, &ids[0]).await.expect("record");
     assert_eq!(kept.status, DeliveryStatus::Success);
     assert_eq!(depth(&services).await.ready, 1);
-    assert!(dead_letters_of(&services, &webhook).await.is_empty());
+    assert!(dead_deliveries(&services, &webhook).await.items.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

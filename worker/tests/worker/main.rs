@@ -3,6 +3,7 @@
 //! real receivers and the worker in-process or as its binary.
 
 mod cli;
+mod common;
 mod crash;
 mod delivery;
 mod fairness;

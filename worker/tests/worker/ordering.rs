@@ -9,11 +9,11 @@
 //! `X-Webhook-Sequence: k`. An event's last request is the one that
 //! delivered it, or its last attempt when it was dead-lettered.
 
+use crate::common::dead_deliveries;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use queue::{DeadLetter, DeadLetterFilter, Job};
 use redis::AsyncCommands;
 use serde_json::json;
 use shared::config::Settings;
@@ -21,7 +21,6 @@ use shared::delivery::history::DeliveryStatus;
 use shared::delivery::ordering::DeliveryOrdering;
 use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
-use shared::jobs::DeliverEvent;
 use shared::services::Services;
 use shared::webhooks::registry::{Webhook, WebhookDraft};
 use shared::webhooks::signing::Secret;
@@ -340,23 +339,6 @@ async fn a_failing_session_holds_back_only_its_own_later_events() {
     assert_eq!(reorderings(&receiver.requests(), &published, true), 0);
 }
 
-async fn dead_letters(services: &Services, webhook: &Webhook) -> Vec<DeadLetter> {
-    let filter = DeadLetterFilter {
-        labels: [(
-            shared::jobs::label::WEBHOOK_ID.to_owned(),
-            webhook.webhook_id.to_string(),
-        )]
-        .into(),
-        ..DeadLetterFilter::default()
-    };
-    services
-        .queue
-        .dead_letters(&[DeliverEvent::QUEUE], &filter, 0, 100)
-        .await
-        .expect("list dead letters")
-        .items
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_head_releases_the_next_and_its_replay_blocks_nothing() {
     // Given an ordered webhook whose receiver always fails one session's
@@ -394,7 +376,11 @@ async fn a_dead_lettered_head_releases_the_next_and_its_replay_blocks_nothing() 
     // When the dead letter is replayed (still failing), and the session
     // goes on
     let dead = wait_until("the dead letter", PATIENCE, || async {
-        dead_letters(&services, &hook).await.into_iter().next()
+        dead_deliveries(&services, &hook)
+            .await
+            .items
+            .into_iter()
+            .next()
     })
     .await;
     assert!(services.publisher.replay(&dead).await.expect("replay"));

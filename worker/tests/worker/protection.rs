@@ -5,17 +5,15 @@
 //! limit across two workers, a receiver's `429` + `Retry-After`, and
 //! custom headers.
 
+use crate::common::dead_deliveries;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue::DeadLetterFilter;
-use queue::Job;
 use serde_json::{Value, json};
 use shared::config::Settings;
 use shared::delivery::history::DeliveryStatus;
 use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId};
-use shared::jobs::DeliverEvent;
 use shared::services::Services;
 use shared::webhooks::auto_disable;
 use shared::webhooks::registry::Webhook;
@@ -90,23 +88,6 @@ fn event_types(receiver: &Receiver) -> Vec<String> {
         .iter()
         .map(|r| r.json()["event_type"].as_str().unwrap_or("?").to_owned())
         .collect()
-}
-
-async fn dead_letters_of(services: &Services, webhook: &Webhook) -> u64 {
-    let filter = DeadLetterFilter {
-        labels: [(
-            shared::jobs::label::WEBHOOK_ID.to_owned(),
-            webhook.webhook_id.to_string(),
-        )]
-        .into(),
-        ..DeadLetterFilter::default()
-    };
-    services
-        .queue
-        .dead_letters(&[DeliverEvent::QUEUE], &filter, 0, 100)
-        .await
-        .expect("list dead letters")
-        .total
 }
 
 async fn wait_for_status(services: &Services, id: &DeliveryId, status: DeliveryStatus) {
@@ -272,7 +253,7 @@ async fn re_enabling_announces_it_and_replays_the_dead_letters_when_asked() {
     }
     desk.wait_for(1, PATIENCE).await;
     testkit::wait_until("3 dead letters", PATIENCE, || async {
-        (dead_letters_of(&services, &target).await == 3).then_some(())
+        (dead_deliveries(&services, &target).await.total == 3).then_some(())
     })
     .await;
 
@@ -310,7 +291,7 @@ async fn re_enabling_announces_it_and_replays_the_dead_letters_when_asked() {
     assert_eq!(enabled_notice["data"]["reason"], GONE_REASON);
     assert_eq!(enabled_notice["data"]["dead_letters_replayed"], 3);
     testkit::wait_until("the dead letters to be gone", PATIENCE, || async {
-        (dead_letters_of(&services, &target).await == 0).then_some(())
+        (dead_deliveries(&services, &target).await.total == 0).then_some(())
     })
     .await;
     assert!(stored(&services, &target).await.active);
