@@ -289,6 +289,10 @@ async fn an_incoming_message_its_job_and_its_deliveries_form_one_exported_trace(
     })
     .await;
     assert!(spans.len() >= 3, "{spans:?}");
+    // The trace as the collector got it (shown with `--no-capture`).
+    for (name, queue) in &spans {
+        println!("trace {trace}: {name} {}", queue.as_deref().unwrap_or(""));
+    }
     worker.shutdown().await;
     drop(guard);
 }
