@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
 use crate::time::now_ms;
+use crate::trace_id::TraceId;
 
 /// Bumped when the envelope's shape changes incompatibly; a worker refuses
 /// (dead-letters, with the reason) an envelope of a version it does not know
@@ -28,7 +29,7 @@ pub struct Envelope<P> {
     /// the attempt number shown to receivers continues from them.
     #[serde(default)]
     pub prior_attempts: u32,
-    pub trace_id: String,
+    pub trace_id: TraceId,
     /// Unix ms.
     pub enqueued_at: i64,
     #[serde(default)]
@@ -47,7 +48,7 @@ pub struct AttemptError {
 }
 
 impl<P> Envelope<P> {
-    pub fn new(kind: &str, payload: P, trace_id: String) -> Self {
+    pub fn new(kind: &str, payload: P, trace_id: TraceId) -> Self {
         Self {
             v: ENVELOPE_VERSION,
             id: JobId::generate(),
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn failures_are_counted_and_history_is_bounded() {
-        let mut env = Envelope::new("t", (), "trace".into());
+        let mut env = Envelope::new("t", (), TraceId::generate());
         for n in 0..25 {
             env = env.failed(format!("boom {n}"));
         }
