@@ -15,6 +15,8 @@ pub struct InvalidTraceId {
     pub found: String,
 }
 
+/// A trace id known to keep to the rule; made only by [`TraceId::parse`],
+/// [`TraceId::generate`], [`TraceId::from_traceparent`] or deserializing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TraceId(String);
 

@@ -214,7 +214,7 @@ mod tests {
         }
         let max = "a".repeat(128);
         let h = headers(&[(TRACE_ID_HEADER, max.as_str())]);
-        assert_eq!(incoming_trace_id(&h), TraceId::parse(&max).ok());
+        assert_eq!(incoming_trace_id(&h).map(|t| t.to_string()), Some(max));
     }
 
     #[test]
