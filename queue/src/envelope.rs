@@ -102,4 +102,13 @@ mod tests {
         let env = env.restarted();
         assert_eq!((env.attempt, env.prior_attempts), (0, 25));
     }
+
+    #[test]
+    fn a_stored_envelope_reads_and_writes_back_byte_for_byte() -> Result<(), serde_json::Error> {
+        let stored = r#"{"v":1,"id":"job_01jbx7g0000000000000000000","kind":"t","attempt":2,"prior_attempts":0,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","enqueued_at":1,"errors":[],"payload":null}"#;
+        let env: Envelope<()> = serde_json::from_str(stored)?;
+        assert_eq!(env.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(serde_json::to_string(&env)?, stored);
+        Ok(())
+    }
 }
