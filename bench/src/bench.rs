@@ -39,7 +39,7 @@ use clap::{Parser, Subcommand};
 use queue::{Envelope, Job, QueueClient};
 use serde_json::json;
 use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
-use shared::ids::{DeliveryId, EventId};
+use shared::ids::{DeliveryId, EventId, TraceId};
 use shared::jobs::{DeliverEvent, ProcessMessage};
 use shared::services::Services;
 use shared::webhooks::registry::{Webhook, WebhookDraft};
@@ -499,7 +499,7 @@ impl Bench {
                 "confidence": 0.87,
             }),
             EventMetadata {
-                trace_id: format!("{:032x}", rand_u128()),
+                trace_id: TraceId::generate(),
                 correlation_id: None,
             },
         )
@@ -1219,7 +1219,7 @@ impl Bench {
                         webhook_id: webhook.webhook_id.clone(),
                         event,
                     },
-                    format!("retry-{i}"),
+                    TraceId::parse(&format!("retry-{i}"))?,
                 );
                 jobs.push((job, due_ms));
             }
@@ -1283,7 +1283,7 @@ impl Bench {
             let jobs: Vec<Envelope<DeliverEvent>> = (0..1_000)
                 .map(|i| {
                     let event = Self::event(0);
-                    Envelope::new(
+                    Ok::<_, shared::ids::InvalidTraceId>(Envelope::new(
                         DeliverEvent::QUEUE,
                         DeliverEvent {
                             delivery_id: DeliveryId::for_event(
@@ -1293,10 +1293,10 @@ impl Bench {
                             webhook_id: webhook.webhook_id.clone(),
                             event,
                         },
-                        format!("{chunk}-{i}"),
-                    )
+                        TraceId::parse(&format!("{chunk}-{i}"))?,
+                    ))
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             size = serde_json::to_vec(&jobs[0])?.len();
             services.queue.push(&jobs).await?;
         }
@@ -1361,14 +1361,6 @@ fn opt_spread<T>(samples: &[T], s: (f64, f64, f64), label: &str) -> String {
         format!("{} ({label})", show_spread(s))
     }
 }
-
-fn rand_u128() -> u128 {
-    u128::from(now_us())
-        ^ (u128::from(std::process::id()) << 64)
-        ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u128
-}
-
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn chrono_now() -> i64 {
     i64::try_from(now_us() / 1_000_000).unwrap_or(0)

@@ -169,7 +169,7 @@ pub async fn measure(
     while pushed < args.jobs {
         let end = (pushed + args.push_batch as u64).min(args.jobs);
         let batch: Vec<_> = (pushed..end)
-            .map(|n| Envelope::new(NoopJob::QUEUE, NoopJob { n }, format!("{n:032x}")))
+            .map(|n| Envelope::new(NoopJob::QUEUE, NoopJob { n }, queue::TraceId::generate()))
             .collect();
         queue.push(&batch).await?;
         pushed = end;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
 use crate::time::now_ms;
+use crate::trace_id::TraceId;
 
 /// Bumped when the envelope's shape changes incompatibly; a worker refuses
 /// (dead-letters, with the reason) an envelope of a version it does not know
@@ -28,7 +29,7 @@ pub struct Envelope<P> {
     /// the attempt number shown to receivers continues from them.
     #[serde(default)]
     pub prior_attempts: u32,
-    pub trace_id: String,
+    pub trace_id: TraceId,
     /// Unix ms.
     pub enqueued_at: i64,
     #[serde(default)]
@@ -47,7 +48,7 @@ pub struct AttemptError {
 }
 
 impl<P> Envelope<P> {
-    pub fn new(kind: &str, payload: P, trace_id: String) -> Self {
+    pub fn new(kind: &str, payload: P, trace_id: TraceId) -> Self {
         Self {
             v: ENVELOPE_VERSION,
             id: JobId::generate(),
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn failures_are_counted_and_history_is_bounded() {
-        let mut env = Envelope::new("t", (), "trace".into());
+        let mut env = Envelope::new("t", (), TraceId::generate());
         for n in 0..25 {
             env = env.failed(format!("boom {n}"));
         }
@@ -100,5 +101,14 @@ mod tests {
         assert_eq!(env.errors.last().unwrap().error, "boom 24");
         let env = env.restarted();
         assert_eq!((env.attempt, env.prior_attempts), (0, 25));
+    }
+
+    #[test]
+    fn a_stored_envelope_reads_and_writes_back_byte_for_byte() -> Result<(), serde_json::Error> {
+        let stored = r#"{"v":1,"id":"job_01jbx7g0000000000000000000","kind":"t","attempt":2,"prior_attempts":0,"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","enqueued_at":1,"errors":[],"payload":null}"#;
+        let env: Envelope<()> = serde_json::from_str(stored)?;
+        assert_eq!(env.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(serde_json::to_string(&env)?, stored);
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@
 //! impl Job for Resize { const QUEUE: &'static str = "resize"; }
 //!
 //! let client = QueueClient::new(conn, KeyPrefix::parse("app").expect("prefix"));
-//! client.push(&[Envelope::new(Resize::QUEUE, Resize { image: "a.png".into() }, "trace-1".into())]).await?;
+//! client.push(&[Envelope::new(Resize::QUEUE, Resize { image: "a.png".into() }, queue::TraceId::generate())]).await?;
 //! // Workers: `QueueRunner { handler, client, .. }.run(stop).await` with a
 //! // `Handler<Job = Resize>` that returns `Outcome::Done`, `Failed` or `Later`.
 //! # Ok(()) }
@@ -76,6 +76,7 @@ mod error;
 mod retry;
 mod scripts;
 mod time;
+mod trace_id;
 
 use std::collections::BTreeMap;
 
@@ -88,6 +89,7 @@ pub use error::{QueueError, is_unavailable};
 pub use ids::{DeadLetterId, JobId};
 pub use keys::KeyPrefix;
 pub use retry::{RetryPlan, RetryPolicy};
+pub use trace_id::{InvalidTraceId, TraceId};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use serde::Deserialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -39,13 +40,13 @@ use crate::client::{Fetched, FetchedKind, QueueClient, Settled};
 use crate::dead_letter::DeadLetter;
 use crate::ids::{DeadLetterId, JobId};
 use crate::retry::{RetryPlan, RetryPolicy};
-use crate::{ENVELOPE_VERSION, Envelope, Job, Labels, QueueError};
+use crate::{ENVELOPE_VERSION, Envelope, Job, Labels, QueueError, TraceId};
 
 /// What a handler knows about the run it is in.
 #[derive(Clone, Debug)]
 pub struct JobContext {
     pub job_id: JobId,
-    pub trace_id: String,
+    pub trace_id: TraceId,
     /// Attempt number within this run, from 1 (crashes counted).
     pub attempt: u32,
     /// Attempts made before a manual retry or replay started this run.
@@ -85,7 +86,7 @@ pub struct DeadContext {
     /// New for each dead-lettering: what a notice about it is keyed by.
     pub dead_letter_id: DeadLetterId,
     pub job_id: Option<JobId>,
-    pub trace_id: String,
+    pub trace_id: TraceId,
     pub error: String,
     /// Attempts of the run that ended here.
     pub attempts: u32,
@@ -102,9 +103,8 @@ impl DeadContext {
             trace_id: dead
                 .job
                 .get("trace_id")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_owned(),
+                .and_then(|t| TraceId::deserialize(t).ok())
+                .unwrap_or_else(TraceId::generate),
             error: dead.last_error.clone(),
             attempts: dead.attempts,
             overall_attempts: dead.prior_attempts.saturating_add(dead.attempts),
@@ -845,10 +845,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Called with each job's span and trace id before the job runs: how the
 /// service joins the span to a distributed trace, without this crate
 /// knowing which tracing system that is.
-static JOB_SPAN_HOOK: std::sync::OnceLock<fn(&tracing::Span, &str)> = std::sync::OnceLock::new();
+static JOB_SPAN_HOOK: std::sync::OnceLock<fn(&tracing::Span, &TraceId)> =
+    std::sync::OnceLock::new();
 
 /// Sets the job span hook for this process; the first call wins.
-pub fn set_job_span_hook(hook: fn(&tracing::Span, &str)) {
+pub fn set_job_span_hook(hook: fn(&tracing::Span, &TraceId)) {
     let _ = JOB_SPAN_HOOK.set(hook);
 }
 

@@ -637,7 +637,11 @@ async fn every_job_ends_done_or_dead_lettered_once_through_pauses_crashes_and_re
 /// repeated without queueing the job twice.
 async fn push_until(client: &QueueClient, ids: &mut Vec<JobId>, until: u64) {
     for n in ids.len() as u64..until {
-        let job = Envelope::new(ModelJob::QUEUE, ModelJob { n }, format!("model-{n}"));
+        let job = Envelope::new(
+            ModelJob::QUEUE,
+            ModelJob { n },
+            format!("model-{n}").parse().unwrap(),
+        );
         let deadline = Instant::now() + PATIENCE;
         loop {
             match client

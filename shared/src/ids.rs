@@ -6,7 +6,7 @@
 
 pub use queue::ids::InvalidId;
 use queue::prefixed_id;
-pub use queue::{DeadLetterId, JobId};
+pub use queue::{DeadLetterId, InvalidTraceId, JobId, TraceId};
 
 /// Shown in the OpenAPI document as the string each id serializes to.
 macro_rules! string_schema {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chat::sessions::{SessionError, SessionStore, ThreadKey};
-use crate::ids::{DocumentId, EventId, SessionId, StagingId, WebhookId};
+use crate::ids::{DocumentId, EventId, SessionId, StagingId, TraceId, WebhookId};
 use crate::jobs::{DocumentSource, IngestDocument, ProcessMessage};
 use crate::knowledge::documents::{DocumentRecord, DocumentStore};
 use crate::net::ssrf::{NameResolver, SsrfPolicy};
@@ -265,7 +265,7 @@ impl Intake {
         &self,
         webhook: &Webhook,
         msg: IncomingMessage,
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<MessageAccepted, IntakeError> {
         let MessageFields {
             user_id,
@@ -330,7 +330,7 @@ impl Intake {
         webhook: &Webhook,
         doc: IncomingDocument,
         body: &[u8],
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<DocumentAccepted, IntakeError> {
         expect_event_type(&doc.event_type, "document.upload")?;
         check_timestamp(doc.timestamp.as_deref())?;
@@ -379,7 +379,7 @@ impl Intake {
         &self,
         draft: DocumentDraft,
         bytes: &[u8],
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<DocumentAccepted, IntakeError> {
         self.stage(None, draft, None, Some(bytes), trace_id).await
     }
@@ -390,7 +390,7 @@ impl Intake {
         draft: DocumentDraft,
         once: Option<&str>,
         bytes: Option<&[u8]>,
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<DocumentAccepted, IntakeError> {
         let document_id = self
             .documents

@@ -28,6 +28,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
+use crate::ids;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -168,7 +169,8 @@ impl HttpClient for OnRuntime {
 /// The OTel trace id of one of our trace ids: a W3C id (32 hex digits) as
 /// is, a `trace_<ulid>` by the ULID's 128 bits, anything else a client sent
 /// (`X-Trace-Id`) by a hash, so the same id always maps to the same trace.
-pub fn otel_trace_id(trace_id: &str) -> TraceId {
+pub fn otel_trace_id(trace_id: &ids::TraceId) -> TraceId {
+    let trace_id = trace_id.as_str();
     if trace_id.len() == 32
         && let Ok(bits) = u128::from_str_radix(trace_id, 16)
         && bits != 0
@@ -189,7 +191,7 @@ pub fn otel_trace_id(trace_id: &str) -> TraceId {
 
 /// Makes `span` part of the trace `trace_id` (as a child of a remote
 /// parent), before it is first entered. A no-op without trace export.
-pub fn adopt_trace(span: &tracing::Span, trace_id: &str) {
+pub fn adopt_trace(span: &tracing::Span, trace_id: &ids::TraceId) {
     let parent = SpanContext::new(
         otel_trace_id(trace_id),
         SpanId::from(rand::random::<u64>().max(1)),
@@ -203,7 +205,7 @@ pub fn adopt_trace(span: &tracing::Span, trace_id: &str) {
 /// A W3C `traceparent` for a request made inside the current span: its
 /// trace, with the current span as parent when traces are exported, else a
 /// fresh parent id.
-pub fn traceparent(trace_id: &str) -> String {
+pub fn traceparent(trace_id: &ids::TraceId) -> String {
     let current = tracing::Span::current().context();
     let span = current.span();
     let context = span.span_context();
@@ -219,30 +221,28 @@ pub fn traceparent(trace_id: &str) -> String {
 mod tests {
     use super::*;
 
+    fn otel_of(id: &str) -> TraceId {
+        otel_trace_id(&id.parse().unwrap())
+    }
+
     #[test]
     fn our_trace_ids_map_to_stable_w3c_ids() {
         let w3c = "4bf92f3577b34da6a3ce929d0e0e4736";
-        assert_eq!(otel_trace_id(w3c).to_string(), w3c);
+        assert_eq!(otel_of(w3c).to_string(), w3c);
         let ulid = ulid::Ulid::generate();
         let ours = format!("trace_{}", ulid.to_string().to_lowercase());
-        assert_eq!(otel_trace_id(&ours), TraceId::from(ulid.0));
-        assert_eq!(
-            otel_trace_id("client-trace.42"),
-            otel_trace_id("client-trace.42")
-        );
+        assert_eq!(otel_of(&ours), TraceId::from(ulid.0));
+        assert_eq!(otel_of("client-trace.42"), otel_of("client-trace.42"));
+        assert_ne!(otel_of("client-trace.42"), otel_of("client-trace.43"));
         assert_ne!(
-            otel_trace_id("client-trace.42"),
-            otel_trace_id("client-trace.43")
-        );
-        assert_ne!(
-            otel_trace_id("00000000000000000000000000000000"),
+            otel_of("00000000000000000000000000000000"),
             TraceId::INVALID
         );
     }
 
     #[test]
     fn traceparent_is_well_formed_outside_any_span() {
-        let value = traceparent("4bf92f3577b34da6a3ce929d0e0e4736");
+        let value = traceparent(&"4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap());
         let fields: Vec<&str> = value.split('-').collect();
         assert_eq!(fields.len(), 4, "{value}");
         assert_eq!(fields[0], "00");

@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::json;
 use shared::delivery::history::{Attempt, DeliveryRecord, DeliveryStatus};
 use shared::events::catalog::{Event, EventMetadata, EventType};
-use shared::ids::{DeliveryId, EventId, WebhookId};
+use shared::ids::{DeliveryId, EventId, TraceId, WebhookId};
 use shared::services::Services;
 use shared::webhooks::rate_limit::Admission::{Defer, Go};
 use testkit::{TestRedis, test_settings};
@@ -179,7 +179,7 @@ fn record(webhook: &WebhookId) -> DeliveryRecord {
         EventId::generate(),
         EventType::ChatEscalated,
         json!({}),
-        EventMetadata::default(),
+        EventMetadata::new(TraceId::generate()),
     );
     DeliveryRecord::queued(
         DeliveryId::for_event(&event.event_id, webhook),

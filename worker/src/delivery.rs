@@ -16,7 +16,7 @@ use shared::delivery::ordering::{self, HeadState, Sequences, Turn};
 use shared::delivery::publish::Publisher;
 use shared::events::catalog::{Event, EventType, PayloadError};
 use shared::events::payloads::ErrorRelated;
-use shared::ids::{EventId, SessionId, WebhookId};
+use shared::ids::{EventId, SessionId, TraceId, WebhookId};
 use shared::jobs::DeliverEvent;
 use shared::net::egress::{EgressClient, EgressError, EgressResponse};
 use shared::webhooks::auto_disable::{self, DisablePolicy, FailureStreak};
@@ -195,7 +195,7 @@ impl DeliveryHandler {
         webhook: &Webhook,
         reason: &str,
         streak: Option<&FailureStreak>,
-        trace_id: &str,
+        trace_id: &TraceId,
     ) {
         match self.webhooks.deactivate(&webhook.webhook_id, reason).await {
             Ok(Some(off)) => {
@@ -459,7 +459,7 @@ impl DeliveryHandler {
         webhook: &Webhook,
         result: &Result<EgressResponse, EgressError>,
         streak: Option<FailureStreak>,
-        trace_id: &str,
+        trace_id: &TraceId,
     ) {
         if let Ok(response) = result
             && matches!(response.status, 429 | 503)

@@ -40,7 +40,8 @@ pub struct Envelope<T> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Meta {
-    pub trace_id: String,
+    #[schema(value_type = String)]
+    pub trace_id: shared::ids::TraceId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pagination: Option<PageMeta>,
 }

@@ -173,7 +173,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorMeta {
-    pub trace_id: String,
+    #[schema(value_type = String)]
+    pub trace_id: shared::ids::TraceId,
 }
 
 impl IntoResponse for ApiError {

@@ -349,7 +349,7 @@ async fn fill_history(
                 event_type(i),
                 json!({"n": i}),
                 EventMetadata {
-                    trace_id: format!("t{i}"),
+                    trace_id: format!("t{i}").parse().unwrap(),
                     correlation_id: None,
                 },
             );

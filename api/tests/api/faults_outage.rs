@@ -44,7 +44,7 @@ async fn a_receiver_down_for_the_whole_schedule_gets_every_event_after_one_bulk_
             EventType::ChatResponseGenerated,
             json!({"n": n}),
             EventMetadata {
-                trace_id: format!("trace-{n}"),
+                trace_id: format!("trace-{n}").parse().unwrap(),
                 correlation_id: None,
             },
         );

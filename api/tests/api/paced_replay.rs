@@ -22,7 +22,7 @@ async fn publish(app: &TestApp, n: usize) -> String {
         EventType::ChatResponseGenerated,
         json!({"n": n}),
         EventMetadata {
-            trace_id: format!("trace-{n}"),
+            trace_id: format!("trace-{n}").parse().unwrap(),
             correlation_id: None,
         },
     );

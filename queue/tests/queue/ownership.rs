@@ -38,7 +38,7 @@ fn task(n: u64, owner: &str) -> Envelope<Task> {
             n,
             owner: owner.to_owned(),
         },
-        format!("trace-{n}"),
+        format!("trace-{n}").parse().unwrap(),
     )
 }
 

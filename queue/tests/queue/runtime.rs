@@ -170,7 +170,11 @@ impl Running {
 }
 
 fn job(n: u64) -> Envelope<NoopJob> {
-    Envelope::new(NoopJob::QUEUE, NoopJob { n }, format!("trace-{n}"))
+    Envelope::new(
+        NoopJob::QUEUE,
+        NoopJob { n },
+        format!("trace-{n}").parse().unwrap(),
+    )
 }
 
 async fn push_jobs(client: &QueueClient, numbers: impl Iterator<Item = u64>) {

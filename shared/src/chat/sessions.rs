@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{KeyPrefix, Operator, OperatorAssignment};
-use crate::ids::{JobId, SessionId, WebhookId};
+use crate::ids::{JobId, SessionId, TraceId, WebhookId};
 use crate::jobs::{ChatResult, EndReason, EndSession};
 use queue::keys::{JOB_FIELD, QueueKeys};
 
@@ -746,7 +746,7 @@ impl SessionStore {
         &self,
         id: &SessionId,
         reason: EndReason,
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<bool, SessionError> {
         self.end_if(id, reason, None, trace_id).await
     }
@@ -769,7 +769,9 @@ impl SessionStore {
                 let _: i64 = self.conn.clone().zrem(self.keys.active(), &raw).await?;
                 continue;
             };
-            let trace_id = format!("trace_sweep_{}", JobId::generate().as_str());
+            // Prefixed so a sweep's work can be found in logs by its trace.
+            let trace_id = TraceId::parse(&format!("trace_sweep_{}", JobId::generate()))
+                .unwrap_or_else(|_| TraceId::generate());
             if self
                 .end_if(&id, EndReason::IdleTimeout, Some(cutoff), trace_id)
                 .await?
@@ -785,7 +787,7 @@ impl SessionStore {
         id: &SessionId,
         reason: EndReason,
         idle_cutoff: Option<i64>,
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<bool, SessionError> {
         let job = Envelope::new(
             EndSession::QUEUE,

@@ -1103,7 +1103,7 @@ mod tests {
             EventType::KnowledgeDocumentIndexed,
             json!({"status": "indexed", "event_type": "chat.escalated", "attempt": 99}),
             EventMetadata {
-                trace_id: "t".into(),
+                trace_id: "t".parse().unwrap(),
                 correlation_id: None,
             },
         );

@@ -326,7 +326,7 @@ mod tests {
 
     use super::*;
     use crate::events::catalog::{EventMetadata, EventType};
-    use crate::ids::EventId;
+    use crate::ids::{EventId, TraceId};
 
     #[test]
     fn orderings_parse_by_name_only() {
@@ -348,7 +348,7 @@ mod tests {
                 EventId::generate(),
                 EventType::SessionEnded,
                 data,
-                EventMetadata::default(),
+                EventMetadata::new(TraceId::generate()),
             )
         };
         let with = event(json!({"session_id": "sess_abc"}));
@@ -390,7 +390,7 @@ mod tests {
                     EventId::generate(),
                     EventType::SessionEnded,
                     json!({}),
-                    EventMetadata::default(),
+                    EventMetadata::new(TraceId::generate()),
                 ),
                 1,
             );

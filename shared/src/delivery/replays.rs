@@ -612,7 +612,7 @@ mod tests {
             EventType::WebhookTest,
             json!({}),
             EventMetadata {
-                trace_id: "t".into(),
+                trace_id: "t".parse().unwrap(),
                 correlation_id: None,
             },
         );

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::events::payloads::EventPayload;
-use crate::ids::{EventId, WebhookId};
+use crate::ids::{EventId, TraceId, WebhookId};
 use crate::time::serde_rfc3339;
 
 macro_rules! event_types {
@@ -172,11 +172,21 @@ impl<'de> Deserialize<'de> for EventFilter {
 }
 
 /// `metadata` of every outbound body.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventMetadata {
-    pub trace_id: String,
+    pub trace_id: TraceId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+}
+
+impl EventMetadata {
+    /// Metadata of an event that belongs to no other event's conversation.
+    pub fn new(trace_id: TraceId) -> Self {
+        Self {
+            trace_id,
+            correlation_id: None,
+        }
+    }
 }
 
 /// One event, as stored with its deliveries: everything of the outbound
@@ -283,7 +293,7 @@ mod tests {
             EventType::ChatResponseGenerated,
             serde_json::json!({"confidence": 1.0, "answer": "Да"}),
             EventMetadata {
-                trace_id: "t".into(),
+                trace_id: "t".parse().unwrap(),
                 correlation_id: Some("c".into()),
             },
         );

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::KeyPrefix;
-use crate::ids::{DocumentId, StagingId, WebhookId};
+use crate::ids::{DocumentId, StagingId, TraceId, WebhookId};
 use crate::jobs::{DocumentSource, IngestDocument};
 use crate::keys;
 use crate::store::StoreError;
@@ -554,7 +554,7 @@ impl DocumentStore {
         &self,
         queue: &QueueClient,
         id: &DocumentId,
-        trace_id: String,
+        trace_id: TraceId,
     ) -> Result<DocumentRecord, ReingestError> {
         let record = self.get(id).await?.ok_or(ReingestError::Missing)?;
         let staging_id = StagingId::generate();

@@ -26,7 +26,7 @@ use crate::delivery::publish::{PublishError, Publisher};
 use crate::delivery::replays::{ReplayError, Replayer, Work};
 use crate::events::catalog::{Event, EventFilter, EventMetadata, EventType, PayloadError};
 use crate::events::payloads::{FailureStreakView, WebhookDisabled, WebhookEnabled};
-use crate::ids::{DeliveryId, EventId, WebhookId};
+use crate::ids::{DeliveryId, EventId, TraceId, WebhookId};
 use crate::jobs::DeliverEvent;
 use crate::webhooks::registry::Webhook;
 
@@ -71,11 +71,8 @@ impl DisablePolicy {
     }
 }
 
-fn metadata(trace_id: &str) -> EventMetadata {
-    EventMetadata {
-        trace_id: trace_id.to_owned(),
-        correlation_id: None,
-    }
+fn metadata(trace_id: &TraceId) -> EventMetadata {
+    EventMetadata::new(trace_id.clone())
 }
 
 /// `webhook.disabled` for `webhook` (as it was just turned off).
@@ -83,7 +80,7 @@ pub fn disabled_event(
     webhook: &Webhook,
     reason: &str,
     streak: Option<&FailureStreak>,
-    trace_id: &str,
+    trace_id: &TraceId,
 ) -> Result<Event, PayloadError> {
     Event::of(
         EventId::generate(),
@@ -108,7 +105,7 @@ pub fn enabled_event(
     webhook: &Webhook,
     previous_reason: Option<&str>,
     dead_letters_replayed: usize,
-    trace_id: &str,
+    trace_id: &TraceId,
 ) -> Result<Event, PayloadError> {
     Event::of(
         EventId::generate(),
@@ -161,7 +158,7 @@ pub async fn after_admin_change(
     publisher: &Publisher,
     before: &Webhook,
     after: &Webhook,
-    trace_id: &str,
+    trace_id: &TraceId,
 ) {
     let event = match (before.active, after.active) {
         (false, true) => {
@@ -211,7 +208,7 @@ pub async fn enable(
     replayer: &Replayer,
     before: Webhook,
     replay_dead_letters: bool,
-    trace_id: &str,
+    trace_id: &TraceId,
 ) -> Result<Enabled, ReplayError> {
     let publisher = replayer.publisher();
     let mut webhook = before.clone();

@@ -202,7 +202,7 @@ mod tests {
 
     use super::*;
     use crate::events::catalog::EventMetadata;
-    use crate::ids::EventId;
+    use crate::ids::{EventId, TraceId};
 
     fn parse(raw: Value) -> Result<Filters, FieldError> {
         match raw {
@@ -216,7 +216,7 @@ mod tests {
             EventId::generate(),
             event_type,
             data,
-            EventMetadata::default(),
+            EventMetadata::new(TraceId::generate()),
         )
     }
 

@@ -38,7 +38,7 @@ async fn publish_events(services: &Services, count: usize) -> (HashSet<String>, 
             EventType::SessionEnded,
             json!({"session_id": format!("sess_{n}"), "messages_count": n}),
             EventMetadata {
-                trace_id: format!("trace-{n}"),
+                trace_id: format!("trace-{n}").parse().unwrap(),
                 correlation_id: None,
             },
         );

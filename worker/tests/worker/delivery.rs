@@ -36,7 +36,9 @@ async fn register(services: &Services, url: &str, events: &[EventType], secret: 
 
 fn event(event_type: EventType, data: Value) -> Event {
     let event_id = EventId::generate();
-    let trace_id = format!("trace-{}", event_id.as_str().trim_start_matches("evt_"));
+    let trace_id = format!("trace-{}", event_id.as_str().trim_start_matches("evt_"))
+        .parse()
+        .unwrap();
     Event::new(
         event_id,
         event_type,

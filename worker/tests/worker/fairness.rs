@@ -35,7 +35,7 @@ fn event() -> Event {
         EventType::ChatResponseGenerated,
         json!({"answer": "fine"}),
         EventMetadata {
-            trace_id: "fairness".into(),
+            trace_id: "fairness".parse().unwrap(),
             correlation_id: None,
         },
     )

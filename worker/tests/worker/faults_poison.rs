@@ -176,7 +176,13 @@ async fn poison_jobs_end_dead_lettered_with_no_crash_loop() {
     let client = QueueClient::new(conn.clone(), settings.redis.key_prefix.clone());
     client.ensure_group(PoisonJob::QUEUE).await.expect("group");
     let jobs: Vec<Envelope<PoisonJob>> = (1..=ORDINARY)
-        .map(|n| Envelope::new(PoisonJob::QUEUE, PoisonJob { n }, format!("trace-{n}")))
+        .map(|n| {
+            Envelope::new(
+                PoisonJob::QUEUE,
+                PoisonJob { n },
+                format!("trace-{n}").parse().unwrap(),
+            )
+        })
         .collect();
     client.push(&jobs[..120]).await.expect("push");
     client
@@ -299,7 +305,13 @@ async fn poison_jobs_end_dead_lettered_with_no_crash_loop() {
     // ... and the worker standing at the end is not stuck: more jobs flow,
     // and SIGTERM stops it with status 0
     let more: Vec<Envelope<PoisonJob>> = (ORDINARY + 1..=ORDINARY + 20)
-        .map(|n| Envelope::new(PoisonJob::QUEUE, PoisonJob { n }, format!("trace-{n}")))
+        .map(|n| {
+            Envelope::new(
+                PoisonJob::QUEUE,
+                PoisonJob { n },
+                format!("trace-{n}").parse().unwrap(),
+            )
+        })
         .collect();
     client.push(&more).await.expect("push");
     wait_until("the new jobs to run", PATIENCE, || async {

@@ -57,7 +57,7 @@ async fn sigterm_with_thousands_in_flight_exits_zero_in_time_and_loses_nothing()
             EventType::ChatResponseGenerated,
             json!({"n": n}),
             EventMetadata {
-                trace_id: format!("trace-{n}"),
+                trace_id: format!("trace-{n}").parse().unwrap(),
                 correlation_id: None,
             },
         );

@@ -6,7 +6,7 @@ use serde_json::json;
 use shared::chat::sessions::Priority;
 use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::events::payloads::{ChatEscalated, SourceRef};
-use shared::ids::{EventId, SessionId};
+use shared::ids::{EventId, SessionId, TraceId};
 use shared::services::Services;
 use shared::webhooks::filters::Filters;
 use shared::webhooks::registry::{Webhook, WebhookDraft};
@@ -53,7 +53,12 @@ fn escalated(user: &str, priority: Priority) -> Event {
             excerpt: "Refunds take 5 days.".into(),
         }],
     };
-    Event::of(EventId::generate(), &data, EventMetadata::default()).expect("payload")
+    Event::of(
+        EventId::generate(),
+        &data,
+        EventMetadata::new(TraceId::generate()),
+    )
+    .expect("payload")
 }
 
 /// `(user_id, escalation_priority)` of every event a receiver got, in order.

@@ -120,7 +120,11 @@ async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() 
     for (name, format, bytes, codes) in uploads {
         let accepted = services
             .intake
-            .upload(draft(name, format), &bytes, "trace_hostile".into())
+            .upload(
+                draft(name, format),
+                &bytes,
+                "trace_hostile".parse().unwrap(),
+            )
             .await
             .expect("upload staged");
         expected.push((accepted.document_id.to_string(), codes));
@@ -144,7 +148,12 @@ async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() 
         .unwrap();
         let accepted = services
             .intake
-            .document(&webhook, doc, file.as_bytes(), "trace_hostile".into())
+            .document(
+                &webhook,
+                doc,
+                file.as_bytes(),
+                "trace_hostile".parse().unwrap(),
+            )
             .await
             .expect("document accepted");
         expected.push((accepted.document_id.to_string(), codes));
@@ -156,7 +165,7 @@ async fn hostile_documents_fail_with_their_codes_and_the_worker_keeps_working() 
         .upload(
             draft("good", Some("markdown")),
             "# Refunds\n\nRefunds are paid back to the original card within 5 days.".as_bytes(),
-            "trace_good".into(),
+            "trace_good".parse().unwrap(),
         )
         .await
         .unwrap();
@@ -249,7 +258,7 @@ async fn two_uploads_of_one_document_end_with_the_newer_text() {
     .unwrap();
     let first = services
         .intake
-        .document(&webhook, old, b"old", "trace_old".into())
+        .document(&webhook, old, b"old", "trace_old".parse().unwrap())
         .await
         .unwrap();
     let worker = testkit::spawn_worker(services.clone()).await;
@@ -268,7 +277,7 @@ async fn two_uploads_of_one_document_end_with_the_newer_text() {
     .unwrap();
     let second = services
         .intake
-        .document(&webhook, new, b"new", "trace_new".into())
+        .document(&webhook, new, b"new", "trace_new".parse().unwrap())
         .await
         .unwrap();
     assert_eq!(first.document_id, second.document_id);
@@ -334,7 +343,12 @@ async fn a_long_ingestion_keeps_its_lock_past_the_lock_ttl() {
     };
     let first = services
         .intake
-        .document(&webhook, upload("slow.md"), b"slow", "trace_slow".into())
+        .document(
+            &webhook,
+            upload("slow.md"),
+            b"slow",
+            "trace_slow".parse().unwrap(),
+        )
         .await
         .unwrap();
     let worker = testkit::spawn_worker(services.clone()).await;
@@ -361,7 +375,12 @@ async fn a_long_ingestion_keeps_its_lock_past_the_lock_ttl() {
     // it once the first holder's TTL ran out.
     let second = services
         .intake
-        .document(&webhook, upload("new.md"), b"new", "trace_new".into())
+        .document(
+            &webhook,
+            upload("new.md"),
+            b"new",
+            "trace_new".parse().unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(first.document_id, second.document_id);
@@ -524,7 +543,7 @@ async fn a_worker_restarted_with_its_index_directory_only_catches_up_and_without
             .upload(
                 draft(name, Some("text")),
                 text.as_bytes(),
-                format!("trace_{name}"),
+                format!("trace_{name}").parse().unwrap(),
             )
             .await
             .unwrap()
@@ -651,7 +670,7 @@ async fn a_five_million_character_document_does_not_stall_deliveries() {
         .upload(
             draft("huge", Some("text")),
             text.as_bytes(),
-            "trace_huge".into(),
+            "trace_huge".parse().unwrap(),
         )
         .await
         .unwrap()
@@ -666,7 +685,7 @@ async fn a_five_million_character_document_does_not_stall_deliveries() {
             shared::events::catalog::EventType::ChatResponseGenerated,
             json!({"probe": sent.len()}),
             shared::events::catalog::EventMetadata {
-                trace_id: "trace_probe".into(),
+                trace_id: "trace_probe".parse().unwrap(),
                 correlation_id: None,
             },
         );

@@ -69,7 +69,7 @@ fn event(session: usize, index: usize, last: bool) -> Event {
         event_type,
         json!({"session_id": format!("sess_ord{session}"), "user_id": "u", "n": index}),
         EventMetadata {
-            trace_id: format!("trace-{session}-{index}"),
+            trace_id: format!("trace-{session}-{index}").parse().unwrap(),
             correlation_id: None,
         },
     )

@@ -59,7 +59,7 @@ fn escalation() -> Event {
         EventType::ChatEscalated,
         json!({"session_id": "sess_1"}),
         EventMetadata {
-            trace_id: "trace-protection".into(),
+            trace_id: "trace-protection".parse().unwrap(),
             correlation_id: None,
         },
     )
@@ -267,7 +267,7 @@ async fn re_enabling_announces_it_and_replays_the_dead_letters_when_asked() {
         services.queue.connection(),
         services.settings.redis.key_prefix.clone(),
     );
-    let enabled = auto_disable::enable(&replayer, before, true, "trace-enable")
+    let enabled = auto_disable::enable(&replayer, before, true, &"trace-enable".parse().unwrap())
         .await
         .expect("enable");
 

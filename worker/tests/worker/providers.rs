@@ -62,7 +62,7 @@ async fn openai_compatible_embeddings_qdrant_and_generation() {
                 correlation_id: None,
             },
             b"# Refunds\n\nRefunds are paid back to the original card within five business days.",
-            "trace_providers".into(),
+            "trace_providers".parse().unwrap(),
         )
         .await
         .unwrap();
@@ -105,7 +105,7 @@ async fn openai_compatible_embeddings_qdrant_and_generation() {
             received_at: Utc::now(),
             reply_expected: false,
         },
-        "trace_providers".into(),
+        "trace_providers".parse().unwrap(),
     );
     services.queue.push(&[job]).await.unwrap();
     let answered = wait_until("chat.response.generated", PATIENCE, || async {

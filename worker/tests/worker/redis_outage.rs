@@ -15,7 +15,7 @@ fn event(n: u32) -> Event {
         EventType::ChatResponseGenerated,
         json!({"n": n}),
         EventMetadata {
-            trace_id: format!("trace_{n}"),
+            trace_id: format!("trace_{n}").parse().unwrap(),
             correlation_id: None,
         },
     )

@@ -36,7 +36,7 @@ fn event(n: usize) -> Event {
         EventType::SessionEnded,
         json!({"session_id": format!("sess_{n}"), "user_id": "u", "reason": "idle"}),
         EventMetadata {
-            trace_id: format!("trace-{n}"),
+            trace_id: format!("trace-{n}").parse().unwrap(),
             correlation_id: None,
         },
     )

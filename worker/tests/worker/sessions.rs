@@ -126,7 +126,7 @@ async fn a_request_for_a_human_is_escalated_before_retrieval() {
             received_at: Utc::now(),
             reply_expected: false,
         },
-        "trace_human".into(),
+        "trace_human".parse().unwrap(),
     );
     services.queue.push(&[job]).await.unwrap();
     let worker = spawn_worker(services.clone()).await;
@@ -245,7 +245,11 @@ async fn operators_are_assigned_round_robin_or_least_loaded_and_released() {
     ));
     services
         .sessions
-        .end(&sessions[3], EndReason::Requested, "trace_end".into())
+        .end(
+            &sessions[3],
+            EndReason::Requested,
+            "trace_end".parse().unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(load_of(&redis, &services, "op_a").await, 2);
@@ -299,7 +303,7 @@ fn message(session_id: &SessionId, webhook: &WebhookId, text: &str) -> Envelope<
             received_at: Utc::now(),
             reply_expected: false,
         },
-        "trace_handover".into(),
+        "trace_handover".parse().unwrap(),
     )
 }
 
@@ -503,7 +507,7 @@ async fn turns_recorded_after_the_end_expire_with_the_session() {
     sessions.open_id(&ended, "U2").await.unwrap();
     assert!(
         sessions
-            .end(&ended, EndReason::Requested, "trace_end".into())
+            .end(&ended, EndReason::Requested, "trace_end".parse().unwrap())
             .await
             .unwrap()
     );
