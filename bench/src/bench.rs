@@ -14,7 +14,8 @@
 //! 2. outbound delivery: the real `supportrag-worker` binary vs a BullMQ
 //!    worker that signs and POSTs with Node's fetch, both to the same local
 //!    receiver (axum, answers 200): deliveries/s draining a backlog, and
-//!    enqueue → receipt latency at a fixed publish rate;
+//!    enqueue → receipt latency at a fixed publish rate; and the bare
+//!    ceiling of that receiver (the worker's HTTP client alone, no queue);
 //! 3. ingest: the real `supportrag-api` binary under a fixed-concurrency
 //!    signed load; every accepted request is counted in the queue after;
 //! 4. retry timing: 1,000 deliveries in the delayed set, lateness of each;
@@ -28,6 +29,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +43,7 @@ use serde_json::json;
 use shared::events::catalog::{Event, EventFilter, EventMetadata, EventType};
 use shared::ids::{DeliveryId, EventId, TraceId};
 use shared::jobs::{DeliverEvent, ProcessMessage};
+use shared::net::egress::{EgressClient, EgressOptions};
 use shared::services::Services;
 use shared::webhooks::registry::{Webhook, WebhookDraft};
 use shared::webhooks::signing::Secret;
@@ -561,6 +564,60 @@ impl Bench {
         Ok((rate, publish_rate, commands, max_rss))
     }
 
+    /// The bare ceiling the deliveries are measured against: the worker's
+    /// own HTTP client (the SSRF-checked egress, built as the worker builds
+    /// it) posting the same event body to the same receiver with as many
+    /// requests in flight as the worker allows one webhook, and nothing
+    /// else: no queue, no records, no signing.
+    async fn http_ceiling(&mut self) -> anyhow::Result<f64> {
+        let services = self.services()?;
+        let delivery = &services.settings.delivery;
+        let in_flight = delivery.per_webhook_concurrency.min(delivery.concurrency);
+        let client = Arc::new(EgressClient::new(
+            services.policy.clone(),
+            services.resolver.clone(),
+            EgressOptions {
+                timeout: delivery.timeout,
+                connect_timeout: delivery.timeout.min(Duration::from_secs(10)),
+                user_agent: "SupportRAG-bench".to_owned(),
+                pool_max_idle_per_host: 32,
+            },
+        )?);
+        let body = serde_json::to_vec(&Self::event(0))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
+        let url = self.receiver.url();
+        let remaining = Arc::new(std::sync::atomic::AtomicU64::new(self.args.deliveries));
+        self.receiver.reset();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..in_flight {
+            let (client, body, headers, url, remaining) = (
+                client.clone(),
+                body.clone(),
+                headers.clone(),
+                url.clone(),
+                remaining.clone(),
+            );
+            tasks.spawn(async move {
+                while remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let reply = client.post(&url, headers.clone(), body.clone()).await?;
+                    ensure!(reply.is_success(), "the receiver answered {}", reply.status);
+                }
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok(self.receiver.rate())
+    }
+
     async fn bull_delivery_backlog(&mut self) -> anyhow::Result<f64> {
         self.flush().await?;
         let port = self.redis.port.to_string();
@@ -666,6 +723,7 @@ impl Bench {
 
     async fn delivery(&mut self) -> anyhow::Result<()> {
         let mut ours = Vec::new();
+        let mut ceiling = Vec::new();
         let mut publish = Vec::new();
         let mut commands = Vec::new();
         let mut theirs = Vec::new();
@@ -678,6 +736,13 @@ impl Bench {
                 thousands(rate),
                 thousands(pub_rate)
             );
+            let bare = self.http_ceiling().await?;
+            eprintln!(
+                "delivery run {run}, bare HTTP ceiling: {} requests/s ({:.0} % reached)",
+                thousands(bare),
+                100.0 * rate / bare
+            );
+            ceiling.push(bare);
             ours.push(rate);
             publish.push(pub_rate);
             commands.push(cmds);
@@ -705,6 +770,16 @@ impl Bench {
             show_spread(o),
             opt_spread(&theirs, t, "BullMQ + undici, concurrency 50"),
             format!("{}; target ≥ 10,000 and ahead", ratio(o.0, t.0)),
+        ));
+        let c = spread(ceiling.iter().copied());
+        self.rows.push(row(
+            "delivery: bare HTTP ceiling (same client and receiver, no queue or records)",
+            show_spread(c),
+            "",
+            format!(
+                "deliveries reach {:.0} % of it; target ≥ 70 %",
+                100.0 * o.0 / c.0
+            ),
         ));
         self.rows.push(row(
             "delivery: publish (fan-out + record + job) events/s, 16 publishers",
