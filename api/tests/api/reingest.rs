@@ -58,24 +58,12 @@ async fn a_document_from_a_url_is_fetched_again() {
         }
     })
     .to_string();
-    let secret = shared::webhooks::signing::Secret::parse(SECRET).unwrap();
-    let now = chrono::Utc::now().timestamp();
     let accepted = app
-        .send(
-            app.http
-                .post(app.url("/api/v1/webhooks/incoming/document"))
-                .header("content-type", "application/json")
-                .header("x-webhook-id", webhook.webhook_id.as_str())
-                .header("x-webhook-timestamp", now.to_string())
-                .header(
-                    "x-webhook-signature",
-                    shared::webhooks::signing::sign_incoming_timestamped(
-                        &secret,
-                        now,
-                        body.as_bytes(),
-                    ),
-                )
-                .body(body),
+        .post_signed(
+            "/api/v1/webhooks/incoming/document",
+            webhook.webhook_id.as_str(),
+            SECRET,
+            body,
         )
         .await;
     assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.body);
