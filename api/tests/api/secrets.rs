@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use shared::config::{AppEnvironment, Settings};
 use shared::services::Services;
 use shared::webhooks::secret_box::EncryptionKey;
-use shared::webhooks::signing::{Secret, sign_incoming_timestamped};
 use testkit::{PATIENCE, TestRedis, test_settings};
 
 const OLD_SECRET: &str = "old_secret_key_0123456789";
@@ -61,22 +60,7 @@ async fn send_signed(
         "metadata": {"workspace": "w", "correlation_id": "c"}
     })
     .to_string();
-    let now = Utc::now().timestamp();
-    let signature = sign_incoming_timestamped(
-        &Secret::parse(secret).expect("secret"),
-        now,
-        body.as_bytes(),
-    );
-    app.send(
-        app.http
-            .post(app.url(MESSAGE))
-            .header("content-type", "application/json")
-            .header("X-Webhook-ID", webhook_id)
-            .header("X-Webhook-Timestamp", now.to_string())
-            .header("X-Webhook-Signature", signature)
-            .body(body),
-    )
-    .await
+    app.post_signed(MESSAGE, webhook_id, secret, body).await
 }
 
 async fn raw_record(redis: &TestRedis, settings: &Settings, id: &str) -> String {
